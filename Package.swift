@@ -1,0 +1,58 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Targets form a DAG (see README, "Architecture"): TensorCore and Training
+// never import MPI; MPICollectives is the only Swift code that imports CMPI.
+
+// The elementwise kernels are written for the auto-vectorizer; on x86-64 let it
+// use AVX2 and FMA (Haswell, 2013: every x86 server CPU since). The manifest is
+// compiled for the build host, so this follows the machine that builds.
+#if arch(x86_64)
+let kernelSettings: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "haswell"])]
+#else
+let kernelSettings: [SwiftSetting] = []
+#endif
+
+
+let package = Package(
+    name: "vae-mpi",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "vae-mpi", targets: ["vae-mpi"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CMPI", pkgConfig: "ompi-c",
+                       providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib",
+                       providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CPNG", pkgConfig: "libpng",
+                       providers: [.apt(["libpng-dev"])]),
+
+        .target(name: "TensorCore", dependencies: ["CBLAS"], swiftSettings: kernelSettings),
+        .target(name: "VAEModel", dependencies: ["TensorCore"], swiftSettings: kernelSettings),
+        .target(name: "Datasets", dependencies: ["TensorCore", "CZlib"]),
+        .target(name: "Collectives"),
+        .target(name: "MPICollectives", dependencies: ["Collectives", "CMPI"]),
+        .target(name: "Artifacts", dependencies: ["TensorCore", "CZlib", "CPNG"]),
+        .target(name: "Training",
+                dependencies: ["TensorCore", "VAEModel", "Datasets", "Collectives", "Artifacts"]),
+        .executableTarget(
+            name: "vae-mpi",
+            dependencies: [
+                "Training", "MPICollectives",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+
+        .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"]),
+        .testTarget(name: "VAEModelTests", dependencies: ["VAEModel", "TensorCore"],
+                    resources: [.copy("Fixtures")]),
+        .testTarget(name: "DatasetsTests", dependencies: ["Datasets"]),
+        .testTarget(name: "ArtifactsTests", dependencies: ["Artifacts", "TensorCore"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Collectives"]),
+    ]
+)

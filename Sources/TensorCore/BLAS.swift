@@ -1,0 +1,79 @@
+import CBLAS
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Thin wrappers over OpenBLAS's row-major `cblas_sgemm`, so that the ops read
+/// like the math and the pullbacks pass transposition flags instead of
+/// materializing transposes.
+public enum BLAS {
+    /// Threads OpenBLAS may use in this process. Ranks are the parallelism, so
+    /// the trainer sets 1 by default (see DESIGN.md §6).
+    public static func setThreads(_ count: Int) {
+        openblas_set_num_threads(Int32(count))
+    }
+
+    /// Threads OpenBLAS currently uses.
+    public static var threads: Int { Int(openblas_get_num_threads()) }
+
+    /// Optional observer of every GEMM's duration, used by the benchmark to
+    /// sum GEMM time inside a step. `nil` (the default) costs one load.
+    nonisolated(unsafe) public static var gemmTimer: GEMMTimer?
+
+    /// `C[M,N] = alpha * op(A)[M,K] · op(B)[K,N] + beta * C`, all row-major.
+    /// `lda`, `ldb`, `ldc` are the row strides of A, B, C as stored.
+    @inlinable
+    public static func gemm(
+        transposeA: Bool, transposeB: Bool,
+        m: Int, n: Int, k: Int,
+        alpha: Float = 1,
+        _ a: UnsafePointer<Float>, lda: Int,
+        _ b: UnsafePointer<Float>, ldb: Int,
+        beta: Float,
+        _ c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        if m == 0 || n == 0 { return }
+        if k == 0 {
+            // op(A)·op(B) is empty: C = beta * C.
+            for i in 0..<m { for j in 0..<n { c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j] } }
+            return
+        }
+        let start = gemmTimer == nil ? 0 : GEMMTimer.now()
+        cblas_sgemm(CblasRowMajor,
+                    transposeA ? CblasTrans : CblasNoTrans,
+                    transposeB ? CblasTrans : CblasNoTrans,
+                    blasint(m), blasint(n), blasint(k),
+                    alpha, a, blasint(lda), b, blasint(ldb),
+                    beta, c, blasint(ldc))
+        if let timer = gemmTimer {
+            timer.record(flops: 2 * m * n * k, nanoseconds: GEMMTimer.now() - start)
+        }
+    }
+}
+
+/// Accumulates the time and FLOPs of GEMM calls (benchmarking only).
+public final class GEMMTimer: @unchecked Sendable {
+    public private(set) var nanoseconds: UInt64 = 0
+    public private(set) var flops: Int = 0
+    public private(set) var calls: Int = 0
+
+    public init() {}
+
+    public func reset() { nanoseconds = 0; flops = 0; calls = 0 }
+
+    @usableFromInline
+    func record(flops: Int, nanoseconds: UInt64) {
+        self.flops += flops
+        self.nanoseconds += nanoseconds
+        calls += 1
+    }
+
+    @usableFromInline
+    static func now() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+}

@@ -1,0 +1,160 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3",
+/// SC'11; the Random123 reference). A counter-based generator: each 128-bit
+/// counter maps to four independent 32-bit words under a 64-bit key, with no
+/// state carried between calls. Any number can be recomputed from its
+/// coordinates, which is what makes runs reproducible and resumable.
+public enum Philox {
+    @inlinable
+    public static func block(_ counter: SIMD4<UInt32>, key: SIMD2<UInt32>) -> SIMD4<UInt32> {
+        var c = counter
+        var k = key
+        for round in 0..<10 {
+            if round > 0 { k &+= SIMD2(0x9E37_79B9, 0xBB67_AE85) }
+            let p0 = UInt64(0xD251_1F53) &* UInt64(c[0])
+            let p1 = UInt64(0xCD9E_8D57) &* UInt64(c[2])
+            c = SIMD4(UInt32(truncatingIfNeeded: p1 >> 32) ^ c[1] ^ k[0],
+                      UInt32(truncatingIfNeeded: p1),
+                      UInt32(truncatingIfNeeded: p0 >> 32) ^ c[3] ^ k[1],
+                      UInt32(truncatingIfNeeded: p0))
+        }
+        return c
+    }
+}
+
+/// What a stream of random numbers is for. Part of every counter, so streams
+/// for different purposes never overlap even with equal coordinates.
+public enum RandomDomain: UInt32, Sendable {
+    case initialization = 1
+    case dataPermutation = 2
+    case epochShuffle = 3
+    case trainingNoise = 4
+    case evaluationNoise = 5
+    case sampling = 6
+}
+
+/// A stream of random numbers at fixed coordinates: (seed, domain, a, b).
+///
+/// Element `i` of the stream is a pure function of the coordinates and `i`.
+/// The trainer uses, for example, `(seed, .trainingNoise, rank, step)` and
+/// `(seed, .epochShuffle, epoch, rank)`.
+public struct RandomStream: Sendable {
+    public let seed: UInt64
+    public let domain: RandomDomain
+    public let a: UInt32
+    public let b: UInt32
+
+    public init(seed: UInt64, domain: RandomDomain, _ a: UInt32 = 0, _ b: UInt32 = 0) {
+        self.seed = seed
+        self.domain = domain
+        self.a = a
+        self.b = b
+    }
+
+    @inlinable
+    var key: SIMD2<UInt32> {
+        SIMD2(UInt32(truncatingIfNeeded: seed), UInt32(truncatingIfNeeded: seed >> 32))
+    }
+
+    /// The four 32-bit words of block `index`.
+    @inlinable
+    public func block(_ index: UInt32) -> SIMD4<UInt32> {
+        Philox.block(SIMD4(index, domain.rawValue, a, b), key: key)
+    }
+
+    /// `count` 32-bit words, from word `offset` on.
+    public func words(count: Int, offset: Int = 0) -> [UInt32] {
+        precondition(offset >= 0 && count >= 0 && (offset + count) / 4 < Int(UInt32.max),
+                     "random stream exhausted")
+        var out = [UInt32]()
+        out.reserveCapacity(count)
+        var index = offset / 4
+        var lane = offset % 4
+        while out.count < count {
+            let w = block(UInt32(index))
+            while lane < 4 && out.count < count {
+                out.append(w[lane])
+                lane += 1
+            }
+            lane = 0
+            index += 1
+        }
+        return out
+    }
+
+    /// `count` uniforms in the open interval (0, 1), 24 random bits each.
+    public func uniforms(count: Int, offset: Int = 0) -> [Float] {
+        words(count: count, offset: offset).map(Self.openUnit)
+    }
+
+    /// `count` standard normals (Box–Muller on pairs of uniforms); element `i`
+    /// uses words `2i` and `2i+1`, so any slice can be recomputed alone.
+    public func normals(count: Int, offset: Int = 0) -> [Float] {
+        let w = words(count: 2 * count, offset: 2 * offset)
+        return (0..<count).map { i in
+            Self.normal(w[2 * i], w[2 * i + 1])
+        }
+    }
+
+    /// Uniform integers in 0..<bound, by a 64-bit multiply-shift (bias < bound/2⁶⁴).
+    public func integers(count: Int, below bound: Int, offset: Int = 0) -> [Int] {
+        precondition(bound > 0)
+        let w = words(count: 2 * count, offset: 2 * offset)
+        return (0..<count).map { i in
+            Self.bounded(w[2 * i], w[2 * i + 1], below: UInt64(bound))
+        }
+    }
+
+    @inlinable
+    static func openUnit(_ w: UInt32) -> Float {
+        (Float(w >> 8) + 0.5) * (1.0 / 16_777_216.0)
+    }
+
+    @inlinable
+    static func normal(_ w0: UInt32, _ w1: UInt32) -> Float {
+        // Box–Muller in Double, so the tails are not cut short by Float's
+        // resolution. Noise is only used on the rank that drew it, so a libm
+        // that differs between hosts cannot make replicas diverge.
+        let u1 = (Double(w0) + 0.5) / 4_294_967_296.0
+        let u2 = (Double(w1) + 0.5) / 4_294_967_296.0
+        return Float((-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2))
+    }
+
+    @inlinable
+    static func bounded(_ hi: UInt32, _ lo: UInt32, below bound: UInt64) -> Int {
+        let r = UInt64(hi) << 32 | UInt64(lo)
+        return Int(r.multipliedFullWidth(by: bound).high)
+    }
+
+    /// A uniformly random permutation of 0..<n (Fisher–Yates), identical on
+    /// every host for the same coordinates: integer arithmetic only.
+    public func permutation(_ n: Int) -> [Int] {
+        var p = Array(0..<n)
+        if n < 2 { return p }
+        // Swap targets for i = n-1 … 1, drawn in one pass over the stream.
+        let words = self.words(count: 2 * (n - 1))
+        for (k, i) in stride(from: n - 1, through: 1, by: -1).enumerated() {
+            let j = Self.bounded(words[2 * k], words[2 * k + 1], below: UInt64(i + 1))
+            p.swapAt(i, j)
+        }
+        return p
+    }
+}
+
+extension Tensor {
+    /// A tensor of standard normals from `stream`, element i = stream normal i + offset.
+    public init(normalsFrom stream: RandomStream, shape: [Int], offset: Int = 0) {
+        self.init(shape: shape, scalars: stream.normals(count: shape.reduce(1, *), offset: offset))
+    }
+
+    /// A tensor of uniforms in (low, high) from `stream`.
+    public init(uniformFrom stream: RandomStream, shape: [Int], low: Float, high: Float, offset: Int = 0) {
+        let u = stream.uniforms(count: shape.reduce(1, *), offset: offset)
+        self.init(shape: shape, scalars: u.map { low + (high - low) * $0 })
+    }
+}

@@ -1,0 +1,52 @@
+import _Differentiation
+import TensorCore
+
+/// The approximate posterior q(z | x) = N(mean, exp(logVariance)), per sample.
+/// Legend: B batch, Z latent.
+public struct Posterior: Differentiable {
+    public var mean: Tensor         // (B, Z)
+    public var logVariance: Tensor  // (B, Z)
+
+    @differentiable(reverse)
+    public init(mean: Tensor, logVariance: Tensor) {
+        self.mean = mean
+        self.logVariance = logVariance
+    }
+}
+
+/// What the decoder emits for each sample. Legend: B batch, D data dimensions.
+public struct DecoderOutput: Differentiable {
+    /// Bernoulli logits, or the Gaussian mean.                    (B, D)
+    public var location: Tensor
+    /// Per-dimension log σ² from a learned-variance head, or (B, 0) when the
+    /// model has none.
+    public var logVariance: Tensor
+
+    @differentiable(reverse)
+    public init(location: Tensor, logVariance: Tensor) {
+        self.location = location
+        self.logVariance = logVariance
+    }
+}
+
+/// A VAE: an encoder to q(z | x) and a decoder to p(x | z)'s parameters.
+///
+/// Inputs are flat, (B, D) with D = C·H·W; convolutional models reshape
+/// inside. The tangent of a model is the model type itself, so one parameter
+/// walk serves parameters, gradients and optimizer moments.
+public protocol VariationalAutoencoder: Differentiable, AdditiveArithmetic, ParameterWalking
+    where TangentVector == Self
+{
+    /// x (B, D) → q(z | x).
+    @differentiable(reverse)
+    func encode(_ x: Tensor) -> Posterior
+
+    /// z (B, Z) → p(x | z)'s parameters.
+    @differentiable(reverse)
+    func decode(_ z: Tensor) -> DecoderOutput
+
+    /// Z.
+    var latentSize: Int { get }
+    /// D.
+    var dataSize: Int { get }
+}

@@ -1,0 +1,107 @@
+import TensorCore
+
+/// A model (or a model's gradient: the tangent of every model here is the
+/// model type itself) whose parameters can be visited in one fixed order.
+///
+/// The walk is hand-written per type, never reflected: it fixes the order of
+/// the flat buffers that the optimizer, the gradient allreduce, checkpoints and
+/// initialisation share, and it gives each tensor its PyTorch name.
+///
+/// A walk always visits the same fields in the same order. A head that the
+/// configuration does not use (the learned-variance head of a Bernoulli model)
+/// holds zero-element tensors: they take no room in flat buffers and are left
+/// out of checkpoints.
+public protocol ParameterWalking {
+    /// Calls `visit` with each parameter's PyTorch name and storage, in order.
+    mutating func walkParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows
+}
+
+extension ParameterWalking {
+    /// Names and values of all parameters, in walk order (zero-element heads included).
+    public var namedParameters: [(name: String, tensor: Tensor)] {
+        var copy = self
+        var out: [(name: String, tensor: Tensor)] = []
+        copy.walkParameters { name, tensor in out.append((name, tensor)) }
+        return out
+    }
+
+    /// Where each parameter lives in a flat buffer.
+    public var parameterLayout: ParameterLayout {
+        ParameterLayout(namedParameters.map { ($0.name, $0.tensor.shape) })
+    }
+}
+
+/// Names, shapes and flat-buffer offsets of a model's parameters, in walk order.
+public struct ParameterLayout: Equatable, Sendable {
+    public struct Entry: Equatable, Sendable {
+        public let name: String
+        public let shape: [Int]
+        public let offset: Int
+        public var count: Int { shape.reduce(1, *) }
+    }
+
+    public let entries: [Entry]
+    /// Total number of scalars.
+    public let count: Int
+
+    public init(_ namedShapes: [(String, [Int])]) {
+        var entries: [Entry] = []
+        var offset = 0
+        for (name, shape) in namedShapes {
+            entries.append(Entry(name: name, shape: shape, offset: offset))
+            offset += shape.reduce(1, *)
+        }
+        self.entries = entries
+        self.count = offset
+    }
+
+    /// Entries that hold at least one scalar (what checkpoints store).
+    public var nonEmptyEntries: [Entry] { entries.filter { $0.count > 0 } }
+}
+
+extension ParameterWalking {
+    /// Copies every parameter into `buffer` (at least `layout.count` scalars),
+    /// in walk order. A symbolic-zero tensor (a gradient that autodiff found to
+    /// be zero) is written as zeros of the layout's size.
+    public func flatten(into buffer: UnsafeMutableBufferPointer<Float>, layout: ParameterLayout) {
+        precondition(buffer.count >= layout.count, "flat buffer too small")
+        var copy = self
+        var index = 0
+        copy.walkParameters { name, tensor in
+            let entry = layout.entries[index]
+            precondition(entry.name == name, "parameter walk does not match its layout")
+            let dst = buffer.baseAddress! + entry.offset
+            if tensor.isSymbolicZero {
+                dst.initialize(repeating: 0, count: entry.count)
+            } else {
+                precondition(tensor.shape == entry.shape,
+                             "\(name): shape \(tensor.shape), layout expects \(entry.shape)")
+                tensor.scalars.withUnsafeBufferPointer { src in
+                    dst.update(from: src.baseAddress!, count: entry.count)
+                }
+            }
+            index += 1
+        }
+    }
+
+    /// The parameters as one flat array, in walk order.
+    public func flattened(layout: ParameterLayout) -> [Float] {
+        [Float](unsafeUninitializedCapacity: layout.count) { buffer, initialized in
+            flatten(into: buffer, layout: layout)
+            initialized = layout.count
+        }
+    }
+
+    /// Overwrites every parameter from a flat buffer laid out by `layout`.
+    public mutating func assign(from buffer: UnsafeBufferPointer<Float>, layout: ParameterLayout) {
+        precondition(buffer.count >= layout.count, "flat buffer too small")
+        var index = 0
+        walkParameters { name, tensor in
+            let entry = layout.entries[index]
+            precondition(entry.name == name, "parameter walk does not match its layout")
+            tensor = Tensor(shape: entry.shape,
+                            scalars: Array(buffer[entry.offset ..< entry.offset + entry.count]))
+            index += 1
+        }
+    }
+}

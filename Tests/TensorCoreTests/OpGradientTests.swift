@@ -1,0 +1,152 @@
+import _Differentiation
+import XCTest
+@testable import TensorCore
+
+/// Every differentiable op's VJP against central finite differences. Ops that
+/// return tensors are reduced to a scalar by a fixed random projection r, so
+/// the check covers every output element's contribution.
+final class OpGradientTests: XCTestCase {
+    let r34 = randomTensor([3, 4], seed: 100)
+
+    func testMatmul() {
+        let a = randomTensor([3, 5], seed: 1), b = randomTensor([5, 4], seed: 2)
+        let r = r34
+        assertGradientMatchesFiniteDifferences(of: { a in sum(matmul(a, b) * r) }, at: a, "matmul ∂a")
+        assertGradientMatchesFiniteDifferences(of: { b in sum(matmul(a, b) * r) }, at: b, "matmul ∂b")
+    }
+
+    func testLinearAllArguments() {
+        let x = randomTensor([3, 5], seed: 1), w = randomTensor([4, 5], seed: 2), b = randomTensor([4], seed: 3)
+        let r = r34
+        // Differentiating with respect to x selects the full (x, weight, bias) VJP.
+        assertGradientMatchesFiniteDifferences(of: { x in sum(linear(x, weight: w, bias: b) * r) }, at: x, "linear ∂x")
+        let (_, full) = valueWithPullback(at: x, w, b) { x, w, b in sum(linear(x, weight: w, bias: b) * r) }
+        let (dx, dw, db) = full(1)
+        XCTAssertEqual(dx.shape, [3, 5]); XCTAssertEqual(dw.shape, [4, 5]); XCTAssertEqual(db.shape, [4])
+        assertGradientMatchesFiniteDifferences(of: { w in sum(linear(x, weight: w, bias: b) * r) }, at: w, "linear ∂w")
+        assertGradientMatchesFiniteDifferences(of: { b in sum(linear(x, weight: w, bias: b) * r) }, at: b, "linear ∂b")
+    }
+
+    func testLinearParameterOnlyDerivative() {
+        // x is a constant here, so autodiff uses the (weight, bias) VJP.
+        let x = randomTensor([3, 5], seed: 1), w = randomTensor([4, 5], seed: 2), b = randomTensor([4], seed: 3)
+        let r = r34
+        let (dw, db) = gradient(at: w, b) { w, b in sum(linear(x, weight: w, bias: b) * r) }
+        assertGradientMatchesFiniteDifferences(of: { w in sum(linear(x, weight: w, bias: b) * r) }, at: w, "linear(w,b) ∂w")
+        let numericDB = gradient(at: b) { b in sum(linear(x, weight: w, bias: b) * r) }
+        XCTAssertEqual(dw.shape, w.shape)
+        XCTAssertEqual(db.scalars, numericDB.scalars)
+        // ∂b is the column sum of r.
+        for j in 0..<4 {
+            XCTAssertEqual(db.scalars[j], (0..<3).map { r.scalars[$0 * 4 + j] }.reduce(0, +), accuracy: 1e-6)
+        }
+    }
+
+    func testLinearReLU() {
+        let x = randomTensor([3, 5], seed: 4), w = randomTensor([4, 5], seed: 5), b = randomTensor([4], seed: 6)
+        let r = r34
+        // Kinks of ReLU make finite differences invalid within h of zero; these
+        // inputs keep every pre-activation at least 0.05 away (checked below).
+        let pre = linear(x, weight: w, bias: b)
+        XCTAssertGreaterThan(pre.scalars.map { abs($0) }.min()!, 0.03)
+        assertGradientMatchesFiniteDifferences(of: { x in sum(linearReLU(x, weight: w, bias: b) * r) }, at: x, h: 1e-3, "linearReLU ∂x")
+        assertGradientMatchesFiniteDifferences(of: { w in sum(linearReLU(x, weight: w, bias: b) * r) }, at: w, h: 1e-3, "linearReLU ∂w")
+        assertGradientMatchesFiniteDifferences(of: { b in sum(linearReLU(x, weight: w, bias: b) * r) }, at: b, h: 1e-3, "linearReLU ∂b")
+        XCTAssertEqual(linearReLU(x, weight: w, bias: b), relu(pre))
+    }
+
+    func testReLU() {
+        // Values away from the kink.
+        let x = randomTensor([3, 4], seed: 7).map { $0 >= 0 ? $0 + 0.1 : $0 - 0.1 }
+        let r = r34
+        assertGradientMatchesFiniteDifferences(of: { x in sum(relu(x) * r) }, at: x, "relu")
+    }
+
+    func testExpSigmoidProductScaleSum() {
+        let x = randomTensor([3, 4], low: -3, high: 3, seed: 8), y = randomTensor([3, 4], seed: 9)
+        let r = r34
+        assertGradientMatchesFiniteDifferences(of: { x in sum(exp(x) * r) }, at: x, h: 1e-3, "exp")
+        assertGradientMatchesFiniteDifferences(of: { x in sum(sigmoid(x) * r) }, at: x, "sigmoid")
+        assertGradientMatchesFiniteDifferences(of: { x in sum(x * y) }, at: x, "product ∂lhs")
+        assertGradientMatchesFiniteDifferences(of: { y in sum(x * y) }, at: y, "product ∂rhs")
+        assertGradientMatchesFiniteDifferences(of: { x in sum(x * 2.5 * r) }, at: x, "scale")
+        assertGradientMatchesFiniteDifferences(of: { x in sum(x) }, at: x, "sum")
+        assertGradientMatchesFiniteDifferences(of: { x in sum((x + y) * r) }, at: x, "add")
+        assertGradientMatchesFiniteDifferences(of: { x in sum((y - x) * r) }, at: x, "subtract")
+        assertGradientMatchesFiniteDifferences(of: { x in sum(x.reshaped([4, 3]) * r.reshaped([4, 3])) }, at: x, "reshape")
+    }
+
+    func testReparameterize() {
+        let mu = randomTensor([3, 4], seed: 10), lv = randomTensor([3, 4], low: -2, high: 1, seed: 11)
+        let eps = Tensor(normalsFrom: RandomStream(seed: 5, domain: .trainingNoise), shape: [3, 4])
+        let r = r34
+        assertGradientMatchesFiniteDifferences(of: { m in sum(reparameterize(mean: m, logVariance: lv, noise: eps) * r) }, at: mu, "reparameterize ∂μ")
+        assertGradientMatchesFiniteDifferences(of: { l in sum(reparameterize(mean: mu, logVariance: l, noise: eps) * r) }, at: lv, "reparameterize ∂logσ²")
+        let z = reparameterize(mean: mu, logVariance: lv, noise: eps)
+        for i in 0..<z.count {
+            XCTAssertEqual(z.scalars[i], mu.scalars[i] + eps.scalars[i] * Foundation.exp(lv.scalars[i] / 2), accuracy: 1e-5)
+        }
+    }
+
+    func testGaussianKL() {
+        let mu = randomTensor([3, 4], low: -2, high: 2, seed: 12), lv = randomTensor([3, 4], low: -3, high: 2, seed: 13)
+        assertGradientMatchesFiniteDifferences(of: { m in gaussianKL(mean: m, logVariance: lv) }, at: mu, "KL ∂μ")
+        assertGradientMatchesFiniteDifferences(of: { l in gaussianKL(mean: mu, logVariance: l) }, at: lv, "KL ∂logσ²")
+        var expected: Double = 0
+        for i in 0..<mu.count {
+            let m = Double(mu.scalars[i]), l = Double(lv.scalars[i])
+            expected += -0.5 * (1 + l - m * m - Foundation.exp(l))
+        }
+        XCTAssertEqual(Double(gaussianKL(mean: mu, logVariance: lv)), expected, accuracy: 1e-5 * abs(expected))
+    }
+
+    func testBCEWithLogits() {
+        let logits = randomTensor([3, 4], low: -6, high: 6, seed: 14), x = randomTensor([3, 4], low: 0, high: 1, seed: 15)
+        assertGradientMatchesFiniteDifferences(of: { l in bceWithLogits(logits: l, targets: x) }, at: logits, "BCE ∂logits")
+        var expected: Double = 0
+        for i in 0..<x.count {
+            let l = Double(logits.scalars[i]), t = Double(x.scalars[i])
+            let p = 1 / (1 + Foundation.exp(-l))
+            expected += -(t * Foundation.log(p) + (1 - t) * Foundation.log(1 - p))
+        }
+        XCTAssertEqual(Double(bceWithLogits(logits: logits, targets: x)), expected, accuracy: 1e-5 * expected)
+    }
+
+    func testBCEIsStableForLargeLogits() {
+        let logits = Tensor(shape: [4], scalars: [-200, -90, 90, 200])
+        let x = Tensor(shape: [4], scalars: [1, 0, 1, 0])
+        // Exact: softplus(200) + softplus(-90) + softplus(-90) + softplus(200) ≈ 400.
+        let loss = bceWithLogits(logits: logits, targets: x)
+        XCTAssertEqual(loss, 400, accuracy: 1e-3)
+        let g = gradient(at: logits) { l in bceWithLogits(logits: l, targets: x) }
+        // σ(−90) = 8e-40 is below Float's normal range; fastExp flushes it to ~1e-38.
+        for (a, e) in zip(g.scalars, [-1, 0, 0, 1] as [Float]) { XCTAssertEqual(a, e, accuracy: 1e-30) }
+    }
+
+    func testSymbolicZeroIsAcceptedEverywhere() {
+        let t = randomTensor([2, 3])
+        XCTAssertEqual(Tensor.zero + t, t)
+        XCTAssertEqual(t + .zero, t)
+        XCTAssertEqual(t - .zero, t)
+        XCTAssertEqual(Tensor.zero - t, t.scaled(by: -1))
+        var u = Tensor.zero
+        u += t
+        XCTAssertEqual(u, t)
+        XCTAssertTrue(Tensor.zero.isSymbolicZero)
+        XCTAssertFalse(Tensor(0).isSymbolicZero)
+        XCTAssertFalse(Tensor(zeros: [0, 3]).isSymbolicZero)
+        // Pullbacks given a symbolic zero return symbolic zeros.
+        let (_, pb) = valueWithPullback(at: t) { relu($0) }
+        XCTAssertTrue(pb(.zero).isSymbolicZero)
+        XCTAssertEqual(Tensor.zero.materialized(shape: [2, 2]), Tensor(zeros: [2, 2]))
+    }
+
+    func testEmptyBatchThroughLinear() {
+        let x = Tensor(zeros: [0, 5]), w = randomTensor([4, 5]), b = randomTensor([4])
+        let y = linear(x, weight: w, bias: b)
+        XCTAssertEqual(y.shape, [0, 4])
+        let (dw, db) = gradient(at: w, b) { w, b in sum(linear(x, weight: w, bias: b)) }
+        XCTAssertEqual(dw, Tensor(zeros: [4, 5]))
+        XCTAssertEqual(db, Tensor(zeros: [4]))
+    }
+}

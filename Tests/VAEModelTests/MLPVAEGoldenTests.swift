@@ -1,0 +1,103 @@
+import _Differentiation
+import XCTest
+import TensorCore
+@testable import VAEModel
+
+/// The miniature PyTorch-example VAE of golden/mlp_vae.json (12-8-3, batch 4):
+/// forward values, loss terms, every parameter gradient and three Adam steps.
+final class MLPVAEGoldenTests: XCTestCase {
+    func goldenModel(_ g: Golden) throws -> MLPVAE {
+        let config = try XCTUnwrap(g.json["config"] as? [String: Int])
+        var model = MLPVAE(dataSize: config["input"]!, hiddenSize: config["hidden"]!,
+                           latentSize: config["latent"]!, seed: 0)
+        model.load(try g.tensors("parameters"))
+        return model
+    }
+
+    func testForwardValuesAndLoss() throws {
+        let g = try Golden("mlp_vae")
+        let model = try goldenModel(g)
+        let x = try g.tensor("x"), eps = try g.tensor("eps")
+        let q = model.encode(x)
+        assertClose(q.mean, try g.tensor("mu"), "mu")
+        assertClose(q.logVariance, try g.tensor("logvar"), "logvar")
+        let z = reparameterize(mean: q.mean, logVariance: q.logVariance, noise: eps)
+        assertClose(z, try g.tensor("z"), "z")
+        assertClose(model.decode(z).location, try g.tensor("logits"), "logits")
+        let terms = negativeELBO(model, x: x, noise: eps, likelihood: .bernoulli)
+        assertClose(terms.reconstruction, try g.number("bce_sum"), "BCE sum")
+        assertClose(terms.kl, try g.number("kld_sum"), "KL sum")
+        assertClose(terms.reconstruction + terms.kl, try g.number("loss_sum"), "loss sum")
+    }
+
+    func testParameterGradients() throws {
+        let g = try Golden("mlp_vae")
+        let model = try goldenModel(g)
+        let x = try g.tensor("x"), eps = try g.tensor("eps")
+        let (_, pullback) = valueWithPullback(at: model) { m in
+            negativeELBO(m, x: x, noise: eps, likelihood: .bernoulli)
+        }
+        let grad = pullback(ELBOTerms.TangentVector(reconstruction: 1, kl: 1))
+        let expected = try g.tensors("gradients")
+        var checked = 0
+        for (name, tensor) in grad.namedParameters where expected[name] != nil {
+            // Gradients near zero: absolute floor 1e-5 (sums of ~10 terms of size ~1).
+            assertClose(tensor, expected[name]!, rtol: 1e-4, atol: 1e-5, "∂\(name)")
+            checked += 1
+        }
+        XCTAssertEqual(checked, 10, "all ten parameter gradients compared")
+    }
+
+    func testThreeAdamSteps() throws {
+        let g = try Golden("mlp_vae")
+        var model = try goldenModel(g)
+        let x = try g.tensor("x"), eps = try g.tensor("eps")
+        let adamJSON = try XCTUnwrap(g.json["adam"] as? [String: Any])
+        let steps = try XCTUnwrap(adamJSON["steps"] as? [[String: Any]])
+        let layout = model.parameterLayout
+        var adam = Adam(parameterCount: layout.count, learningRate: Float(adamJSON["lr"] as! Double),
+                        beta1: Float(adamJSON["beta1"] as! Double), beta2: Float(adamJSON["beta2"] as! Double),
+                        epsilon: Float(adamJSON["eps"] as! Double))
+        let batch = Float(x.shape[0])
+        for (k, step) in steps.enumerated() {
+            let (terms, pullback) = valueWithPullback(at: model) { m in
+                negativeELBO(m, x: x, noise: eps, likelihood: .bernoulli)
+            }
+            assertClose((terms.reconstruction + terms.kl) / batch,
+                        try XCTUnwrap(step["loss_mean_before_step"] as? Double), "loss before step \(k + 1)")
+            let flat = pullback(.init(reconstruction: 1, kl: 1)).flattened(layout: layout)
+            flat.withUnsafeBufferPointer { adam.update(&model, gradient: $0, gradientScale: 1 / batch, layout: layout) }
+            let expected = try XCTUnwrap(step["parameters"] as? [String: Any]).mapValues { try Golden.tensor($0) }
+            for (name, tensor) in model.namedParameters where tensor.count > 0 {
+                // An Adam step moves each parameter by ≈ lr = 1e-3; 2e-6 absolute
+                // is 0.2 % of a step.
+                assertClose(tensor, expected[name]!, rtol: 1e-5, atol: 2e-6, "Adam step \(k + 1) \(name)")
+            }
+        }
+        XCTAssertEqual(adam.step, 3)
+    }
+
+    func testParameterWalkNamesAndLayout() {
+        let model = MLPVAE(dataSize: 784, hiddenSize: 400, latentSize: 20, seed: 1)
+        let layout = model.parameterLayout
+        XCTAssertEqual(layout.nonEmptyEntries.map(\.name),
+                       ["fc1.weight", "fc1.bias", "fc21.weight", "fc21.bias", "fc22.weight", "fc22.bias",
+                        "fc3.weight", "fc3.bias", "fc4.weight", "fc4.bias"])
+        XCTAssertEqual(layout.nonEmptyEntries.map(\.shape),
+                       [[400, 784], [400], [20, 400], [20], [20, 400], [20], [400, 20], [400], [784, 400], [784]])
+        XCTAssertEqual(layout.count, 784 * 400 + 400 + 2 * (20 * 400 + 20) + 20 * 400 + 400 + 400 * 784 + 784)
+        // PyTorch's default init: uniform within ±1/√fan_in, and not degenerate.
+        for (name, t) in model.namedParameters where t.count > 0 {
+            let fanIn = name.hasPrefix("fc1") ? 784 : name.hasPrefix("fc2") || name.hasPrefix("fc4") ? 400 : 20
+            let bound = 1 / Float(fanIn).squareRoot()
+            XCTAssertLessThanOrEqual(t.scalars.map(abs).max()!, bound, name)
+            XCTAssertGreaterThan(t.scalars.map(abs).max()!, 0.9 * bound, name)
+        }
+        // Same seed, same model; flatten and assign round-trip.
+        XCTAssertEqual(model, MLPVAE(dataSize: 784, hiddenSize: 400, latentSize: 20, seed: 1))
+        var other = MLPVAE(dataSize: 784, hiddenSize: 400, latentSize: 20, seed: 2)
+        XCTAssertNotEqual(model, other)
+        model.flattened(layout: layout).withUnsafeBufferPointer { other.assign(from: $0, layout: layout) }
+        XCTAssertEqual(model, other)
+    }
+}
