@@ -51,8 +51,5 @@ let package = Package(
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"]),
         .testTarget(name: "VAEModelTests", dependencies: ["VAEModel", "TensorCore"],
                     resources: [.copy("Fixtures")]),
-        .testTarget(name: "DatasetsTests", dependencies: ["Datasets"]),
-        .testTarget(name: "ArtifactsTests", dependencies: ["Artifacts", "TensorCore"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "Collectives"]),
     ]
 )

@@ -1,0 +1,28 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A group of one: every collective is the identity. `vae-mpi` uses it when
+/// not started by mpirun, and the unit tests use it.
+public final class LocalCommunicator: Communicator {
+    public init() {}
+
+    public var rank: Int { 0 }
+    public var size: Int { 1 }
+    public var hostName: String {
+        var name = [CChar](repeating: 0, count: 256)
+        gethostname(&name, name.count - 1)
+        return name.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    }
+
+    public func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {}
+    public func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) throws {}
+    public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {
+        precondition(root == 0, "broadcast root \(root) in a group of one")
+    }
+    public func allGather(_ value: UInt64) throws -> [UInt64] { [value] }
+    public func barrier() throws {}
+    public func abort(exitCode: Int32) -> Never { exit(exitCode) }
+}

@@ -1,0 +1,114 @@
+import CMPI
+import Collectives
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `Communicator` over MPI_COMM_WORLD (Open MPI). The only Swift code that
+/// imports MPI.
+///
+/// Errors are returned, not fatal (MPI_ERRORS_RETURN), and thrown as
+/// `CommunicationError` with `MPI_Error_string`'s text and the rank.
+public final class MPICommunicator: Communicator {
+    public let rank: Int
+    public let size: Int
+    public let hostName: String
+    private var finalized = false
+
+    /// True when this process was started by an MPI launcher (mpirun, srun…),
+    /// judged from the environment the launchers set. Lets `vae-mpi` run
+    /// without MPI_Init when started directly.
+    public static var launchedByMPI: Bool {
+        let keys: [String] = ["OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "MV2_COMM_WORLD_SIZE"]
+        return keys.contains { getenv($0) != nil }
+    }
+
+    /// The rank the launcher assigned, read from the environment before
+    /// MPI_Init (nil when not launched by MPI).
+    public static var environmentRank: Int? {
+        let keys: [String] = ["OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"]
+        for key in keys {
+            if let v = getenv(key), let r = Int(String(cString: v)) { return r }
+        }
+        return nil
+    }
+
+    /// Initializes MPI. Call once per process.
+    public init() throws {
+        var initialized: Int32 = 0
+        MPI_Initialized(&initialized)
+        if initialized == 0 {
+            let rc = MPI_Init(nil, nil)
+            guard rc == cmpi_success() else {
+                throw CommunicationError(operation: "MPI_Init", rank: -1, message: Self.errorString(rc))
+            }
+        }
+        MPI_Comm_set_errhandler(cmpi_comm_world(), cmpi_errors_return())
+        var r: Int32 = 0, s: Int32 = 0
+        MPI_Comm_rank(cmpi_comm_world(), &r)
+        MPI_Comm_size(cmpi_comm_world(), &s)
+        rank = Int(r)
+        size = Int(s)
+        var name = [CChar](repeating: 0, count: Int(MPI_MAX_PROCESSOR_NAME) + 1)
+        var length: Int32 = 0
+        MPI_Get_processor_name(&name, &length)
+        hostName = name.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    }
+
+    /// Ends MPI for this process (after the last collective).
+    public func finalize() {
+        guard !finalized else { return }
+        finalized = true
+        MPI_Finalize()
+    }
+
+    private func check(_ rc: Int32, _ operation: String) throws {
+        if rc != cmpi_success() {
+            throw CommunicationError(operation: operation, rank: rank, message: Self.errorString(rc))
+        }
+    }
+
+    static func errorString(_ code: Int32) -> String {
+        var buffer = [CChar](repeating: 0, count: Int(cmpi_max_error_string()) + 1)
+        var length: Int32 = 0
+        MPI_Error_string(code, &buffer, &length)
+        return buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    }
+
+    public func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
+        guard size > 1, !buffer.isEmpty else { return }
+        try check(MPI_Allreduce(cmpi_in_place(), buffer.baseAddress, Int32(buffer.count),
+                                cmpi_float(), cmpi_op_sum(), cmpi_comm_world()), "MPI_Allreduce")
+    }
+
+    public func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) throws {
+        guard size > 1, !buffer.isEmpty else { return }
+        try check(MPI_Allreduce(cmpi_in_place(), buffer.baseAddress, Int32(buffer.count),
+                                cmpi_double(), cmpi_op_sum(), cmpi_comm_world()), "MPI_Allreduce")
+    }
+
+    public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {
+        guard size > 1, !buffer.isEmpty else { return }
+        try check(MPI_Bcast(buffer.baseAddress, Int32(buffer.count), cmpi_byte(), Int32(root),
+                            cmpi_comm_world()), "MPI_Bcast")
+    }
+
+    public func allGather(_ value: UInt64) throws -> [UInt64] {
+        var send = value
+        var out = [UInt64](repeating: 0, count: size)
+        try out.withUnsafeMutableBufferPointer { dst in
+            try check(MPI_Allgather(&send, 1, cmpi_uint64(), dst.baseAddress, 1, cmpi_uint64(),
+                                    cmpi_comm_world()), "MPI_Allgather")
+        }
+        return out
+    }
+
+    public func barrier() throws {
+        try check(MPI_Barrier(cmpi_comm_world()), "MPI_Barrier")
+    }
+
+    public func abort(exitCode: Int32) -> Never {
+        MPI_Abort(cmpi_comm_world(), exitCode)
+        exit(exitCode)
+    }
+}

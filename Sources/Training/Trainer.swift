@@ -1,0 +1,345 @@
+import _Differentiation
+import Artifacts
+import Collectives
+import Datasets
+import Foundation
+import TensorCore
+import VAEModel
+
+/// Seconds spent in each part of the training steps so far (this rank).
+public struct StepTimings: Codable, Sendable {
+    /// Building the batch and drawing the noise.
+    public var data = 0.0
+    /// valueWithPullback and the pullback.
+    public var forwardBackward = 0.0
+    /// Packing the gradient into the allreduce buffer, finiteness check.
+    public var pack = 0.0
+    public var allreduce = 0.0
+    public var optimizer = 0.0
+    /// Summed GEMM time inside forwardBackward (only when measured).
+    public var gemm = 0.0
+    public var steps = 0
+
+    public var total: Double { data + forwardBackward + pack + allreduce + optimizer }
+}
+
+/// What a finished run reports.
+public struct TrainingSummary: Sendable {
+    public var steps: Int
+    public var epochsCompleted: Int
+    public var samplesSeen: Int
+    public var finalEvaluation: EvaluationResult?
+    public var timings: StepTimings
+    public var trainingSeconds: Double
+    public var runDirectory: String
+}
+
+/// The data-parallel training loop (DESIGN.md §6). Every rank runs it with
+/// its own shard; the communicator makes the gradients global. There is no
+/// `if mpi` here: with one rank the communicator is the identity.
+public final class Trainer<Model: TrainableModel> {
+    let configuration: TrainingConfiguration
+    let communicator: Communicator
+    let console: Console
+    let spec: ModelSpec
+    let likelihood: Likelihood
+    let plan: ShardPlan
+    let trainShard: ImageSet
+    let testShard: TestShard
+    /// The first test images, shown in reconstruction pictures (rank 0).
+    let pictureInputs: Tensor
+    /// Rank 0's outputs; nil on other ranks.
+    let outputs: RunDirectory?
+    let layout: ParameterLayout
+
+    var model: Model
+    var optimizer: Adam
+    /// [gradient sums (P) | samples | reconstruction sum | KL sum | non-finite flag]
+    var buffer: [Float]
+
+    /// Steps completed in total, and the position in the current epoch.
+    var globalStep = 0
+    var epoch = 1
+    var stepInEpoch = 0
+    var samplesSeen = 0
+    var timings = StepTimings()
+    /// Optional GEMM timer (benchmarks).
+    public var measureGEMM = false
+
+    var rank: Int { communicator.rank }
+
+    /// Loads this rank's data, creates the run directory (rank 0), and
+    /// initialises the model on rank 0 and broadcasts it. Setup errors on any
+    /// rank end every rank cleanly (see `Communicator.collectively`).
+    public init(configuration: TrainingConfiguration, spec: ModelSpec, data: LoadedData,
+                communicator: Communicator, console: Console) throws {
+        self.configuration = configuration
+        self.communicator = communicator
+        self.console = console
+        self.spec = spec
+        self.likelihood = spec.likelihood.likelihood
+        let rank = communicator.rank, size = communicator.size
+
+        plan = ShardPlan(sampleCount: data.train.count, worldSize: size,
+                         globalBatch: configuration.batchSize, seed: configuration.seed)
+        trainShard = data.train.selecting(plan.shardIndices(rank: rank))
+        testShard = TestShard(testSet: data.test, rank: rank, size: size)
+        pictureInputs = data.test.batch(0..<min(8, data.test.count))
+
+        outputs = try communicator.collectively {
+            rank == 0 ? try RunDirectory(root: configuration.runDirectory, configuration: configuration,
+                                         resuming: false) : nil
+        }
+
+        // Rank 0 draws the initial parameters; everyone starts from its copy.
+        var model = Model(spec: spec, seed: configuration.seed)
+        let layout = model.parameterLayout
+        self.layout = layout
+        var flat = model.flattened(layout: layout)
+        try communicator.broadcast(&flat, root: 0)
+        flat.withUnsafeBufferPointer { model.assign(from: $0, layout: layout) }
+        self.model = model
+        optimizer = Adam(parameterCount: layout.count, learningRate: Float(configuration.learningRate))
+        buffer = [Float](repeating: 0, count: layout.count + 4)
+    }
+
+    // MARK: - The loop
+
+    public func run() throws -> TrainingSummary {
+        let started = monotonicSeconds()
+        var window = LogWindow(start: started)
+        var lastEvaluation: (step: Int, result: EvaluationResult)? = nil
+        var lastCheckpointStep = -1
+        let stepsPerEpoch = plan.stepsPerEpoch
+        let totalSteps = min(configuration.maxSteps ?? Int.max, stepsPerEpoch * configuration.epochs)
+
+        func finishPoint() throws {
+            // Evaluation, pictures, checkpoint, replica check: at each epoch
+            // end and where training stops.
+            guard lastEvaluation?.step != globalStep else { return }
+            let t0 = monotonicSeconds()
+            let result = try evaluate()
+            lastEvaluation = (globalStep, result)
+            try writePictures()
+            if configuration.checkpointEvery == nil || lastCheckpointStep != globalStep {
+                try saveCheckpoint()
+                lastCheckpointStep = globalStep
+            }
+            if configuration.verifyReplicas { try verifyReplicas() }
+            window.exclude(monotonicSeconds() - t0)
+            try report(result, elapsed: monotonicSeconds() - started)
+        }
+
+        training: while epoch <= configuration.epochs {
+            let order = plan.epochOrder(epoch: epoch, rank: rank)
+            while stepInEpoch < stepsPerEpoch {
+                if globalStep >= totalSteps { break training }
+                let stats = try step(order: order)
+                window.add(stats)
+                if globalStep % configuration.logEvery == 0 || globalStep == totalSteps {
+                    try logProgress(&window, totalSteps: totalSteps, elapsed: monotonicSeconds() - started)
+                }
+                if let every = configuration.checkpointEvery, globalStep % every == 0 {
+                    try saveCheckpoint()
+                    lastCheckpointStep = globalStep
+                }
+            }
+            try finishPoint()
+            epoch += 1
+            stepInEpoch = 0
+        }
+        if globalStep > 0 { try finishPoint() }
+        console.clearLiveLine()
+        return TrainingSummary(steps: globalStep, epochsCompleted: epoch - 1, samplesSeen: samplesSeen,
+                               finalEvaluation: lastEvaluation?.result, timings: timings,
+                               trainingSeconds: monotonicSeconds() - started,
+                               runDirectory: configuration.runDirectory)
+    }
+
+    // MARK: - One step
+
+    struct StepStats {
+        var samples: Double
+        var reconstruction: Double
+        var kl: Double
+    }
+
+    /// One synchronized step: local gradient sums → one allreduce → Adam.
+    func step(order: [Int]) throws -> StepStats {
+        let t0 = monotonicSeconds()
+        let positions = plan.localRange(step: stepInEpoch, rank: rank)
+        let x = trainShard.batch(positions.map { order[$0] })
+        let count = positions.count
+        let noise = Tensor(normalsFrom: RandomStream(seed: configuration.seed, domain: .trainingNoise,
+                                                     UInt32(rank), UInt32(truncatingIfNeeded: globalStep)),
+                           shape: [count, model.latentSize])
+        let t1 = monotonicSeconds()
+        let p = layout.count
+        var t2 = t1
+        if count > 0 {
+            let gemmTimer = measureGEMM ? GEMMTimer() : nil
+            BLAS.gemmTimer = gemmTimer
+            let likelihood = self.likelihood
+            let (terms, pullback) = valueWithPullback(at: model) { m in
+                negativeELBO(m, x: x, noise: noise, likelihood: likelihood)
+            }
+            let gradient = pullback(ELBOTerms.TangentVector(reconstruction: 1, kl: Float(configuration.beta)))
+            BLAS.gemmTimer = nil
+            if let gemmTimer { timings.gemm += Double(gemmTimer.nanoseconds) * 1e-9 }
+            t2 = monotonicSeconds()
+            buffer.withUnsafeMutableBufferPointer { b in
+                gradient.flatten(into: b, layout: layout)
+                // One number tells whether any gradient element is inf/NaN.
+                let gradientSum = vectorSum(b.baseAddress!, count: p)
+                b[p] = Float(count)
+                b[p + 1] = terms.reconstruction
+                b[p + 2] = terms.kl
+                b[p + 3] = (gradientSum.isFinite && (terms.reconstruction + terms.kl).isFinite) ? 0 : 1
+            }
+        } else {
+            buffer.withUnsafeMutableBufferPointer { $0.initialize(repeating: 0) }
+        }
+        let t3 = monotonicSeconds()
+        try communicator.allreduceSum(&buffer)
+        let t4 = monotonicSeconds()
+
+        let total = buffer[p]
+        globalStep += 1
+        stepInEpoch += 1
+        if buffer[p + 3] != 0 {
+            // Every rank sees the same flag after the allreduce and stops here.
+            throw CollectiveFailure.unanimous(TrainingError.nonFinite(step: globalStep, what: "loss or gradient"),
+                                              rank: rank)
+        }
+        buffer.withUnsafeBufferPointer { b in
+            optimizer.update(&model, gradient: UnsafeBufferPointer(rebasing: b[0..<p]),
+                             gradientScale: 1 / total, layout: layout)
+        }
+        let t5 = monotonicSeconds()
+        samplesSeen += Int(total)
+        timings.data += t1 - t0
+        timings.forwardBackward += t2 - t1
+        timings.pack += t3 - t2
+        timings.allreduce += t4 - t3
+        timings.optimizer += t5 - t4
+        timings.steps += 1
+        return StepStats(samples: Double(total), reconstruction: Double(buffer[p + 1]), kl: Double(buffer[p + 2]))
+    }
+
+    // MARK: - Rank 0's reporting
+
+    struct LogWindow {
+        var start: Double
+        var excluded = 0.0
+        var samples = 0.0
+        var reconstruction = 0.0
+        var kl = 0.0
+
+        mutating func add(_ s: StepStats) {
+            samples += s.samples
+            reconstruction += s.reconstruction
+            kl += s.kl
+        }
+
+        mutating func exclude(_ seconds: Double) { excluded += seconds }
+    }
+
+    func logProgress(_ window: inout LogWindow, totalSteps: Int, elapsed: Double) throws {
+        let now = monotonicSeconds()
+        let seconds = max(now - window.start - window.excluded, 1e-9)
+        let n = max(window.samples, 1)
+        let beta = configuration.beta
+        let record = TrainRecord(
+            step: globalStep, epoch: epoch,
+            loss: (window.reconstruction + beta * window.kl) / n,
+            reconstruction: window.reconstruction / n, kl: window.kl / n,
+            samplesPerS: window.samples / seconds, learningRate: configuration.learningRate,
+            elapsedS: elapsed)
+        try outputs?.log(record)
+        let stepsPerSecond = Double(configuration.logEvery) / seconds
+        let eta = Double(totalSteps - globalStep) / max(stepsPerSecond, 1e-9)
+        console.progress(
+            "epoch \(epoch)/\(configuration.epochs)  step \(globalStep)/\(totalSteps)  "
+            + "loss \(String(format: "%.2f", record.loss))  "
+            + "(rec \(String(format: "%.2f", record.reconstruction)), KL \(String(format: "%.2f", record.kl)))  "
+            + "\(String(format: "%.0f", record.samplesPerS)) samples/s  ETA \(formatDuration(eta))")
+        window = LogWindow(start: now)
+    }
+
+    func report(_ result: EvaluationResult, elapsed: Double) throws {
+        try outputs?.log(EvalRecord(step: globalStep, epoch: epoch, testLoss: result.loss,
+                                testReconstruction: result.reconstruction, testKl: result.kl,
+                                testBitsPerDim: result.bitsPerDimension, testSamples: result.samples,
+                                elapsedS: elapsed))
+        console.print(
+            "epoch \(epoch) step \(globalStep): test loss \(String(format: "%.3f", result.loss)) nats/sample "
+            + "(reconstruction \(String(format: "%.3f", result.reconstruction)), KL \(String(format: "%.3f", result.kl))), "
+            + "\(String(format: "%.4f", result.bitsPerDimension)) bits/dim over \(result.samples) test images")
+    }
+
+    // MARK: - Epoch-end duties
+
+    public func evaluate() throws -> EvaluationResult {
+        try testShard.evaluate(model, likelihood: likelihood, seed: configuration.seed,
+                               batchSize: configuration.evaluationBatchSize, communicator: communicator)
+    }
+
+    /// Rank 0: samples from the prior (the same 64 latent points every epoch,
+    /// so the pictures show the model changing) and reconstructions.
+    func writePictures() throws {
+        guard let outputs else { return }
+        let image = spec.image
+        let z = Tensor(normalsFrom: RandomStream(seed: configuration.seed, domain: .sampling),
+                       shape: [64, model.latentSize])
+        let samples = likelihood.mean(model.decode(z))
+        try ImageGrid.raster(images: samples.scalars, count: 64, channels: image.channels,
+                             height: image.height, width: image.width, columns: 8)
+            .write(to: outputs.picturePath("samples", epoch: epoch))
+
+        let n = pictureInputs.shape[0]
+        let reconstructed = likelihood.mean(model.decode(model.encode(pictureInputs).mean))
+        try ImageGrid.raster(images: pictureInputs.scalars + reconstructed.scalars, count: 2 * n,
+                             channels: image.channels, height: image.height, width: image.width, columns: n)
+            .write(to: outputs.picturePath("reconstructions", epoch: epoch))
+    }
+
+    /// Compares a hash of every rank's parameters; all ranks learn the result.
+    func verifyReplicas() throws {
+        let hashes = try communicator.allGather(parameterHash())
+        let differing = hashes.indices.filter { hashes[$0] != hashes[0] }
+        if !differing.isEmpty {
+            throw CollectiveFailure.unanimous(TrainingError.replicasDiverged(ranks: differing, hashes: hashes),
+                                              rank: rank)
+        }
+        console.print("replicas identical on \(hashes.count) rank\(hashes.count == 1 ? "" : "s") "
+                      + "(parameter hash \(String(hashes[0], radix: 16)))")
+    }
+
+    /// FNV-1a over the bit patterns of all parameters, in walk order.
+    func parameterHash() -> UInt64 {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        for (_, tensor) in model.namedParameters {
+            tensor.scalars.withUnsafeBufferPointer { values in
+                for v in values {
+                    hash = (hash ^ UInt64(v.bitPattern)) &* 0x0000_0100_0000_01B3
+                }
+            }
+        }
+        return hash
+    }
+
+    /// Rank 0 writes parameters (PyTorch names), Adam moments (under
+    /// `optimizer.`) and the sidecar; every rank's state is identical.
+    func saveCheckpoint() throws {
+        guard let outputs else { return }
+        let contents = CheckpointContents(model: model, optimizer: optimizer, layout: layout)
+        let sidecar = CheckpointSidecar(
+            tensorsFile: CheckpointStore.stem(step: globalStep) + ".safetensors",
+            step: globalStep, epoch: epoch, stepInEpoch: stepInEpoch, stepsPerEpoch: plan.stepsPerEpoch,
+            worldSize: communicator.size, samplesSeen: samplesSeen,
+            optimizer: .init(adam: optimizer), seed: configuration.seed,
+            configuration: configuration, model: spec, checksums: contents.checksums)
+        try outputs.checkpoints.write(step: globalStep, tensors: contents.file(metadata: ["format": "vae-mpi"]),
+                                  sidecar: try JSONText.pretty(sidecar), keep: configuration.keepCheckpoints)
+    }
+}

@@ -1,0 +1,37 @@
+import ArgumentParser
+import Foundation
+import MPICollectives
+
+/// `vae-mpi`: data-parallel VAE training over MPI. `train` is the default
+/// subcommand, so `mpirun -np 4 vae-mpi` trains with the defaults.
+@main
+struct VAEMPI: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vae-mpi",
+        abstract: "Train variational autoencoders on CPU nodes, data-parallel over MPI.",
+        discussion: """
+            Start it under mpirun for several ranks (each rank holds a model replica and a \
+            shard of the data), or directly for one:
+
+              mpirun -np 4 vae-mpi train --epochs 10
+              vae-mpi train --max-steps 200
+
+            As root, mpirun needs --allow-run-as-root; more ranks than cores need --oversubscribe.
+            """,
+        version: "0.1.0",
+        subcommands: [Train.self],
+        defaultSubcommand: Train.self)
+
+    /// Parses on every rank but lets only rank 0 print usage errors and help,
+    /// so a bad option under `mpirun -np 64` prints one message, not 64.
+    static func main() {
+        let rank = MPICommunicator.environmentRank ?? 0
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            if rank == 0 { exit(withError: error) }
+            Foundation.exit(exitCode(for: error).rawValue)
+        }
+    }
+}
