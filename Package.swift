@@ -8,7 +8,7 @@ import PackageDescription
 // use AVX2 and FMA (Haswell, 2013: every x86 server CPU since). The manifest is
 // compiled for the build host, so this follows the machine that builds.
 #if arch(x86_64)
-let kernelSettings: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "haswell"])]
+let kernelSettings: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "haswell", "-Xcc", "-fno-math-errno"])]
 #else
 let kernelSettings: [SwiftSetting] = []
 #endif
@@ -33,7 +33,10 @@ let package = Package(
         .systemLibrary(name: "CPNG", pkgConfig: "libpng",
                        providers: [.apt(["libpng-dev"])]),
 
-        .target(name: "TensorCore", dependencies: ["CBLAS"], swiftSettings: kernelSettings),
+        // Header-only: FTZ/DAZ control (see float_control.h).
+        .systemLibrary(name: "CFloatControl"),
+
+        .target(name: "TensorCore", dependencies: ["CBLAS", "CFloatControl"], swiftSettings: kernelSettings),
         .target(name: "VAEModel", dependencies: ["TensorCore"], swiftSettings: kernelSettings),
         .target(name: "Datasets", dependencies: ["TensorCore", "CZlib"]),
         .target(name: "Collectives"),

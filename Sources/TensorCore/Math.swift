@@ -97,3 +97,17 @@ extension Array where Element == Float {
         }
     }
 }
+
+/// Copies `count` floats and reports whether all of them are finite, in one
+/// pass (the check is an integer OR over exponent bits, which vectorizes).
+@inlinable
+public func copyCheckingFinite(from source: UnsafePointer<Float>, to destination: UnsafeMutablePointer<Float>,
+                               count: Int) -> Bool {
+    var nonFinite: UInt32 = 0
+    for i in 0..<count {
+        let v = source[i]
+        destination[i] = v
+        nonFinite |= (v.bitPattern & 0x7F80_0000) == 0x7F80_0000 ? 1 : 0
+    }
+    return nonFinite == 0
+}

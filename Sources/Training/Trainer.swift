@@ -188,13 +188,11 @@ public final class Trainer<Model: TrainableModel> {
             if let gemmTimer { timings.gemm += Double(gemmTimer.nanoseconds) * 1e-9 }
             t2 = monotonicSeconds()
             buffer.withUnsafeMutableBufferPointer { b in
-                gradient.flatten(into: b, layout: layout)
-                // One number tells whether any gradient element is inf/NaN.
-                let gradientSum = vectorSum(b.baseAddress!, count: p)
+                let finite = gradient.flatten(into: b, layout: layout)
                 b[p] = Float(count)
                 b[p + 1] = terms.reconstruction
                 b[p + 2] = terms.kl
-                b[p + 3] = (gradientSum.isFinite && (terms.reconstruction + terms.kl).isFinite) ? 0 : 1
+                b[p + 3] = (finite && (terms.reconstruction + terms.kl).isFinite) ? 0 : 1
             }
         } else {
             buffer.withUnsafeMutableBufferPointer { $0.initialize(repeating: 0) }

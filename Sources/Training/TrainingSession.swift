@@ -25,6 +25,7 @@ public struct TrainingSession {
         var configuration = self.configuration
         let (rank, size) = (communicator.rank, communicator.size)
         BLAS.setThreads(configuration.threads)
+        BLAS.flushSubnormalsToZero()
 
         guard configuration.batchSize >= size else {
             throw CollectiveFailure.unanimous(
@@ -93,7 +94,7 @@ public struct TrainingSession {
 
     /// Per-step breakdown, averaged over ranks (one small allreduce).
     func printProfile(_ t: StepTimings, batch: Int) throws {
-        var v = [t.forwardBackward, t.gemm, t.allreduce, t.optimizer, t.data + t.pack, t.total]
+        var v = [t.forwardBackward, t.gemm, t.allreduce, t.optimizer, t.data + t.pack, t.total, t.data, t.pack]
         try communicator.allreduceSum(&v)
         let scale = 1e3 / Double(max(t.steps, 1) * communicator.size)
         let ms = v.map { $0 * scale }
@@ -101,7 +102,8 @@ public struct TrainingSession {
         console.print("  forward+backward \(String(format: "%.3f", ms[0]))  (GEMM \(String(format: "%.3f", ms[1])))")
         console.print("  allreduce        \(String(format: "%.3f", ms[2]))")
         console.print("  optimizer        \(String(format: "%.3f", ms[3]))")
-        console.print("  other            \(String(format: "%.3f", ms[4]))  (batch, noise, gradient packing)")
+        console.print("  other            \(String(format: "%.3f", ms[4]))  (batch and noise \(String(format: "%.3f", ms[6])), "
+                      + "gradient packing \(String(format: "%.3f", ms[7])))")
         console.print("  step             \(String(format: "%.3f", ms[5]))  → \(String(format: "%.0f", Double(batch) / ms[5] * 1e3)) samples/s")
     }
 }

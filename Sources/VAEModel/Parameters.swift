@@ -61,12 +61,15 @@ public struct ParameterLayout: Equatable, Sendable {
 
 extension ParameterWalking {
     /// Copies every parameter into `buffer` (at least `layout.count` scalars),
-    /// in walk order. A symbolic-zero tensor (a gradient that autodiff found to
-    /// be zero) is written as zeros of the layout's size.
-    public func flatten(into buffer: UnsafeMutableBufferPointer<Float>, layout: ParameterLayout) {
+    /// in walk order, and returns whether every value was finite. A
+    /// symbolic-zero tensor (a gradient that autodiff found to be zero) is
+    /// written as zeros of the layout's size.
+    @discardableResult
+    public func flatten(into buffer: UnsafeMutableBufferPointer<Float>, layout: ParameterLayout) -> Bool {
         precondition(buffer.count >= layout.count, "flat buffer too small")
         var copy = self
         var index = 0
+        var finite = true
         copy.walkParameters { name, tensor in
             let entry = layout.entries[index]
             precondition(entry.name == name, "parameter walk does not match its layout")
@@ -77,11 +80,14 @@ extension ParameterWalking {
                 precondition(tensor.shape == entry.shape,
                              "\(name): shape \(tensor.shape), layout expects \(entry.shape)")
                 tensor.scalars.withUnsafeBufferPointer { src in
-                    dst.update(from: src.baseAddress!, count: entry.count)
+                    if let base = src.baseAddress {
+                        finite = copyCheckingFinite(from: base, to: dst, count: entry.count) && finite
+                    }
                 }
             }
             index += 1
         }
+        return finite
     }
 
     /// The parameters as one flat array, in walk order.
