@@ -54,5 +54,8 @@ let package = Package(
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"]),
         .testTarget(name: "VAEModelTests", dependencies: ["VAEModel", "TensorCore"],
                     resources: [.copy("Fixtures")]),
+        .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "CZlib"]),
+        .testTarget(name: "ArtifactsTests", dependencies: ["Artifacts"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Collectives", "Datasets", "Artifacts", "VAEModel", "TensorCore"]),
     ]
 )

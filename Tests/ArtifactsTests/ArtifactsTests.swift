@@ -1,0 +1,128 @@
+import Foundation
+import XCTest
+@testable import Artifacts
+
+func temporaryDirectory() throws -> String {
+    let path = NSTemporaryDirectory() + "vae-mpi-tests-" + UUID().uuidString
+    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}
+
+final class SafetensorsTests: XCTestCase {
+    let file = SafetensorsFile(entries: [
+        .init(name: "fc1.weight", shape: [2, 3], scalars: [1, -2, 3.5, 0, .leastNonzeroMagnitude, -7]),
+        .init(name: "fc1.bias", shape: [2], scalars: [0.25, -0.5]),
+        .init(name: "scalar", shape: [], scalars: [42]),
+        .init(name: "empty", shape: [0, 4], scalars: []),
+    ], metadata: ["format": "vae-mpi", "note": "quote \" and \\ survive"])
+
+    func testRoundTripAndLayout() throws {
+        let bytes = file.encoded()
+        let headerLength = Int(bytes[0..<8].enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
+        XCTAssertEqual(headerLength % 8, 0, "header padded to 8 bytes")
+        XCTAssertEqual(bytes.count, 8 + headerLength + 4 * (6 + 2 + 1))
+        let header = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(bytes[8 ..< 8 + headerLength])) as? [String: Any])
+        let w = try XCTUnwrap(header["fc1.weight"] as? [String: Any])
+        XCTAssertEqual(w["dtype"] as? String, "F32")
+        XCTAssertEqual(w["shape"] as? [Int], [2, 3])
+        XCTAssertEqual(w["data_offsets"] as? [Int], [0, 24])
+        XCTAssertEqual((header["fc1.bias"] as? [String: Any])?["data_offsets"] as? [Int], [24, 32])
+        // Little-endian float32 data right after the header.
+        let first = bytes[8 + headerLength ..< 8 + headerLength + 4]
+        XCTAssertEqual(Array(first), [0x00, 0x00, 0x80, 0x3F])
+        let parsed = try SafetensorsFile(parsing: bytes, path: "x")
+        XCTAssertEqual(parsed.metadata, file.metadata)
+        XCTAssertEqual(parsed.entries.map(\.name), ["fc1.weight", "fc1.bias", "scalar", "empty"])
+        XCTAssertEqual(parsed.entries.map(\.scalars), file.entries.map(\.scalars))
+        XCTAssertEqual(parsed["scalar"]?.shape, [])
+    }
+
+    func testDamagedFilesAreRefusedNamingTheCheck() throws {
+        let bytes = file.encoded()
+        func refused(_ damaged: [UInt8], _ fragment: String, line: UInt = #line) {
+            XCTAssertThrowsError(try SafetensorsFile(parsing: damaged, path: "/ckpt.safetensors"), line: line) { error in
+                let text = "\(error)"
+                XCTAssertTrue(text.hasPrefix("/ckpt.safetensors"), text, line: line)
+                XCTAssertTrue(text.contains(fragment), "\(text) should mention \(fragment)", line: line)
+            }
+        }
+        refused(Array(bytes.prefix(5)), "less than the 8-byte header length")
+        refused(Array(bytes.dropLast(4)), "tensors cover 36 data bytes but the file holds 32")
+        refused(bytes + [0, 0, 0, 0], "the file holds 40")
+        var badLength = bytes
+        badLength[0] = 0xFF; badLength[1] = 0xFF
+        refused(badLength, "header length")
+        var badJSON = bytes
+        badJSON[8] = UInt8(ascii: "[")
+        refused(badJSON, "header")
+        let hole = SafetensorsFile(entries: [.init(name: "a", shape: [1], scalars: [1])]).encoded()
+        var text = String(decoding: hole, as: UTF8.self)
+        text = text.replacingOccurrences(of: "[0,4]", with: "[4,8]")
+        refused(Array(text.utf8), "starts at byte 4, expected 0")
+    }
+
+    func testAtomicWriteReplacesWhole() throws {
+        let dir = try temporaryDirectory()
+        let path = "\(dir)/f.bin"
+        try Files.writeAtomically([1, 2, 3], to: path)
+        try Files.writeAtomically([4, 5], to: path)
+        XCTAssertEqual(try Files.read(path), [4, 5])
+        XCTAssertEqual(try Files.list(dir), ["f.bin"], "no temporary file left behind")
+        XCTAssertThrowsError(try Files.writeAtomically([1], to: "\(dir)/missing/f.bin")) { error in
+            XCTAssertTrue("\(error)".contains("\(dir)/missing/f.bin"), "\(error)")
+        }
+    }
+}
+
+final class PNGTests: XCTestCase {
+    func testGrayAndRGBRoundTrip() throws {
+        let gray = Raster(width: 5, height: 3, channels: 1, pixels: (0..<15).map { UInt8($0 * 17) })
+        XCTAssertEqual(try Raster(pngData: try gray.pngData()), gray)
+        let rgb = Raster(width: 2, height: 2, channels: 3, pixels: (0..<12).map { UInt8($0 * 20) })
+        let data = try rgb.pngData()
+        XCTAssertEqual(Array(data.prefix(8)), [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A])
+        XCTAssertEqual(try Raster(pngData: data), rgb)
+        XCTAssertThrowsError(try Raster(pngData: [1, 2, 3], path: "/x.png")) { error in
+            XCTAssertTrue("\(error)".contains("/x.png"))
+        }
+    }
+
+    func testGridLayout() {
+        // Two 2×2 gray images, values 0 and 1, in 2 columns with 1 pixel of padding.
+        let r = ImageGrid.raster(images: [0, 0, 0, 0, 1, 1, 1, 1], count: 2, channels: 1, height: 2, width: 2,
+                                 columns: 2, padding: 1, background: 128)
+        XCTAssertEqual(r.width, 7)
+        XCTAssertEqual(r.height, 4)
+        XCTAssertEqual(Array(r.pixels[0..<7]), [128, 128, 128, 128, 128, 128, 128])
+        XCTAssertEqual(Array(r.pixels[7..<14]), [128, 0, 0, 128, 255, 255, 128])
+        XCTAssertEqual(ImageGrid.toByte(.nan), 0)
+        XCTAssertEqual(ImageGrid.toByte(2), 255)
+        XCTAssertEqual(ImageGrid.toByte(0.5), 128)
+    }
+}
+
+final class CheckpointStoreTests: XCTestCase {
+    func testLatestPointerRetentionAndResolution() throws {
+        let run = try temporaryDirectory()
+        let store = CheckpointStore(directory: "\(run)/checkpoints")
+        let tensors = SafetensorsFile(entries: [.init(name: "w", shape: [1], scalars: [1])])
+        for step in [10, 20, 30, 40] {
+            try store.write(step: step, tensors: tensors, sidecar: "{\"step\": \(step)}", keep: 2)
+        }
+        XCTAssertEqual(try store.stems(), ["step-00000030", "step-00000040"])
+        XCTAssertEqual(try Files.readText(store.latestPointer), "step-00000040\n")
+        let resolved = try CheckpointStore.resolve(run)
+        XCTAssertEqual(resolved.tensors, "\(run)/checkpoints/step-00000040.safetensors")
+        XCTAssertEqual(try CheckpointStore.resolve("\(run)/checkpoints/step-00000030.json").tensors,
+                       "\(run)/checkpoints/step-00000030.safetensors")
+        XCTAssertThrowsError(try CheckpointStore.resolve("\(run)/checkpoints/step-00000010.safetensors")) { error in
+            XCTAssertTrue("\(error)".contains("step-00000010.safetensors: open failed: no such file"), "\(error)")
+        }
+        XCTAssertThrowsError(try CheckpointStore.resolve(try temporaryDirectory())) { error in
+            XCTAssertTrue("\(error)".contains("latest"), "\(error)")
+        }
+        // Python: "%08x" % zlib.crc32(struct.pack("<3f", 1, -2, 0.5))
+        XCTAssertEqual(tensorChecksum([1, -2, 0.5]), "crc32:332b058b")
+        XCTAssertEqual(tensorChecksum([1]), "crc32:aca16a6a")
+    }
+}
