@@ -15,24 +15,6 @@ public final class MPICommunicator: Communicator {
     public let hostName: String
     private var finalized = false
 
-    /// True when this process was started by an MPI launcher (mpirun, srun…),
-    /// judged from the environment the launchers set. Lets `vae-mpi` run
-    /// without MPI_Init when started directly.
-    public static var launchedByMPI: Bool {
-        let keys: [String] = ["OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "MV2_COMM_WORLD_SIZE"]
-        return keys.contains { getenv($0) != nil }
-    }
-
-    /// The rank the launcher assigned, read from the environment before
-    /// MPI_Init (nil when not launched by MPI).
-    public static var environmentRank: Int? {
-        let keys: [String] = ["OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"]
-        for key in keys {
-            if let v = getenv(key), let r = Int(String(cString: v)) { return r }
-        }
-        return nil
-    }
-
     /// Initializes MPI. Call once per process.
     public init() throws {
         var initialized: Int32 = 0

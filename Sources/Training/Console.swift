@@ -1,3 +1,4 @@
+import Collectives
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -16,7 +17,21 @@ public final class Console {
 
     public init(rank: Int, forceQuiet: Bool = false) {
         enabled = rank == 0 && !forceQuiet
-        isTerminal = isatty(STDOUT_FILENO) != 0
+        isTerminal = Self.stdoutIsTerminal()
+    }
+
+    /// Whether our output reaches a terminal. Under mpirun, a rank's stdout
+    /// is a pseudo-terminal that mpirun relays whether or not mpirun's own
+    /// stdout is a terminal; so when our parent is the launcher, ask about
+    /// its stdout instead (/proc; false when unknown, e.g. on remote hosts).
+    static func stdoutIsTerminal() -> Bool {
+        guard isatty(STDOUT_FILENO) != 0 else { return false }
+        guard Launcher.isMPI else { return true }
+        var target = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/\(getppid())/fd/1", &target, target.count - 1)
+        guard n > 0 else { return false }
+        let path = target.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        return path.hasPrefix("/dev/pts/") || path.hasPrefix("/dev/tty")
     }
 
     /// A line of output (clears the live line first).

@@ -65,6 +65,9 @@ public final class Trainer<Model: TrainableModel> {
     var timings = StepTimings()
     /// Optional GEMM timer (benchmarks).
     public var measureGEMM = false
+    /// Test hook: this rank throws before the allreduce of this step, so the
+    /// multi-rank tests can check that one rank's failure ends the whole job.
+    public var injectedFailure: (rank: Int, step: Int)?
 
     var rank: Int { communicator.rank }
 
@@ -173,6 +176,9 @@ public final class Trainer<Model: TrainableModel> {
         let noise = Tensor(normalsFrom: RandomStream(seed: configuration.seed, domain: .trainingNoise,
                                                      UInt32(rank), UInt32(truncatingIfNeeded: globalStep)),
                            shape: [count, model.latentSize])
+        if let f = injectedFailure, f.rank == rank, f.step == globalStep + 1 {
+            throw TrainingError.injectedFailure(step: f.step)
+        }
         let t1 = monotonicSeconds()
         let p = layout.count
         var t2 = t1

@@ -6,6 +6,7 @@ public enum TrainingError: Error, CustomStringConvertible {
     case replicasDiverged(ranks: [Int], hashes: [UInt64])
     case runDirectoryInUse(path: String)
     case incompatibleCheckpoint(path: String, detail: String)
+    case injectedFailure(step: Int)
 
     public var description: String {
         switch self {
@@ -20,6 +21,8 @@ public enum TrainingError: Error, CustomStringConvertible {
             return "\(path) already holds a run (config.json); choose another --run-dir, or continue it with --resume \(path)"
         case let .incompatibleCheckpoint(path, detail):
             return "\(path): \(detail)"
+        case let .injectedFailure(step):
+            return "injected failure at step \(step) (VAE_MPI_FAIL_AT)"
         }
     }
 }

@@ -52,6 +52,11 @@ public struct TrainingSession {
         let trainer = try Trainer<Model>(configuration: configuration, spec: spec, data: data,
                                          communicator: communicator, console: console)
         trainer.measureGEMM = profile
+        // VAE_MPI_FAIL_AT=rank:step makes that rank fail there (tests of the abort path).
+        if let spec = ProcessInfo.processInfo.environment["VAE_MPI_FAIL_AT"] {
+            let parts = spec.split(separator: ":").compactMap { Int($0) }
+            if parts.count == 2 { trainer.injectedFailure = (parts[0], parts[1]) }
+        }
         printConfiguration(configuration, spec: spec, data: data, trainer: trainer)
         let summary = try trainer.run()
         printSummary(summary)

@@ -15,7 +15,7 @@ enum Execution {
     static func run(_ work: (Communicator) throws -> Void) -> Never {
         let communicator: Communicator
         var mpi: MPICommunicator? = nil
-        if MPICommunicator.launchedByMPI {
+        if Launcher.isMPI {
             do {
                 mpi = try MPICommunicator()
                 communicator = mpi!

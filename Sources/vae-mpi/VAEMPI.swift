@@ -1,4 +1,5 @@
 import ArgumentParser
+import Collectives
 import Foundation
 import MPICollectives
 
@@ -25,7 +26,7 @@ struct VAEMPI: ParsableCommand {
     /// Parses on every rank but lets only rank 0 print usage errors and help,
     /// so a bad option under `mpirun -np 64` prints one message, not 64.
     static func main() {
-        let rank = MPICommunicator.environmentRank ?? 0
+        let rank = Launcher.rank ?? 0
         do {
             var command = try parseAsRoot()
             try command.run()

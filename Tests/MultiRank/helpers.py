@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""Helpers for the multi-rank tests: write small IDX datasets, and read what
+vae-mpi wrote (metrics.jsonl, PNG, safetensors) with independent code."""
+import gzip
+import json
+import math
+import os
+import struct
+import sys
+import zlib
+
+
+def idx_bytes(dims, data):
+    return bytes([0, 0, 8, len(dims)]) + b"".join(struct.pack(">I", d) for d in dims) + bytes(data)
+
+
+def make_dataset(directory, train, test, height, width, seed=5):
+    """Blobs on a dark background (a VAE learns them fast), gzip and raw."""
+    os.makedirs(directory, exist_ok=True)
+    state = seed
+
+    def rand():
+        nonlocal state
+        state = (state * 6364136223846793005 + 1442695040888963407) % 2**64
+        return (state >> 33) / 2**31
+
+    def images(n):
+        pixels, labels = bytearray(), bytearray()
+        for _ in range(n):
+            cy, cx, r = rand() * height, rand() * width, 1.5 + rand() * 2.5
+            label = int(r > 2.75)
+            for y in range(height):
+                for x in range(width):
+                    d = math.hypot(y - cy, x - cx)
+                    pixels.append(max(0, min(255, int(255 * (1.2 - d / r)))))
+            labels.append(label)
+        return pixels, labels
+
+    tr, trl = images(train)
+    te, tel = images(test)
+    with gzip.open(os.path.join(directory, "train-images-idx3-ubyte.gz"), "wb") as f:
+        f.write(idx_bytes([train, height, width], tr))
+    with gzip.open(os.path.join(directory, "train-labels-idx1-ubyte.gz"), "wb") as f:
+        f.write(idx_bytes([train], trl))
+    with open(os.path.join(directory, "t10k-images-idx3-ubyte"), "wb") as f:
+        f.write(idx_bytes([test, height, width], te))
+    with open(os.path.join(directory, "t10k-labels-idx1-ubyte"), "wb") as f:
+        f.write(idx_bytes([test], tel))
+
+
+def png_size(path):
+    """(width, height, channels) of a PNG, after checking its chunks' CRCs and
+    that the image data inflates to the right size."""
+    data = open(path, "rb").read()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path}: not a PNG"
+    pos, idat, info = 8, b"", None
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])
+        assert zlib.crc32(kind + body) == crc, f"{path}: bad CRC in {kind}"
+        if kind == b"IHDR":
+            w, h, depth, color = struct.unpack(">IIBB", body[:10])
+            info = (w, h, {0: 1, 2: 3}[color])
+            assert depth == 8
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    w, h, c = info
+    assert len(zlib.decompress(idat)) == h * (1 + w * c), f"{path}: image data size"
+    return info
+
+
+def safetensors(path):
+    """{name: (shape, [floats])} and metadata, parsed per the format."""
+    data = open(path, "rb").read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    meta = header.pop("__metadata__", {})
+    out = {}
+    for name, info in header.items():
+        assert info["dtype"] == "F32"
+        b, e = info["data_offsets"]
+        raw = data[8 + n + b:8 + n + e]
+        out[name] = (info["shape"], list(struct.unpack(f"<{len(raw) // 4}f", raw)))
+    return out, meta
+
+
+def metrics(run):
+    with open(os.path.join(run, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def check_run(run, epochs, test_samples, world, image):
+    """The run directory of a finished `vae-mpi train` run."""
+    h, w = image
+    ms = metrics(run)
+    train = [m for m in ms if m["type"] == "train"]
+    evals = [m for m in ms if m["type"] == "eval"]
+    assert train, "no train entries"
+    for m in train:
+        for key in ("step", "epoch", "loss", "samples_per_s"):
+            assert key in m, f"train entry lacks {key}: {m}"
+        assert math.isfinite(m["loss"]) and m["samples_per_s"] > 0
+    assert len(evals) == epochs, f"{len(evals)} eval entries, expected {epochs}"
+    for m in evals:
+        assert m["test_samples"] == test_samples, m
+        assert abs(m["test_loss"] - (m["test_reconstruction"] + m["test_kl"])) < 1e-6 * abs(m["test_loss"])
+        assert abs(m["test_bits_per_dim"] - m["test_loss"] / (h * w * math.log(2))) < 1e-9
+    if len(train) > 1:
+        assert train[-1]["loss"] < train[0]["loss"], "loss did not decrease"
+    for e in range(1, epochs + 1):
+        assert png_size(f"{run}/samples/epoch-{e:04d}.png") == (8 * w + 18, 8 * h + 18, 1)
+        assert png_size(f"{run}/reconstructions/epoch-{e:04d}.png") == (8 * w + 18, 2 * h + 6, 1)
+    stem = open(f"{run}/checkpoints/latest").read().strip()
+    tensors, meta = safetensors(f"{run}/checkpoints/{stem}.safetensors")
+    sidecar = json.load(open(f"{run}/checkpoints/{stem}.json"))
+    assert sidecar["world_size"] == world, sidecar["world_size"]
+    assert sidecar["step"] == evals[-1]["step"]
+    assert tensors["fc1.weight"][0][1] == h * w
+    for name, (_, values) in tensors.items():
+        want = sidecar["checksums"][name]
+        got = "crc32:%08x" % zlib.crc32(struct.pack(f"<{len(values)}f", *values))
+        assert got == want, f"checksum of {name}"
+    config = json.load(open(f"{run}/config.json"))
+    assert config["epochs"] >= epochs
+    print(f"ok: {len(train)} train and {len(evals)} eval entries, checkpoint {stem}, final test loss {evals[-1]['test_loss']:.3f}")
+
+
+def final_test_loss(run):
+    return [m for m in metrics(run) if m["type"] == "eval"][-1]["test_loss"]
+
+
+def same_tensors(a, b):
+    """Byte-identical tensor data (and names, shapes) in two checkpoints."""
+    ta, _ = safetensors(a)
+    tb, _ = safetensors(b)
+    assert ta.keys() == tb.keys()
+    for k in ta:
+        assert ta[k][0] == tb[k][0], k
+        pa = struct.pack(f"<{len(ta[k][1])}f", *ta[k][1])
+        pb = struct.pack(f"<{len(tb[k][1])}f", *tb[k][1])
+        if pa != pb:
+            raise AssertionError(f"tensor {k} differs")
+    print(f"ok: {len(ta)} tensors byte-identical")
+
+
+if __name__ == "__main__":
+    cmd, args = sys.argv[1], sys.argv[2:]
+    if cmd == "make-dataset":
+        make_dataset(args[0], int(args[1]), int(args[2]), int(args[3]), int(args[4]))
+    elif cmd == "check-run":
+        check_run(args[0], int(args[1]), int(args[2]), int(args[3]), (int(args[4]), int(args[5])))
+    elif cmd == "final-test-loss":
+        print(final_test_loss(args[0]))
+    elif cmd == "same-tensors":
+        same_tensors(args[0], args[1])
+    else:
+        sys.exit(f"unknown command {cmd}")
