@@ -18,7 +18,10 @@ public struct StepTimings: Codable, Sendable {
     public var optimizer = 0.0
     /// Summed GEMM time inside forwardBackward (only when measured).
     public var gemm = 0.0
+    /// Steps measured (after the warm-up).
     public var steps = 0
+    /// Steps at the start of a run that are not measured.
+    public static let warmupSteps = 10
 
     public var total: Double { data + forwardBackward + pack + allreduce + optimizer }
 }
@@ -111,6 +114,7 @@ public final class Trainer<Model: TrainableModel> {
     public func run() throws -> TrainingSummary {
         let started = monotonicSeconds()
         var window = LogWindow(start: started)
+        var lastLiveLine = started
         var lastEvaluation: (step: Int, result: EvaluationResult)? = nil
         var lastCheckpointStep = -1
         let stepsPerEpoch = plan.stepsPerEpoch
@@ -141,6 +145,10 @@ public final class Trainer<Model: TrainableModel> {
                 window.add(stats)
                 if globalStep % configuration.logEvery == 0 || globalStep == totalSteps {
                     try logProgress(&window, totalSteps: totalSteps, elapsed: monotonicSeconds() - started)
+                } else if console.isTerminal && monotonicSeconds() - lastLiveLine > 0.25 {
+                    // On a terminal the live line moves between log steps too.
+                    console.progress(progressLine(window, totalSteps: totalSteps))
+                    lastLiveLine = monotonicSeconds()
                 }
                 if let every = configuration.checkpointEvery, globalStep % every == 0 {
                     try saveCheckpoint()
@@ -191,7 +199,9 @@ public final class Trainer<Model: TrainableModel> {
             }
             let gradient = pullback(ELBOTerms.TangentVector(reconstruction: 1, kl: Float(configuration.beta)))
             BLAS.gemmTimer = nil
-            if let gemmTimer { timings.gemm += Double(gemmTimer.nanoseconds) * 1e-9 }
+            if let gemmTimer, globalStep >= StepTimings.warmupSteps {
+                timings.gemm += Double(gemmTimer.nanoseconds) * 1e-9
+            }
             t2 = monotonicSeconds()
             buffer.withUnsafeMutableBufferPointer { b in
                 let finite = gradient.flatten(into: b, layout: layout)
@@ -221,6 +231,10 @@ public final class Trainer<Model: TrainableModel> {
         }
         let t5 = monotonicSeconds()
         samplesSeen += Int(total)
+        // The first steps (allocations, cold caches) are left out of the profile.
+        guard globalStep > StepTimings.warmupSteps else {
+            return StepStats(samples: Double(total), reconstruction: Double(buffer[p + 1]), kl: Double(buffer[p + 2]))
+        }
         timings.data += t1 - t0
         timings.forwardBackward += t2 - t1
         timings.pack += t3 - t2
@@ -235,11 +249,16 @@ public final class Trainer<Model: TrainableModel> {
     struct LogWindow {
         var start: Double
         var excluded = 0.0
+        var steps = 0
         var samples = 0.0
         var reconstruction = 0.0
         var kl = 0.0
 
+        /// Training seconds in the window (evaluation and checkpoints excluded).
+        var seconds: Double { max(monotonicSeconds() - start - excluded, 1e-9) }
+
         mutating func add(_ s: StepStats) {
+            steps += 1
             samples += s.samples
             reconstruction += s.reconstruction
             kl += s.kl
@@ -249,25 +268,27 @@ public final class Trainer<Model: TrainableModel> {
     }
 
     func logProgress(_ window: inout LogWindow, totalSteps: Int, elapsed: Double) throws {
-        let now = monotonicSeconds()
-        let seconds = max(now - window.start - window.excluded, 1e-9)
         let n = max(window.samples, 1)
-        let beta = configuration.beta
-        let record = TrainRecord(
+        try outputs?.log(TrainRecord(
             step: globalStep, epoch: epoch,
-            loss: (window.reconstruction + beta * window.kl) / n,
+            loss: (window.reconstruction + configuration.beta * window.kl) / n,
             reconstruction: window.reconstruction / n, kl: window.kl / n,
-            samplesPerS: window.samples / seconds, learningRate: configuration.learningRate,
-            elapsedS: elapsed)
-        try outputs?.log(record)
-        let stepsPerSecond = Double(configuration.logEvery) / seconds
-        let eta = Double(totalSteps - globalStep) / max(stepsPerSecond, 1e-9)
-        console.progress(
-            "epoch \(epoch)/\(configuration.epochs)  step \(globalStep)/\(totalSteps)  "
-            + "loss \(String(format: "%.2f", record.loss))  "
-            + "(rec \(String(format: "%.2f", record.reconstruction)), KL \(String(format: "%.2f", record.kl)))  "
-            + "\(String(format: "%.0f", record.samplesPerS)) samples/s  ETA \(formatDuration(eta))")
-        window = LogWindow(start: now)
+            samplesPerS: window.samples / window.seconds, learningRate: configuration.learningRate,
+            elapsedS: elapsed))
+        console.progress(progressLine(window, totalSteps: totalSteps))
+        window = LogWindow(start: monotonicSeconds())
+    }
+
+    /// "epoch 3/10  step 1200/4690  loss 250.12  (rec 234.6, KL 15.5)  28000 samples/s  ETA 12s"
+    func progressLine(_ window: LogWindow, totalSteps: Int) -> String {
+        let n = max(window.samples, 1)
+        let loss = (window.reconstruction + configuration.beta * window.kl) / n
+        let secondsPerStep = window.seconds / Double(max(window.steps, 1))
+        let eta = Double(totalSteps - globalStep) * secondsPerStep
+        return "epoch \(epoch)/\(configuration.epochs)  step \(globalStep)/\(totalSteps)  "
+            + "loss \(String(format: "%.2f", loss))  "
+            + "(rec \(String(format: "%.2f", window.reconstruction / n)), KL \(String(format: "%.2f", window.kl / n)))  "
+            + "\(String(format: "%.0f", window.samples / window.seconds)) samples/s  ETA \(formatDuration(eta))"
     }
 
     func report(_ result: EvaluationResult, elapsed: Double) throws {

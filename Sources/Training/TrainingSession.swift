@@ -97,18 +97,25 @@ public struct TrainingSession {
         console.print(line + "; outputs in \(s.runDirectory)")
     }
 
-    /// Per-step breakdown, averaged over ranks (one small allreduce).
+    /// Per-step breakdown, averaged over ranks (one small allreduce); also
+    /// one `PROFILE {json}` line for scripts (scripts/bench.sh).
     func printProfile(_ t: StepTimings, batch: Int) throws {
-        var v = [t.forwardBackward, t.gemm, t.allreduce, t.optimizer, t.data + t.pack, t.total, t.data, t.pack]
+        var v = [t.forwardBackward, t.gemm, t.allreduce, t.optimizer, t.data, t.pack, t.total]
         try communicator.allreduceSum(&v)
         let scale = 1e3 / Double(max(t.steps, 1) * communicator.size)
         let ms = v.map { $0 * scale }
-        console.print("profile (ms per step, mean over \(t.steps) steps and \(communicator.size) ranks):")
-        console.print("  forward+backward \(String(format: "%.3f", ms[0]))  (GEMM \(String(format: "%.3f", ms[1])))")
-        console.print("  allreduce        \(String(format: "%.3f", ms[2]))")
-        console.print("  optimizer        \(String(format: "%.3f", ms[3]))")
-        console.print("  other            \(String(format: "%.3f", ms[4]))  (batch and noise \(String(format: "%.3f", ms[6])), "
-                      + "gradient packing \(String(format: "%.3f", ms[7])))")
-        console.print("  step             \(String(format: "%.3f", ms[5]))  → \(String(format: "%.0f", Double(batch) / ms[5] * 1e3)) samples/s")
+        let (fb, gemm, allreduce, optimizer, data, pack, step) = (ms[0], ms[1], ms[2], ms[3], ms[4], ms[5], ms[6])
+        let samplesPerSecond = Double(batch) / step * 1e3
+        func f(_ x: Double) -> String { String(format: "%.3f", x) }
+        console.print("profile: ms per step, mean over \(t.steps) steps (after \(StepTimings.warmupSteps) warm-up) and \(communicator.size) rank\(communicator.size == 1 ? "" : "s")")
+        console.print("  forward+backward  \(f(fb))   of which GEMM \(f(gemm)) (step / GEMM = \(String(format: "%.2f", step / gemm)))")
+        console.print("  allreduce         \(f(allreduce))")
+        console.print("  optimizer         \(f(optimizer))")
+        console.print("  other             \(f(data + pack))   (batch and noise \(f(data)), gradient packing \(f(pack)))")
+        console.print("  step              \(f(step))   → \(String(format: "%.0f", samplesPerSecond)) samples/s")
+        console.print("PROFILE {\"ranks\": \(communicator.size), \"steps\": \(t.steps), \"batch\": \(batch), "
+                      + "\"forward_backward_ms\": \(f(fb)), \"gemm_ms\": \(f(gemm)), \"allreduce_ms\": \(f(allreduce)), "
+                      + "\"optimizer_ms\": \(f(optimizer)), \"other_ms\": \(f(data + pack)), \"step_ms\": \(f(step)), "
+                      + "\"samples_per_s\": \(String(format: "%.1f", samplesPerSecond))}")
     }
 }
