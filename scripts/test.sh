@@ -9,9 +9,13 @@ build_release
 
 cd "$VAE_MPI_ROOT"
 say "== unit tests (swift test)"
-swift test 2>&1 | tee /tmp/vae-mpi-unit-tests.log | grep -E "error|failed|Executed .* tests" >&2 || true
-grep -q "with 0 failures" /tmp/vae-mpi-unit-tests.log && ! grep -qE "error:|failed \(" /tmp/vae-mpi-unit-tests.log ||
-    die "unit tests failed (log: /tmp/vae-mpi-unit-tests.log)"
+log=$(mktemp /tmp/vae-mpi-unit-tests.XXXXXX.log)
+if swift test >"$log" 2>&1; then
+    grep -E "^Test Suite '.*' (passed|failed)|Executed [0-9]+ tests" "$log" | tail -1 >&2
+else
+    grep -E "error|failed|Fatal" "$log" | head -40 >&2
+    die "unit tests failed (full log: $log)"
+fi
 
 say "== multi-rank tests"
 bash "$VAE_MPI_ROOT/Tests/MultiRank/run.sh"
