@@ -119,21 +119,27 @@ public enum Files {
     }
 }
 
-/// Appends lines to a file, flushing each, for logs that are read while the
-/// run goes on (metrics.jsonl).
-public final class LineWriter {
+/// A file that is only appended to, each write flushed, for logs read while
+/// the run goes on (metrics.jsonl, TensorBoard events).
+public final class AppendingFile {
     public let path: String
     private let file: UnsafeMutablePointer<FILE>
 
+    /// Opens `path` for appending (creating it if needed).
     public init(appendingTo path: String) throws {
-        guard let f = fopen(path, "a") else { throw Files.ioError(path, "open for append") }
+        guard let f = fopen(path, "ab") else { throw Files.ioError(path, "open for append") }
         self.path = path
         file = f
     }
 
-    public func write(_ line: String) throws {
-        let text = line.hasSuffix("\n") ? line : line + "\n"
-        guard fputs(text, file) >= 0, fflush(file) == 0 else { throw Files.ioError(path, "write") }
+    public func write(_ bytes: [UInt8]) throws {
+        let written = bytes.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, file) }
+        guard written == bytes.count, fflush(file) == 0 else { throw Files.ioError(path, "write") }
+    }
+
+    /// Writes `line` and a newline.
+    public func write(line: String) throws {
+        try write(Array((line.hasSuffix("\n") ? line : line + "\n").utf8))
     }
 
     deinit { fclose(file) }

@@ -7,8 +7,8 @@ import Foundation
 /// to the start of the data), plus an optional `"__metadata__"` map of
 /// strings. Tensors are contiguous, row-major, little-endian, and together
 /// cover the data exactly. Only F32 is written or read here.
-public struct SafetensorsFile: Equatable {
-    public struct Entry: Equatable {
+public struct SafetensorsFile: Equatable, Sendable {
+    public struct Entry: Equatable, Sendable {
         public var name: String
         public var shape: [Int]
         public var scalars: [Float]

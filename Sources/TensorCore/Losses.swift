@@ -122,3 +122,40 @@ enum BCEKernel {
         return (terms.vectorSum(), gradient)
     }
 }
+
+// MARK: - per-sample reductions (evaluation; not differentiable)
+
+/// Binary cross-entropy from logits summed over each row: (B, D) → B values.
+public func bceWithLogitsPerRow(logits: Tensor, targets: Tensor) -> [Float] {
+    precondition(logits.shape == targets.shape && logits.rank >= 1,
+                 "bceWithLogitsPerRow: logits \(logits.shape) vs targets \(targets.shape)")
+    let rows = logits.shape[0]
+    let d = rows == 0 ? 0 : logits.count / rows
+    var terms = [Float](repeating: 0, count: logits.count)
+    logits.scalars.withUnsafeBufferPointer { l in
+        targets.scalars.withUnsafeBufferPointer { x in
+            terms.withUnsafeMutableBufferPointer { out in
+                for i in 0..<out.count {
+                    let t = fastExp(-Swift.abs(l[i]))
+                    out[i] = Swift.max(l[i], 0) - l[i] * x[i] + fastLog1p(t)
+                }
+            }
+        }
+    }
+    return terms.withUnsafeBufferPointer { b in
+        (0..<rows).map { r in vectorSum(b.baseAddress! + r * d, count: d) }
+    }
+}
+
+/// Sums of each row of a (B, …) tensor, in Double.
+public func rowSums(_ x: Tensor) -> [Double] {
+    let rows = x.shape.first ?? 0
+    let d = rows == 0 ? 0 : x.count / rows
+    return x.scalars.withUnsafeBufferPointer { b in
+        (0..<rows).map { r in
+            var s = 0.0
+            for j in 0..<d { s += Double(b[r * d + j]) }
+            return s
+        }
+    }
+}

@@ -34,17 +34,17 @@ struct CheckpointContents {
 }
 
 /// The JSON sidecar beside each checkpoint's safetensors file.
-struct CheckpointSidecar: Codable {
+public struct CheckpointSidecar: Codable, Sendable {
     static let currentFormat = "vae-mpi-checkpoint"
     static let currentVersion = 1
 
-    struct OptimizerState: Codable {
-        var type = "adam"
-        var step: Int
-        var learningRate: Double
-        var beta1: Double
-        var beta2: Double
-        var epsilon: Double
+    public struct OptimizerState: Codable, Sendable {
+        public var type = "adam"
+        public var step: Int
+        public var learningRate: Double
+        public var beta1: Double
+        public var beta2: Double
+        public var epsilon: Double
 
         init(adam: Adam) {
             step = adam.step
@@ -57,10 +57,10 @@ struct CheckpointSidecar: Codable {
 
     /// Every random number is a pure function of these coordinates, so the
     /// seed and the position restore the whole random state.
-    struct RandomState: Codable {
-        var generator = "philox4x32-10"
-        var seed: UInt64
-        var streams = [
+    public struct RandomState: Codable, Sendable {
+        public var generator = "philox4x32-10"
+        public var seed: UInt64
+        public var streams = [
             "training noise: (seed, training-noise, rank, global step)",
             "epoch order: (seed, epoch-shuffle, epoch, rank)",
             "data permutation: (seed, data-permutation)",
@@ -69,25 +69,25 @@ struct CheckpointSidecar: Codable {
         ]
     }
 
-    var format = currentFormat
-    var formatVersion = currentVersion
-    var tensorsFile: String
+    public var format = currentFormat
+    public var formatVersion = currentVersion
+    public var tensorsFile: String
     /// Global steps completed.
-    var step: Int
+    public var step: Int
     /// The epoch in progress (1-based) and how many of its steps are done;
     /// `stepInEpoch == stepsPerEpoch` means that epoch is complete.
-    var epoch: Int
-    var stepInEpoch: Int
-    var stepsPerEpoch: Int
-    var worldSize: Int
-    var samplesSeen: Int
-    var optimizer: OptimizerState
-    var rng: RandomState
-    var configuration: TrainingConfiguration
-    var model: ModelSpec
+    public var epoch: Int
+    public var stepInEpoch: Int
+    public var stepsPerEpoch: Int
+    public var worldSize: Int
+    public var samplesSeen: Int
+    public var optimizer: OptimizerState
+    public var rng: RandomState
+    public var configuration: TrainingConfiguration
+    public var model: ModelSpec
     /// "crc32:xxxxxxxx" of each tensor's little-endian bytes.
-    var checksums: [String: String]
-    var createdAt: String
+    public var checksums: [String: String]
+    public var createdAt: String
 
     init(tensorsFile: String, step: Int, epoch: Int, stepInEpoch: Int, stepsPerEpoch: Int,
          worldSize: Int, samplesSeen: Int, optimizer: OptimizerState, seed: UInt64,

@@ -68,3 +68,36 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
 
     public init() {}
 }
+
+/// A setting given on the command line: applied over the defaults for a new
+/// run, or over a checkpoint's configuration when resuming.
+public struct ConfigurationOverride {
+    /// The command-line option, for messages.
+    public let option: String
+    let apply: (inout TrainingConfiguration) -> Void
+
+    public init<Value>(_ option: String, _ keyPath: WritableKeyPath<TrainingConfiguration, Value>, _ value: Value) {
+        self.option = option
+        apply = { $0[keyPath: keyPath] = value }
+    }
+}
+
+extension TrainingConfiguration {
+    /// This configuration with `overrides` applied in order.
+    public func applying(_ overrides: [ConfigurationOverride]) -> TrainingConfiguration {
+        var c = self
+        for o in overrides { o.apply(&c) }
+        return c
+    }
+
+    /// Settings a resumed run must keep: they fix the parameter shapes, the
+    /// batches, or the random streams that make resumption exact.
+    static let fixedOnResume: [(option: String, differs: @Sendable (TrainingConfiguration, TrainingConfiguration) -> Bool)] = [
+        ("--model", { $0.model != $1.model }),
+        ("--likelihood", { $0.likelihood != $1.likelihood }),
+        ("--hidden-dim", { $0.hiddenSize != $1.hiddenSize }),
+        ("--latent-dim", { $0.latentSize != $1.latentSize }),
+        ("--batch-size", { $0.batchSize != $1.batchSize }),
+        ("--seed", { $0.seed != $1.seed }),
+    ]
+}

@@ -10,27 +10,44 @@ import Foundation
 ///     checkpoints/step-NNNNNNNN.{safetensors,json}, checkpoints/latest
 final class RunDirectory {
     let root: String
-    private let metrics: LineWriter
+    private let metrics: AppendingFile
+    let tensorboard: TensorBoardWriter
 
     var checkpoints: CheckpointStore { CheckpointStore(directory: "\(root)/checkpoints") }
 
     /// Creates a new run directory (refusing one that already holds a run),
-    /// or reopens one for `resuming`, and writes config.json.
-    init(root: String, configuration: TrainingConfiguration, resuming: Bool) throws {
+    /// or, `resumingAt` a step, reopens one: metrics after that step (written
+    /// by the interrupted run past its last checkpoint) are dropped, and a new
+    /// TensorBoard file starts with a SessionLog START just after it, which
+    /// makes TensorBoard drop those too. Writes config.json.
+    init(root: String, configuration: TrainingConfiguration, resumingAt resumeStep: Int?) throws {
         self.root = root
         let configPath = "\(root)/config.json"
-        if !resuming && Files.exists(configPath) {
+        if resumeStep == nil && Files.exists(configPath) {
             throw TrainingError.runDirectoryInUse(path: root)
         }
         for sub in ["", "/samples", "/reconstructions", "/checkpoints"] {
             try Files.createDirectory(root + sub)
         }
         try Files.writeAtomically(try JSONText.pretty(configuration), to: configPath)
-        metrics = try LineWriter(appendingTo: "\(root)/metrics.jsonl")
+        let metricsPath = "\(root)/metrics.jsonl"
+        if let resumeStep, Files.exists(metricsPath) {
+            let kept = try Files.readText(metricsPath).split(separator: "\n").filter { line in
+                guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                      let step = object["step"] as? Int else { return false }
+                return step <= resumeStep
+            }
+            try Files.writeAtomically(kept.map { $0 + "\n" }.joined(), to: metricsPath)
+        }
+        metrics = try AppendingFile(appendingTo: metricsPath)
+        let now = Date().timeIntervalSince1970
+        tensorboard = try TensorBoardWriter(directory: root, wallTime: now)
+        // Events of the interrupted run after the checkpoint are superseded.
+        if let resumeStep { try tensorboard.sessionStart(step: resumeStep + 1, wallTime: now) }
     }
 
     func log<Record: Encodable>(_ record: Record) throws {
-        try metrics.write(try JSONText.line(record))
+        try metrics.write(line: try JSONText.line(record))
     }
 
     func picturePath(_ kind: String, epoch: Int) -> String {

@@ -72,13 +72,21 @@ public final class Trainer<Model: TrainableModel> {
     /// multi-rank tests can check that one rank's failure ends the whole job.
     public var injectedFailure: (rank: Int, step: Int)?
 
+    /// The step at which evaluation, pictures and checkpoint were last done
+    /// (a resumed run starts at one).
+    var lastFinishedStep: Int? = nil
+    var lastCheckpointStep: Int? = nil
+    /// What resuming did, for rank 0 to print.
+    public private(set) var resumeNote: String? = nil
+
     var rank: Int { communicator.rank }
 
     /// Loads this rank's data, creates the run directory (rank 0), and
-    /// initialises the model on rank 0 and broadcasts it. Setup errors on any
-    /// rank end every rank cleanly (see `Communicator.collectively`).
+    /// initialises the model: on rank 0, broadcast to all, or from
+    /// `checkpoint` (which every rank holds). Setup errors on any rank end
+    /// every rank cleanly (see `Communicator.collectively`).
     public init(configuration: TrainingConfiguration, spec: ModelSpec, data: LoadedData,
-                communicator: Communicator, console: Console) throws {
+                communicator: Communicator, console: Console, resumingFrom checkpoint: Checkpoint? = nil) throws {
         self.configuration = configuration
         self.communicator = communicator
         self.console = console
@@ -92,21 +100,58 @@ public final class Trainer<Model: TrainableModel> {
         testShard = TestShard(testSet: data.test, rank: rank, size: size)
         pictureInputs = data.test.batch(0..<min(8, data.test.count))
 
+        let resumeStep = checkpoint?.sidecar.step
         outputs = try communicator.collectively {
             rank == 0 ? try RunDirectory(root: configuration.runDirectory, configuration: configuration,
-                                         resuming: false) : nil
+                                         resumingAt: resumeStep) : nil
         }
 
-        // Rank 0 draws the initial parameters; everyone starts from its copy.
-        var model = Model(spec: spec, seed: configuration.seed)
-        let layout = model.parameterLayout
-        self.layout = layout
-        var flat = model.flattened(layout: layout)
-        try communicator.broadcast(&flat, root: 0)
-        flat.withUnsafeBufferPointer { model.assign(from: $0, layout: layout) }
-        self.model = model
-        optimizer = Adam(parameterCount: layout.count, learningRate: Float(configuration.learningRate))
+        if let checkpoint {
+            let model = try communicator.collectively { try checkpoint.model(as: Model.self) }
+            layout = model.parameterLayout
+            self.model = model
+            let layout = self.layout
+            optimizer = try communicator.collectively { try checkpoint.optimizer(layout: layout) }
+            optimizer.learningRate = Float(configuration.learningRate)
+        } else {
+            // Rank 0 draws the initial parameters; everyone starts from its copy.
+            var model = Model(spec: spec, seed: configuration.seed)
+            let layout = model.parameterLayout
+            self.layout = layout
+            var flat = model.flattened(layout: layout)
+            try communicator.broadcast(&flat, root: 0)
+            flat.withUnsafeBufferPointer { model.assign(from: $0, layout: layout) }
+            self.model = model
+            optimizer = Adam(parameterCount: layout.count, learningRate: Float(configuration.learningRate))
+        }
         buffer = [Float](repeating: 0, count: layout.count + 4)
+        if let checkpoint { restorePosition(checkpoint.sidecar, path: checkpoint.path) }
+    }
+
+    /// Continues where the checkpoint stopped. With the world size (and so
+    /// the batches) it was written with, exactly there: the random streams
+    /// are keyed by position, so the rest of the run is bit-identical to an
+    /// uninterrupted one. Otherwise from the next epoch boundary.
+    func restorePosition(_ s: CheckpointSidecar, path: String) {
+        globalStep = s.step
+        samplesSeen = s.samplesSeen
+        lastFinishedStep = s.step
+        lastCheckpointStep = s.step
+        let sameBatches = s.worldSize == communicator.size && s.stepsPerEpoch == plan.stepsPerEpoch
+        if sameBatches || s.stepInEpoch == 0 {
+            (epoch, stepInEpoch) = (s.epoch, s.stepInEpoch)
+        } else {
+            (epoch, stepInEpoch) = (s.epoch + 1, 0)
+        }
+        if stepInEpoch >= plan.stepsPerEpoch { (epoch, stepInEpoch) = (epoch + 1, 0) }
+        var note = "resuming from \(path): step \(s.step), epoch \(s.epoch) (\(s.stepInEpoch) of \(s.stepsPerEpoch) steps done)"
+        if !sameBatches {
+            note += "; it was written by \(s.worldSize) rank\(s.worldSize == 1 ? "" : "s"), this run has \(communicator.size)"
+            if s.stepInEpoch != 0 && s.stepInEpoch < s.stepsPerEpoch {
+                note += ", so the data position moves to the start of epoch \(epoch) (the rest of epoch \(s.epoch) is skipped)"
+            }
+        }
+        resumeNote = note
     }
 
     // MARK: - The loop
@@ -115,23 +160,20 @@ public final class Trainer<Model: TrainableModel> {
         let started = monotonicSeconds()
         var window = LogWindow(start: started)
         var lastLiveLine = started
-        var lastEvaluation: (step: Int, result: EvaluationResult)? = nil
-        var lastCheckpointStep = -1
+        var lastEvaluation: EvaluationResult? = nil
         let stepsPerEpoch = plan.stepsPerEpoch
         let totalSteps = min(configuration.maxSteps ?? Int.max, stepsPerEpoch * configuration.epochs)
 
         func finishPoint() throws {
             // Evaluation, pictures, checkpoint, replica check: at each epoch
             // end and where training stops.
-            guard lastEvaluation?.step != globalStep else { return }
+            guard lastFinishedStep != globalStep else { return }
+            lastFinishedStep = globalStep
             let t0 = monotonicSeconds()
             let result = try evaluate()
-            lastEvaluation = (globalStep, result)
+            lastEvaluation = result
             try writePictures()
-            if configuration.checkpointEvery == nil || lastCheckpointStep != globalStep {
-                try saveCheckpoint()
-                lastCheckpointStep = globalStep
-            }
+            if lastCheckpointStep != globalStep { try saveCheckpoint() }
             if configuration.verifyReplicas { try verifyReplicas() }
             window.exclude(monotonicSeconds() - t0)
             try report(result, elapsed: monotonicSeconds() - started)
@@ -151,8 +193,9 @@ public final class Trainer<Model: TrainableModel> {
                     lastLiveLine = monotonicSeconds()
                 }
                 if let every = configuration.checkpointEvery, globalStep % every == 0 {
+                    let t0 = monotonicSeconds()
                     try saveCheckpoint()
-                    lastCheckpointStep = globalStep
+                    window.exclude(monotonicSeconds() - t0)
                 }
             }
             try finishPoint()
@@ -162,7 +205,7 @@ public final class Trainer<Model: TrainableModel> {
         if globalStep > 0 { try finishPoint() }
         console.clearLiveLine()
         return TrainingSummary(steps: globalStep, epochsCompleted: epoch - 1, samplesSeen: samplesSeen,
-                               finalEvaluation: lastEvaluation?.result, timings: timings,
+                               finalEvaluation: lastEvaluation, timings: timings,
                                trainingSeconds: monotonicSeconds() - started,
                                runDirectory: configuration.runDirectory)
     }
@@ -269,12 +312,20 @@ public final class Trainer<Model: TrainableModel> {
 
     func logProgress(_ window: inout LogWindow, totalSteps: Int, elapsed: Double) throws {
         let n = max(window.samples, 1)
-        try outputs?.log(TrainRecord(
+        let record = TrainRecord(
             step: globalStep, epoch: epoch,
             loss: (window.reconstruction + configuration.beta * window.kl) / n,
             reconstruction: window.reconstruction / n, kl: window.kl / n,
             samplesPerS: window.samples / window.seconds, learningRate: configuration.learningRate,
-            elapsedS: elapsed))
+            elapsedS: elapsed)
+        if let outputs {
+            try outputs.log(record)
+            try outputs.tensorboard.scalars(
+                [("train/loss", record.loss), ("train/reconstruction", record.reconstruction),
+                 ("train/kl", record.kl), ("train/learning_rate", record.learningRate),
+                 ("train/samples_per_s", record.samplesPerS)],
+                step: globalStep, wallTime: Date().timeIntervalSince1970)
+        }
         console.progress(progressLine(window, totalSteps: totalSteps))
         window = LogWindow(start: monotonicSeconds())
     }
@@ -292,10 +343,16 @@ public final class Trainer<Model: TrainableModel> {
     }
 
     func report(_ result: EvaluationResult, elapsed: Double) throws {
-        try outputs?.log(EvalRecord(step: globalStep, epoch: epoch, testLoss: result.loss,
-                                testReconstruction: result.reconstruction, testKl: result.kl,
-                                testBitsPerDim: result.bitsPerDimension, testSamples: result.samples,
-                                elapsedS: elapsed))
+        if let outputs {
+            try outputs.log(EvalRecord(step: globalStep, epoch: epoch, testLoss: result.loss,
+                                       testReconstruction: result.reconstruction, testKl: result.kl,
+                                       testBitsPerDim: result.bitsPerDimension, testSamples: result.samples,
+                                       elapsedS: elapsed))
+            try outputs.tensorboard.scalars(
+                [("test/loss", result.loss), ("test/reconstruction", result.reconstruction),
+                 ("test/kl", result.kl), ("test/bits_per_dim", result.bitsPerDimension)],
+                step: globalStep, wallTime: Date().timeIntervalSince1970)
+        }
         console.print(
             "epoch \(epoch) step \(globalStep): test loss \(String(format: "%.3f", result.loss)) nats/sample "
             + "(reconstruction \(String(format: "%.3f", result.reconstruction)), KL \(String(format: "%.3f", result.kl))), "
@@ -310,22 +367,30 @@ public final class Trainer<Model: TrainableModel> {
     }
 
     /// Rank 0: samples from the prior (the same 64 latent points every epoch,
-    /// so the pictures show the model changing) and reconstructions.
+    /// so the pictures show the model changing) and reconstructions, as PNG
+    /// files and TensorBoard images.
     func writePictures() throws {
         guard let outputs else { return }
         let image = spec.image
         let z = Tensor(normalsFrom: RandomStream(seed: configuration.seed, domain: .sampling),
                        shape: [64, model.latentSize])
         let samples = likelihood.mean(model.decode(z))
-        try ImageGrid.raster(images: samples.scalars, count: 64, channels: image.channels,
-                             height: image.height, width: image.width, columns: 8)
-            .write(to: outputs.picturePath("samples", epoch: epoch))
-
         let n = pictureInputs.shape[0]
         let reconstructed = likelihood.mean(model.decode(model.encode(pictureInputs).mean))
-        try ImageGrid.raster(images: pictureInputs.scalars + reconstructed.scalars, count: 2 * n,
-                             channels: image.channels, height: image.height, width: image.width, columns: n)
-            .write(to: outputs.picturePath("reconstructions", epoch: epoch))
+        let pictures = [
+            ("samples", ImageGrid.raster(images: samples.scalars, count: 64, channels: image.channels,
+                                         height: image.height, width: image.width, columns: 8)),
+            ("reconstructions", ImageGrid.raster(images: pictureInputs.scalars + reconstructed.scalars, count: 2 * n,
+                                                 channels: image.channels, height: image.height,
+                                                 width: image.width, columns: n)),
+        ]
+        for (kind, raster) in pictures {
+            let png = try raster.pngData()
+            try Files.writeAtomically(png, to: outputs.picturePath(kind, epoch: epoch))
+            try outputs.tensorboard.image(kind, png: png, width: raster.width, height: raster.height,
+                                          channels: raster.channels, step: globalStep,
+                                          wallTime: Date().timeIntervalSince1970)
+        }
     }
 
     /// Compares a hash of every rank's parameters; all ranks learn the result.
@@ -356,6 +421,7 @@ public final class Trainer<Model: TrainableModel> {
     /// Rank 0 writes parameters (PyTorch names), Adam moments (under
     /// `optimizer.`) and the sidecar; every rank's state is identical.
     func saveCheckpoint() throws {
+        lastCheckpointStep = globalStep
         guard let outputs else { return }
         let contents = CheckpointContents(model: model, optimizer: optimizer, layout: layout)
         let sidecar = CheckpointSidecar(
@@ -365,6 +431,6 @@ public final class Trainer<Model: TrainableModel> {
             optimizer: .init(adam: optimizer), seed: configuration.seed,
             configuration: configuration, model: spec, checksums: contents.checksums)
         try outputs.checkpoints.write(step: globalStep, tensors: contents.file(metadata: ["format": "vae-mpi"]),
-                                  sidecar: try JSONText.pretty(sidecar), keep: configuration.keepCheckpoints)
+                                      sidecar: try JSONText.pretty(sidecar), keep: configuration.keepCheckpoints)
     }
 }

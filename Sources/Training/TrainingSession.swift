@@ -4,17 +4,22 @@ import Foundation
 import TensorCore
 import VAEModel
 
-/// Everything `vae-mpi train` does on each rank: settle the configuration,
-/// load data, build the trainer, run it, and report.
+/// Everything `vae-mpi train` does on each rank: settle the configuration
+/// (defaults or a checkpoint's, with the command line's overrides), load
+/// data, build the trainer, run it, and report.
 public struct TrainingSession {
-    public var configuration: TrainingConfiguration
+    public let overrides: [ConfigurationOverride]
+    /// A checkpoint to continue from (anything `CheckpointStore.resolve` accepts).
+    public let resume: String?
     public let communicator: Communicator
     public let console: Console
     /// Print a per-step time breakdown (with GEMM time) at the end.
     public var profile: Bool
 
-    public init(configuration: TrainingConfiguration, communicator: Communicator, profile: Bool = false) {
-        self.configuration = configuration
+    public init(overrides: [ConfigurationOverride] = [], resume: String? = nil, communicator: Communicator,
+                profile: Bool = false) {
+        self.overrides = overrides
+        self.resume = resume
         self.communicator = communicator
         self.console = Console(rank: communicator.rank)
         self.profile = profile
@@ -22,10 +27,29 @@ public struct TrainingSession {
 
     @discardableResult
     public func run() throws -> TrainingSummary {
-        var configuration = self.configuration
         let (rank, size) = (communicator.rank, communicator.size)
-        BLAS.setThreads(configuration.threads)
         BLAS.flushSubnormalsToZero()
+        var configuration: TrainingConfiguration
+        var checkpoint: Checkpoint? = nil
+        if let resume {
+            let loaded = try Checkpoint.load(resume, communicator: communicator)
+            var base = loaded.sidecar.configuration
+            base.maxSteps = nil  // the stop of the interrupted run is not this run's
+            base.runDirectory = loaded.runDirectory
+            configuration = base.applying(overrides)
+            for (option, differs) in TrainingConfiguration.fixedOnResume where differs(base, configuration) {
+                throw CollectiveFailure.unanimous(
+                    TrainingError.invalidOption(
+                        option: option,
+                        detail: "cannot change when resuming: it fixes the model, the batches or the random streams "
+                            + "of the run in \(loaded.path)"),
+                    rank: rank)
+            }
+            checkpoint = loaded
+        } else {
+            configuration = TrainingConfiguration().applying(overrides)
+        }
+        BLAS.setThreads(configuration.threads)
 
         guard configuration.batchSize >= size else {
             throw CollectiveFailure.unanimous(
@@ -41,16 +65,24 @@ public struct TrainingSession {
         }
         let path = configuration.data
         let data = try communicator.collectively { try LoadedData.load(directory: path) }
-        let spec = ModelSpec(kind: configuration.model, image: data.train.shape,
-                             hiddenSize: configuration.hiddenSize, latentSize: configuration.latentSize,
-                             likelihood: configuration.likelihood)
-        return try run(spec.modelType, spec: spec, data: data, configuration: configuration)
+        let spec = checkpoint?.spec ?? ModelSpec(kind: configuration.model, image: data.train.shape,
+                                                 hiddenSize: configuration.hiddenSize,
+                                                 latentSize: configuration.latentSize,
+                                                 likelihood: configuration.likelihood)
+        guard spec.image == data.train.shape else {
+            throw CollectiveFailure.unanimous(
+                TrainingError.invalidOption(
+                    option: "--data", detail: "\(path) holds \(data.train.shape) images; the checkpoint's model takes \(spec.image)"),
+                rank: rank)
+        }
+        return try run(spec.modelType, spec: spec, data: data, configuration: configuration, checkpoint: checkpoint)
     }
 
     private func run<Model: TrainableModel>(_: Model.Type, spec: ModelSpec, data: LoadedData,
-                                            configuration: TrainingConfiguration) throws -> TrainingSummary {
+                                            configuration: TrainingConfiguration,
+                                            checkpoint: Checkpoint?) throws -> TrainingSummary {
         let trainer = try Trainer<Model>(configuration: configuration, spec: spec, data: data,
-                                         communicator: communicator, console: console)
+                                         communicator: communicator, console: console, resumingFrom: checkpoint)
         trainer.measureGEMM = profile
         // VAE_MPI_FAIL_AT=rank:step makes that rank fail there (tests of the abort path).
         if let spec = ProcessInfo.processInfo.environment["VAE_MPI_FAIL_AT"] {
@@ -58,6 +90,7 @@ public struct TrainingSession {
             if parts.count == 2 { trainer.injectedFailure = (parts[0], parts[1]) }
         }
         printConfiguration(configuration, spec: spec, data: data, trainer: trainer)
+        if let note = trainer.resumeNote { console.print(note) }
         let summary = try trainer.run()
         printSummary(summary)
         if profile { try printProfile(summary.timings, batch: configuration.batchSize) }

@@ -101,3 +101,32 @@ final class MLPVAEGoldenTests: XCTestCase {
         XCTAssertEqual(model, other)
     }
 }
+
+/// The importance-weighted bound of golden/mlp_iwae.json (K = 5) on the
+/// model of mlp_vae.json.
+final class IWAEGoldenTests: XCTestCase {
+    func testImportanceWeightedEstimate() throws {
+        let g = try Golden("mlp_vae"), iw = try Golden("mlp_iwae")
+        var model = MLPVAE(dataSize: 12, hiddenSize: 8, latentSize: 3, seed: 0)
+        model.load(try g.tensors("parameters"))
+        let eps = try iw.tensor("eps")  // (K, B, Z)
+        let (k, b, z) = (eps.shape[0], eps.shape[1], eps.shape[2])
+        let noise = (0..<k).map { Tensor(shape: [b, z], scalars: Array(eps.scalars[$0 * b * z ..< ($0 + 1) * b * z])) }
+        let result = importanceWeightedLogLikelihood(model, x: try g.tensor("x"), noise: noise, likelihood: .bernoulli)
+        let expectedWeights = try iw.tensor("log_weights")  // (K, B)
+        for kk in 0..<k {
+            for i in 0..<b {
+                let e = Double(expectedWeights.scalars[kk * b + i])
+                XCTAssertEqual(result.logWeights[kk][i], e, accuracy: 1e-4 * abs(e), "log w[\(kk)][\(i)]")
+            }
+        }
+        let expected = try iw.tensor("log_px_estimate")
+        for i in 0..<b {
+            let e = Double(expected.scalars[i])
+            XCTAssertEqual(result.logLikelihood[i], e, accuracy: 1e-5 * abs(e), "log p(x[\(i)])")
+        }
+        // With one sample the estimate is that sample's ELBO term.
+        let single = importanceWeightedLogLikelihood(model, x: try g.tensor("x"), noise: [noise[0]], likelihood: .bernoulli)
+        XCTAssertEqual(single.logLikelihood, single.logWeights[0])
+    }
+}
