@@ -7,6 +7,9 @@ import Foundation
 ///     metrics.jsonl                     one JSON object per log event
 ///     samples/epoch-NNNN.png            8×8 grid decoded from the prior
 ///     reconstructions/epoch-NNNN.png    8 test images above their reconstructions
+///     latent-manifold/epoch-NNNN.png    (2-D latent) decoded 20×20 grid of the latent plane
+///     latent-scatter/epoch-NNNN.png     (2-D latent) test-set posterior means by label
+///     events.out.tfevents.*             TensorBoard scalars and images
 ///     checkpoints/step-NNNNNNNN.{safetensors,json}, checkpoints/latest
 final class RunDirectory {
     let root: String
@@ -26,7 +29,9 @@ final class RunDirectory {
         if resumeStep == nil && Files.exists(configPath) {
             throw TrainingError.runDirectoryInUse(path: root)
         }
-        for sub in ["", "/samples", "/reconstructions", "/checkpoints"] {
+        var subdirectories = ["", "/samples", "/reconstructions", "/checkpoints"]
+        if configuration.latentSize == 2 { subdirectories += ["/latent-manifold", "/latent-scatter"] }
+        for sub in subdirectories {
             try Files.createDirectory(root + sub)
         }
         try Files.writeAtomically(try JSONText.pretty(configuration), to: configPath)

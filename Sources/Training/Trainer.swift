@@ -51,6 +51,8 @@ public final class Trainer<Model: TrainableModel> {
     let testShard: TestShard
     /// The first test images, shown in reconstruction pictures (rank 0).
     let pictureInputs: Tensor
+    /// The test set, for the latent-space scatter of 2-D models (rank 0).
+    let latentPictureSet: ImageSet?
     /// Rank 0's outputs; nil on other ranks.
     let outputs: RunDirectory?
     let layout: ParameterLayout
@@ -99,6 +101,7 @@ public final class Trainer<Model: TrainableModel> {
         trainShard = data.train.selecting(plan.shardIndices(rank: rank))
         testShard = TestShard(testSet: data.test, rank: rank, size: size)
         pictureInputs = data.test.batch(0..<min(8, data.test.count))
+        latentPictureSet = rank == 0 && configuration.latentSize == 2 ? data.test : nil
 
         let resumeStep = checkpoint?.sidecar.step
         outputs = try communicator.collectively {
@@ -377,14 +380,24 @@ public final class Trainer<Model: TrainableModel> {
         let samples = likelihood.mean(model.decode(z))
         let n = pictureInputs.shape[0]
         let reconstructed = likelihood.mean(model.decode(model.encode(pictureInputs).mean))
-        let pictures = [
+        let pictures: [(String, Raster)] = [
             ("samples", ImageGrid.raster(images: samples.scalars, count: 64, channels: image.channels,
                                          height: image.height, width: image.width, columns: 8)),
             ("reconstructions", ImageGrid.raster(images: pictureInputs.scalars + reconstructed.scalars, count: 2 * n,
                                                  channels: image.channels, height: image.height,
                                                  width: image.width, columns: n)),
         ]
-        for (kind, raster) in pictures {
+        var all = pictures
+        if model.latentSize == 2, let testSet = latentPictureSet {
+            let loaded = LoadedModel(model, spec: spec)
+            let means = try Inference.encodeMeans(loaded, images: testSet, batchSize: configuration.evaluationBatchSize,
+                                                  communicator: LocalCommunicator())
+            all.append(("latent-manifold", Inference.manifold(loaded)))
+            all.append(("latent-scatter", Inference.scatter(
+                means: means, labels: testSet.labels, labelNames: Inference.labelNames(forData: configuration.data),
+                title: "posterior means of \(testSet.count) test images, epoch \(epoch), step \(globalStep)")))
+        }
+        for (kind, raster) in all {
             let png = try raster.pngData()
             try Files.writeAtomically(png, to: outputs.picturePath(kind, epoch: epoch))
             try outputs.tensorboard.image(kind, png: png, width: raster.width, height: raster.height,

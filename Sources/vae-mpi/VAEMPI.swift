@@ -20,7 +20,8 @@ struct VAEMPI: ParsableCommand {
             As root, mpirun needs --allow-run-as-root; more ranks than cores need --oversubscribe.
             """,
         version: "0.1.0",
-        subcommands: [Train.self],
+        subcommands: [Train.self, Sample.self, Reconstruct.self, Encode.self, Interpolate.self, Evaluate.self,
+                      Inspect.self, LatentMap.self],
         defaultSubcommand: Train.self)
 
     /// Parses on every rank but lets only rank 0 print usage errors and help,

@@ -1,0 +1,214 @@
+import Artifacts
+import Collectives
+import Datasets
+import Foundation
+import TensorCore
+import VAEModel
+
+/// A trained model for inference, whatever its architecture: the encoder,
+/// the decoder and the likelihood, behind plain closures.
+/// Legend: B batch, D data dimensions (C·H·W), Z latent.
+public struct LoadedModel {
+    public let spec: ModelSpec
+    public let likelihood: Likelihood
+    public let latentSize: Int
+    private let encodeFunction: (Tensor) -> Posterior
+    private let decodeFunction: (Tensor) -> DecoderOutput
+    private let importanceWeighted: (Tensor, [Tensor]) -> ImportanceWeightedEstimate
+    private let elbo: (Tensor, Tensor) -> ELBOTerms
+
+    public init<Model: VariationalAutoencoder>(_ model: Model, spec: ModelSpec) {
+        let likelihood = spec.likelihood.likelihood
+        self.spec = spec
+        self.likelihood = likelihood
+        latentSize = model.latentSize
+        encodeFunction = { model.encode($0) }
+        decodeFunction = { model.decode($0) }
+        importanceWeighted = { importanceWeightedLogLikelihood(model, x: $0, noise: $1, likelihood: likelihood) }
+        elbo = { VAEModel.negativeELBO(model, x: $0, noise: $1, likelihood: likelihood) }
+    }
+
+    /// x (B, D) → q(z | x).
+    public func encode(_ x: Tensor) -> Posterior { encodeFunction(x) }
+    /// z (B, Z) → p(x | z)'s parameters.
+    public func decode(_ z: Tensor) -> DecoderOutput { decodeFunction(z) }
+    /// z (B, Z) → E[x | z] (B, D), for pictures.
+    public func decodeMean(_ z: Tensor) -> Tensor { likelihood.mean(decode(z)) }
+    public func negativeELBO(_ x: Tensor, noise: Tensor) -> ELBOTerms { elbo(x, noise) }
+    public func importanceWeightedEstimate(_ x: Tensor, noise: [Tensor]) -> ImportanceWeightedEstimate {
+        importanceWeighted(x, noise)
+    }
+}
+
+extension Checkpoint {
+    /// The checkpoint's model, ready for inference.
+    public func loadedModel() throws -> LoadedModel {
+        func open<Model: TrainableModel>(_ type: Model.Type) throws -> LoadedModel {
+            LoadedModel(try model(as: type), spec: spec)
+        }
+        return try open(spec.modelType)
+    }
+}
+
+/// The operations of the inference subcommands. Distributed ones split the
+/// images into one contiguous block per rank and combine exact sums.
+public enum Inference {
+    /// E[x | z] for `count` draws z ~ N(0, I) from the stream (seed, .sampling, 1).
+    public static func samples(_ model: LoadedModel, count: Int, seed: UInt64) -> Tensor {
+        let z = Tensor(normalsFrom: RandomStream(seed: seed, domain: .sampling, 1), shape: [count, model.latentSize])
+        return model.decodeMean(z)
+    }
+
+    /// E[x | z = posterior mean] for each row of x.
+    public static func reconstructions(_ model: LoadedModel, of x: Tensor) -> Tensor {
+        model.decodeMean(model.encode(x).mean)
+    }
+
+    /// `steps` points on the straight line between the posterior means of a
+    /// and b (both ends included), decoded: (steps, D).
+    public static func interpolation(_ model: LoadedModel, from a: Tensor, to b: Tensor, steps: Int) -> Tensor {
+        let means = model.encode(Tensor(shape: [2, a.count], scalars: a.scalars + b.scalars)).mean.scalars
+        let z = model.latentSize
+        var path: [Float] = []
+        for s in 0..<steps {
+            let t = steps == 1 ? 0 : Float(s) / Float(steps - 1)
+            for j in 0..<z { path.append((1 - t) * means[j] + t * means[z + j]) }
+        }
+        return model.decodeMean(Tensor(shape: [steps, z], scalars: path))
+    }
+
+    /// Posterior means of every image, (N, Z), on every rank: each rank
+    /// encodes its block and a sum of disjoint blocks assembles them.
+    public static func encodeMeans(_ model: LoadedModel, images: ImageSet, batchSize: Int,
+                                   communicator: Communicator) throws -> [Float] {
+        let z = model.latentSize
+        var all = [Float](repeating: 0, count: images.count * z)
+        let block = ShardPlan.block(count: images.count, rank: communicator.rank, size: communicator.size)
+        var start = block.lowerBound
+        while start < block.upperBound {
+            let end = min(start + batchSize, block.upperBound)
+            let means = model.encode(images.batch(start..<end)).mean.scalars
+            all.replaceSubrange(start * z ..< end * z, with: means)
+            start = end
+        }
+        try communicator.allreduceSum(&all)
+        return all
+    }
+
+    /// The test-set figures of `vae-mpi evaluate`.
+    public struct Evaluation: Codable, Sendable {
+        /// The one-sample −ELBO, exactly as training reports it.
+        public var elbo: EvaluationResult
+        /// K, when the importance-weighted bound was computed.
+        public var importanceSamples: Int?
+        /// −log p(x) estimated with K importance samples, nats per sample.
+        public var importanceWeightedNLL: Double?
+        public var importanceWeightedBitsPerDim: Double?
+    }
+
+    /// −ELBO over all images (noise as in training's evaluation, so the
+    /// number matches the run's last test loss) and, with K > 0, the
+    /// importance-weighted estimate of −log p(x): the noise for image i,
+    /// sample k is block (i·K + k) of the stream (seed, .evaluationNoise, 1),
+    /// whatever the number of ranks.
+    public static func evaluate(_ model: LoadedModel, images: ImageSet, seed: UInt64, importanceSamples k: Int,
+                                batchSize: Int, communicator: Communicator) throws -> Evaluation {
+        let z = model.latentSize
+        let block = ShardPlan.block(count: images.count, rank: communicator.rank, size: communicator.size)
+        let elboNoise = RandomStream(seed: seed, domain: .evaluationNoise)
+        let iwNoise = RandomStream(seed: seed, domain: .evaluationNoise, 1)
+        var sums = [Double](repeating: 0, count: 3)  // reconstruction, KL, −log p(x) estimate
+        var start = block.lowerBound
+        while start < block.upperBound {
+            let end = min(start + batchSize, block.upperBound)
+            let b = end - start
+            let x = images.batch(start..<end)
+            let terms = model.negativeELBO(x, noise: Tensor(normalsFrom: elboNoise, shape: [b, z], offset: start * z))
+            sums[0] += Double(terms.reconstruction)
+            sums[1] += Double(terms.kl)
+            if k > 0 {
+                // All K·b normals at once, image-major: image i's samples are contiguous.
+                let normals = iwNoise.normals(count: b * k * z, offset: start * k * z)
+                let noise = (0..<k).map { kk in
+                    Tensor(shape: [b, z], unsafeUninitialized: { out in
+                        for i in 0..<b { for j in 0..<z { out[i * z + j] = normals[(i * k + kk) * z + j] } }
+                    })
+                }
+                sums[2] -= model.importanceWeightedEstimate(x, noise: noise).logLikelihood.reduce(0, +)
+            }
+            start = end
+        }
+        try communicator.allreduceSum(&sums)
+        let d = images.shape.size
+        let elbo = EvaluationResult(reconstructionSum: sums[0], klSum: sums[1], samples: images.count, dimensions: d)
+        guard k > 0 else { return Evaluation(elbo: elbo) }
+        let nll = sums[2] / Double(images.count)
+        return Evaluation(elbo: elbo, importanceSamples: k, importanceWeightedNLL: nll,
+                          importanceWeightedBitsPerDim: nll / (Double(d) * M_LN2))
+    }
+
+    /// The decoded manifold of a 2-D latent space: a `side`×`side` grid of
+    /// E[x | z] at the standard-normal quantiles 0.05 … 0.95 in each
+    /// coordinate (Kingma & Welling 2014, fig. 4), z₁ left to right, z₂
+    /// bottom to top.
+    public static func manifold(_ model: LoadedModel, side: Int = 20) -> Raster {
+        precondition(model.latentSize == 2, "the manifold picture needs a 2-D latent space")
+        let q = (0..<side).map { normalQuantile(0.05 + 0.9 * Double($0) / Double(max(side - 1, 1))) }
+        var z: [Float] = []
+        for row in 0..<side {
+            for column in 0..<side { z += [Float(q[column]), Float(q[side - 1 - row])] }
+        }
+        let images = model.decodeMean(Tensor(shape: [side * side, 2], scalars: z))
+        let image = model.spec.image
+        return ImageGrid.raster(images: images.scalars, count: side * side, channels: image.channels,
+                                height: image.height, width: image.width, columns: side, padding: 0)
+    }
+
+    /// Scatter of posterior means (N, 2) coloured by label.
+    public static func scatter(means: [Float], labels: [Int32]?, labelNames: [String], title: String) -> Raster {
+        let n = means.count / 2
+        return ScatterPlot.render(x: (0..<n).map { Double(means[2 * $0]) }, y: (0..<n).map { Double(means[2 * $0 + 1]) },
+                                  labels: labels?.map(Int.init), labelNames: labelNames, title: title)
+    }
+
+    /// Class names of Fashion-MNIST, used for legends when the data is
+    /// Debian's Fashion-MNIST.
+    public static let fashionMNISTClasses = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                             "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+    /// Legend names for a dataset directory (Fashion-MNIST's, recognised by
+    /// its path), or none.
+    public static func labelNames(forData path: String) -> [String] {
+        path.lowercased().contains("fashion") ? fashionMNISTClasses : []
+    }
+}
+
+/// Φ⁻¹(p) for 0 < p < 1 (Acklam's rational approximation, relative error
+/// below 1.2e-9, refined by one Halley step with erfc).
+public func normalQuantile(_ p: Double) -> Double {
+    precondition(p > 0 && p < 1)
+    let a = [-3.969683028665376e+01, 2.209460984245205e+02, -2.759285104469687e+02,
+             1.383577518672690e+02, -3.066479806614716e+01, 2.506628277459239e+00]
+    let b = [-5.447609879822406e+01, 1.615858368580409e+02, -1.556989798598866e+02,
+             6.680131188771972e+01, -1.328068155288572e+01]
+    let c = [-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e+00,
+             -2.549732539343734e+00, 4.374664141464968e+00, 2.938163982698783e+00]
+    let d = [7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00, 3.754408661907416e+00]
+    var x: Double
+    if p < 0.02425 {
+        let q = (-2 * log(p)).squareRoot()
+        x = (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5])
+            / ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1)
+    } else if p <= 1 - 0.02425 {
+        let q = p - 0.5, r = q * q
+        x = (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q
+            / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
+    } else {
+        let q = (-2 * log(1 - p)).squareRoot()
+        x = -(((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5])
+            / ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1)
+    }
+    let e = 0.5 * erfc(-x / 2.0.squareRoot()) - p
+    let u = e * (2 * Double.pi).squareRoot() * exp(x * x / 2)
+    return x - u / (1 + x * u / 2)
+}
