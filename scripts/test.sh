@@ -4,7 +4,7 @@
 source "$(dirname "$0")/common.sh"
 ensure_packages
 ensure_swift
-ensure_python_packages numpy
+ensure_python_packages numpy tensorboard safetensors
 build_release
 
 cd "$VAE_MPI_ROOT"

@@ -27,6 +27,11 @@ public struct CheckpointStore {
     @discardableResult
     public func write(step: Int, tensors: SafetensorsFile, sidecar: String, keep: Int) throws -> String {
         try Files.createDirectory(directory)
+        // Temporary files of a writer killed mid-write are garbage: this
+        // process is the directory's only writer.
+        for name in try Files.list(directory) where name.contains(".tmp-") {
+            try Files.remove("\(directory)/\(name)")
+        }
         let stem = Self.stem(step: step)
         let tensorsPath = "\(directory)/\(stem).safetensors"
         try Files.writeAtomically(tensors.encoded(), to: tensorsPath)

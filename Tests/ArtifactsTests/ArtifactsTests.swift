@@ -126,3 +126,52 @@ final class CheckpointStoreTests: XCTestCase {
         XCTAssertEqual(tensorChecksum([1]), "crc32:aca16a6a")
     }
 }
+
+final class TensorBoardAndNPYTests: XCTestCase {
+    func testCRC32CKnownAnswers() {
+        // RFC 3720 appendix B.4 check values for CRC-32C.
+        XCTAssertEqual(CRC32C.checksum(Array("123456789".utf8)), 0xE306_9283)
+        XCTAssertEqual(CRC32C.checksum([UInt8](repeating: 0, count: 32)), 0x8A91_36AA)
+        XCTAssertEqual(CRC32C.checksum([UInt8](repeating: 0xFF, count: 32)), 0x62A8_AB43)
+    }
+
+    /// Reads the TFRecord framing back and checks both CRCs of every record.
+    func testEventFileFraming() throws {
+        let dir = try temporaryDirectory()
+        let writer = try TensorBoardWriter(directory: dir, wallTime: 1_700_000_000)
+        try writer.scalars([("train/loss", 1.5), ("train/kl", 0.25)], step: 7, wallTime: 1_700_000_001)
+        try writer.image("samples", png: [1, 2, 3], width: 1, height: 1, channels: 1, step: 7, wallTime: 1_700_000_002)
+        try writer.sessionStart(step: 8, wallTime: 1_700_000_003)
+        let bytes = try Files.read(writer.path)
+        var offset = 0
+        var records: [[UInt8]] = []
+        func u32(_ o: Int) -> UInt32 { bytes[o..<o + 4].enumerated().reduce(0) { $0 | UInt32($1.element) << (8 * UInt32($1.offset)) } }
+        while offset < bytes.count {
+            let lengthBytes = Array(bytes[offset..<offset + 8])
+            let length = Int(lengthBytes.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
+            XCTAssertEqual(u32(offset + 8), CRC32C.masked(lengthBytes))
+            let data = Array(bytes[offset + 12 ..< offset + 12 + length])
+            XCTAssertEqual(u32(offset + 12 + length), CRC32C.masked(data))
+            records.append(data)
+            offset += 16 + length
+        }
+        XCTAssertEqual(offset, bytes.count)
+        XCTAssertEqual(records.count, 4)
+        XCTAssertTrue(String(decoding: records[0], as: UTF8.self).contains("brain.Event:2"))
+        XCTAssertTrue(String(decoding: records[1], as: UTF8.self).contains("train/loss"))
+    }
+
+    func testNPYHeader() {
+        let bytes = NPYWriter.encode([1, 2, 3, 4, 5, 6] as [Float], shape: [2, 3])
+        XCTAssertEqual(Array(bytes[0..<8]), [0x93] + Array("NUMPY".utf8) + [1, 0])
+        let headerLength = Int(bytes[8]) | Int(bytes[9]) << 8
+        XCTAssertEqual((10 + headerLength) % 64, 0, "data aligned to 64 bytes")
+        let header = String(decoding: bytes[10 ..< 10 + headerLength], as: UTF8.self)
+        XCTAssertTrue(header.hasPrefix("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }"))
+        XCTAssertTrue(header.hasSuffix("\n"))
+        XCTAssertEqual(bytes.count, 10 + headerLength + 24)
+        XCTAssertEqual(Array(bytes[(10 + headerLength)...].prefix(4)), [0, 0, 0x80, 0x3F])
+        let labels = NPYWriter.encode([7, -1] as [Int64], shape: [2])
+        XCTAssertTrue(String(decoding: labels[10..<80], as: UTF8.self).contains("'descr': '<i8', 'fortran_order': False, 'shape': (2,)"))
+    }
+}

@@ -8,6 +8,7 @@ set +e  # each test decides; failures are counted, not fatal
 [ -x "$BINARY" ] || die "build first: swift build -c release"
 WORK=$(mktemp -d /tmp/vae-mpi-multirank.XXXXXX)
 HELPERS="$VAE_MPI_ROOT/Tests/MultiRank/helpers.py"
+CLIENTS="$VAE_MPI_ROOT/Tests/MultiRank/clients.py"
 SMALL="$WORK/small-data"
 FASHION=/usr/share/datasets/fashion-mnist
 MPI_TIMEOUT=${MPI_TIMEOUT:-180}
@@ -36,7 +37,10 @@ run_test() {
     shift
     local log="$WORK/$name.log"
     local start=$SECONDS
-    if (set -e; "$@") >"$log" 2>&1; then
+    # Not in an `if`: errexit is ignored inside a condition, even in a subshell.
+    (set -e; "$@") >"$log" 2>&1
+    local status=$?
+    if [ $status -eq 0 ]; then
         passed=$((passed + 1))
         say "  ok    $name ($((SECONDS - start)) s)"
     else
@@ -170,6 +174,139 @@ hostfile_run() {
     helpers check-run "$WORK/hostfile" 1 203 2 12 12
 }
 
+
+# --- checkpoints and resumption (issue: checkpoints with exact resume) ----------
+SMALL_ARGS=(--batch-size 64 --hidden-dim 64 --latent-dim 4 --lr 3e-3 --log-every 4 --epochs 3)
+
+# 997 images, 2 ranks, batch 64: 16 steps per epoch; step 21 is mid-epoch 2.
+resume_exact() {
+    local out="$WORK/resume.out"
+    mpi 2 train --data "$SMALL" "${SMALL_ARGS[@]}" --run-dir "$WORK/straight" --max-steps 40 >/dev/null
+    mpi 2 train --data "$SMALL" "${SMALL_ARGS[@]}" --run-dir "$WORK/interrupted" --max-steps 21 >/dev/null
+    mpi 2 train --resume "$WORK/interrupted" --max-steps 40 >"$out"
+    cat "$out"
+    expect "$out" "resuming from .*step-00000021.safetensors: step 21, epoch 2 \(5 of 16 steps done\)"
+    cmp "$WORK/straight/checkpoints/step-00000040.safetensors" "$WORK/interrupted/checkpoints/step-00000040.safetensors"
+    echo "parameters and Adam state at step 40 are byte-identical"
+    python3 "$CLIENTS" tensorboard "$WORK/interrupted"
+}
+
+resume_other_world_size() {
+    local out="$WORK/resume-ws.out"
+    mpi 2 train --data "$SMALL" "${SMALL_ARGS[@]}" --run-dir "$WORK/ws4" --max-steps 21 >/dev/null
+    cp -r "$WORK/ws4" "$WORK/ws1"
+    mpi 4 train --resume "$WORK/ws4" >"$out"
+    cat "$out"
+    expect "$out" "written by 2 ranks, this run has 4, so the data position moves to the start of epoch 3"
+    # Epoch 3 alone at 4 ranks (249/250 images per rank, 16 per step): 16 steps, 21 → 37.
+    python3 -c "import json; s = json.load(open('$WORK/ws4/checkpoints/step-00000037.json')); assert s['world_size'] == 4 and s['epoch'] == 3, s"
+    mpi 1 train --resume "$WORK/ws1/checkpoints/step-00000021.json" >"$out"
+    expect "$out" "written by 2 ranks, this run has 1"
+    python3 -c "import json; s = json.load(open('$WORK/ws1/checkpoints/step-00000037.json')); assert s['world_size'] == 1, s"
+}
+
+# kill -9 at random moments while checkpoints are being written (every
+# step); the `latest` pointer must always name a complete, verified checkpoint.
+kill_during_checkpoints() {
+    local run="$WORK/killed" i pid
+    for i in 1 2 3 4 5 6; do
+        local args=(train --run-dir "$run" --checkpoint-every 1 --keep-checkpoints 2 --log-every 10)
+        [ -e "$run/checkpoints/latest" ] && args=(train --resume "$run" --checkpoint-every 1 --keep-checkpoints 2 --log-every 10)
+        mpi 2 "${args[@]}" >"$WORK/killed-$i.out" 2>&1 &
+        pid=$!
+        sleep "$(python3 -c "import random; print(round(random.uniform(1.6, 3.2), 2))")"
+        pkill -9 -f -- "$run" || true
+        wait "$pid" 2>/dev/null || true
+        if [ -e "$run/checkpoints/latest" ]; then
+            "$BINARY" inspect --checkpoint "$run" >"$WORK/killed-inspect-$i.out" || {
+                cat "$WORK/killed-inspect-$i.out"
+                return 1
+            }
+            echo "kill $i: latest = $(cat "$run/checkpoints/latest"), verified"
+        else
+            echo "kill $i: killed before the first checkpoint"
+        fi
+    done
+    [ -e "$run/checkpoints/latest" ]
+    local step
+    step=$(python3 -c "import json; print(json.load(open('$run/checkpoints/' + open('$run/checkpoints/latest').read().strip() + '.json'))['step'])")
+    mpi 2 train --resume "$run" --max-steps $((step + 5)) --keep-checkpoints 2 >/dev/null
+    "$BINARY" inspect --checkpoint "$run" >"$WORK/killed-final.out"
+    head -2 "$WORK/killed-final.out"
+}
+
+damaged_checkpoint() {
+    local out="$WORK/damaged.out" run="$WORK/damaged"
+    cp -r "$WORK/straight" "$run"
+    local file="$run/checkpoints/step-00000040.safetensors"
+    python3 -c "
+import sys; p = sys.argv[1]; b = bytearray(open(p, 'rb').read()); b[-5] ^= 0x40; open(p, 'wb').write(b)" "$file"
+    if "$BINARY" inspect --checkpoint "$run" >"$out" 2>&1; then return 1; fi
+    cat "$out"
+    expect "$out" "$file: corrupt or truncated file: tensor .* fails its checksum"
+    if mpi 2 train --resume "$run" >"$out" 2>&1; then return 1; fi
+    expect "$out" "fails its checksum"
+    [ "$(count_lines "$out" "fails its checksum")" = 1 ]
+    head -c 5000 "$WORK/straight/checkpoints/step-00000040.safetensors" >"$file"
+    if "$BINARY" inspect --checkpoint "$file" >"$out" 2>&1; then return 1; fi
+    expect "$out" "$file: corrupt or truncated file"
+    # Options that fix the model cannot change on resume.
+    if mpi 2 train --resume "$WORK/straight/checkpoints/step-00000040.json" --hidden-dim 32 >"$out" 2>&1; then return 1; fi
+    cat "$out"
+    expect "$out" "--hidden-dim: cannot change when resuming"
+}
+
+# --- subcommands on a checkpoint, their outputs read back ------------------------
+subcommands() {
+    local ck="$WORK/small-np2" out="$WORK/sub"
+    mkdir -p "$out"
+    "$BINARY" sample --checkpoint "$ck" --count 20 --columns 5 --out "$out/samples.png"
+    python3 -c "import sys; sys.path.insert(0, '${HELPERS%/*}'); import helpers; assert helpers.png_size('$out/samples.png') == (72, 58, 1)"
+    "$BINARY" reconstruct --checkpoint "$ck" --data "$SMALL" --count 10 --columns 5 --out "$out/pairs.png"
+    python3 -c "import sys; sys.path.insert(0, '${HELPERS%/*}'); import helpers; assert helpers.png_size('$out/pairs.png') == (72, 58, 1)"
+    mpi 2 interpolate --checkpoint "$ck" --data "$SMALL" --from 3 --to 7 --steps 6 --out "$out/strip.png"
+    python3 -c "import sys; sys.path.insert(0, '${HELPERS%/*}'); import helpers; assert helpers.png_size('$out/strip.png') == (114, 16, 1)"
+    "$BINARY" encode --checkpoint "$ck" --data "$SMALL" --out "$out/latents.npy"
+    mpi 2 encode --checkpoint "$ck" --data "$SMALL" --out "$out/np2-latents.npy"
+    python3 "$CLIENTS" npy "$out/latents.npy" "$out/labels.npy" 203 4
+    python3 "$CLIENTS" npy "$out/np2-latents.npy" "$out/np2-labels.npy" 203 4
+    python3 "$CLIENTS" same-npy "$out/latents.npy" "$out/np2-latents.npy"
+    # evaluate: the run's last test loss, at any number of ranks; IWAE tighter.
+    "$BINARY" evaluate --checkpoint "$ck" --data "$SMALL" --importance-samples 20 --json >"$out/eval1.json"
+    mpi 2 evaluate --checkpoint "$ck" --data "$SMALL" --importance-samples 20 --json >"$out/eval2.json"
+    mpi 2 evaluate --checkpoint "$ck" --data "$SMALL" --importance-samples 20
+    python3 - "$out/eval1.json" "$out/eval2.json" "$ck/metrics.jsonl" <<'PY'
+import json, math, sys
+e1, e2 = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+last = [json.loads(l) for l in open(sys.argv[3]) if '"eval"' in l][-1]
+assert e2["elbo"]["loss"] == last["test_loss"], (e2["elbo"]["loss"], last["test_loss"])  # same blocks as training
+assert math.isclose(e1["elbo"]["loss"], last["test_loss"], rel_tol=1e-6)
+assert math.isclose(e1["importance_weighted_nll"], e2["importance_weighted_nll"], rel_tol=1e-6)
+assert e1["importance_weighted_nll"] < e1["elbo"]["loss"], "IWAE bound is tighter than the ELBO"
+assert e1["importance_samples"] == 20
+print("ok: evaluate reproduces the test loss", last["test_loss"], "; IWAE", e1["importance_weighted_nll"])
+PY
+    "$BINARY" inspect --checkpoint "$ck" --json >"$out/inspect.json"
+    "$BINARY" inspect --checkpoint "$ck"
+    python3 "$CLIENTS" safetensors "$ck/checkpoints/step-00000032.safetensors" "$out/inspect.json"
+    python3 "$CLIENTS" torch-load "$ck/checkpoints/step-00000032.safetensors" 64 4 144
+    python3 "$CLIENTS" tensorboard "$ck"
+}
+
+latent_pictures() {
+    local run="$WORK/latent2" out="$WORK/latent-map"
+    mpi 2 train --data "$SMALL" --run-dir "$run" --epochs 2 --batch-size 64 --hidden-dim 64 --latent-dim 2 --lr 3e-3 >/dev/null
+    python3 -c "import sys; sys.path.insert(0, '${HELPERS%/*}'); import helpers; \
+        assert helpers.png_size('$run/latent-manifold/epoch-0002.png') == (240, 240, 1); \
+        w, h, c = helpers.png_size('$run/latent-scatter/epoch-0002.png'); assert c == 3 and w > 600 and h > 600"
+    mpi 2 latent-map --checkpoint "$run" --data "$SMALL" --out "$out" --label-names small,large
+    python3 -c "import sys; sys.path.insert(0, '${HELPERS%/*}'); import helpers; \
+        assert helpers.png_size('$out-manifold.png') == (240, 240, 1); \
+        w, h, c = helpers.png_size('$out-scatter.png'); assert c == 3 and w > 600 and h > 600"
+    if "$BINARY" latent-map --checkpoint "$WORK/small-np2" --data "$SMALL" --out "$out-bad" >"$out.err" 2>&1; then return 1; fi
+    expect "$out.err" "latent-map needs 2"
+}
+
 say "multi-rank tests in $WORK"
 helpers make-dataset "$SMALL" 997 203 12 12 || die "could not write the test dataset"
 run_test small-np1 small_run 1
@@ -181,7 +318,13 @@ run_test np2-learns-like-np1 np2_learns_like_np1
 run_test user-errors errors
 run_test rank-failure-aborts-job rank_failure
 run_test hostfile hostfile_run
+run_test resume-exact-mid-epoch resume_exact
+run_test resume-other-world-size resume_other_world_size
+run_test kill-9-during-checkpoints kill_during_checkpoints
+run_test damaged-checkpoints damaged_checkpoint
+run_test subcommands subcommands
+run_test latent-pictures latent_pictures
 
 say "multi-rank tests: ${passed} passed, ${#failed[@]} failed${failed:+ (${failed[*]})}"
 [ ${#failed[@]} -eq 0 ] || exit 1
-rm -rf "$WORK"
+[ -n "${KEEP_WORK:-}" ] || rm -rf "$WORK"
