@@ -1,0 +1,89 @@
+import _Differentiation
+import XCTest
+@testable import TensorCore
+
+/// Convolutions against a direct (definition-by-loops) implementation and
+/// their VJPs against finite differences.
+final class ConvolutionTests: XCTestCase {
+    /// y[b,o,oy,ox] = bias[o] + Σ_{c,i,j} w[o,c,i,j] · x[b,c,oy·s−p+i, ox·s−p+j]
+    func directConv(_ x: Tensor, _ w: Tensor, _ bias: Tensor, stride s: Int, padding p: Int) -> Tensor {
+        let (b, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        let (o, kh, kw) = (w.shape[0], w.shape[2], w.shape[3])
+        let (oh, ow) = ((h + 2 * p - kh) / s + 1, (wd + 2 * p - kw) / s + 1)
+        var y = [Float](repeating: 0, count: b * o * oh * ow)
+        for n in 0..<b { for oc in 0..<o { for oy in 0..<oh { for ox in 0..<ow {
+            var acc = bias.scalars[oc]
+            for ic in 0..<c { for i in 0..<kh { for j in 0..<kw {
+                let (yy, xx) = (oy * s - p + i, ox * s - p + j)
+                if yy >= 0 && yy < h && xx >= 0 && xx < wd {
+                    acc += w.scalars[((oc * c + ic) * kh + i) * kw + j] * x.scalars[((n * c + ic) * h + yy) * wd + xx]
+                }
+            } } }
+            y[((n * o + oc) * oh + oy) * ow + ox] = acc
+        } } } }
+        return Tensor(shape: [b, o, oh, ow], scalars: y)
+    }
+
+    /// ConvTranspose2d by definition: every input pixel spreads its kernel.
+    func directConvTranspose(_ x: Tensor, _ w: Tensor, _ bias: Tensor, stride s: Int, padding p: Int, outputPadding op: Int) -> Tensor {
+        let (b, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        let (o, kh, kw) = (w.shape[1], w.shape[2], w.shape[3])
+        let (oh, ow) = ((h - 1) * s - 2 * p + kh + op, (wd - 1) * s - 2 * p + kw + op)
+        var y = [Float](repeating: 0, count: b * o * oh * ow)
+        for n in 0..<b { for oc in 0..<o { for q in 0..<(oh * ow) { y[(n * o + oc) * oh * ow + q] = bias.scalars[oc] } } }
+        for n in 0..<b { for ic in 0..<c { for iy in 0..<h { for ix in 0..<wd {
+            let v = x.scalars[((n * c + ic) * h + iy) * wd + ix]
+            for oc in 0..<o { for i in 0..<kh { for j in 0..<kw {
+                let (yy, xx) = (iy * s - p + i, ix * s - p + j)
+                if yy >= 0 && yy < oh && xx >= 0 && xx < ow {
+                    y[((n * o + oc) * oh + yy) * ow + xx] += v * w.scalars[((ic * o + oc) * kh + i) * kw + j]
+                }
+            } } }
+        } } } }
+        return Tensor(shape: [b, o, oh, ow], scalars: y)
+    }
+
+    func assertClose(_ a: Tensor, _ b: Tensor, _ label: String, line: UInt = #line) {
+        XCTAssertEqual(a.shape, b.shape, label, line: line)
+        for i in 0..<min(a.count, b.count) {
+            XCTAssertEqual(a.scalars[i], b.scalars[i], accuracy: 1e-5, "\(label)[\(i)]", line: line)
+        }
+    }
+
+    func testForwardMatchesDefinition() {
+        for (s, p, h, w) in [(2, 1, 8, 8), (1, 1, 5, 7), (2, 0, 7, 6), (1, 0, 4, 4), (3, 2, 9, 10)] {
+            let x = randomTensor([2, 3, h, w], seed: 20), k = randomTensor([4, 3, 3, 3], seed: 21), b = randomTensor([4], seed: 22)
+            assertClose(conv2d(x, weight: k, bias: b, stride: s, padding: p), directConv(x, k, b, stride: s, padding: p),
+                        "conv2d s\(s) p\(p) \(h)×\(w)")
+            let kt = randomTensor([3, 4, 3, 3], seed: 23)
+            for op in 0..<s {
+                assertClose(convTranspose2d(x, weight: kt, bias: b, stride: s, padding: p, outputPadding: op),
+                            directConvTranspose(x, kt, b, stride: s, padding: p, outputPadding: op),
+                            "convTranspose2d s\(s) p\(p) op\(op) \(h)×\(w)")
+            }
+        }
+    }
+
+    func testConvGradients() {
+        let x = randomTensor([2, 2, 5, 6], seed: 30), w = randomTensor([3, 2, 3, 3], seed: 31), b = randomTensor([3], seed: 32)
+        let r = randomTensor([2, 3, 3, 3], seed: 33)  // output of stride 2, padding 1 on 5×6 is 3×3
+        assertGradientMatchesFiniteDifferences(of: { x in sum(conv2d(x, weight: w, bias: b, stride: 2, padding: 1) * r) }, at: x, "conv2d ∂x")
+        assertGradientMatchesFiniteDifferences(of: { w in sum(conv2d(x, weight: w, bias: b, stride: 2, padding: 1) * r) }, at: w, "conv2d ∂w")
+        assertGradientMatchesFiniteDifferences(of: { b in sum(conv2d(x, weight: w, bias: b, stride: 2, padding: 1) * r) }, at: b, "conv2d ∂b")
+        // The (weight, bias) derivative used when x is data agrees with the full one.
+        let (dw, db) = gradient(at: w, b) { w, b in sum(conv2d(x, weight: w, bias: b, stride: 2, padding: 1) * r) }
+        let (_, dwFull, dbFull) = gradient(at: x, w, b) { x, w, b in sum(conv2d(x, weight: w, bias: b, stride: 2, padding: 1) * r) }
+        XCTAssertEqual(dw, dwFull)
+        XCTAssertEqual(db, dbFull)
+    }
+
+    func testConvTransposeGradients() {
+        let x = randomTensor([2, 3, 3, 2], seed: 40), w = randomTensor([3, 2, 3, 3], seed: 41), b = randomTensor([2], seed: 42)
+        let r = randomTensor([2, 2, 6, 4], seed: 43)  // (3−1)·2 − 2 + 3 + 1 = 6, (2−1)·2 − 2 + 3 + 1 = 4
+        let f = { (x: Tensor, w: Tensor, b: Tensor) in convTranspose2d(x, weight: w, bias: b, stride: 2, padding: 1, outputPadding: 1) }
+        XCTAssertEqual(f(x, w, b).shape, [2, 2, 6, 4])
+        assertGradientMatchesFiniteDifferences(of: { x in sum(convTranspose2d(x, weight: w, bias: b, stride: 2, padding: 1, outputPadding: 1) * r) }, at: x, "convT ∂x")
+        assertGradientMatchesFiniteDifferences(of: { w in sum(convTranspose2d(x, weight: w, bias: b, stride: 2, padding: 1, outputPadding: 1) * r) }, at: w, "convT ∂w")
+        assertGradientMatchesFiniteDifferences(of: { b in sum(convTranspose2d(x, weight: w, bias: b, stride: 2, padding: 1, outputPadding: 1) * r) }, at: b, "convT ∂b")
+    }
+}
