@@ -292,6 +292,7 @@ enum ConvKernels {
         let g = ConvGeometry(channels: o, height: outH, width: outW, kernelHeight: kh, kernelWidth: kw,
                              stride: stride, padding: padding)
         precondition(g.outputHeight == h && g.outputWidth == w, "convTranspose2d: inconsistent geometry")
+        if o == 0 { return (Tensor(zeros: [b, 0, outH, outW]), [], g) }  // an unused head
         let (k, p) = (g.columnLength, h * w)
         var rows = [Float](unsafeUninitializedCapacity: b * p * c) { _, n in n = b * p * c }
         rows.withUnsafeMutableBufferPointer { r in
@@ -328,7 +329,7 @@ enum ConvKernels {
     static func convTransposeBackward(_ dy: Tensor, inputRows rows: [Float], x: Tensor, weight: Tensor,
                                       geometry g: ConvGeometry) -> (Tensor, Tensor, Tensor)
     {
-        if dy.isSymbolicZero { return (.zero, .zero, .zero) }
+        if dy.isSymbolicZero || weight.shape[1] == 0 { return (.zero, .zero, .zero) }
         let (b, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let (o, k, p) = (weight.shape[1], g.columnLength, h * w)
         var dCols = [Float](unsafeUninitializedCapacity: b * p * k) { _, n in n = b * p * k }

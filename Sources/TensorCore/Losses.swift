@@ -159,3 +159,139 @@ public func rowSums(_ x: Tensor) -> [Double] {
         }
     }
 }
+
+// MARK: - Gaussian likelihoods
+
+/// ½ log 2π.
+public let halfLogTwoPi: Float = 0.918_938_533
+
+/// −log N(x; μ, σ²) with a fixed σ (given as log σ²), summed over all
+/// elements: ½ Σ [(x − μ)²/σ² + log σ² + log 2π] — a true negative
+/// log-likelihood, constant included.
+@differentiable(reverse, wrt: mean)
+public func gaussianNLL(mean: Tensor, targets: Tensor, logVariance: Float) -> Float {
+    precondition(mean.shape == targets.shape, "gaussianNLL: mean \(mean.shape) vs targets \(targets.shape)")
+    let inverseVariance = fastExp(-logVariance)
+    let constant = 0.5 * logVariance + halfLogTwoPi
+    return mean.zipMap(targets) { m, x in 0.5 * (x - m) * (x - m) * inverseVariance + constant }.scalars.vectorSum()
+}
+
+@derivative(of: gaussianNLL, wrt: mean)
+@usableFromInline
+func _vjpGaussianNLL(mean: Tensor, targets: Tensor, logVariance: Float)
+    -> (value: Float, pullback: (Float) -> Tensor)
+{
+    let inverseVariance = fastExp(-logVariance)
+    return (gaussianNLL(mean: mean, targets: targets, logVariance: logVariance), { g in
+        mean.zipMap(targets) { m, x in g * (m - x) * inverseVariance }  // ∂/∂μ = (μ − x)/σ²
+    })
+}
+
+/// The range log σ² is clamped to in `gaussianNLL(mean:logVariance:targets:)`:
+/// σ from e^−4.5 ≈ 0.011 to e^4.5 ≈ 90. Outside it the likelihood of data in
+/// [0, 1] can grow without bound (σ → 0 on constant pixels) or vanish; the
+/// clamp's gradient is zero outside, as for `torch.clamp`.
+public let learnedLogVarianceRange: ClosedRange<Float> = -9 ... 9
+
+/// −log N(x; μ, exp(v)) with a per-element log variance v (clamped to
+/// `learnedLogVarianceRange`), summed: ½ Σ [(x − μ)² e^−v + v + log 2π].
+@differentiable(reverse, wrt: (mean, logVariance))
+public func gaussianNLL(mean: Tensor, logVariance: Tensor, targets: Tensor) -> Float {
+    GaussianKernel.forward(mean: mean, logVariance: logVariance, targets: targets)
+}
+
+@derivative(of: gaussianNLL(mean:logVariance:targets:), wrt: (mean, logVariance))
+@usableFromInline
+func _vjpGaussianNLLLearned(mean: Tensor, logVariance: Tensor, targets: Tensor)
+    -> (value: Float, pullback: (Float) -> (Tensor, Tensor))
+{
+    let value = GaussianKernel.forward(mean: mean, logVariance: logVariance, targets: targets)
+    return (value, { g in
+        let range = learnedLogVarianceRange
+        var dMean = Tensor(shape: mean.shape) { _ in }
+        var dLogVariance = Tensor(shape: mean.shape) { _ in }
+        mean.scalars.withUnsafeBufferPointer { m in
+            logVariance.scalars.withUnsafeBufferPointer { v in
+                targets.scalars.withUnsafeBufferPointer { x in
+                    dMean.scalars.withUnsafeMutableBufferPointer { dm in
+                        dLogVariance.scalars.withUnsafeMutableBufferPointer { dv in
+                            for i in 0..<dm.count {
+                                let inside = v[i] >= range.lowerBound && v[i] <= range.upperBound
+                                let lv = Swift.min(Swift.max(v[i], range.lowerBound), range.upperBound)
+                                let r = x[i] - m[i]
+                                let w = fastExp(-lv)
+                                dm[i] = -g * r * w                                   // ∂/∂μ = (μ − x) e^−v
+                                dv[i] = inside ? g * 0.5 * (1 - r * r * w) : 0       // ∂/∂v = ½ (1 − (x − μ)² e^−v)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return (dMean, dLogVariance)
+    })
+}
+
+@usableFromInline
+enum GaussianKernel {
+    @usableFromInline
+    static func forward(mean: Tensor, logVariance: Tensor, targets: Tensor) -> Float {
+        precondition(mean.shape == targets.shape && logVariance.shape == targets.shape,
+                     "gaussianNLL: mean \(mean.shape), logVariance \(logVariance.shape), targets \(targets.shape)")
+        let range = learnedLogVarianceRange
+        return Tensor(shape: mean.shape) { out in
+            mean.scalars.withUnsafeBufferPointer { m in
+                logVariance.scalars.withUnsafeBufferPointer { v in
+                    targets.scalars.withUnsafeBufferPointer { x in
+                        for i in 0..<out.count {
+                            let lv = Swift.min(Swift.max(v[i], range.lowerBound), range.upperBound)
+                            let r = x[i] - m[i]
+                            out[i] = 0.5 * (r * r * fastExp(-lv) + lv) + halfLogTwoPi
+                        }
+                    }
+                }
+            }
+        }.scalars.vectorSum()
+    }
+}
+
+// MARK: - per-dimension KL
+
+/// KL(N(μ, σ²) ‖ N(0, 1)) summed over the batch, per latent dimension:
+/// (B, Z) → (Z). Used for the KL controls (β schedules, free bits) and to
+/// report which dimensions carry information.
+@differentiable(reverse)
+public func gaussianKLPerDimension(mean: Tensor, logVariance: Tensor) -> Tensor {
+    precondition(mean.rank == 2 && mean.shape == logVariance.shape,
+                 "gaussianKLPerDimension: mean \(mean.shape) vs logVariance \(logVariance.shape)")
+    let (b, z) = (mean.shape[0], mean.shape[1])
+    let terms = mean.zipMap(logVariance) { mu, lv in -0.5 * (1 + lv - mu * mu - fastExp(lv)) }
+    return Tensor(shape: [z]) { out in
+        out.initialize(repeating: 0)
+        terms.scalars.withUnsafeBufferPointer { t in
+            for row in 0..<b { for j in 0..<z { out[j] += t[row * z + j] } }
+        }
+    }
+}
+
+@derivative(of: gaussianKLPerDimension)
+@usableFromInline
+func _vjpGaussianKLPerDimension(mean: Tensor, logVariance: Tensor)
+    -> (value: Tensor, pullback: (Tensor) -> (Tensor, Tensor))
+{
+    let z = mean.shape[1]
+    return (gaussianKLPerDimension(mean: mean, logVariance: logVariance), { g in
+        if g.isSymbolicZero { return (.zero, .zero) }
+        let dMean = Tensor(shape: mean.shape) { out in
+            mean.scalars.withUnsafeBufferPointer { mu in
+                for i in 0..<out.count { out[i] = g.scalars[i % z] * mu[i] }                        // ∂/∂μ = μ
+            }
+        }
+        let dLogVariance = Tensor(shape: mean.shape) { out in
+            logVariance.scalars.withUnsafeBufferPointer { lv in
+                for i in 0..<out.count { out[i] = g.scalars[i % z] * 0.5 * (fastExp(lv[i]) - 1) }  // ∂/∂logσ² = (σ² − 1)/2
+            }
+        }
+        return (dMean, dLogVariance)
+    })
+}

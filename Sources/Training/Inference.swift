@@ -15,17 +15,15 @@ public struct LoadedModel {
     private let encodeFunction: (Tensor) -> Posterior
     private let decodeFunction: (Tensor) -> DecoderOutput
     private let importanceWeighted: (Tensor, [Tensor]) -> ImportanceWeightedEstimate
-    private let elbo: (Tensor, Tensor) -> ELBOTerms
 
     public init<Model: VariationalAutoencoder>(_ model: Model, spec: ModelSpec) {
-        let likelihood = spec.likelihood.likelihood
+        let likelihood = spec.observationModel
         self.spec = spec
         self.likelihood = likelihood
         latentSize = model.latentSize
         encodeFunction = { model.encode($0) }
         decodeFunction = { model.decode($0) }
         importanceWeighted = { importanceWeightedLogLikelihood(model, x: $0, noise: $1, likelihood: likelihood) }
-        elbo = { VAEModel.negativeELBO(model, x: $0, noise: $1, likelihood: likelihood) }
     }
 
     /// x (B, D) → q(z | x).
@@ -34,7 +32,6 @@ public struct LoadedModel {
     public func decode(_ z: Tensor) -> DecoderOutput { decodeFunction(z) }
     /// z (B, Z) → E[x | z] (B, D), for pictures.
     public func decodeMean(_ z: Tensor) -> Tensor { likelihood.mean(decode(z)) }
-    public func negativeELBO(_ x: Tensor, noise: Tensor) -> ELBOTerms { elbo(x, noise) }
     public func importanceWeightedEstimate(_ x: Tensor, noise: [Tensor]) -> ImportanceWeightedEstimate {
         importanceWeighted(x, noise)
     }
@@ -93,58 +90,6 @@ public enum Inference {
         }
         try communicator.allreduceSum(&all)
         return all
-    }
-
-    /// The test-set figures of `vae-mpi evaluate`.
-    public struct Evaluation: Codable, Sendable {
-        /// The one-sample −ELBO, exactly as training reports it.
-        public var elbo: EvaluationResult
-        /// K, when the importance-weighted bound was computed.
-        public var importanceSamples: Int?
-        /// −log p(x) estimated with K importance samples, nats per sample.
-        public var importanceWeightedNLL: Double?
-        public var importanceWeightedBitsPerDim: Double?
-    }
-
-    /// −ELBO over all images (noise as in training's evaluation, so the
-    /// number matches the run's last test loss) and, with K > 0, the
-    /// importance-weighted estimate of −log p(x): the noise for image i,
-    /// sample k is block (i·K + k) of the stream (seed, .evaluationNoise, 1),
-    /// whatever the number of ranks.
-    public static func evaluate(_ model: LoadedModel, images: ImageSet, seed: UInt64, importanceSamples k: Int,
-                                batchSize: Int, communicator: Communicator) throws -> Evaluation {
-        let z = model.latentSize
-        let block = ShardPlan.block(count: images.count, rank: communicator.rank, size: communicator.size)
-        let elboNoise = RandomStream(seed: seed, domain: .evaluationNoise)
-        let iwNoise = RandomStream(seed: seed, domain: .evaluationNoise, 1)
-        var sums = [Double](repeating: 0, count: 3)  // reconstruction, KL, −log p(x) estimate
-        var start = block.lowerBound
-        while start < block.upperBound {
-            let end = min(start + batchSize, block.upperBound)
-            let b = end - start
-            let x = images.batch(start..<end)
-            let terms = model.negativeELBO(x, noise: Tensor(normalsFrom: elboNoise, shape: [b, z], offset: start * z))
-            sums[0] += Double(terms.reconstruction)
-            sums[1] += Double(terms.kl)
-            if k > 0 {
-                // All K·b normals at once, image-major: image i's samples are contiguous.
-                let normals = iwNoise.normals(count: b * k * z, offset: start * k * z)
-                let noise = (0..<k).map { kk in
-                    Tensor(shape: [b, z], unsafeUninitialized: { out in
-                        for i in 0..<b { for j in 0..<z { out[i * z + j] = normals[(i * k + kk) * z + j] } }
-                    })
-                }
-                sums[2] -= model.importanceWeightedEstimate(x, noise: noise).logLikelihood.reduce(0, +)
-            }
-            start = end
-        }
-        try communicator.allreduceSum(&sums)
-        let d = images.shape.size
-        let elbo = EvaluationResult(reconstructionSum: sums[0], klSum: sums[1], samples: images.count, dimensions: d)
-        guard k > 0 else { return Evaluation(elbo: elbo) }
-        let nll = sums[2] / Double(images.count)
-        return Evaluation(elbo: elbo, importanceSamples: k, importanceWeightedNLL: nll,
-                          importanceWeightedBitsPerDim: nll / (Double(d) * M_LN2))
     }
 
     /// The decoded manifold of a 2-D latent space: a `side`×`side` grid of

@@ -12,7 +12,15 @@ public protocol TrainableModel: VariationalAutoencoder {
 extension MLPVAE: TrainableModel {
     public init(spec: ModelSpec, seed: UInt64) {
         self.init(dataSize: spec.image.size, hiddenSize: spec.hiddenSize, latentSize: spec.latentSize,
-                  learnsVariance: false, seed: seed)
+                  learnsVariance: spec.likelihood == .gaussianLearned, seed: seed)
+    }
+}
+
+extension ConvVAE: TrainableModel {
+    public init(spec: ModelSpec, seed: UInt64) {
+        self.init(channels: spec.image.channels, height: spec.image.height, width: spec.image.width,
+                  convChannels: (spec.convChannels[0], spec.convChannels[1]), latentSize: spec.latentSize,
+                  learnsVariance: spec.likelihood == .gaussianLearned, seed: seed)
     }
 }
 
@@ -21,16 +29,7 @@ extension ModelSpec {
     public var modelType: any TrainableModel.Type {
         switch kind {
         case .mlp: return MLPVAE.self
-        }
-    }
-}
-
-extension Likelihood {
-    /// E[x | z]: the image a decoder output stands for, in [0, 1] for
-    /// display (Bernoulli: sigmoid of the logits).
-    public func mean(_ output: DecoderOutput) -> Tensor {
-        switch self {
-        case .bernoulli: return sigmoid(output.location)
+        case .conv: return ConvVAE.self
         }
     }
 }

@@ -84,10 +84,13 @@ struct TrainRecord: Encodable {
     let type = "train"
     var step: Int
     var epoch: Int
-    /// Mean −ELBO per sample since the previous record (β-weighted KL as trained).
+    /// Mean per sample since the previous record of what training minimises:
+    /// reconstruction + β·KL (the −ELBO when β = 1), with free bits applied.
     var loss: Double
     var reconstruction: Double
     var kl: Double
+    /// The KL weight at this step (ramps up with --kl-warmup-steps).
+    var beta: Double
     var samplesPerS: Double
     var learningRate: Double
     var elapsedS: Double
@@ -103,5 +106,9 @@ struct EvalRecord: Encodable {
     var testKl: Double
     var testBitsPerDim: Double
     var testSamples: Int
+    /// KL per latent dimension, nats per sample.
+    var testKlPerDim: [Double]
+    /// Dimensions with Cov_x(E_q[z_j]) > 0.01.
+    var activeUnits: Int
     var elapsedS: Double
 }

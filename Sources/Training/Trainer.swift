@@ -48,7 +48,7 @@ public final class Trainer<Model: TrainableModel> {
     let likelihood: Likelihood
     let plan: ShardPlan
     let trainShard: ImageSet
-    let testShard: TestShard
+    let testSet: ImageSet
     /// The first test images, shown in reconstruction pictures (rank 0).
     let pictureInputs: Tensor
     /// The test set, for the latent-space scatter of 2-D models (rank 0).
@@ -93,15 +93,15 @@ public final class Trainer<Model: TrainableModel> {
         self.communicator = communicator
         self.console = console
         self.spec = spec
-        self.likelihood = spec.likelihood.likelihood
+        self.likelihood = spec.observationModel
         let rank = communicator.rank, size = communicator.size
 
         plan = ShardPlan(sampleCount: data.train.count, worldSize: size,
                          globalBatch: configuration.batchSize, seed: configuration.seed)
         trainShard = data.train.selecting(plan.shardIndices(rank: rank))
-        testShard = TestShard(testSet: data.test, rank: rank, size: size)
+        testSet = data.test
         pictureInputs = data.test.batch(0..<min(8, data.test.count))
-        latentPictureSet = rank == 0 && configuration.latentSize == 2 ? data.test : nil
+        latentPictureSet = rank == 0 && spec.latentSize == 2 ? data.test : nil
 
         let resumeStep = checkpoint?.sidecar.step
         outputs = try communicator.collectively {
@@ -219,44 +219,77 @@ public final class Trainer<Model: TrainableModel> {
         var samples: Double
         var reconstruction: Double
         var kl: Double
+        /// What the step minimised, summed: reconstruction + β_t·KL, with
+        /// free bits Σ_j max(KL_j, λ·samples) in place of KL.
+        var objective: Double
+        var beta: Double
+    }
+
+    /// β at a step (1-based): a linear ramp from 0 over `klWarmupSteps`.
+    func klWeight(step: Int) -> Double {
+        let warmup = configuration.klWarmupSteps
+        return warmup > 0 ? configuration.beta * min(1, Double(step) / Double(warmup)) : configuration.beta
     }
 
     /// One synchronized step: local gradient sums → one allreduce → Adam.
+    /// With free bits, one more (small) allreduce between the forward and
+    /// the backward pass gives every rank the global batch's KL per latent
+    /// dimension, so the constraint max(KL_j, λ) applies to the global batch
+    /// exactly as in Kingma et al. (2016).
     func step(order: [Int]) throws -> StepStats {
         let t0 = monotonicSeconds()
         let positions = plan.localRange(step: stepInEpoch, rank: rank)
         let x = trainShard.batch(positions.map { order[$0] })
         let count = positions.count
+        let z = model.latentSize
         let noise = Tensor(normalsFrom: RandomStream(seed: configuration.seed, domain: .trainingNoise,
                                                      UInt32(rank), UInt32(truncatingIfNeeded: globalStep)),
-                           shape: [count, model.latentSize])
+                           shape: [count, z])
         if let f = injectedFailure, f.rank == rank, f.step == globalStep + 1 {
             throw TrainingError.injectedFailure(step: f.step)
         }
         let t1 = monotonicSeconds()
         let p = layout.count
-        var t2 = t1
-        if count > 0 {
-            let gemmTimer = measureGEMM ? GEMMTimer() : nil
-            BLAS.gemmTimer = gemmTimer
-            let likelihood = self.likelihood
-            let (terms, pullback) = valueWithPullback(at: model) { m in
-                negativeELBO(m, x: x, noise: noise, likelihood: likelihood)
-            }
-            let gradient = pullback(ELBOTerms.TangentVector(reconstruction: 1, kl: Float(configuration.beta)))
+        let gemmTimer = measureGEMM && count > 0 ? GEMMTimer() : nil
+        BLAS.gemmTimer = gemmTimer
+        let likelihood = self.likelihood
+        let forward = count > 0 ? valueWithPullback(at: model) { m in
+            negativeELBO(m, x: x, noise: noise, likelihood: likelihood)
+        } : nil
+
+        let beta = klWeight(step: globalStep + 1)
+        var klSeed = Tensor(repeating: Float(beta), shape: [z])
+        var freeBitsSums: [Float] = []
+        var tFreeBits = 0.0
+        if configuration.freeBits > 0 {
             BLAS.gemmTimer = nil
-            if let gemmTimer, globalStep >= StepTimings.warmupSteps {
-                timings.gemm += Double(gemmTimer.nanoseconds) * 1e-9
-            }
-            t2 = monotonicSeconds()
+            let tf = monotonicSeconds()
+            freeBitsSums = (forward?.value.klPerDimension.scalars ?? [Float](repeating: 0, count: z)) + [Float(count)]
+            try communicator.allreduceSum(&freeBitsSums)
+            tFreeBits = monotonicSeconds() - tf
+            BLAS.gemmTimer = gemmTimer
+            let threshold = Float(configuration.freeBits) * freeBitsSums[z]
+            klSeed = Tensor(shape: [z], scalars: (0..<z).map { freeBitsSums[$0] > threshold ? Float(beta) : 0 })
+        }
+        if let (terms, pullback) = forward {
+            let gradient = pullback(ELBOTerms.TangentVector(reconstruction: 1, klPerDimension: klSeed))
+            BLAS.gemmTimer = nil
+            let t2 = monotonicSeconds()
             buffer.withUnsafeMutableBufferPointer { b in
                 let finite = gradient.flatten(into: b, layout: layout)
+                let kl = terms.kl
                 b[p] = Float(count)
                 b[p + 1] = terms.reconstruction
-                b[p + 2] = terms.kl
-                b[p + 3] = (finite && (terms.reconstruction + terms.kl).isFinite) ? 0 : 1
+                b[p + 2] = kl
+                b[p + 3] = (finite && (terms.reconstruction + kl).isFinite) ? 0 : 1
+            }
+            if globalStep >= StepTimings.warmupSteps {
+                timings.forwardBackward += t2 - t1 - tFreeBits
+                timings.pack += monotonicSeconds() - t2
+                if let gemmTimer { timings.gemm += Double(gemmTimer.nanoseconds) * 1e-9 }
             }
         } else {
+            BLAS.gemmTimer = nil
             buffer.withUnsafeMutableBufferPointer { $0.initialize(repeating: 0) }
         }
         let t3 = monotonicSeconds()
@@ -278,16 +311,20 @@ public final class Trainer<Model: TrainableModel> {
         let t5 = monotonicSeconds()
         samplesSeen += Int(total)
         // The first steps (allocations, cold caches) are left out of the profile.
-        guard globalStep > StepTimings.warmupSteps else {
-            return StepStats(samples: Double(total), reconstruction: Double(buffer[p + 1]), kl: Double(buffer[p + 2]))
+        if globalStep > StepTimings.warmupSteps {
+            timings.data += t1 - t0
+            timings.allreduce += t4 - t3 + tFreeBits
+            timings.optimizer += t5 - t4
+            timings.steps += 1
         }
-        timings.data += t1 - t0
-        timings.forwardBackward += t2 - t1
-        timings.pack += t3 - t2
-        timings.allreduce += t4 - t3
-        timings.optimizer += t5 - t4
-        timings.steps += 1
-        return StepStats(samples: Double(total), reconstruction: Double(buffer[p + 1]), kl: Double(buffer[p + 2]))
+        let (reconstruction, kl) = (Double(buffer[p + 1]), Double(buffer[p + 2]))
+        var klTerm = kl
+        if !freeBitsSums.isEmpty {
+            let floor = configuration.freeBits * Double(freeBitsSums[z])
+            klTerm = (0..<z).reduce(0.0) { $0 + max(Double(freeBitsSums[$1]), floor) }
+        }
+        return StepStats(samples: Double(total), reconstruction: reconstruction, kl: kl,
+                         objective: reconstruction + beta * klTerm, beta: beta)
     }
 
     // MARK: - Rank 0's reporting
@@ -299,6 +336,8 @@ public final class Trainer<Model: TrainableModel> {
         var samples = 0.0
         var reconstruction = 0.0
         var kl = 0.0
+        var objective = 0.0
+        var beta = 0.0
 
         /// Training seconds in the window (evaluation and checkpoints excluded).
         var seconds: Double { max(monotonicSeconds() - start - excluded, 1e-9) }
@@ -308,6 +347,8 @@ public final class Trainer<Model: TrainableModel> {
             samples += s.samples
             reconstruction += s.reconstruction
             kl += s.kl
+            objective += s.objective
+            beta = s.beta
         }
 
         mutating func exclude(_ seconds: Double) { excluded += seconds }
@@ -316,16 +357,15 @@ public final class Trainer<Model: TrainableModel> {
     func logProgress(_ window: inout LogWindow, totalSteps: Int, elapsed: Double) throws {
         let n = max(window.samples, 1)
         let record = TrainRecord(
-            step: globalStep, epoch: epoch,
-            loss: (window.reconstruction + configuration.beta * window.kl) / n,
-            reconstruction: window.reconstruction / n, kl: window.kl / n,
+            step: globalStep, epoch: epoch, loss: window.objective / n,
+            reconstruction: window.reconstruction / n, kl: window.kl / n, beta: window.beta,
             samplesPerS: window.samples / window.seconds, learningRate: configuration.learningRate,
             elapsedS: elapsed)
         if let outputs {
             try outputs.log(record)
             try outputs.tensorboard.scalars(
                 [("train/loss", record.loss), ("train/reconstruction", record.reconstruction),
-                 ("train/kl", record.kl), ("train/learning_rate", record.learningRate),
+                 ("train/kl", record.kl), ("train/beta", record.beta), ("train/learning_rate", record.learningRate),
                  ("train/samples_per_s", record.samplesPerS)],
                 step: globalStep, wallTime: Date().timeIntervalSince1970)
         }
@@ -336,7 +376,7 @@ public final class Trainer<Model: TrainableModel> {
     /// "epoch 3/10  step 1200/4690  loss 250.12  (rec 234.6, KL 15.5)  28000 samples/s  ETA 12s"
     func progressLine(_ window: LogWindow, totalSteps: Int) -> String {
         let n = max(window.samples, 1)
-        let loss = (window.reconstruction + configuration.beta * window.kl) / n
+        let loss = window.objective / n
         let secondsPerStep = window.seconds / Double(max(window.steps, 1))
         let eta = Double(totalSteps - globalStep) * secondsPerStep
         return "epoch \(epoch)/\(configuration.epochs)  step \(globalStep)/\(totalSteps)  "
@@ -350,22 +390,26 @@ public final class Trainer<Model: TrainableModel> {
             try outputs.log(EvalRecord(step: globalStep, epoch: epoch, testLoss: result.loss,
                                        testReconstruction: result.reconstruction, testKl: result.kl,
                                        testBitsPerDim: result.bitsPerDimension, testSamples: result.samples,
+                                       testKlPerDim: result.klPerDimension, activeUnits: result.activeUnits,
                                        elapsedS: elapsed))
             try outputs.tensorboard.scalars(
                 [("test/loss", result.loss), ("test/reconstruction", result.reconstruction),
-                 ("test/kl", result.kl), ("test/bits_per_dim", result.bitsPerDimension)],
+                 ("test/kl", result.kl), ("test/bits_per_dim", result.bitsPerDimension),
+                 ("test/active_units", Double(result.activeUnits))]
+                    + result.klPerDimension.enumerated().map { ("test/kl_dim_\($0.offset)", $0.element) },
                 step: globalStep, wallTime: Date().timeIntervalSince1970)
         }
         console.print(
             "epoch \(epoch) step \(globalStep): test loss \(String(format: "%.3f", result.loss)) nats/sample "
             + "(reconstruction \(String(format: "%.3f", result.reconstruction)), KL \(String(format: "%.3f", result.kl))), "
-            + "\(String(format: "%.4f", result.bitsPerDimension)) bits/dim over \(result.samples) test images")
+            + "\(String(format: "%.4f", result.bitsPerDimension)) bits/dim over \(result.samples) test images, "
+            + "\(result.activeUnits) active units")
     }
 
     // MARK: - Epoch-end duties
 
     public func evaluate() throws -> EvaluationResult {
-        try testShard.evaluate(model, likelihood: likelihood, seed: configuration.seed,
+        try Inference.evaluate(LoadedModel(model, spec: spec), images: testSet, seed: configuration.seed,
                                batchSize: configuration.evaluationBatchSize, communicator: communicator)
     }
 

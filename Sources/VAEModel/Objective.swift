@@ -6,34 +6,55 @@ import TensorCore
 public enum Likelihood: Equatable, Sendable {
     /// Independent Bernoulli per dimension; the decoder emits logits; x in [0, 1].
     case bernoulli
+    /// Independent Gaussian per dimension with a fixed variance (given as
+    /// log σ²); the decoder emits the mean.
+    case gaussian(logVariance: Float)
+    /// Independent Gaussian with a per-dimension variance from a second
+    /// decoder head (log σ², clamped to `learnedLogVarianceRange`).
+    case gaussianLearned
 
-    /// −log p(x | decoder output), summed over the batch and dimensions.
+    /// −log p(x | decoder output), summed over the batch and dimensions, in
+    /// nats (Gaussian: the density's constant included).
     @differentiable(reverse, wrt: output)
     public func negativeLogLikelihood(_ x: Tensor, given output: DecoderOutput) -> Float {
         switch self {
         case .bernoulli:
             return bceWithLogits(logits: output.location, targets: x)
+        case .gaussian(let logVariance):
+            return gaussianNLL(mean: output.location, targets: x, logVariance: logVariance)
+        case .gaussianLearned:
+            return gaussianNLL(mean: output.location, logVariance: output.logVariance, targets: x)
         }
     }
+
+    /// Whether the decoder needs a log-variance head.
+    public var learnsVariance: Bool { self == .gaussianLearned }
+
+    /// Whether the data must lie in [0, 1].
+    public var needsUnitInterval: Bool { self == .bernoulli }
 }
 
 /// The two terms of the negative ELBO, each summed over the batch (nats).
-public struct ELBOTerms: Differentiable, Equatable {
+public struct ELBOTerms: Differentiable {
     /// −E_q[log p(x | z)], one-sample estimate.
     public var reconstruction: Float
-    /// KL(q(z | x) ‖ p(z)), closed form.
-    public var kl: Float
+    /// KL(q(z | x) ‖ p(z)) in closed form, per latent dimension: (Z).
+    public var klPerDimension: Tensor
 
     @differentiable(reverse)
-    public init(reconstruction: Float, kl: Float) {
+    public init(reconstruction: Float, klPerDimension: Tensor) {
         self.reconstruction = reconstruction
-        self.kl = kl
+        self.klPerDimension = klPerDimension
     }
+
+    /// The whole KL term.
+    public var kl: Float { klPerDimension.scalars.reduce(0, +) }
 }
 
 /// The negative ELBO's terms for a batch x (B, D) with reparameterisation
 /// noise (B, Z), summed over the batch. The loss is `reconstruction + β·kl`;
-/// its gradient is the pullback of `ELBOTerms(reconstruction: 1, kl: β)`.
+/// its gradient is the pullback of `ELBOTerms(reconstruction: 1,
+/// klPerDimension: β)` (a per-dimension β implements free bits).
 @differentiable(reverse, wrt: model)
 public func negativeELBO<Model: VariationalAutoencoder>(
     _ model: Model, x: Tensor, noise: Tensor, likelihood: Likelihood
@@ -42,7 +63,7 @@ public func negativeELBO<Model: VariationalAutoencoder>(
     let z = reparameterize(mean: q.mean, logVariance: q.logVariance, noise: noise)
     let reconstruction = likelihood.negativeLogLikelihood(x, given: model.decode(z))
     return ELBOTerms(reconstruction: reconstruction,
-                     kl: gaussianKL(mean: q.mean, logVariance: q.logVariance))
+                     klPerDimension: gaussianKLPerDimension(mean: q.mean, logVariance: q.logVariance))
 }
 
 extension Likelihood {
@@ -51,6 +72,25 @@ extension Likelihood {
         switch self {
         case .bernoulli:
             return bceWithLogitsPerRow(logits: output.location, targets: x).map { -Double($0) }
+        case .gaussian(let logVariance):
+            let w = fastExp(-logVariance), c = 0.5 * logVariance + halfLogTwoPi
+            return rowSums(output.location.zipMap(x) { m, v in -(0.5 * (v - m) * (v - m) * w + c) })
+        case .gaussianLearned:
+            let range = learnedLogVarianceRange
+            let r2 = output.location.zipMap(x) { m, v in (v - m) * (v - m) }
+            return rowSums(r2.zipMap(output.logVariance) { r, v in
+                let lv = Swift.min(Swift.max(v, range.lowerBound), range.upperBound)
+                return -(0.5 * (r * fastExp(-lv) + lv) + halfLogTwoPi)
+            })
+        }
+    }
+
+    /// E[x | z]: the image a decoder output stands for (Bernoulli: the
+    /// sigmoid of the logits; Gaussian: the mean).
+    public func mean(_ output: DecoderOutput) -> Tensor {
+        switch self {
+        case .bernoulli: return sigmoid(output.location)
+        case .gaussian, .gaussianLearned: return output.location
         }
     }
 }

@@ -278,10 +278,12 @@ struct Evaluate: ParsableCommand {
                 context.console.print(try JSONText.line(result))
                 return
             }
-            let e = result.elbo
+            let e = result
             context.console.print("\(images.count) \(dataOptions.split.rawValue) images, checkpoint step \(context.checkpoint.sidecar.step)")
             context.console.print("  −ELBO          \(String(format: "%.3f", e.loss)) nats/sample, \(String(format: "%.4f", e.bitsPerDimension)) bits/dim "
                                   + "(reconstruction \(String(format: "%.3f", e.reconstruction)), KL \(String(format: "%.3f", e.kl)))")
+            context.console.print("  active units   \(e.activeUnits) of \(e.klPerDimension.count) latent dimensions; KL per dimension "
+                                  + e.klPerDimension.map { String(format: "%.2f", $0) }.joined(separator: " "))
             if let nll = result.importanceWeightedNLL, let bpd = result.importanceWeightedBitsPerDim {
                 context.console.print("  −log p(x) ≈    \(String(format: "%.3f", nll)) nats/sample, \(String(format: "%.4f", bpd)) bits/dim "
                                       + "(importance-weighted, K = \(k))")

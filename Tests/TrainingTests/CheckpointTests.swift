@@ -104,12 +104,12 @@ final class CheckpointTests: XCTestCase {
         // other batches change only the order of float sums.
         let same = try Inference.evaluate(model, images: data, seed: 1, importanceSamples: 0, batchSize: 500,
                                           communicator: LocalCommunicator())
-        XCTAssertEqual(same.elbo.loss, trained)
+        XCTAssertEqual(same.loss, trained)
         let result = try Inference.evaluate(model, images: data, seed: 1, importanceSamples: 20, batchSize: 16,
                                             communicator: LocalCommunicator())
-        XCTAssertEqual(result.elbo.loss, trained, accuracy: 1e-6 * trained)
+        XCTAssertEqual(result.loss, trained, accuracy: 1e-6 * trained)
         // The importance-weighted bound is tighter than the ELBO.
-        XCTAssertLessThan(try XCTUnwrap(result.importanceWeightedNLL), result.elbo.loss)
+        XCTAssertLessThan(try XCTUnwrap(result.importanceWeightedNLL), result.loss)
         // Posterior means: one row per image, rows the encoder's.
         let means = try Inference.encodeMeans(model, images: data, batchSize: 10, communicator: LocalCommunicator())
         XCTAssertEqual(means.count, 67 * 2)

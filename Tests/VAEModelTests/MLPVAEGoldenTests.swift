@@ -37,7 +37,7 @@ final class MLPVAEGoldenTests: XCTestCase {
         let (_, pullback) = valueWithPullback(at: model) { m in
             negativeELBO(m, x: x, noise: eps, likelihood: .bernoulli)
         }
-        let grad = pullback(ELBOTerms.TangentVector(reconstruction: 1, kl: 1))
+        let grad = pullback(ELBOTerms.TangentVector(reconstruction: 1, klPerDimension: Tensor(repeating: 1, shape: [3])))
         let expected = try g.tensors("gradients")
         var checked = 0
         for (name, tensor) in grad.namedParameters where expected[name] != nil {
@@ -65,7 +65,7 @@ final class MLPVAEGoldenTests: XCTestCase {
             }
             assertClose((terms.reconstruction + terms.kl) / batch,
                         try XCTUnwrap(step["loss_mean_before_step"] as? Double), "loss before step \(k + 1)")
-            let flat = pullback(.init(reconstruction: 1, kl: 1)).flattened(layout: layout)
+            let flat = pullback(.init(reconstruction: 1, klPerDimension: Tensor(repeating: 1, shape: [3]))).flattened(layout: layout)
             flat.withUnsafeBufferPointer { adam.update(&model, gradient: $0, gradientScale: 1 / batch, layout: layout) }
             let expected = try XCTUnwrap(step["parameters"] as? [String: Any]).mapValues { try Golden.tensor($0) }
             for (name, tensor) in model.namedParameters where tensor.count > 0 {
