@@ -1,13 +1,16 @@
-/// The files of an MNIST-family dataset directory (Debian's
-/// `dataset-fashion-mnist` installs /usr/share/datasets/fashion-mnist):
-/// `train-images-idx3-ubyte[.gz]`, `t10k-images-idx3-ubyte[.gz]` and, when
-/// present, the matching `*-labels-idx1-ubyte[.gz]`.
+/// The files of a dataset directory. Either the MNIST family's IDX names
+/// (Debian's `dataset-fashion-mnist` installs /usr/share/datasets/fashion-mnist):
+/// `train-images-idx3-ubyte[.gz]`, `t10k-images-idx3-ubyte[.gz]`, and when
+/// present `train-labels-idx1-ubyte[.gz]`, `t10k-labels-idx1-ubyte[.gz]`;
+/// or NumPy files: `train-images.npy`, `test-images.npy`, `train-labels.npy`,
+/// `test-labels.npy` (each also as `.npy.gz`). The test images are optional
+/// here (a run can hold out part of the training set instead).
 public struct DatasetDirectory: Equatable, Sendable {
     public static let debianFashionMNIST = "/usr/share/datasets/fashion-mnist"
 
     public let path: String
     public let trainImages: String
-    public let testImages: String
+    public let testImages: String?
     public let trainLabels: String?
     public let testLabels: String?
 
@@ -17,22 +20,25 @@ public struct DatasetDirectory: Equatable, Sendable {
         guard fileExists(path) else {
             let hint = path == Self.debianFashionMNIST
                 ? "install it with `apt-get install dataset-fashion-mnist`, or pass --data DIR"
-                : "pass --data DIR with train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz]"
+                : "pass --data DIR with train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz], or train-images.npy and test-images.npy"
             throw DatasetError.notFound(path: path, hint: hint)
         }
-        func find(_ stem: String, required: Bool) throws -> String? {
-            for candidate in ["\(path)/\(stem)", "\(path)/\(stem).gz"] where fileExists(candidate) {
-                return candidate
-            }
-            if required {
-                throw DatasetError.notFound(path: "\(path)/\(stem)[.gz]",
-                                            hint: "the dataset directory must hold \(stem) or \(stem).gz")
+        func find(_ stems: [String]) -> String? {
+            for stem in stems {
+                for candidate in ["\(path)/\(stem)", "\(path)/\(stem).gz"] where fileExists(candidate) {
+                    return candidate
+                }
             }
             return nil
         }
-        trainImages = try find("train-images-idx3-ubyte", required: true)!
-        testImages = try find("t10k-images-idx3-ubyte", required: true)!
-        trainLabels = try find("train-labels-idx1-ubyte", required: false)
-        testLabels = try find("t10k-labels-idx1-ubyte", required: false)
+        guard let train = find(["train-images-idx3-ubyte", "train-images.npy"]) else {
+            throw DatasetError.notFound(
+                path: "\(path)/train-images-idx3-ubyte[.gz]",
+                hint: "the dataset directory must hold train-images-idx3-ubyte[.gz] or train-images.npy[.gz]")
+        }
+        trainImages = train
+        testImages = find(["t10k-images-idx3-ubyte", "test-images.npy"])
+        trainLabels = find(["train-labels-idx1-ubyte", "train-labels.npy"])
+        testLabels = find(["t10k-labels-idx1-ubyte", "test-labels.npy"])
     }
 }

@@ -5,6 +5,12 @@ import _Differentiation
 // ConvTranspose2d weight (C, O, kh, kw), where C is the input channels.
 // Legend: B batch, C input channels, O output channels, H×W input size,
 // Ho×Wo output size, K = C·kh·kw (conv) or O·kh·kw (transposed), P = Ho·Wo.
+//
+// Layout of the GEMMs: the im2col matrix is (K, B·P), one row per kernel tap
+// and one column per output position of every image, so that im2col and
+// col2im run along contiguous rows, and a convolution is one GEMM
+// W (O, K) · cols (K, B·P) = Z (O, B·P); Z's planes (O, B, P) become NCHW's
+// (B, O, P) by copying whole P-long rows.
 
 /// The index arithmetic of one convolution, from an input of C×H×W to an
 /// output of Ho×Wo. `im2col` gathers, for every output position, the
@@ -39,25 +45,43 @@ public struct ConvGeometry: Equatable, Sendable {
     public var outputPositions: Int { outputHeight * outputWidth }
     public var inputSize: Int { channels * height * width }
 
-    /// cols (B·P, K) from x (B, C, H, W); column order (c, i, j) matches the
-    /// weight layout (O, C, kh, kw) flattened to (O, K).
+    /// Width and height of an input plane with its zero border.
+    var paddedWidth: Int { width + 2 * padding }
+    var paddedHeight: Int { height + 2 * padding }
+
+    /// For output position q = (oy, ox), the offset of its window's top-left
+    /// corner in a padded plane: oy·stride·Wp + ox·stride.
+    func windowOffsets() -> [Int32] {
+        var out = [Int32]()
+        out.reserveCapacity(outputPositions)
+        for oy in 0..<outputHeight {
+            for ox in 0..<outputWidth { out.append(Int32(oy * stride * paddedWidth + ox * stride)) }
+        }
+        return out
+    }
+
+    /// cols (K, B·P) from x (B, C, H, W); row (c, i, j) matches the weight
+    /// layout (O, C, kh, kw) flattened to (O, K). Each input plane is copied
+    /// into a zero-bordered scratch plane once, then every kernel tap is a
+    /// branch-free gather through the window offsets.
     func im2col(_ x: UnsafePointer<Float>, batch: Int, into cols: UnsafeMutablePointer<Float>) {
-        let (k, p) = (columnLength, outputPositions)
-        for b in 0..<batch {
-            let image = x + b * inputSize
-            for oy in 0..<outputHeight {
-                for ox in 0..<outputWidth {
-                    let row = cols + ((b * p) + oy * outputWidth + ox) * k
-                    var index = 0
+        let (p, wp) = (outputPositions, paddedWidth)
+        let rowLength = batch * p
+        let offsets = windowOffsets()
+        var scratch = [Float](repeating: 0, count: paddedHeight * wp)
+        scratch.withUnsafeMutableBufferPointer { padded in
+            offsets.withUnsafeBufferPointer { window in
+                for b in 0..<batch {
                     for c in 0..<channels {
-                        let plane = image + c * height * width
+                        let plane = x + (b * channels + c) * height * width
+                        for y in 0..<height {
+                            (padded.baseAddress! + (y + padding) * wp + padding).update(from: plane + y * width, count: width)
+                        }
                         for i in 0..<kernelHeight {
-                            let y = oy * stride - padding + i
-                            let inside = y >= 0 && y < height
                             for j in 0..<kernelWidth {
-                                let xx = ox * stride - padding + j
-                                row[index] = inside && xx >= 0 && xx < width ? plane[y * width + xx] : 0
-                                index += 1
+                                let row = cols + ((c * kernelHeight + i) * kernelWidth + j) * rowLength + b * p
+                                let tap = padded.baseAddress! + i * wp + j
+                                for q in 0..<p { row[q] = tap[Int(window[q])] }
                             }
                         }
                     }
@@ -66,26 +90,28 @@ public struct ConvGeometry: Equatable, Sendable {
         }
     }
 
-    /// dx (B, C, H, W) = Σ over windows of cols (B·P, K); the adjoint of im2col.
+    /// dx (B, C, H, W) = Σ over windows of cols (K, B·P); the adjoint of im2col.
     func col2im(_ cols: UnsafePointer<Float>, batch: Int, into x: UnsafeMutablePointer<Float>) {
-        let (k, p) = (columnLength, outputPositions)
-        x.initialize(repeating: 0, count: batch * inputSize)
-        for b in 0..<batch {
-            let image = x + b * inputSize
-            for oy in 0..<outputHeight {
-                for ox in 0..<outputWidth {
-                    let row = cols + ((b * p) + oy * outputWidth + ox) * k
-                    var index = 0
+        let (p, wp) = (outputPositions, paddedWidth)
+        let rowLength = batch * p
+        let offsets = windowOffsets()
+        var scratch = [Float](repeating: 0, count: paddedHeight * wp)
+        scratch.withUnsafeMutableBufferPointer { padded in
+            offsets.withUnsafeBufferPointer { window in
+                for b in 0..<batch {
                     for c in 0..<channels {
-                        let plane = image + c * height * width
+                        padded.initialize(repeating: 0)
                         for i in 0..<kernelHeight {
-                            let y = oy * stride - padding + i
-                            guard y >= 0 && y < height else { index += kernelWidth; continue }
                             for j in 0..<kernelWidth {
-                                let xx = ox * stride - padding + j
-                                if xx >= 0 && xx < width { plane[y * width + xx] += row[index] }
-                                index += 1
+                                let row = cols + ((c * kernelHeight + i) * kernelWidth + j) * rowLength + b * p
+                                let tap = padded.baseAddress! + i * wp + j
+                                // Within one tap the windows never share an input pixel.
+                                for q in 0..<p { tap[Int(window[q])] += row[q] }
                             }
+                        }
+                        let plane = x + (b * channels + c) * height * width
+                        for y in 0..<height {
+                            (plane + y * width).update(from: padded.baseAddress! + (y + padding) * wp + padding, count: width)
                         }
                     }
                 }
@@ -94,27 +120,26 @@ public struct ConvGeometry: Equatable, Sendable {
     }
 }
 
-/// (B, P, O) rows ↔ (B, O, P) planes: the GEMMs produce one row per output
-/// position, NCHW wants one plane per channel.
+/// (O, B, P) ↔ (B, O, P): moves P-long rows between channel-major GEMM
+/// output and NCHW, adding a per-channel bias on the way out if given.
 @usableFromInline
-func transposeRowsToPlanes(_ src: UnsafePointer<Float>, batch: Int, positions p: Int, channels o: Int,
-                           bias: UnsafePointer<Float>?, into dst: UnsafeMutablePointer<Float>) {
-    for b in 0..<batch {
-        let s = src + b * p * o, d = dst + b * p * o
-        for c in 0..<o {
-            let add = bias?[c] ?? 0
-            for q in 0..<p { d[c * p + q] = s[q * o + c] + add }
+func channelMajorToNCHW(_ src: UnsafePointer<Float>, batch: Int, channels o: Int, positions p: Int,
+                        bias: UnsafePointer<Float>?, into dst: UnsafeMutablePointer<Float>) {
+    for c in 0..<o {
+        let add = bias?[c] ?? 0
+        for b in 0..<batch {
+            let s = src + (c * batch + b) * p, d = dst + (b * o + c) * p
+            if add == 0 { d.update(from: s, count: p) } else { for q in 0..<p { d[q] = s[q] + add } }
         }
     }
 }
 
 @usableFromInline
-func transposePlanesToRows(_ src: UnsafePointer<Float>, batch: Int, positions p: Int, channels o: Int,
-                           into dst: UnsafeMutablePointer<Float>) {
-    for b in 0..<batch {
-        let s = src + b * p * o, d = dst + b * p * o
-        for c in 0..<o {
-            for q in 0..<p { d[q * o + c] = s[c * p + q] }
+func nchwToChannelMajor(_ src: UnsafePointer<Float>, batch: Int, channels o: Int, positions p: Int,
+                        into dst: UnsafeMutablePointer<Float>) {
+    for c in 0..<o {
+        for b in 0..<batch {
+            (dst + (c * batch + b) * p).update(from: src + (b * o + c) * p, count: p)
         }
     }
 }
@@ -196,6 +221,10 @@ enum ConvKernels {
                      kernelHeight: w.shape[2], kernelWidth: w.shape[3], stride: stride, padding: padding)
     }
 
+    static func uninitialized(_ count: Int) -> [Float] {
+        [Float](unsafeUninitializedCapacity: count) { _, n in n = count }
+    }
+
     /// y, the im2col matrix (kept for the weight gradient), the geometry.
     @usableFromInline
     static func conv2dForward(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int)
@@ -206,66 +235,70 @@ enum ConvKernels {
         precondition(bias.shape == [weight.shape[0]], "conv2d: bias \(bias.shape) for weight \(weight.shape)")
         let g = geometry(input: x, kernel: weight, stride: stride, padding: padding)
         let (b, o, k, p) = (x.shape[0], weight.shape[0], g.columnLength, g.outputPositions)
-        var cols = [Float](unsafeUninitializedCapacity: b * p * k) { _, n in n = b * p * k }
-        var rows = [Float](unsafeUninitializedCapacity: b * p * o) { _, n in n = b * p * o }
+        var cols = uninitialized(k * b * p)
+        var z = uninitialized(o * b * p)
         cols.withUnsafeMutableBufferPointer { c in
             x.scalars.withUnsafeBufferPointer { g.im2col($0.baseAddress!, batch: b, into: c.baseAddress!) }
-            rows.withUnsafeMutableBufferPointer { r in
+            z.withUnsafeMutableBufferPointer { zz in
                 weight.scalars.withUnsafeBufferPointer { w in
-                    // rows (B·P, O) = cols (B·P, K) · Wᵀ (K, O)
-                    BLAS.gemm(transposeA: false, transposeB: true, m: b * p, n: o, k: k,
-                              c.baseAddress!, lda: k, w.baseAddress!, ldb: k, beta: 0, r.baseAddress!, ldc: o)
+                    // Z (O, B·P) = W (O, K) · cols (K, B·P)
+                    BLAS.gemm(transposeA: false, transposeB: false, m: o, n: b * p, k: k,
+                              w.baseAddress!, lda: k, c.baseAddress!, ldb: b * p, beta: 0, zz.baseAddress!, ldc: b * p)
                 }
             }
         }
         let y = Tensor(shape: [b, o, g.outputHeight, g.outputWidth]) { out in
-            rows.withUnsafeBufferPointer { r in
+            z.withUnsafeBufferPointer { zz in
                 bias.scalars.withUnsafeBufferPointer { bb in
-                    transposeRowsToPlanes(r.baseAddress!, batch: b, positions: p, channels: o,
-                                          bias: bb.baseAddress!, into: out.baseAddress!)
+                    channelMajorToNCHW(zz.baseAddress!, batch: b, channels: o, positions: p,
+                                       bias: bb.baseAddress!, into: out.baseAddress!)
                 }
             }
         }
         return (y, cols, g)
     }
 
-    /// (dW, db, dy as rows (B·P, O)).
+    /// (dW, db, dy channel-major (O, B·P)).
     @usableFromInline
     static func conv2dParameterGradients(_ dy: Tensor, cols: [Float], weight: Tensor, geometry g: ConvGeometry)
         -> (Tensor, Tensor, [Float])
     {
-        let (o, k, p) = (weight.shape[0], g.columnLength, g.outputPositions)
-        let b = dy.isSymbolicZero ? 0 : dy.shape[0]
         if dy.isSymbolicZero { return (.zero, .zero, []) }
-        var dRows = [Float](unsafeUninitializedCapacity: b * p * o) { _, n in n = b * p * o }
-        dRows.withUnsafeMutableBufferPointer { r in
+        let (b, o, k, p) = (dy.shape[0], weight.shape[0], g.columnLength, g.outputPositions)
+        var dz = uninitialized(o * b * p)
+        dz.withUnsafeMutableBufferPointer { d in
             dy.scalars.withUnsafeBufferPointer {
-                transposePlanesToRows($0.baseAddress!, batch: b, positions: p, channels: o, into: r.baseAddress!)
+                nchwToChannelMajor($0.baseAddress!, batch: b, channels: o, positions: p, into: d.baseAddress!)
             }
         }
         let dw = Tensor(shape: weight.shape) { dw in
-            dRows.withUnsafeBufferPointer { r in
+            dz.withUnsafeBufferPointer { d in
                 cols.withUnsafeBufferPointer { c in
-                    // dW (O, K) = rowsᵀ (O, B·P) · cols (B·P, K)
-                    BLAS.gemm(transposeA: true, transposeB: false, m: o, n: k, k: b * p,
-                              r.baseAddress!, lda: o, c.baseAddress!, ldb: k, beta: 0, dw.baseAddress!, ldc: k)
+                    // dW (O, K) = dZ (O, B·P) · colsᵀ (B·P, K)
+                    BLAS.gemm(transposeA: false, transposeB: true, m: o, n: k, k: b * p,
+                              d.baseAddress!, lda: b * p, c.baseAddress!, ldb: b * p, beta: 0, dw.baseAddress!, ldc: k)
                 }
             }
         }
-        return (dw, channelSums(dy, batch: b, channels: o, positions: p), dRows)
+        let db = Tensor(shape: [o]) { db in
+            dz.withUnsafeBufferPointer { d in
+                for c in 0..<o { db[c] = vectorSum(d.baseAddress! + c * b * p, count: b * p) }
+            }
+        }
+        return (dw, db, dz)
     }
 
-    /// dx = col2im(rows (B·P, O) · W (O, K)).
+    /// dx = col2im(Wᵀ (K, O) · dZ (O, B·P)).
     @usableFromInline
-    static func conv2dInputGradient(_ dRows: [Float], weight: Tensor, geometry g: ConvGeometry, batch b: Int) -> Tensor {
-        if dRows.isEmpty && b > 0 { return .zero }
+    static func conv2dInputGradient(_ dz: [Float], weight: Tensor, geometry g: ConvGeometry, batch b: Int) -> Tensor {
+        if dz.isEmpty && b > 0 { return .zero }
         let (o, k, p) = (weight.shape[0], g.columnLength, g.outputPositions)
-        var dCols = [Float](unsafeUninitializedCapacity: b * p * k) { _, n in n = b * p * k }
+        var dCols = uninitialized(k * b * p)
         dCols.withUnsafeMutableBufferPointer { c in
-            dRows.withUnsafeBufferPointer { r in
+            dz.withUnsafeBufferPointer { d in
                 weight.scalars.withUnsafeBufferPointer { w in
-                    BLAS.gemm(transposeA: false, transposeB: false, m: b * p, n: k, k: o,
-                              r.baseAddress!, lda: o, w.baseAddress!, ldb: k, beta: 0, c.baseAddress!, ldc: k)
+                    BLAS.gemm(transposeA: true, transposeB: false, m: k, n: b * p, k: o,
+                              w.baseAddress!, lda: k, d.baseAddress!, ldb: b * p, beta: 0, c.baseAddress!, ldc: b * p)
                 }
             }
         }
@@ -274,7 +307,7 @@ enum ConvKernels {
         }
     }
 
-    /// y, x as rows (B·H·W, C) (kept for the weight gradient), and the
+    /// y, x channel-major (C, B·H·W) (kept for the weight gradient), and the
     /// geometry of the adjoint convolution (from y's shape to x's).
     @usableFromInline
     static func convTransposeForward(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int,
@@ -294,19 +327,19 @@ enum ConvKernels {
         precondition(g.outputHeight == h && g.outputWidth == w, "convTranspose2d: inconsistent geometry")
         if o == 0 { return (Tensor(zeros: [b, 0, outH, outW]), [], g) }  // an unused head
         let (k, p) = (g.columnLength, h * w)
-        var rows = [Float](unsafeUninitializedCapacity: b * p * c) { _, n in n = b * p * c }
-        rows.withUnsafeMutableBufferPointer { r in
+        var xc = uninitialized(c * b * p)
+        xc.withUnsafeMutableBufferPointer { r in
             x.scalars.withUnsafeBufferPointer {
-                transposePlanesToRows($0.baseAddress!, batch: b, positions: p, channels: c, into: r.baseAddress!)
+                nchwToChannelMajor($0.baseAddress!, batch: b, channels: c, positions: p, into: r.baseAddress!)
             }
         }
-        var cols = [Float](unsafeUninitializedCapacity: b * p * k) { _, n in n = b * p * k }
+        var cols = uninitialized(k * b * p)
         cols.withUnsafeMutableBufferPointer { cc in
-            rows.withUnsafeBufferPointer { r in
+            xc.withUnsafeBufferPointer { r in
                 weight.scalars.withUnsafeBufferPointer { wt in
-                    // cols (B·H·W, O·kh·kw) = rows (B·H·W, C) · W (C, O·kh·kw)
-                    BLAS.gemm(transposeA: false, transposeB: false, m: b * p, n: k, k: c,
-                              r.baseAddress!, lda: c, wt.baseAddress!, ldb: k, beta: 0, cc.baseAddress!, ldc: k)
+                    // cols (O·kh·kw, B·H·W) = Wᵀ (O·kh·kw, C) · X (C, B·H·W), W viewed (C, O·kh·kw)
+                    BLAS.gemm(transposeA: true, transposeB: false, m: k, n: b * p, k: c,
+                              wt.baseAddress!, lda: k, r.baseAddress!, ldb: b * p, beta: 0, cc.baseAddress!, ldc: b * p)
                 }
             }
         }
@@ -317,49 +350,49 @@ enum ConvKernels {
                 for n in 0..<b {
                     for ch in 0..<o {
                         let dst = out.baseAddress! + (n * o + ch) * plane
-                        for q in 0..<plane { dst[q] += bb[ch] }
+                        let add = bb[ch]
+                        for q in 0..<plane { dst[q] += add }
                     }
                 }
             }
         }
-        return (y, rows, g)
+        return (y, xc, g)
     }
 
     @usableFromInline
-    static func convTransposeBackward(_ dy: Tensor, inputRows rows: [Float], x: Tensor, weight: Tensor,
+    static func convTransposeBackward(_ dy: Tensor, inputRows xc: [Float], x: Tensor, weight: Tensor,
                                       geometry g: ConvGeometry) -> (Tensor, Tensor, Tensor)
     {
         if dy.isSymbolicZero || weight.shape[1] == 0 { return (.zero, .zero, .zero) }
         let (b, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let (o, k, p) = (weight.shape[1], g.columnLength, h * w)
-        var dCols = [Float](unsafeUninitializedCapacity: b * p * k) { _, n in n = b * p * k }
+        var dCols = uninitialized(k * b * p)
         dCols.withUnsafeMutableBufferPointer { cc in
             dy.scalars.withUnsafeBufferPointer { g.im2col($0.baseAddress!, batch: b, into: cc.baseAddress!) }
         }
         let dw = Tensor(shape: weight.shape) { dw in
-            rows.withUnsafeBufferPointer { r in
+            xc.withUnsafeBufferPointer { r in
                 dCols.withUnsafeBufferPointer { cc in
-                    // dW (C, O·kh·kw) = rowsᵀ (C, B·H·W) · dCols (B·H·W, O·kh·kw)
-                    BLAS.gemm(transposeA: true, transposeB: false, m: c, n: k, k: b * p,
-                              r.baseAddress!, lda: c, cc.baseAddress!, ldb: k, beta: 0, dw.baseAddress!, ldc: k)
+                    // dW (C, O·kh·kw) = X (C, B·H·W) · dColsᵀ (B·H·W, O·kh·kw)
+                    BLAS.gemm(transposeA: false, transposeB: true, m: c, n: k, k: b * p,
+                              r.baseAddress!, lda: b * p, cc.baseAddress!, ldb: b * p, beta: 0, dw.baseAddress!, ldc: k)
                 }
             }
         }
         let db = channelSums(dy, batch: b, channels: o, positions: g.inputSize / max(o, 1))
-        var dRows = [Float](unsafeUninitializedCapacity: b * p * c) { _, n in n = b * p * c }
-        dRows.withUnsafeMutableBufferPointer { r in
+        var dxc = uninitialized(c * b * p)
+        dxc.withUnsafeMutableBufferPointer { r in
             dCols.withUnsafeBufferPointer { cc in
                 weight.scalars.withUnsafeBufferPointer { wt in
-                    // dx rows (B·H·W, C) = dCols (B·H·W, O·kh·kw) · Wᵀ
-                    BLAS.gemm(transposeA: false, transposeB: true, m: b * p, n: c, k: k,
-                              cc.baseAddress!, lda: k, wt.baseAddress!, ldb: k, beta: 0, r.baseAddress!, ldc: c)
+                    // dX (C, B·H·W) = W (C, O·kh·kw) · dCols (O·kh·kw, B·H·W)
+                    BLAS.gemm(transposeA: false, transposeB: false, m: c, n: b * p, k: k,
+                              wt.baseAddress!, lda: k, cc.baseAddress!, ldb: b * p, beta: 0, r.baseAddress!, ldc: b * p)
                 }
             }
         }
         let dx = Tensor(shape: x.shape) { out in
-            dRows.withUnsafeBufferPointer {
-                transposeRowsToPlanes($0.baseAddress!, batch: b, positions: p, channels: c, bias: nil,
-                                      into: out.baseAddress!)
+            dxc.withUnsafeBufferPointer {
+                channelMajorToNCHW($0.baseAddress!, batch: b, channels: c, positions: p, bias: nil, into: out.baseAddress!)
             }
         }
         return (dx, dw, db)

@@ -47,6 +47,14 @@ public struct ModelSpec: Codable, Equatable, Sendable {
                   convChannels: c.convChannels, likelihood: c.likelihood, sigma: c.sigma)
     }
 
+    /// "mlp 784-400-20" or "conv 1×28×28 → 32, 64 → 16".
+    public var summary: String {
+        switch kind {
+        case .mlp: return "mlp \(image.size)-\(hiddenSize)-\(latentSize)"
+        case .conv: return "conv \(image) → \(convChannels.map(String.init).joined(separator: ", ")) → \(latentSize)"
+        }
+    }
+
     /// The observation model p(x | z).
     public var observationModel: Likelihood {
         switch likelihood {

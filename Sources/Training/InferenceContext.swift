@@ -28,21 +28,30 @@ public struct InferenceContext {
         model = try communicator.collectively { try checkpoint.loadedModel() }
     }
 
-    /// The images of `split` in `directory` (default: the directory the
-    /// model was trained on), which must have the model's image shape.
-    public func images(directory: String?, split: DataSplit) throws -> ImageSet {
-        let path = directory ?? checkpoint.sidecar.configuration.data
+    /// The images of `split`: from `directory`, or from `file` (with
+    /// `labels`), or else the data the model was trained on. They must have
+    /// the model's image shape and suit its likelihood.
+    public func images(directory: String?, file: String? = nil, labels: String? = nil,
+                       split: DataSplit) throws -> ImageSet {
+        var c = checkpoint.sidecar.configuration
+        if let directory {
+            (c.data, c.trainFile, c.testFile, c.trainLabels, c.testLabels) = (directory, nil, nil, nil, nil)
+        }
         let spec = model.spec
+        let c2 = c
         return try communicator.collectively {
-            let files = try DatasetDirectory(path)
-            let set = split == .test
-                ? try ImageSet.loadIDX(images: files.testImages, labels: files.testLabels)
-                : try ImageSet.loadIDX(images: files.trainImages, labels: files.trainLabels)
+            let set: ImageSet
+            if let file {
+                set = try ImageSet.load(images: file, labels: labels)
+            } else {
+                let data = try LoadedData.load(c2)
+                set = split == .test ? data.test : data.train
+            }
             guard set.shape == spec.image else {
                 throw DatasetError.incompatible(
-                    path: split == .test ? files.testImages : files.trainImages,
-                    detail: "images are \(set.shape) but the checkpoint's model takes \(spec.image)")
+                    path: set.source, detail: "images are \(set.shape) but the checkpoint's model takes \(spec.image)")
             }
+            try LoadedData(train: set, test: set).validate(for: spec)
             return set
         }
     }

@@ -48,6 +48,10 @@ public struct TrainingSession {
             checkpoint = loaded
         } else {
             configuration = TrainingConfiguration().applying(overrides)
+            // The conv model's default latent size is 16 (DESIGN.md §4).
+            if configuration.model == .conv && !overrides.contains(where: { $0.option == "--latent-dim" }) {
+                configuration.latentSize = 16
+            }
         }
         BLAS.setThreads(configuration.threads)
 
@@ -63,17 +67,15 @@ public struct TrainingSession {
             let name = try communicator.broadcast(bytes: rank == 0 ? Array(RunDirectory.defaultPath().utf8) : [])
             configuration.runDirectory = String(decoding: name, as: UTF8.self)
         }
-        let path = configuration.data
-        let data = try communicator.collectively { try LoadedData.load(directory: path) }
-        let spec = checkpoint?.spec ?? ModelSpec(kind: configuration.model, image: data.train.shape,
-                                                 hiddenSize: configuration.hiddenSize,
-                                                 latentSize: configuration.latentSize,
-                                                 likelihood: configuration.likelihood)
-        guard spec.image == data.train.shape else {
-            throw CollectiveFailure.unanimous(
-                TrainingError.invalidOption(
-                    option: "--data", detail: "\(path) holds \(data.train.shape) images; the checkpoint's model takes \(spec.image)"),
-                rank: rank)
+        let settled = configuration
+        let data = try communicator.collectively { try LoadedData.load(settled) }
+        let spec = checkpoint?.spec ?? ModelSpec(configuration, image: data.train.shape)
+        try communicator.collectively {
+            guard spec.image == data.train.shape else {
+                throw TrainingError.invalidOption(
+                    option: "--data", detail: "\(data.train.source) holds \(data.train.shape) images; the checkpoint's model takes \(spec.image)")
+            }
+            try data.validate(for: spec)
         }
         return try run(spec.modelType, spec: spec, data: data, configuration: configuration, checkpoint: checkpoint)
     }
@@ -100,10 +102,12 @@ public struct TrainingSession {
     func printConfiguration<Model: TrainableModel>(_ c: TrainingConfiguration, spec: ModelSpec, data: LoadedData,
                                                    trainer: Trainer<Model>) {
         let rows: [(String, String)] = [
-            ("model", "\(spec.kind.rawValue) \(spec.image.size)-\(spec.hiddenSize)-\(spec.latentSize), "
-                + "\(trainer.layout.nonEmptyEntries.count) tensors, \(trainer.layout.count) parameters"),
-            ("likelihood", "\(spec.likelihood.rawValue), β = \(c.beta)"),
-            ("data", "\(c.data): \(data.train.count) train, \(data.test.count) test images of \(spec.image)"),
+            ("model", "\(spec.summary), \(trainer.layout.nonEmptyEntries.count) tensors, \(trainer.layout.count) parameters"),
+            ("likelihood", (spec.likelihood == .gaussian ? "gaussian, σ = \(spec.sigma)" : spec.likelihood.rawValue)
+                + ", β = \(c.beta)" + (c.klWarmupSteps > 0 ? " after a \(c.klWarmupSteps)-step warm-up" : "")
+                + (c.freeBits > 0 ? ", free bits \(c.freeBits) nats per dimension" : "")),
+            ("data", "\(data.train.count) train (\(data.train.source)), \(data.test.count) test"
+                + (c.testFraction != nil && c.testFile == nil ? " (held out)" : " (\(data.test.source))") + " images of \(spec.image)"),
             ("ranks", "\(communicator.size) (rank 0 on \(communicator.hostName)), \(c.threads) BLAS thread\(c.threads == 1 ? "" : "s") each"),
             ("batch", "\(c.batchSize) global (\(trainer.plan.localBatch(rank: 0)) on rank 0), "
                 + "\(trainer.plan.stepsPerEpoch) steps per epoch"),

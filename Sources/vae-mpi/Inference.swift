@@ -21,10 +21,16 @@ struct CheckpointOptions: ParsableArguments {
     }
 }
 
-/// --data, --split and --batch-size, for subcommands that read images.
+/// --data (or --images/--labels), --split and --batch-size, for subcommands that read images.
 struct DataOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("Dataset directory (default: the one the checkpoint was trained on).", valueName: "dir"))
+    @Option(help: ArgumentHelp("Dataset directory (default: the data the checkpoint was trained on).", valueName: "dir"))
     var data: String?
+
+    @Option(help: ArgumentHelp("An image file (IDX or .npy) instead of a dataset's split.", valueName: "file"))
+    var images: String?
+
+    @Option(help: ArgumentHelp("Labels of --images (IDX or .npy).", valueName: "file"))
+    var labels: String?
 
     @Option(help: "Which images: test (t10k-*) or train (train-*).")
     var split: DataSplit = .test
@@ -118,7 +124,7 @@ struct Reconstruct: ParsableCommand {
         Execution.run { communicator in
             let context = try InferenceContext(checkpoint: options.checkpoint, communicator: communicator,
                                                threads: options.threads)
-            let images = try context.images(directory: dataOptions.data, split: dataOptions.split)
+            let images = try context.images(directory: dataOptions.data, file: dataOptions.images, labels: dataOptions.labels, split: dataOptions.split)
             guard start + count <= images.count else {
                 throw optionError("--count", "--start \(start) with --count \(count) needs \(start + count) images; "
                                   + "the \(dataOptions.split.rawValue) set has \(images.count)", communicator)
@@ -180,7 +186,7 @@ struct Encode: ParsableCommand {
         Execution.run { communicator in
             let context = try InferenceContext(checkpoint: options.checkpoint, communicator: communicator,
                                                threads: options.threads)
-            let images = try context.images(directory: dataOptions.data, split: dataOptions.split)
+            let images = try context.images(directory: dataOptions.data, file: dataOptions.images, labels: dataOptions.labels, split: dataOptions.split)
             let z = context.model.latentSize
             let means = try Inference.encodeMeans(context.model, images: images, batchSize: dataOptions.batchSize,
                                                   communicator: communicator)
@@ -223,7 +229,7 @@ struct Interpolate: ParsableCommand {
         Execution.run { communicator in
             let context = try InferenceContext(checkpoint: options.checkpoint, communicator: communicator,
                                                threads: options.threads)
-            let images = try context.images(directory: dataOptions.data, split: dataOptions.split)
+            let images = try context.images(directory: dataOptions.data, file: dataOptions.images, labels: dataOptions.labels, split: dataOptions.split)
             let set = "the \(dataOptions.split.rawValue) set"
             try requireIndex(from, below: images.count, "--from", in: set, communicator)
             try requireIndex(to, below: images.count, "--to", in: set, communicator)
@@ -270,7 +276,7 @@ struct Evaluate: ParsableCommand {
         Execution.run { communicator in
             let context = try InferenceContext(checkpoint: options.checkpoint, communicator: communicator,
                                                threads: options.threads)
-            let images = try context.images(directory: dataOptions.data, split: dataOptions.split)
+            let images = try context.images(directory: dataOptions.data, file: dataOptions.images, labels: dataOptions.labels, split: dataOptions.split)
             let result = try Inference.evaluate(context.model, images: images, seed: seed ?? context.seed,
                                                 importanceSamples: k, batchSize: dataOptions.batchSize,
                                                 communicator: communicator)
@@ -346,8 +352,8 @@ struct Inspect: ParsableCommand {
             console.print("\(c.path) (format version \(s.formatVersion), checksums verified)")
             console.print("  step \(s.step), epoch \(s.epoch) (\(s.stepInEpoch) of \(s.stepsPerEpoch) steps), "
                           + "\(s.samplesSeen) samples seen, written by \(s.worldSize) rank\(s.worldSize == 1 ? "" : "s") at \(s.createdAt)")
-            console.print("  model \(spec.kind.rawValue), \(spec.image) images, hidden \(spec.hiddenSize), "
-                          + "latent \(spec.latentSize), \(spec.likelihood.rawValue) likelihood")
+            console.print("  model \(spec.summary), \(spec.likelihood.rawValue) likelihood"
+                          + (spec.likelihood == .gaussian ? " (σ = \(spec.sigma))" : ""))
             console.print("  optimizer Adam, step \(s.optimizer.step), lr \(String(format: "%g", s.optimizer.learningRate))")
             console.print("  configuration: \(try JSONText.line(s.configuration))")
             let width = tensors.map(\.name.count).max() ?? 0
@@ -394,7 +400,7 @@ struct LatentMap: ParsableCommand {
                                   communicator)
             }
             let dataPath = dataOptions.data ?? context.checkpoint.sidecar.configuration.data
-            let images = try context.images(directory: dataOptions.data, split: dataOptions.split)
+            let images = try context.images(directory: dataOptions.data, file: dataOptions.images, labels: dataOptions.labels, split: dataOptions.split)
             let means = try Inference.encodeMeans(context.model, images: images, batchSize: dataOptions.batchSize,
                                                   communicator: communicator)
             try context.write(Inference.manifold(context.model, side: side), to: out + "-manifold.png",

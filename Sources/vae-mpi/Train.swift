@@ -4,6 +4,9 @@ import Datasets
 import Foundation
 import Training
 
+extension ModelKind: ExpressibleByArgument {}
+extension LikelihoodKind: ExpressibleByArgument {}
+
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train a VAE (the default subcommand).",
@@ -27,6 +30,44 @@ struct Train: ParsableCommand {
         valueName: "dir"))
     var data: String?
 
+    @Option(name: .customLong("train-file"), help: ArgumentHelp(
+        "Training images: IDX (N×H×W, N×C×H×W) or .npy (uint8 or float32; N×H×W, N×C×H×W or N×D), raw or .gz. Overrides --data.",
+        valueName: "file"))
+    var trainFile: String?
+
+    @Option(name: .customLong("test-file"), help: ArgumentHelp("Test images, in the same formats.", valueName: "file"))
+    var testFile: String?
+
+    @Option(name: .customLong("train-labels"), help: ArgumentHelp("Labels of the training images (IDX or .npy integers).", valueName: "file"))
+    var trainLabels: String?
+
+    @Option(name: .customLong("test-labels"), help: ArgumentHelp("Labels of the test images.", valueName: "file"))
+    var testLabels: String?
+
+    @Option(name: .customLong("test-fraction"), help: ArgumentHelp(
+        "Without a test file: hold out this fraction of the training images (seeded) as the test set.", valueName: "f"))
+    var testFraction: Double?
+
+    @Option(help: "Architecture: mlp (PyTorch's example VAE) or conv (two stride-2 convolutions; H and W divisible by 4) (default: mlp).")
+    var model: ModelKind?
+
+    @Option(help: "p(x | z): bernoulli (data in [0, 1]), gaussian (fixed --sigma) or gaussian-learned (per-pixel variance head) (default: bernoulli).")
+    var likelihood: LikelihoodKind?
+
+    @Option(help: "σ of --likelihood gaussian (default: 1).")
+    var sigma: Double?
+
+    @Option(name: .customLong("conv-channels"), help: ArgumentHelp("Channels of the conv model's two convolutions (default: 32,64).", valueName: "c1,c2"))
+    var convChannels: String?
+
+    @Option(name: .customLong("kl-warmup-steps"), help: "Ramp the KL weight linearly from 0 to β over this many steps (default: 0, no ramp).")
+    var klWarmupSteps: Int?
+
+    @Option(name: .customLong("free-bits"), help: ArgumentHelp(
+        "Free bits λ: each latent dimension's KL (global batch mean) counts as at least λ nats (Kingma et al. 2016) (default: 0).",
+        valueName: "nats"))
+    var freeBits: Double?
+
     @Option(help: "Passes over the training set (default: 10).")
     var epochs: Int?
 
@@ -36,7 +77,7 @@ struct Train: ParsableCommand {
     @Option(name: .customLong("lr"), help: ArgumentHelp("Adam learning rate (default: 0.001).", valueName: "lr"))
     var learningRate: Double?
 
-    @Option(name: .customLong("latent-dim"), help: ArgumentHelp("Latent dimensions Z (default: 20).", valueName: "z"))
+    @Option(name: .customLong("latent-dim"), help: ArgumentHelp("Latent dimensions Z (default: 20; conv: 16).", valueName: "z"))
     var latentDim: Int?
 
     @Option(name: .customLong("hidden-dim"), help: ArgumentHelp("Hidden units H of the MLP (default: 400).", valueName: "h"))
@@ -102,6 +143,22 @@ struct Train: ParsableCommand {
         if let beta, !(beta.isFinite && beta >= 0) { throw ValidationError("--beta must be ≥ 0 (got \(beta))") }
         if let runDirectory, runDirectory.isEmpty { throw ValidationError("--run-dir must not be empty") }
         if let data, data.isEmpty { throw ValidationError("--data must not be empty") }
+        if let sigma, !(sigma.isFinite && sigma > 0) { throw ValidationError("--sigma must be positive (got \(sigma))") }
+        if let klWarmupSteps, klWarmupSteps < 0 { throw ValidationError("--kl-warmup-steps must be ≥ 0 (got \(klWarmupSteps))") }
+        if let freeBits, !(freeBits.isFinite && freeBits >= 0) { throw ValidationError("--free-bits must be ≥ 0 (got \(freeBits))") }
+        if let testFraction, !(testFraction > 0 && testFraction < 1) {
+            throw ValidationError("--test-fraction must be between 0 and 1 (got \(testFraction))")
+        }
+        _ = try parsedConvChannels()
+    }
+
+    func parsedConvChannels() throws -> [Int]? {
+        guard let convChannels else { return nil }
+        let parts = convChannels.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard parts.count == 2, let c1 = parts[0], let c2 = parts[1], c1 >= 1, c2 >= 1 else {
+            throw ValidationError("--conv-channels must be two positive integers, like 32,64 (got \(convChannels))")
+        }
+        return [c1, c2]
     }
 
     /// The options given, as overrides of the defaults or of a checkpoint's configuration.
@@ -111,6 +168,17 @@ struct Train: ParsableCommand {
             if let value { o.append(ConfigurationOverride(option, keyPath, value)) }
         }
         add(data, "--data", \.data)
+        if let trainFile { o.append(ConfigurationOverride("--train-file", \.trainFile, trainFile)) }
+        if let testFile { o.append(ConfigurationOverride("--test-file", \.testFile, testFile)) }
+        if let trainLabels { o.append(ConfigurationOverride("--train-labels", \.trainLabels, trainLabels)) }
+        if let testLabels { o.append(ConfigurationOverride("--test-labels", \.testLabels, testLabels)) }
+        if let testFraction { o.append(ConfigurationOverride("--test-fraction", \.testFraction, testFraction)) }
+        add(model, "--model", \.model)
+        add(likelihood, "--likelihood", \.likelihood)
+        add(sigma, "--sigma", \.sigma)
+        add(try? parsedConvChannels(), "--conv-channels", \.convChannels)
+        add(klWarmupSteps, "--kl-warmup-steps", \.klWarmupSteps)
+        add(freeBits, "--free-bits", \.freeBits)
         add(epochs, "--epochs", \.epochs)
         add(batchSize, "--batch-size", \.batchSize)
         add(learningRate, "--lr", \.learningRate)
