@@ -28,10 +28,6 @@ public enum BLAS {
     /// Threads OpenBLAS currently uses.
     public static var threads: Int { Int(openblas_get_num_threads()) }
 
-    /// Optional observer of every GEMM's duration, used by the benchmark to
-    /// sum GEMM time inside a step. `nil` (the default) costs one load.
-    nonisolated(unsafe) public static var gemmTimer: GEMMTimer?
-
     /// `C[M,N] = alpha * op(A)[M,K] · op(B)[K,N] + beta * C`, all row-major.
     /// `lda`, `ldb`, `ldc` are the row strides of A, B, C as stored.
     @inlinable
@@ -50,40 +46,45 @@ public enum BLAS {
             for i in 0..<m { for j in 0..<n { c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j] } }
             return
         }
-        let start = gemmTimer == nil ? 0 : GEMMTimer.now()
+        let start = KernelTimer.current == nil ? 0 : KernelTimer.now()
         cblas_sgemm(CblasRowMajor,
                     transposeA ? CblasTrans : CblasNoTrans,
                     transposeB ? CblasTrans : CblasNoTrans,
                     blasint(m), blasint(n), blasint(k),
                     alpha, a, blasint(lda), b, blasint(ldb),
                     beta, c, blasint(ldc))
-        if let timer = gemmTimer {
-            timer.record(flops: 2 * m * n * k, nanoseconds: GEMMTimer.now() - start)
+        if let timer = KernelTimer.current {
+            timer.gemmNanoseconds += KernelTimer.now() - start
+            timer.gemmFlops += 2 * m * n * k
         }
     }
 }
 
-/// Accumulates the time and FLOPs of GEMM calls (benchmarking only).
-public final class GEMMTimer: @unchecked Sendable {
-    public private(set) var nanoseconds: UInt64 = 0
-    public private(set) var flops: Int = 0
-    public private(set) var calls: Int = 0
+/// Accumulates the time spent in GEMMs and in im2col/col2im while it is
+/// `current` (the profiler of `vae-mpi train --profile`). When no timer is
+/// installed (the default) the kernels pay one load and a branch.
+public final class KernelTimer: @unchecked Sendable {
+    nonisolated(unsafe) public static var current: KernelTimer?
+
+    public var gemmNanoseconds: UInt64 = 0
+    public var gemmFlops = 0
+    public var im2colNanoseconds: UInt64 = 0
 
     public init() {}
-
-    public func reset() { nanoseconds = 0; flops = 0; calls = 0 }
-
-    @usableFromInline
-    func record(flops: Int, nanoseconds: UInt64) {
-        self.flops += flops
-        self.nanoseconds += nanoseconds
-        calls += 1
-    }
 
     @usableFromInline
     static func now() -> UInt64 {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+
+    /// Runs `body`, adding its duration to the im2col/col2im total if a timer is installed.
+    @inline(__always)
+    static func timingIm2col(_ body: () -> Void) {
+        guard let timer = current else { return body() }
+        let start = now()
+        body()
+        timer.im2colNanoseconds += now() - start
     }
 }

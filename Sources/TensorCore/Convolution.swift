@@ -65,6 +65,10 @@ public struct ConvGeometry: Equatable, Sendable {
     /// into a zero-bordered scratch plane once, then every kernel tap is a
     /// branch-free gather through the window offsets.
     func im2col(_ x: UnsafePointer<Float>, batch: Int, into cols: UnsafeMutablePointer<Float>) {
+        KernelTimer.timingIm2col { gather(x, batch: batch, into: cols) }
+    }
+
+    private func gather(_ x: UnsafePointer<Float>, batch: Int, into cols: UnsafeMutablePointer<Float>) {
         let (p, wp) = (outputPositions, paddedWidth)
         let rowLength = batch * p
         let offsets = windowOffsets()
@@ -92,6 +96,10 @@ public struct ConvGeometry: Equatable, Sendable {
 
     /// dx (B, C, H, W) = Σ over windows of cols (K, B·P); the adjoint of im2col.
     func col2im(_ cols: UnsafePointer<Float>, batch: Int, into x: UnsafeMutablePointer<Float>) {
+        KernelTimer.timingIm2col { scatter(cols, batch: batch, into: x) }
+    }
+
+    private func scatter(_ cols: UnsafePointer<Float>, batch: Int, into x: UnsafeMutablePointer<Float>) {
         let (p, wp) = (outputPositions, paddedWidth)
         let rowLength = batch * p
         let offsets = windowOffsets()

@@ -16,8 +16,9 @@ public struct StepTimings: Codable, Sendable {
     public var pack = 0.0
     public var allreduce = 0.0
     public var optimizer = 0.0
-    /// Summed GEMM time inside forwardBackward (only when measured).
+    /// Summed GEMM and im2col/col2im time inside forwardBackward (only when measured).
     public var gemm = 0.0
+    public var im2col = 0.0
     /// Steps measured (after the warm-up).
     public var steps = 0
     /// Steps at the start of a run that are not measured.
@@ -68,8 +69,8 @@ public final class Trainer<Model: TrainableModel> {
     var stepInEpoch = 0
     var samplesSeen = 0
     var timings = StepTimings()
-    /// Optional GEMM timer (benchmarks).
-    public var measureGEMM = false
+    /// Time GEMMs and im2col/col2im inside the steps (--profile).
+    public var measureKernels = false
     /// Test hook: this rank throws before the allreduce of this step, so the
     /// multi-rank tests can check that one rank's failure ends the whole job.
     public var injectedFailure: (rank: Int, step: Int)?
@@ -250,10 +251,13 @@ public final class Trainer<Model: TrainableModel> {
         }
         let t1 = monotonicSeconds()
         let p = layout.count
-        let gemmTimer = measureGEMM && count > 0 ? GEMMTimer() : nil
-        BLAS.gemmTimer = gemmTimer
+        let kernelTimer = measureKernels && count > 0 ? KernelTimer() : nil
+        KernelTimer.current = kernelTimer
         let likelihood = self.likelihood
-        let forward = count > 0 ? valueWithPullback(at: model) { m in
+        // The pullback holds on to the parameters (the linear ops' VJPs keep
+        // their weights); it must be gone before Adam writes them in place,
+        // or each write would copy its tensor first.
+        var forward = count > 0 ? valueWithPullback(at: model) { m in
             negativeELBO(m, x: x, noise: noise, likelihood: likelihood)
         } : nil
 
@@ -262,18 +266,19 @@ public final class Trainer<Model: TrainableModel> {
         var freeBitsSums: [Float] = []
         var tFreeBits = 0.0
         if configuration.freeBits > 0 {
-            BLAS.gemmTimer = nil
+            KernelTimer.current = nil
             let tf = monotonicSeconds()
             freeBitsSums = (forward?.value.klPerDimension.scalars ?? [Float](repeating: 0, count: z)) + [Float(count)]
             try communicator.allreduceSum(&freeBitsSums)
             tFreeBits = monotonicSeconds() - tf
-            BLAS.gemmTimer = gemmTimer
+            KernelTimer.current = kernelTimer
             let threshold = Float(configuration.freeBits) * freeBitsSums[z]
             klSeed = Tensor(shape: [z], scalars: (0..<z).map { freeBitsSums[$0] > threshold ? Float(beta) : 0 })
         }
         if let (terms, pullback) = forward {
             let gradient = pullback(ELBOTerms.TangentVector(reconstruction: 1, klPerDimension: klSeed))
-            BLAS.gemmTimer = nil
+            forward = nil
+            KernelTimer.current = nil
             let t2 = monotonicSeconds()
             buffer.withUnsafeMutableBufferPointer { b in
                 let finite = gradient.flatten(into: b, layout: layout)
@@ -286,10 +291,13 @@ public final class Trainer<Model: TrainableModel> {
             if globalStep >= StepTimings.warmupSteps {
                 timings.forwardBackward += t2 - t1 - tFreeBits
                 timings.pack += monotonicSeconds() - t2
-                if let gemmTimer { timings.gemm += Double(gemmTimer.nanoseconds) * 1e-9 }
+                if let kernelTimer {
+                    timings.gemm += Double(kernelTimer.gemmNanoseconds) * 1e-9
+                    timings.im2col += Double(kernelTimer.im2colNanoseconds) * 1e-9
+                }
             }
         } else {
-            BLAS.gemmTimer = nil
+            KernelTimer.current = nil
             buffer.withUnsafeMutableBufferPointer { $0.initialize(repeating: 0) }
         }
         let t3 = monotonicSeconds()

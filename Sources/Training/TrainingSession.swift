@@ -85,7 +85,7 @@ public struct TrainingSession {
                                             checkpoint: Checkpoint?) throws -> TrainingSummary {
         let trainer = try Trainer<Model>(configuration: configuration, spec: spec, data: data,
                                          communicator: communicator, console: console, resumingFrom: checkpoint)
-        trainer.measureGEMM = profile
+        trainer.measureKernels = profile
         // VAE_MPI_FAIL_AT=rank:step makes that rank fail there (tests of the abort path).
         if let spec = ProcessInfo.processInfo.environment["VAE_MPI_FAIL_AT"] {
             let parts = spec.split(separator: ":").compactMap { Int($0) }
@@ -137,21 +137,23 @@ public struct TrainingSession {
     /// Per-step breakdown, averaged over ranks (one small allreduce); also
     /// one `PROFILE {json}` line for scripts (scripts/bench.sh).
     func printProfile(_ t: StepTimings, batch: Int) throws {
-        var v = [t.forwardBackward, t.gemm, t.allreduce, t.optimizer, t.data, t.pack, t.total]
+        var v = [t.forwardBackward, t.gemm, t.im2col, t.allreduce, t.optimizer, t.data, t.pack, t.total]
         try communicator.allreduceSum(&v)
         let scale = 1e3 / Double(max(t.steps, 1) * communicator.size)
         let ms = v.map { $0 * scale }
-        let (fb, gemm, allreduce, optimizer, data, pack, step) = (ms[0], ms[1], ms[2], ms[3], ms[4], ms[5], ms[6])
+        let (fb, gemm, im2col, allreduce, optimizer, data, pack, step) = (ms[0], ms[1], ms[2], ms[3], ms[4], ms[5], ms[6], ms[7])
+        let elementwise = fb - gemm - im2col
         let samplesPerSecond = Double(batch) / step * 1e3
         func f(_ x: Double) -> String { String(format: "%.3f", x) }
         console.print("profile: ms per step, mean over \(t.steps) steps (after \(StepTimings.warmupSteps) warm-up) and \(communicator.size) rank\(communicator.size == 1 ? "" : "s")")
-        console.print("  forward+backward  \(f(fb))   of which GEMM \(f(gemm)) (step / GEMM = \(String(format: "%.2f", step / gemm)))")
+        console.print("  forward+backward  \(f(fb))   GEMM \(f(gemm)), im2col/col2im \(f(im2col)), elementwise and other \(f(elementwise))")
         console.print("  allreduce         \(f(allreduce))")
         console.print("  optimizer         \(f(optimizer))")
         console.print("  other             \(f(data + pack))   (batch and noise \(f(data)), gradient packing \(f(pack)))")
-        console.print("  step              \(f(step))   → \(String(format: "%.0f", samplesPerSecond)) samples/s")
+        console.print("  step              \(f(step))   → \(String(format: "%.0f", samplesPerSecond)) samples/s; step / GEMM = \(String(format: "%.2f", step / gemm))")
         console.print("PROFILE {\"ranks\": \(communicator.size), \"steps\": \(t.steps), \"batch\": \(batch), "
-                      + "\"forward_backward_ms\": \(f(fb)), \"gemm_ms\": \(f(gemm)), \"allreduce_ms\": \(f(allreduce)), "
+                      + "\"forward_backward_ms\": \(f(fb)), \"gemm_ms\": \(f(gemm)), \"im2col_ms\": \(f(im2col)), "
+                      + "\"elementwise_ms\": \(f(elementwise)), \"allreduce_ms\": \(f(allreduce)), "
                       + "\"optimizer_ms\": \(f(optimizer)), \"other_ms\": \(f(data + pack)), \"step_ms\": \(f(step)), "
                       + "\"samples_per_s\": \(String(format: "%.1f", samplesPerSecond))}")
     }
