@@ -91,7 +91,7 @@ def metrics(run):
         return [json.loads(line) for line in f]
 
 
-def check_run(run, epochs, test_samples, world, image):
+def check_run(run, epochs, test_samples, world, image, channels=1):
     """The run directory of a finished `vae-mpi train` run."""
     h, w = image
     ms = metrics(run)
@@ -106,18 +106,23 @@ def check_run(run, epochs, test_samples, world, image):
     for m in evals:
         assert m["test_samples"] == test_samples, m
         assert abs(m["test_loss"] - (m["test_reconstruction"] + m["test_kl"])) < 1e-6 * abs(m["test_loss"])
-        assert abs(m["test_bits_per_dim"] - m["test_loss"] / (h * w * math.log(2))) < 1e-9
+        assert abs(m["test_bits_per_dim"] - m["test_loss"] / (channels * h * w * math.log(2))) < 1e-9
+        assert len(m["test_kl_per_dim"]) >= 1 and 0 <= m["active_units"] <= len(m["test_kl_per_dim"])
     if len(train) > 1:
         assert train[-1]["loss"] < train[0]["loss"], "loss did not decrease"
+    c = 3 if channels == 3 else 1
     for e in range(1, epochs + 1):
-        assert png_size(f"{run}/samples/epoch-{e:04d}.png") == (8 * w + 18, 8 * h + 18, 1)
-        assert png_size(f"{run}/reconstructions/epoch-{e:04d}.png") == (8 * w + 18, 2 * h + 6, 1)
+        assert png_size(f"{run}/samples/epoch-{e:04d}.png") == (8 * w + 18, 8 * h + 18, c)
+        assert png_size(f"{run}/reconstructions/epoch-{e:04d}.png") == (8 * w + 18, 2 * h + 6, c)
     stem = open(f"{run}/checkpoints/latest").read().strip()
     tensors, meta = safetensors(f"{run}/checkpoints/{stem}.safetensors")
     sidecar = json.load(open(f"{run}/checkpoints/{stem}.json"))
     assert sidecar["world_size"] == world, sidecar["world_size"]
     assert sidecar["step"] == evals[-1]["step"]
-    assert tensors["fc1.weight"][0][1] == h * w
+    if "fc1.weight" in tensors:
+        assert tensors["fc1.weight"][0][1] == h * w * channels, tensors["fc1.weight"][0]
+    else:
+        assert tensors["enc.conv1.weight"][0][1] == channels, tensors["enc.conv1.weight"][0]
     for name, (_, values) in tensors.items():
         want = sidecar["checksums"][name]
         got = "crc32:%08x" % zlib.crc32(struct.pack(f"<{len(values)}f", *values))
@@ -125,6 +130,28 @@ def check_run(run, epochs, test_samples, world, image):
     config = json.load(open(f"{run}/config.json"))
     assert config["epochs"] >= epochs
     print(f"ok: {len(train)} train and {len(evals)} eval entries, checkpoint {stem}, final test loss {evals[-1]['test_loss']:.3f}")
+
+
+def make_npy_dataset(directory, train, test, channels, height, width, with_test=True, scale=1.0, shift=0.0):
+    """Float32 images N×C×H×W (smooth random fields, values scale·u + shift)
+    and int64 labels, as train-images.npy / test-images.npy / *-labels.npy."""
+    import numpy as np
+    os.makedirs(directory, exist_ok=True)
+    rng = np.random.default_rng(7)
+
+    def images(n):
+        base = rng.random((n, channels, height // 4, width // 4), dtype=np.float32)
+        x = base.repeat(4, axis=2).repeat(4, axis=3)  # blocky but structured
+        labels = (base.mean(axis=(1, 2, 3)) * 10).astype(np.int64) % 10
+        return (scale * x + shift).astype(np.float32), labels
+
+    xtr, ltr = images(train)
+    np.save(os.path.join(directory, "train-images.npy"), xtr)
+    np.save(os.path.join(directory, "train-labels.npy"), ltr)
+    if with_test:
+        xte, lte = images(test)
+        np.save(os.path.join(directory, "test-images.npy"), xte)
+        np.save(os.path.join(directory, "test-labels.npy"), lte)
 
 
 def final_test_loss(run):
@@ -150,7 +177,11 @@ if __name__ == "__main__":
     if cmd == "make-dataset":
         make_dataset(args[0], int(args[1]), int(args[2]), int(args[3]), int(args[4]))
     elif cmd == "check-run":
-        check_run(args[0], int(args[1]), int(args[2]), int(args[3]), (int(args[4]), int(args[5])))
+        check_run(args[0], int(args[1]), int(args[2]), int(args[3]), (int(args[4]), int(args[5])),
+                  int(args[6]) if len(args) > 6 else 1)
+    elif cmd == "make-npy-dataset":
+        make_npy_dataset(args[0], int(args[1]), int(args[2]), int(args[3]), int(args[4]), int(args[5]),
+                         with_test=args[6] == "with-test", scale=float(args[7]), shift=float(args[8]))
     elif cmd == "final-test-loss":
         print(final_test_loss(args[0]))
     elif cmd == "same-tensors":

@@ -69,7 +69,7 @@ fashion_run() {
     mpi 2 train --run-dir "$run" --max-steps 60 --log-every 20 --verify-replicas >"$run.out" 2>&1
     cat "$run.out"
     expect "$run.out" "replicas identical on 2 ranks"
-    expect "$run.out" "60000 train, 10000 test images of 1×28×28"
+    expect "$run.out" "60000 train \(.*\), 10000 test \(.*\) images of 1×28×28"
     helpers check-run "$run" 1 10000 2 28 28
 }
 
@@ -307,6 +307,119 @@ latent_pictures() {
     expect "$out.err" "latent-map needs 2"
 }
 
+# --- model zoo: conv VAE, Gaussian likelihoods, KL controls, NPY data -----------
+conv_run() {
+    local run="$WORK/conv-np2"
+    mpi 2 train --data "$SMALL" --model conv --conv-channels 8,16 --run-dir "$run" --epochs 2 --batch-size 64 \
+        --lr 3e-3 --log-every 4 --verify-replicas >"$run.out" 2>&1
+    cat "$run.out"
+    expect "$run.out" "conv 1×12×12 → 8, 16 → 16"
+    expect "$run.out" "replicas identical on 2 ranks"
+    helpers check-run "$run" 2 203 2 12 12
+    "$BINARY" inspect --checkpoint "$run" | grep -E "enc.conv1.weight +\[8, 1, 3, 3\]"
+    "$BINARY" sample --checkpoint "$run" --count 4 --out "$WORK/conv-samples.png"
+    mpi 2 evaluate --checkpoint "$run" --importance-samples 5
+    # Resume exactly, as for the MLP.
+    mpi 2 train --data "$SMALL" --model conv --conv-channels 8,16 --run-dir "$WORK/conv-a" --epochs 2 \
+        --batch-size 64 --max-steps 20 >/dev/null
+    mpi 2 train --data "$SMALL" --model conv --conv-channels 8,16 --run-dir "$WORK/conv-b" --epochs 2 \
+        --batch-size 64 --max-steps 11 >/dev/null
+    mpi 2 train --resume "$WORK/conv-b" --max-steps 20 >/dev/null
+    cmp "$WORK/conv-a/checkpoints/step-00000020.safetensors" "$WORK/conv-b/checkpoints/step-00000020.safetensors"
+}
+
+# Colour images of 16×20 stored as float32 .npy, standardized (values
+# outside [0, 1]): Gaussian likelihoods, both models, every subcommand.
+gaussian_npy() {
+    local data="$WORK/rgb" out
+    python3 "$HELPERS" make-npy-dataset "$data" 300 60 3 16 20 with-test 2.0 -1.0
+    for model in mlp conv; do
+        for likelihood in gaussian gaussian-learned; do
+            local run="$WORK/rgb-$model-$likelihood"
+            mpi 2 train --data "$data" --model "$model" --likelihood "$likelihood" --sigma 0.5 --hidden-dim 64 \
+                --latent-dim 4 --conv-channels 8,16 --epochs 2 --batch-size 32 --lr 2e-3 --log-every 5 \
+                --run-dir "$run" >"$run.out" 2>&1
+            cat "$run.out"
+            helpers check-run "$run" 2 60 2 16 20 3
+            "$BINARY" sample --checkpoint "$run" --count 6 --out "$run/s.png"
+            "$BINARY" reconstruct --checkpoint "$run" --count 4 --out "$run/r.png"
+            "$BINARY" interpolate --checkpoint "$run" --from 0 --to 5 --steps 3 --out "$run/i.png"
+            mpi 2 encode --checkpoint "$run" --out "$run/latents.npy"
+            python3 "$CLIENTS" npy "$run/latents.npy" "$run/labels.npy" 60 4
+            mpi 2 evaluate --checkpoint "$run" --importance-samples 5 --json >"$run/eval.json"
+            python3 -c "import json; e = json.load(open('$run/eval.json')); assert e['importance_weighted_nll'] < e['loss'] + 1e-6, e"
+            mpi 2 train --resume "$run" --epochs 3 >/dev/null
+        done
+    done
+    grep -q '"dec.deconv2_logvar.weight"' "$WORK/rgb-conv-gaussian-learned/checkpoints/"*.json
+    grep -q '"fc4_logvar.weight"' "$WORK/rgb-mlp-gaussian-learned/checkpoints/"*.json
+    ! grep -q 'logvar.weight"' "$WORK/rgb-mlp-gaussian/checkpoints/"*.json
+}
+
+kl_controls() {
+    local run="$WORK/kl"
+    mpi 2 train --data "$SMALL" --run-dir "$run" --epochs 2 --batch-size 64 --hidden-dim 64 --latent-dim 6 \
+        --beta 2 --kl-warmup-steps 16 --free-bits 0.5 --log-every 4 >"$run.out" 2>&1
+    cat "$run.out"
+    expect "$run.out" "β = 2.0 after a 16-step warm-up, free bits 0.5 nats per dimension"
+    python3 - "$run/metrics.jsonl" <<'PY'
+import json, sys
+ms = [json.loads(l) for l in open(sys.argv[1])]
+betas = [(m["step"], m["beta"]) for m in ms if m["type"] == "train"]
+assert betas[0] == (4, 0.5) and (8, 1.0) in betas and (16, 2.0) in betas and betas[-1][1] == 2.0, betas
+ev = [m for m in ms if m["type"] == "eval"][-1]
+assert len(ev["test_kl_per_dim"]) == 6 and abs(sum(ev["test_kl_per_dim"]) - ev["test_kl"]) < 1e-6, ev
+print("ok: β ramps", betas[:5], "; KL per dim", [round(v, 3) for v in ev["test_kl_per_dim"]], "; active units", ev["active_units"])
+PY
+}
+
+held_out_test_set() {
+    local data="$WORK/train-only" run="$WORK/holdout" out="$WORK/holdout.out"
+    python3 "$HELPERS" make-npy-dataset "$data" 250 0 1 8 8 train-only 1.0 0.0
+    if mpi 2 train --data "$data" --run-dir "$run" >"$out" 2>&1; then return 1; fi
+    cat "$out"
+    expect "$out" "no test images for $data/train-images.npy: give --test-file, .*--test-fraction"
+    mpi 2 train --data "$data" --test-fraction 0.2 --run-dir "$run" --epochs 1 --batch-size 20 --hidden-dim 32 \
+        --latent-dim 2 >"$out" 2>&1
+    cat "$out"
+    expect "$out" "200 train \($data/train-images.npy\), 50 test \(held out\) images of 1×8×8"
+    helpers check-run "$run" 1 50 2 8 8
+    # Explicit files instead of a directory.
+    mpi 2 train --train-file "$data/train-images.npy" --train-labels "$data/train-labels.npy" \
+        --test-file "$SMALL/t10k-images-idx3-ubyte" --run-dir "$WORK/explicit" --epochs 1 >"$out" 2>&1 && return 1
+    expect "$out" "test images are 1×12×12 but training images \($data/train-images.npy\) are 1×8×8"
+}
+
+bad_data() {
+    local out="$WORK/bad.out" data="$WORK/wide"
+    # Float data outside [0, 1] with a Bernoulli likelihood.
+    python3 "$HELPERS" make-npy-dataset "$data" 40 10 1 8 8 with-test 3.0 -1.0
+    if mpi 2 train --data "$data" --run-dir "$WORK/b1" >"$out" 2>&1; then return 1; fi
+    cat "$out"
+    expect "$out" "$data/train-images.npy: values range over \[-[0-9.]*, [0-9.]*\]; the Bernoulli likelihood needs values in \[0, 1\]"
+    [ "$(count_lines "$out" "values range over")" = 1 ]
+    # Non-finite values.
+    python3 -c "
+import numpy as np; a = np.load('$data/test-images.npy'); a[3, 0, 2, 2] = np.nan; np.save('$data/test-images.npy', a)"
+    if mpi 2 train --data "$data" --likelihood gaussian --run-dir "$WORK/b2" >"$out" 2>&1; then return 1; fi
+    expect "$out" "$data/test-images.npy: value nan at image 3, element 18 is not finite"
+    # Conv needs H, W divisible by 4.
+    python3 "$HELPERS" make-npy-dataset "$WORK/odd" 40 10 1 8 8 with-test 1.0 0.0
+    python3 -c "
+import numpy as np
+for s in ('train', 'test'):
+    p = '$WORK/odd/%s-images.npy' % s; np.save(p, np.load(p)[:, :, :, :6])"
+    if mpi 2 train --data "$WORK/odd" --model conv --run-dir "$WORK/b3" >"$out" 2>&1; then return 1; fi
+    expect "$out" "--model conv: the conv VAE needs image height and width divisible by 4; .* has 1×8×6 images"
+    # Fortran-order arrays, and a test fraction when there is a test file.
+    python3 -c "
+import numpy as np; a = np.load('$WORK/odd/train-images.npy'); np.save('$WORK/odd/train-images.npy', np.asfortranarray(a))"
+    if mpi 2 train --data "$WORK/odd" --run-dir "$WORK/b4" >"$out" 2>&1; then return 1; fi
+    expect "$out" "$WORK/odd/train-images.npy: Fortran-order arrays are not supported"
+    if mpi 2 train --data "$SMALL" --test-fraction 0.1 --run-dir "$WORK/b5" >"$out" 2>&1; then return 1; fi
+    expect "$out" "--test-fraction: there is a test file"
+}
+
 say "multi-rank tests in $WORK"
 helpers make-dataset "$SMALL" 997 203 12 12 || die "could not write the test dataset"
 run_test small-np1 small_run 1
@@ -324,6 +437,11 @@ run_test kill-9-during-checkpoints kill_during_checkpoints
 run_test damaged-checkpoints damaged_checkpoint
 run_test subcommands subcommands
 run_test latent-pictures latent_pictures
+run_test conv-vae-np2 conv_run
+run_test gaussian-likelihoods-npy gaussian_npy
+run_test kl-controls kl_controls
+run_test held-out-test-set held_out_test_set
+run_test bad-data bad_data
 
 say "multi-rank tests: ${passed} passed, ${#failed[@]} failed${failed:+ (${failed[*]})}"
 [ ${#failed[@]} -eq 0 ] || exit 1
