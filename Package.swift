@@ -51,11 +51,14 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
-        .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"]),
-        .testTarget(name: "VAEModelTests", dependencies: ["VAEModel", "TensorCore"],
+        // Helpers shared by the test targets (finite-difference checks, temporary directories).
+        .target(name: "TestSupport", dependencies: ["TensorCore"], path: "Tests/TestSupport"),
+        .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "TestSupport"]),
+        .testTarget(name: "VAEModelTests", dependencies: ["VAEModel", "TensorCore", "TestSupport"],
                     resources: [.copy("Fixtures")]),
-        .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "CZlib"]),
-        .testTarget(name: "ArtifactsTests", dependencies: ["Artifacts"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "Collectives", "Datasets", "Artifacts", "VAEModel", "TensorCore"]),
+        .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "CZlib", "TestSupport"]),
+        .testTarget(name: "ArtifactsTests", dependencies: ["Artifacts", "TestSupport"]),
+        .testTarget(name: "TrainingTests",
+                    dependencies: ["Training", "Collectives", "Datasets", "Artifacts", "VAEModel", "TensorCore", "TestSupport"]),
     ]
 )

@@ -1,12 +1,7 @@
 import Foundation
 import XCTest
+import TestSupport
 @testable import Artifacts
-
-func temporaryDirectory() throws -> String {
-    let path = NSTemporaryDirectory() + "vae-mpi-tests-" + UUID().uuidString
-    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    return path
-}
 
 final class SafetensorsTests: XCTestCase {
     let file = SafetensorsFile(entries: [

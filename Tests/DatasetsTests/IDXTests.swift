@@ -1,14 +1,8 @@
 import CZlib
 import Foundation
 import XCTest
+import TestSupport
 @testable import Datasets
-
-/// A fresh temporary directory per test.
-func temporaryDirectory() throws -> String {
-    let path = NSTemporaryDirectory() + "vae-mpi-tests-" + UUID().uuidString
-    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    return path
-}
 
 func write(_ bytes: [UInt8], to path: String, gzip: Bool = false) throws {
     if gzip {

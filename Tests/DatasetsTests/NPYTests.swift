@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import TestSupport
 @testable import Datasets
 
 /// Builds .npy bytes by hand (the format's documented layout), independent

@@ -1,5 +1,6 @@
 import _Differentiation
 import XCTest
+import TestSupport
 @testable import TensorCore
 
 /// Convolutions against a direct (definition-by-loops) implementation and

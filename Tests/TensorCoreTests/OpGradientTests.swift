@@ -1,5 +1,6 @@
 import _Differentiation
 import XCTest
+import TestSupport
 @testable import TensorCore
 
 /// Every differentiable op's VJP against central finite differences. Ops that

@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import TestSupport
 import Artifacts
 import Collectives
 import Datasets

@@ -1,17 +1,12 @@
 import Foundation
 import XCTest
+import TestSupport
 import Artifacts
 import Collectives
 import Datasets
 import TensorCore
 @testable import Training
 import VAEModel
-
-func temporaryDirectory() throws -> String {
-    let path = NSTemporaryDirectory() + "vae-mpi-tests-" + UUID().uuidString
-    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    return path
-}
 
 /// Images of horizontal or vertical bars on 8×8: a dataset a VAE learns fast.
 func barsDataset(count: Int, seed: UInt64) -> ImageSet {

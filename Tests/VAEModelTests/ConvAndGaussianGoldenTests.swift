@@ -1,5 +1,6 @@
 import _Differentiation
 import XCTest
+import TestSupport
 import TensorCore
 @testable import VAEModel
 

@@ -1,9 +1,10 @@
 import _Differentiation
 import XCTest
+import Foundation
 import TensorCore
 
 /// Deterministic test inputs: uniforms in (low, high) from a fixed stream.
-func randomTensor(_ shape: [Int], low: Float = -1, high: Float = 1, seed: UInt32 = 0) -> Tensor {
+public func randomTensor(_ shape: [Int], low: Float = -1, high: Float = 1, seed: UInt32 = 0) -> Tensor {
     Tensor(uniformFrom: RandomStream(seed: 99, domain: .sampling, seed, 7), shape: shape, low: low, high: high)
 }
 
@@ -14,7 +15,7 @@ func randomTensor(_ shape: [Int], low: Float = -1, high: Float = 1, seed: UInt32
 /// with step h has rounding error ≈ ε·|f|/h (ε = 6e-8) plus truncation error
 /// O(h²·f'''). With h = 1e-2 and |f| ≲ 10² that is ≲ 1e-3 absolute; we accept
 /// |analytic − numeric| ≤ atol + rtol·|numeric| with atol = 2e-3, rtol = 1e-2.
-func assertGradientMatchesFiniteDifferences(
+public func assertGradientMatchesFiniteDifferences(
     of f: @differentiable(reverse) (Tensor) -> Float,
     at x: Tensor, h: Float = 1e-2, atol: Float = 2e-3, rtol: Float = 1e-2,
     _ label: String, file: StaticString = #filePath, line: UInt = #line
@@ -33,4 +34,11 @@ func assertGradientMatchesFiniteDifferences(
             "\(label): element \(i): autodiff \(analytic.scalars[i]) vs finite difference \(numeric)",
             file: file, line: line)
     }
+}
+
+/// A fresh, empty temporary directory.
+public func temporaryDirectory() throws -> String {
+    let path = NSTemporaryDirectory() + "vae-mpi-tests-" + UUID().uuidString
+    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
 }
