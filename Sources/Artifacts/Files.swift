@@ -13,7 +13,7 @@ public enum Files {
     public static func writeAtomically(_ bytes: [UInt8], to path: String) throws {
         let temporary = "\(path).tmp-\(getpid())"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw ioError(temporary, "create") }
+        guard fd >= 0 else { throw ioError(path, "create") }  // the user's name, not the temporary one
         var ok = false
         defer { if !ok { unlink(temporary) } }
         do {
@@ -24,12 +24,12 @@ public enum Files {
                     let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
                     if n < 0 {
                         if errno == EINTR { continue }
-                        throw ioError(temporary, "write")
+                        throw ioError(path, "write")
                     }
                     offset += n
                 }
             }
-            guard fsync(fd) == 0 else { throw ioError(temporary, "fsync") }
+            guard fsync(fd) == 0 else { throw ioError(path, "fsync") }
         }
         guard rename(temporary, path) == 0 else { throw ioError(path, "rename") }
         ok = true

@@ -20,13 +20,14 @@ struct Train: ParsableCommand {
             --resume continues a run from a checkpoint (a run directory resumes from its \
             latest one). Options given with it override the checkpoint's configuration, \
             except those that fix the model, the batches or the random streams \
-            (--model, --likelihood, --hidden-dim, --latent-dim, --batch-size, --seed). \
+            (--model, --likelihood, --hidden-dim, --latent-dim, --conv-channels, --batch-size, \
+            --seed). \
             With the same number of ranks the result is bit-identical to an uninterrupted \
             run; with another number it continues from the next epoch boundary.
             """)
 
     @Option(name: .long, help: ArgumentHelp(
-        "Dataset directory with train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz], labels optional (default: \(DatasetDirectory.debianFashionMNIST)).",
+        "Dataset directory: train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz], or train-images.npy and test-images.npy; labels optional (default: \(DatasetDirectory.debianFashionMNIST)).",
         valueName: "dir"))
     var data: String?
 
