@@ -59,17 +59,22 @@ public struct CollectiveFailure: Error, CustomStringConvertible {
     public let reporter: Bool
     /// Other ranks that failed the same way (named in the message).
     public let otherFailedRanks: [Int]
+    /// Whether the message should name the reporting rank: yes when the
+    /// error arose on particular ranks, no when it is about the whole job.
+    public let concernsRank: Bool
 
-    public init(underlying: Error, reporter: Bool, otherFailedRanks: [Int] = []) {
+    public init(underlying: Error, reporter: Bool, otherFailedRanks: [Int] = [], concernsRank: Bool = true) {
         self.underlying = underlying
         self.reporter = reporter
         self.otherFailedRanks = otherFailedRanks
+        self.concernsRank = concernsRank
     }
 
     /// An error that every rank detected identically (from data they share
-    /// after a collective, such as the step's allreduce): rank 0 reports it.
+    /// after a collective, such as the step's allreduce): rank 0 reports it,
+    /// as an error of the job.
     public static func unanimous(_ error: Error, rank: Int) -> CollectiveFailure {
-        CollectiveFailure(underlying: error, reporter: rank == 0)
+        CollectiveFailure(underlying: error, reporter: rank == 0, concernsRank: false)
     }
 
     public var description: String {

@@ -74,6 +74,10 @@ public final class Trainer<Model: TrainableModel> {
     /// Test hook: this rank throws before the allreduce of this step, so the
     /// multi-rank tests can check that one rank's failure ends the whole job.
     public var injectedFailure: (rank: Int, step: Int)?
+    /// Test hook: this rank nudges one parameter by 1e-3 after this step, a
+    /// silent divergence that `--verify-replicas` must catch. (One ulp would
+    /// not do: later updates much larger than an ulp can round it away.)
+    public var injectedDivergence: (rank: Int, step: Int)?
 
     /// The step at which evaluation, pictures and checkpoint were last done
     /// (a resumed run starts at one).
@@ -317,6 +321,12 @@ public final class Trainer<Model: TrainableModel> {
                              gradientScale: 1 / total, layout: layout)
         }
         let t5 = monotonicSeconds()
+        if let d = injectedDivergence, d.rank == rank, d.step == globalStep {
+            var nudged = false
+            model.walkParameters { _, tensor in
+                if !nudged && tensor.count > 0 { tensor.scalars[0] += 1e-3; nudged = true }
+            }
+        }
         samplesSeen += Int(total)
         // The first steps (allocations, cold caches) are left out of the profile.
         if globalStep > StepTimings.warmupSteps {

@@ -86,11 +86,16 @@ public struct TrainingSession {
         let trainer = try Trainer<Model>(configuration: configuration, spec: spec, data: data,
                                          communicator: communicator, console: console, resumingFrom: checkpoint)
         trainer.measureKernels = profile
-        // VAE_MPI_FAIL_AT=rank:step makes that rank fail there (tests of the abort path).
-        if let spec = ProcessInfo.processInfo.environment["VAE_MPI_FAIL_AT"] {
-            let parts = spec.split(separator: ":").compactMap { Int($0) }
-            if parts.count == 2 { trainer.injectedFailure = (parts[0], parts[1]) }
+        // Test hooks: VAE_MPI_FAIL_AT=rank:step makes that rank fail there
+        // (the abort path); VAE_MPI_DIVERGE_AT=rank:step nudges one of its
+        // parameters (the replica check).
+        func rankAndStep(_ variable: String) -> (Int, Int)? {
+            guard let value = ProcessInfo.processInfo.environment[variable] else { return nil }
+            let parts = value.split(separator: ":").compactMap { Int($0) }
+            return parts.count == 2 ? (parts[0], parts[1]) : nil
         }
+        trainer.injectedFailure = rankAndStep("VAE_MPI_FAIL_AT")
+        trainer.injectedDivergence = rankAndStep("VAE_MPI_DIVERGE_AT")
         printConfiguration(configuration, spec: spec, data: data, trainer: trainer)
         if let note = trainer.resumeNote { console.print(note) }
         let summary = try trainer.run()

@@ -32,7 +32,7 @@ enum Execution {
             mpi?.finalize()
             exit(0)
         } catch let failure as CollectiveFailure {
-            if failure.reporter { printError("\(failure)", rank: rankLabel) }
+            if failure.reporter { printError("\(failure)", rank: failure.concernsRank ? rankLabel : nil) }
             mpi?.finalize()
             exit(1)
         } catch is PeerFailure {

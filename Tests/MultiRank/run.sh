@@ -164,6 +164,18 @@ rank_failure() {
     [ $((SECONDS - start)) -lt 60 ]
 }
 
+# --- a replica that silently diverges is caught by --verify-replicas ----------
+replica_divergence() {
+    local out="$WORK/diverge.out"
+    if VAE_MPI_DIVERGE_AT=2:3 mpi 4 train --data "$SMALL" --run-dir "$WORK/diverge" --epochs 2 --batch-size 64 \
+        --hidden-dim 32 --latent-dim 4 --verify-replicas >"$out" 2>&1; then
+        return 1
+    fi
+    cat "$out"
+    expect "$out" "vae-mpi: error: model replicas differ from rank 0 \([0-9a-f]+\): rank 2 \([0-9a-f]+\)"
+    [ "$(count_lines "$out" "replicas differ")" = 1 ]
+}
+
 # --- a hostfile ----------------------------------------------------------------
 hostfile_run() {
     local flags
@@ -430,6 +442,7 @@ run_test deterministic-checkpoints determinism
 run_test np2-learns-like-np1 np2_learns_like_np1
 run_test user-errors errors
 run_test rank-failure-aborts-job rank_failure
+run_test replica-divergence-caught replica_divergence
 run_test hostfile hostfile_run
 run_test resume-exact-mid-epoch resume_exact
 run_test resume-other-world-size resume_other_world_size
