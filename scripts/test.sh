@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Every test: installs what is missing, builds, runs the unit tests
-# (swift test) and the multi-rank tests (the release binary under mpirun).
+# (swift test), the multi-rank tests (the release binary under mpirun) and the
+# multi-host test (ranks on two network-namespace hosts over TCP).
 source "$(dirname "$0")/common.sh"
+APT_PACKAGES+=(iproute2 util-linux)   # the multi-host test's network namespaces
 ensure_packages
 ensure_swift
 ensure_python_packages numpy tensorboard safetensors
@@ -19,3 +21,6 @@ fi
 
 say "== multi-rank tests"
 bash "$VAE_MPI_ROOT/Tests/MultiRank/run.sh"
+
+say "== multi-host test (network namespaces as hosts)"
+bash "$VAE_MPI_ROOT/scripts/cluster-test.sh"

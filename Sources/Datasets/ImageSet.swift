@@ -179,11 +179,6 @@ extension ImageSet {
         return array.bytes.map { Int32($0) }
     }
 
-    /// Loads an IDX image file and optionally its labels (see `load`).
-    public static func loadIDX(images: String, labels: String? = nil) throws -> ImageSet {
-        try load(images: images, labels: labels)
-    }
-
     /// Splits off a seeded random `fraction` of the images as a test set:
     /// (training part, held-out part), each keeping its order.
     public func holdingOut(fraction: Double, seed: UInt64) -> (train: ImageSet, test: ImageSet) {

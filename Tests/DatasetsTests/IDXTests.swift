@@ -27,7 +27,7 @@ final class IDXTests: XCTestCase {
             XCTAssertEqual(array.dimensions, [5, 3, 4])
             XCTAssertEqual(array.bytes, images)
         }
-        let set = try ImageSet.loadIDX(images: "\(dir)/a.gz")
+        let set = try ImageSet.load(images: "\(dir)/a.gz")
         XCTAssertEqual(set.shape, ImageShape(channels: 1, height: 3, width: 4))
         XCTAssertEqual(set.count, 5)
         let batch = set.batch([4, 0])
@@ -41,10 +41,10 @@ final class IDXTests: XCTestCase {
         try write(IDXArray.encode(dimensions: [5, 3, 4], bytes: images), to: "\(dir)/img")
         try write(IDXArray.encode(dimensions: [5], bytes: [1, 2, 3, 4, 5]), to: "\(dir)/lab")
         try write(IDXArray.encode(dimensions: [4], bytes: [1, 2, 3, 4]), to: "\(dir)/short")
-        let set = try ImageSet.loadIDX(images: "\(dir)/img", labels: "\(dir)/lab")
+        let set = try ImageSet.load(images: "\(dir)/img", labels: "\(dir)/lab")
         XCTAssertEqual(set.labels, [1, 2, 3, 4, 5])
         XCTAssertEqual(set.selecting([3, 1]).labels, [4, 2])
-        XCTAssertThrowsError(try ImageSet.loadIDX(images: "\(dir)/img", labels: "\(dir)/short")) { error in
+        XCTAssertThrowsError(try ImageSet.load(images: "\(dir)/img", labels: "\(dir)/short")) { error in
             XCTAssertEqual(error as? DatasetError,
                            .countMismatch(images: "\(dir)/img", imageCount: 5, labels: "\(dir)/short", labelCount: 4))
             XCTAssertTrue("\(error)".contains("\(dir)/short has 4 labels"))
