@@ -33,8 +33,9 @@ let package = Package(
         .systemLibrary(name: "CPNG", pkgConfig: "libpng",
                        providers: [.apt(["libpng-dev"])]),
 
-        // Header-only: FTZ/DAZ control (see float_control.h).
+        // Header-only: FTZ/DAZ control (float_control.h), allocator tuning (malloc_control.h).
         .systemLibrary(name: "CFloatControl"),
+        .systemLibrary(name: "CMalloc"),
 
         .target(name: "TensorCore", dependencies: ["CBLAS", "CFloatControl"], swiftSettings: kernelSettings),
         .target(name: "VAEModel", dependencies: ["TensorCore"], swiftSettings: kernelSettings),
@@ -47,7 +48,7 @@ let package = Package(
         .executableTarget(
             name: "vae-mpi",
             dependencies: [
-                "Training", "MPICollectives",
+                "Training", "MPICollectives", "CMalloc",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 

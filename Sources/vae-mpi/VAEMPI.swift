@@ -1,5 +1,6 @@
 import ArgumentParser
 import Collectives
+import CMalloc
 import Foundation
 import MPICollectives
 
@@ -27,6 +28,7 @@ struct VAEMPI: ParsableCommand {
     /// Parses on every rank but lets only rank 0 print usage errors and help,
     /// so a bad option under `mpirun -np 64` prints one message, not 64.
     static func main() {
+        keepFreedMemory()
         let rank = Launcher.rank ?? 0
         do {
             var command = try parseAsRoot()
@@ -36,4 +38,15 @@ struct VAEMPI: ParsableCommand {
             Foundation.exit(exitCode(for: error).rawValue)
         }
     }
+}
+
+/// Every training step allocates the same large temporaries (activations,
+/// im2col matrices of several MB, gradients) and frees them again. glibc
+/// serves blocks above its mmap threshold with fresh mappings and trims the
+/// heap's free top, so each step page-faulted its memory back in: a fifth of
+/// a conv VAE step went to the kernel's page-fault path. Raising both
+/// thresholds keeps the freed memory in the process for the next step (the
+/// footprint stays at one step's peak).
+func keepFreedMemory() {
+    malloc_control_keep_freed_memory()
 }
