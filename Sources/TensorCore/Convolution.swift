@@ -172,7 +172,7 @@ func channelSums(_ dy: Tensor, batch: Int, channels o: Int, positions p: Int) ->
 /// (O, C, kh, kw), bias (O) → (B, O, Ho, Wo).
 @differentiable(reverse)
 public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int) -> Tensor {
-    ConvKernels.conv2dForward(x, weight: weight, bias: bias, stride: stride, padding: padding).y
+    ConvKernels.conv2dForward(x, weight: weight, bias: bias, stride: stride, padding: padding)
 }
 
 @derivative(of: conv2d)
@@ -180,10 +180,8 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, paddi
 func _vjpConv2d(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int)
     -> (value: Tensor, pullback: (Tensor) -> (Tensor, Tensor, Tensor))
 {
-    let (y, cols, g) = ConvKernels.conv2dForward(x, weight: weight, bias: bias, stride: stride, padding: padding)
-    return (y, { dy in
-        let (dw, db, dRows) = ConvKernels.conv2dParameterGradients(dy, cols: cols, weight: weight, geometry: g)
-        return (ConvKernels.conv2dInputGradient(dRows, weight: weight, geometry: g, batch: x.shape[0]), dw, db)
+    (conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding), { dy in
+        ConvKernels.conv2dBackward(dy, x: x, weight: weight, stride: stride, padding: padding, inputGradient: true)
     })
 }
 
@@ -193,9 +191,9 @@ func _vjpConv2d(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding:
 func _vjpConv2dParameters(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int)
     -> (value: Tensor, pullback: (Tensor) -> (Tensor, Tensor))
 {
-    let (y, cols, g) = ConvKernels.conv2dForward(x, weight: weight, bias: bias, stride: stride, padding: padding)
-    return (y, { dy in
-        let (dw, db, _) = ConvKernels.conv2dParameterGradients(dy, cols: cols, weight: weight, geometry: g)
+    (conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding), { dy in
+        let (_, dw, db) = ConvKernels.conv2dBackward(dy, x: x, weight: weight, stride: stride, padding: padding,
+                                                     inputGradient: false)
         return (dw, db)
     })
 }
@@ -209,7 +207,7 @@ func _vjpConv2dParameters(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int
 public func convTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int,
                             outputPadding: Int) -> Tensor {
     ConvKernels.convTransposeForward(x, weight: weight, bias: bias, stride: stride, padding: padding,
-                                     outputPadding: outputPadding).y
+                                     outputPadding: outputPadding)
 }
 
 @derivative(of: convTranspose2d)
@@ -217,109 +215,133 @@ public func convTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor, stride: I
 func _vjpConvTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int, outputPadding: Int)
     -> (value: Tensor, pullback: (Tensor) -> (Tensor, Tensor, Tensor))
 {
-    let (y, rows, g) = ConvKernels.convTransposeForward(x, weight: weight, bias: bias, stride: stride,
-                                                        padding: padding, outputPadding: outputPadding)
-    return (y, { dy in ConvKernels.convTransposeBackward(dy, inputRows: rows, x: x, weight: weight, geometry: g) })
+    let y = convTranspose2d(x, weight: weight, bias: bias, stride: stride, padding: padding, outputPadding: outputPadding)
+    let outputShape = y.shape
+    return (y, { dy in
+        ConvKernels.convTransposeBackward(dy, x: x, weight: weight, outputShape: outputShape, stride: stride,
+                                          padding: padding)
+    })
 }
 
+/// The kernels work through the batch a few images at a time, so that each
+/// chunk's im2col matrix (K, n·P) stays in the core's L2 cache between being
+/// built and being read by its GEMM (a whole batch's can be 7 MB). Nothing
+/// of that size is kept for the backward pass: it rebuilds the columns per
+/// chunk, which costs less than storing and re-reading them from memory.
 @usableFromInline
 enum ConvKernels {
-    static func geometry(input x: Tensor, kernel w: Tensor, stride: Int, padding: Int) -> ConvGeometry {
-        ConvGeometry(channels: x.shape[1], height: x.shape[2], width: x.shape[3],
-                     kernelHeight: w.shape[2], kernelWidth: w.shape[3], stride: stride, padding: padding)
+    /// Floats of im2col matrix per chunk: 768 KB, a part of a 2 MB L2.
+    /// (A variable so that the tests can force many small chunks.)
+    nonisolated(unsafe) static var columnBudget = 196_608
+
+    static func chunkSize(columnsPerImage: Int, batch: Int) -> Int {
+        max(1, min(batch, columnBudget / max(columnsPerImage, 1)))
     }
 
     static func uninitialized(_ count: Int) -> [Float] {
         [Float](unsafeUninitializedCapacity: count) { _, n in n = count }
     }
 
-    /// y, the im2col matrix (kept for the weight gradient), the geometry.
     @usableFromInline
-    static func conv2dForward(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int)
-        -> (y: Tensor, cols: [Float], geometry: ConvGeometry)
-    {
+    static func conv2dForward(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int) -> Tensor {
         precondition(x.rank == 4 && weight.rank == 4 && x.shape[1] == weight.shape[1],
                      "conv2d: input \(x.shape) does not match weight \(weight.shape) (O, C, kh, kw)")
         precondition(bias.shape == [weight.shape[0]], "conv2d: bias \(bias.shape) for weight \(weight.shape)")
-        let g = geometry(input: x, kernel: weight, stride: stride, padding: padding)
+        let g = ConvGeometry(channels: x.shape[1], height: x.shape[2], width: x.shape[3],
+                             kernelHeight: weight.shape[2], kernelWidth: weight.shape[3], stride: stride, padding: padding)
         let (b, o, k, p) = (x.shape[0], weight.shape[0], g.columnLength, g.outputPositions)
-        var cols = uninitialized(k * b * p)
-        var z = uninitialized(o * b * p)
-        cols.withUnsafeMutableBufferPointer { c in
-            x.scalars.withUnsafeBufferPointer { g.im2col($0.baseAddress!, batch: b, into: c.baseAddress!) }
-            z.withUnsafeMutableBufferPointer { zz in
+        let chunk = chunkSize(columnsPerImage: k * p, batch: b)
+        var cols = uninitialized(k * chunk * p)
+        var z = uninitialized(o * chunk * p)
+        return Tensor(shape: [b, o, g.outputHeight, g.outputWidth]) { out in
+            x.scalars.withUnsafeBufferPointer { xs in
                 weight.scalars.withUnsafeBufferPointer { w in
-                    // Z (O, B·P) = W (O, K) · cols (K, B·P)
-                    BLAS.gemm(transposeA: false, transposeB: false, m: o, n: b * p, k: k,
-                              w.baseAddress!, lda: k, c.baseAddress!, ldb: b * p, beta: 0, zz.baseAddress!, ldc: b * p)
+                    bias.scalars.withUnsafeBufferPointer { bb in
+                        cols.withUnsafeMutableBufferPointer { c in
+                            z.withUnsafeMutableBufferPointer { zz in
+                                for start in Swift.stride(from: 0, to: b, by: chunk) {
+                                    let n = min(chunk, b - start)
+                                    g.im2col(xs.baseAddress! + start * g.inputSize, batch: n, into: c.baseAddress!)
+                                    // Z (O, n·P) = W (O, K) · cols (K, n·P)
+                                    BLAS.gemm(transposeA: false, transposeB: false, m: o, n: n * p, k: k,
+                                              w.baseAddress!, lda: k, c.baseAddress!, ldb: n * p,
+                                              beta: 0, zz.baseAddress!, ldc: n * p)
+                                    channelMajorToNCHW(zz.baseAddress!, batch: n, channels: o, positions: p,
+                                                       bias: bb.baseAddress!, into: out.baseAddress! + start * o * p)
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }
-        let y = Tensor(shape: [b, o, g.outputHeight, g.outputWidth]) { out in
-            z.withUnsafeBufferPointer { zz in
-                bias.scalars.withUnsafeBufferPointer { bb in
-                    channelMajorToNCHW(zz.baseAddress!, batch: b, channels: o, positions: p,
-                                       bias: bb.baseAddress!, into: out.baseAddress!)
-                }
-            }
-        }
-        return (y, cols, g)
     }
 
-    /// (dW, db, dy channel-major (O, B·P)).
+    /// (dx or .zero, dW, db) for dy (B, O, Ho, Wo).
     @usableFromInline
-    static func conv2dParameterGradients(_ dy: Tensor, cols: [Float], weight: Tensor, geometry g: ConvGeometry)
-        -> (Tensor, Tensor, [Float])
-    {
-        if dy.isSymbolicZero { return (.zero, .zero, []) }
-        let (b, o, k, p) = (dy.shape[0], weight.shape[0], g.columnLength, g.outputPositions)
-        var dz = uninitialized(o * b * p)
-        dz.withUnsafeMutableBufferPointer { d in
-            dy.scalars.withUnsafeBufferPointer {
-                nchwToChannelMajor($0.baseAddress!, batch: b, channels: o, positions: p, into: d.baseAddress!)
-            }
-        }
-        let dw = Tensor(shape: weight.shape) { dw in
-            dz.withUnsafeBufferPointer { d in
-                cols.withUnsafeBufferPointer { c in
-                    // dW (O, K) = dZ (O, B·P) · colsᵀ (B·P, K)
-                    BLAS.gemm(transposeA: false, transposeB: true, m: o, n: k, k: b * p,
-                              d.baseAddress!, lda: b * p, c.baseAddress!, ldb: b * p, beta: 0, dw.baseAddress!, ldc: k)
-                }
-            }
-        }
-        let db = Tensor(shape: [o]) { db in
-            dz.withUnsafeBufferPointer { d in
-                for c in 0..<o { db[c] = vectorSum(d.baseAddress! + c * b * p, count: b * p) }
-            }
-        }
-        return (dw, db, dz)
-    }
-
-    /// dx = col2im(Wᵀ (K, O) · dZ (O, B·P)).
-    @usableFromInline
-    static func conv2dInputGradient(_ dz: [Float], weight: Tensor, geometry g: ConvGeometry, batch b: Int) -> Tensor {
-        if dz.isEmpty && b > 0 { return .zero }
-        let (o, k, p) = (weight.shape[0], g.columnLength, g.outputPositions)
-        var dCols = uninitialized(k * b * p)
-        dCols.withUnsafeMutableBufferPointer { c in
-            dz.withUnsafeBufferPointer { d in
+    static func conv2dBackward(_ dy: Tensor, x: Tensor, weight: Tensor, stride: Int, padding: Int,
+                               inputGradient: Bool) -> (Tensor, Tensor, Tensor) {
+        if dy.isSymbolicZero { return (.zero, .zero, .zero) }
+        let g = ConvGeometry(channels: x.shape[1], height: x.shape[2], width: x.shape[3],
+                             kernelHeight: weight.shape[2], kernelWidth: weight.shape[3], stride: stride, padding: padding)
+        let (b, o, k, p) = (x.shape[0], weight.shape[0], g.columnLength, g.outputPositions)
+        let chunk = chunkSize(columnsPerImage: k * p, batch: b)
+        var cols = uninitialized(k * chunk * p)
+        var dz = uninitialized(o * chunk * p)
+        var dCols = inputGradient ? uninitialized(k * chunk * p) : []
+        var dw = [Float](repeating: 0, count: o * k)
+        var db = [Float](repeating: 0, count: o)
+        var dx = inputGradient ? uninitialized(x.count) : []
+        x.scalars.withUnsafeBufferPointer { xs in
+            dy.scalars.withUnsafeBufferPointer { g_ in
                 weight.scalars.withUnsafeBufferPointer { w in
-                    BLAS.gemm(transposeA: true, transposeB: false, m: k, n: b * p, k: o,
-                              w.baseAddress!, lda: k, d.baseAddress!, ldb: b * p, beta: 0, c.baseAddress!, ldc: b * p)
+                    cols.withUnsafeMutableBufferPointer { c in
+                        dz.withUnsafeMutableBufferPointer { d in
+                            dw.withUnsafeMutableBufferPointer { dW in
+                                for start in Swift.stride(from: 0, to: b, by: chunk) {
+                                    let n = min(chunk, b - start)
+                                    g.im2col(xs.baseAddress! + start * g.inputSize, batch: n, into: c.baseAddress!)
+                                    nchwToChannelMajor(g_.baseAddress! + start * o * p, batch: n, channels: o,
+                                                       positions: p, into: d.baseAddress!)
+                                    // dW (O, K) += dZ (O, n·P) · colsᵀ (n·P, K)
+                                    BLAS.gemm(transposeA: false, transposeB: true, m: o, n: k, k: n * p,
+                                              d.baseAddress!, lda: n * p, c.baseAddress!, ldb: n * p,
+                                              beta: start == 0 ? 0 : 1, dW.baseAddress!, ldc: k)
+                                    for ch in 0..<o { db[ch] += vectorSum(d.baseAddress! + ch * n * p, count: n * p) }
+                                    guard inputGradient else { continue }
+                                    dCols.withUnsafeMutableBufferPointer { dc in
+                                        // dcols (K, n·P) = Wᵀ (K, O) · dZ (O, n·P)
+                                        BLAS.gemm(transposeA: true, transposeB: false, m: k, n: n * p, k: o,
+                                                  w.baseAddress!, lda: k, d.baseAddress!, ldb: n * p,
+                                                  beta: 0, dc.baseAddress!, ldc: n * p)
+                                        dx.withUnsafeMutableBufferPointer { dxs in
+                                            g.col2im(dc.baseAddress!, batch: n, into: dxs.baseAddress! + start * g.inputSize)
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }
-        return Tensor(shape: [b, g.channels, g.height, g.width]) { dx in
-            dCols.withUnsafeBufferPointer { g.col2im($0.baseAddress!, batch: b, into: dx.baseAddress!) }
-        }
+        return (inputGradient ? Tensor(shape: x.shape, scalars: dx) : .zero,
+                Tensor(shape: weight.shape, scalars: dw), Tensor(shape: [o], scalars: db))
     }
 
-    /// y, x channel-major (C, B·H·W) (kept for the weight gradient), and the
-    /// geometry of the adjoint convolution (from y's shape to x's).
+    /// The geometry of the convolution whose input gradient a transposed
+    /// convolution is: from its output (O, Ho, Wo) to its input (C, H, W).
+    static func adjointGeometry(input x: Tensor, weight: Tensor, stride: Int, padding: Int,
+                                outputHeight: Int, outputWidth: Int) -> ConvGeometry {
+        let g = ConvGeometry(channels: weight.shape[1], height: outputHeight, width: outputWidth,
+                             kernelHeight: weight.shape[2], kernelWidth: weight.shape[3], stride: stride, padding: padding)
+        precondition(g.outputHeight == x.shape[2] && g.outputWidth == x.shape[3], "convTranspose2d: inconsistent geometry")
+        return g
+    }
+
     @usableFromInline
     static func convTransposeForward(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int,
-                                     outputPadding: Int) -> (y: Tensor, rows: [Float], geometry: ConvGeometry)
+                                     outputPadding: Int) -> Tensor
     {
         precondition(x.rank == 4 && weight.rank == 4 && x.shape[1] == weight.shape[0],
                      "convTranspose2d: input \(x.shape) does not match weight \(weight.shape) (C, O, kh, kw)")
@@ -327,82 +349,94 @@ enum ConvKernels {
         precondition(outputPadding >= 0 && outputPadding < max(stride, 1), "output padding must be smaller than the stride")
         let (b, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let o = weight.shape[1]
-        let (kh, kw) = (weight.shape[2], weight.shape[3])
-        let outH = (h - 1) * stride - 2 * padding + kh + outputPadding
-        let outW = (w - 1) * stride - 2 * padding + kw + outputPadding
-        let g = ConvGeometry(channels: o, height: outH, width: outW, kernelHeight: kh, kernelWidth: kw,
-                             stride: stride, padding: padding)
-        precondition(g.outputHeight == h && g.outputWidth == w, "convTranspose2d: inconsistent geometry")
-        if o == 0 { return (Tensor(zeros: [b, 0, outH, outW]), [], g) }  // an unused head
-        let (k, p) = (g.columnLength, h * w)
-        var xc = uninitialized(c * b * p)
-        xc.withUnsafeMutableBufferPointer { r in
-            x.scalars.withUnsafeBufferPointer {
-                nchwToChannelMajor($0.baseAddress!, batch: b, channels: c, positions: p, into: r.baseAddress!)
-            }
-        }
-        var cols = uninitialized(k * b * p)
-        cols.withUnsafeMutableBufferPointer { cc in
-            xc.withUnsafeBufferPointer { r in
+        let outH = (h - 1) * stride - 2 * padding + weight.shape[2] + outputPadding
+        let outW = (w - 1) * stride - 2 * padding + weight.shape[3] + outputPadding
+        let g = adjointGeometry(input: x, weight: weight, stride: stride, padding: padding,
+                                outputHeight: outH, outputWidth: outW)
+        if o == 0 { return Tensor(zeros: [b, 0, outH, outW]) }  // an unused head
+        let (k, p, plane) = (g.columnLength, h * w, outH * outW)
+        let chunk = chunkSize(columnsPerImage: k * p, batch: b)
+        var xc = uninitialized(c * chunk * p)
+        var cols = uninitialized(k * chunk * p)
+        return Tensor(shape: [b, o, outH, outW]) { out in
+            x.scalars.withUnsafeBufferPointer { xs in
                 weight.scalars.withUnsafeBufferPointer { wt in
-                    // cols (O·kh·kw, B·H·W) = Wᵀ (O·kh·kw, C) · X (C, B·H·W), W viewed (C, O·kh·kw)
-                    BLAS.gemm(transposeA: true, transposeB: false, m: k, n: b * p, k: c,
-                              wt.baseAddress!, lda: k, r.baseAddress!, ldb: b * p, beta: 0, cc.baseAddress!, ldc: b * p)
+                    xc.withUnsafeMutableBufferPointer { r in
+                        cols.withUnsafeMutableBufferPointer { cc in
+                            for start in Swift.stride(from: 0, to: b, by: chunk) {
+                                let n = min(chunk, b - start)
+                                nchwToChannelMajor(xs.baseAddress! + start * c * p, batch: n, channels: c, positions: p,
+                                                   into: r.baseAddress!)
+                                // cols (O·kh·kw, n·H·W) = Wᵀ · X (C, n·H·W), W viewed as (C, O·kh·kw)
+                                BLAS.gemm(transposeA: true, transposeB: false, m: k, n: n * p, k: c,
+                                          wt.baseAddress!, lda: k, r.baseAddress!, ldb: n * p,
+                                          beta: 0, cc.baseAddress!, ldc: n * p)
+                                g.col2im(cc.baseAddress!, batch: n, into: out.baseAddress! + start * o * plane)
+                            }
+                        }
+                    }
                 }
             }
-        }
-        let y = Tensor(shape: [b, o, outH, outW]) { out in
-            cols.withUnsafeBufferPointer { g.col2im($0.baseAddress!, batch: b, into: out.baseAddress!) }
             bias.scalars.withUnsafeBufferPointer { bb in
-                let plane = outH * outW
-                for n in 0..<b {
+                for image in 0..<b {
                     for ch in 0..<o {
-                        let dst = out.baseAddress! + (n * o + ch) * plane
+                        let dst = out.baseAddress! + (image * o + ch) * plane
                         let add = bb[ch]
                         for q in 0..<plane { dst[q] += add }
                     }
                 }
             }
         }
-        return (y, xc, g)
     }
 
     @usableFromInline
-    static func convTransposeBackward(_ dy: Tensor, inputRows xc: [Float], x: Tensor, weight: Tensor,
-                                      geometry g: ConvGeometry) -> (Tensor, Tensor, Tensor)
+    static func convTransposeBackward(_ dy: Tensor, x: Tensor, weight: Tensor, outputShape: [Int], stride: Int,
+                                      padding: Int) -> (Tensor, Tensor, Tensor)
     {
         if dy.isSymbolicZero || weight.shape[1] == 0 { return (.zero, .zero, .zero) }
         let (b, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        let g = adjointGeometry(input: x, weight: weight, stride: stride, padding: padding,
+                                outputHeight: outputShape[2], outputWidth: outputShape[3])
         let (o, k, p) = (weight.shape[1], g.columnLength, h * w)
-        var dCols = uninitialized(k * b * p)
-        dCols.withUnsafeMutableBufferPointer { cc in
-            dy.scalars.withUnsafeBufferPointer { g.im2col($0.baseAddress!, batch: b, into: cc.baseAddress!) }
-        }
-        let dw = Tensor(shape: weight.shape) { dw in
-            xc.withUnsafeBufferPointer { r in
-                dCols.withUnsafeBufferPointer { cc in
-                    // dW (C, O·kh·kw) = X (C, B·H·W) · dColsᵀ (B·H·W, O·kh·kw)
-                    BLAS.gemm(transposeA: false, transposeB: true, m: c, n: k, k: b * p,
-                              r.baseAddress!, lda: b * p, cc.baseAddress!, ldb: b * p, beta: 0, dw.baseAddress!, ldc: k)
+        let chunk = chunkSize(columnsPerImage: k * p, batch: b)
+        var dCols = uninitialized(k * chunk * p)
+        var xc = uninitialized(c * chunk * p)
+        var dxc = uninitialized(c * chunk * p)
+        var dw = [Float](repeating: 0, count: c * k)
+        var dx = uninitialized(x.count)
+        dy.scalars.withUnsafeBufferPointer { g_ in
+            x.scalars.withUnsafeBufferPointer { xs in
+                weight.scalars.withUnsafeBufferPointer { wt in
+                    dCols.withUnsafeMutableBufferPointer { cc in
+                        xc.withUnsafeMutableBufferPointer { r in
+                            dxc.withUnsafeMutableBufferPointer { dr in
+                                dw.withUnsafeMutableBufferPointer { dW in
+                                    dx.withUnsafeMutableBufferPointer { dxs in
+                                        for start in Swift.stride(from: 0, to: b, by: chunk) {
+                                            let n = min(chunk, b - start)
+                                            g.im2col(g_.baseAddress! + start * g.inputSize, batch: n, into: cc.baseAddress!)
+                                            nchwToChannelMajor(xs.baseAddress! + start * c * p, batch: n, channels: c,
+                                                               positions: p, into: r.baseAddress!)
+                                            // dW (C, O·kh·kw) += X (C, n·H·W) · dColsᵀ
+                                            BLAS.gemm(transposeA: false, transposeB: true, m: c, n: k, k: n * p,
+                                                      r.baseAddress!, lda: n * p, cc.baseAddress!, ldb: n * p,
+                                                      beta: start == 0 ? 0 : 1, dW.baseAddress!, ldc: k)
+                                            // dX (C, n·H·W) = W (C, O·kh·kw) · dCols
+                                            BLAS.gemm(transposeA: false, transposeB: false, m: c, n: n * p, k: k,
+                                                      wt.baseAddress!, lda: k, cc.baseAddress!, ldb: n * p,
+                                                      beta: 0, dr.baseAddress!, ldc: n * p)
+                                            channelMajorToNCHW(dr.baseAddress!, batch: n, channels: c, positions: p,
+                                                               bias: nil, into: dxs.baseAddress! + start * c * p)
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }
         let db = channelSums(dy, batch: b, channels: o, positions: g.inputSize / max(o, 1))
-        var dxc = uninitialized(c * b * p)
-        dxc.withUnsafeMutableBufferPointer { r in
-            dCols.withUnsafeBufferPointer { cc in
-                weight.scalars.withUnsafeBufferPointer { wt in
-                    // dX (C, B·H·W) = W (C, O·kh·kw) · dCols (O·kh·kw, B·H·W)
-                    BLAS.gemm(transposeA: false, transposeB: false, m: c, n: b * p, k: k,
-                              wt.baseAddress!, lda: k, cc.baseAddress!, ldb: b * p, beta: 0, r.baseAddress!, ldc: b * p)
-                }
-            }
-        }
-        let dx = Tensor(shape: x.shape) { out in
-            dxc.withUnsafeBufferPointer {
-                channelMajorToNCHW($0.baseAddress!, batch: b, channels: c, positions: p, bias: nil, into: out.baseAddress!)
-            }
-        }
-        return (dx, dw, db)
+        return (Tensor(shape: x.shape, scalars: dx), Tensor(shape: weight.shape, scalars: dw), db)
     }
 }

@@ -87,4 +87,30 @@ final class ConvolutionTests: XCTestCase {
         assertGradientMatchesFiniteDifferences(of: { w in sum(convTranspose2d(x, weight: w, bias: b, stride: 2, padding: 1, outputPadding: 1) * r) }, at: w, "convT ∂w")
         assertGradientMatchesFiniteDifferences(of: { b in sum(convTranspose2d(x, weight: w, bias: b, stride: 2, padding: 1, outputPadding: 1) * r) }, at: b, "convT ∂b")
     }
+
+    /// Chunked and whole-batch kernels agree exactly: the chunks only split
+    /// the GEMMs along the images (weight gradients accumulate chunk by chunk,
+    /// so they are compared with a tolerance).
+    func testChunkingDoesNotChangeResults() {
+        let x = randomTensor([5, 2, 6, 6], seed: 50), w = randomTensor([3, 2, 3, 3], seed: 51), b = randomTensor([3], seed: 52)
+        let wt = randomTensor([2, 3, 3, 3], seed: 53), bt = randomTensor([3], seed: 54)
+        func run() -> [Tensor] {
+            let (y, pb) = valueWithPullback(at: x, w, b) { x, w, b in conv2d(x, weight: w, bias: b, stride: 2, padding: 1) }
+            let (dx, dw, db) = pb(y)
+            let (yt, pbt) = valueWithPullback(at: x, wt, bt) { x, w, b in
+                convTranspose2d(x, weight: w, bias: b, stride: 2, padding: 1, outputPadding: 1)
+            }
+            let (dxt, dwt, dbt) = pbt(yt)
+            return [y, dx, dw, db, yt, dxt, dwt, dbt]
+        }
+        let whole = run()
+        let saved = ConvKernels.columnBudget
+        ConvKernels.columnBudget = 1  // one image per chunk
+        defer { ConvKernels.columnBudget = saved }
+        let chunked = run()
+        for (i, (a, c)) in zip(whole, chunked).enumerated() {
+            XCTAssertEqual(a.shape, c.shape)
+            for j in 0..<a.count { XCTAssertEqual(a.scalars[j], c.scalars[j], accuracy: 1e-5, "result \(i)[\(j)]") }
+        }
+    }
 }
