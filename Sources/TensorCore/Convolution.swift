@@ -132,12 +132,18 @@ public struct ConvGeometry: Equatable, Sendable {
 /// output and NCHW, adding a per-channel bias on the way out if given.
 @usableFromInline
 func channelMajorToNCHW(_ src: UnsafePointer<Float>, batch: Int, channels o: Int, positions p: Int,
-                        bias: UnsafePointer<Float>?, into dst: UnsafeMutablePointer<Float>) {
+                        bias: UnsafePointer<Float>?, relu: Bool = false, into dst: UnsafeMutablePointer<Float>) {
     for c in 0..<o {
         let add = bias?[c] ?? 0
         for b in 0..<batch {
             let s = src + (c * batch + b) * p, d = dst + (b * o + c) * p
-            if add == 0 { d.update(from: s, count: p) } else { for q in 0..<p { d[q] = s[q] + add } }
+            if relu {
+                for q in 0..<p { d[q] = Swift.max(s[q] + add, 0) }
+            } else if add == 0 {
+                d.update(from: s, count: p)
+            } else {
+                for q in 0..<p { d[q] = s[q] + add }
+            }
         }
     }
 }
@@ -148,6 +154,19 @@ func nchwToChannelMajor(_ src: UnsafePointer<Float>, batch: Int, channels o: Int
     for c in 0..<o {
         for b in 0..<batch {
             (dst + (c * batch + b) * p).update(from: src + (b * o + c) * p, count: p)
+        }
+    }
+}
+
+/// The same, keeping src only where `mask` (a ReLU's output, same layout)
+/// is positive: the ReLU pullback fused into the copy.
+@usableFromInline
+func nchwToChannelMajor(_ src: UnsafePointer<Float>, maskedBy mask: UnsafePointer<Float>, batch: Int,
+                        channels o: Int, positions p: Int, into dst: UnsafeMutablePointer<Float>) {
+    for c in 0..<o {
+        for b in 0..<batch {
+            let s = src + (b * o + c) * p, m = mask + (b * o + c) * p, d = dst + (c * batch + b) * p
+            for q in 0..<p { d[q] = m[q] > 0 ? s[q] : 0 }
         }
     }
 }
@@ -198,6 +217,41 @@ func _vjpConv2dParameters(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int
     })
 }
 
+// MARK: - conv2d + ReLU (fused)
+
+/// relu(conv2d(x)) in one pass over the output: the bias and the ReLU are
+/// applied while the GEMM's result is copied out, and the pullback masks dy
+/// while copying it in.
+@differentiable(reverse)
+public func conv2dReLU(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int) -> Tensor {
+    ConvKernels.conv2dForward(x, weight: weight, bias: bias, stride: stride, padding: padding, relu: true)
+}
+
+@derivative(of: conv2dReLU)
+@usableFromInline
+func _vjpConv2dReLU(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int)
+    -> (value: Tensor, pullback: (Tensor) -> (Tensor, Tensor, Tensor))
+{
+    let y = conv2dReLU(x, weight: weight, bias: bias, stride: stride, padding: padding)
+    return (y, { dy in
+        ConvKernels.conv2dBackward(dy, x: x, weight: weight, stride: stride, padding: padding, inputGradient: true,
+                                   reluOutput: y)
+    })
+}
+
+@derivative(of: conv2dReLU, wrt: (weight, bias))
+@usableFromInline
+func _vjpConv2dReLUParameters(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int)
+    -> (value: Tensor, pullback: (Tensor) -> (Tensor, Tensor))
+{
+    let y = conv2dReLU(x, weight: weight, bias: bias, stride: stride, padding: padding)
+    return (y, { dy in
+        let (_, dw, db) = ConvKernels.conv2dBackward(dy, x: x, weight: weight, stride: stride, padding: padding,
+                                                     inputGradient: false, reluOutput: y)
+        return (dw, db)
+    })
+}
+
 // MARK: - convTranspose2d
 
 /// PyTorch's `F.conv_transpose2d`: x (B, C, H, W), weight (C, O, kh, kw),
@@ -223,6 +277,30 @@ func _vjpConvTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int,
     })
 }
 
+// MARK: - convTranspose2d + ReLU (fused)
+
+/// relu(convTranspose2d(x)), the ReLU applied in the pass that adds the bias.
+@differentiable(reverse)
+public func convTranspose2dReLU(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int,
+                                outputPadding: Int) -> Tensor {
+    ConvKernels.convTransposeForward(x, weight: weight, bias: bias, stride: stride, padding: padding,
+                                     outputPadding: outputPadding, relu: true)
+}
+
+@derivative(of: convTranspose2dReLU)
+@usableFromInline
+func _vjpConvTranspose2dReLU(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int, outputPadding: Int)
+    -> (value: Tensor, pullback: (Tensor) -> (Tensor, Tensor, Tensor))
+{
+    let y = convTranspose2dReLU(x, weight: weight, bias: bias, stride: stride, padding: padding,
+                                outputPadding: outputPadding)
+    let outputShape = y.shape
+    return (y, { dy in
+        ConvKernels.convTransposeBackward(reluBackward(dy, output: y), x: x, weight: weight, outputShape: outputShape,
+                                          stride: stride, padding: padding)
+    })
+}
+
 /// The kernels work through the batch a few images at a time, so that each
 /// chunk's im2col matrix (K, n·P) stays in the core's L2 cache between being
 /// built and being read by its GEMM (a whole batch's can be 7 MB). Nothing
@@ -243,7 +321,8 @@ enum ConvKernels {
     }
 
     @usableFromInline
-    static func conv2dForward(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int) -> Tensor {
+    static func conv2dForward(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int,
+                              relu: Bool = false) -> Tensor {
         precondition(x.rank == 4 && weight.rank == 4 && x.shape[1] == weight.shape[1],
                      "conv2d: input \(x.shape) does not match weight \(weight.shape) (O, C, kh, kw)")
         precondition(bias.shape == [weight.shape[0]], "conv2d: bias \(bias.shape) for weight \(weight.shape)")
@@ -267,7 +346,8 @@ enum ConvKernels {
                                               w.baseAddress!, lda: k, c.baseAddress!, ldb: n * p,
                                               beta: 0, zz.baseAddress!, ldc: n * p)
                                     channelMajorToNCHW(zz.baseAddress!, batch: n, channels: o, positions: p,
-                                                       bias: bb.baseAddress!, into: out.baseAddress! + start * o * p)
+                                                       bias: bb.baseAddress!, relu: relu,
+                                                       into: out.baseAddress! + start * o * p)
                                 }
                             }
                         }
@@ -277,10 +357,11 @@ enum ConvKernels {
         }
     }
 
-    /// (dx or .zero, dW, db) for dy (B, O, Ho, Wo).
+    /// (dx or .zero, dW, db) for dy (B, O, Ho, Wo); with `reluOutput`, dy
+    /// is first masked where that fused ReLU's output was zero.
     @usableFromInline
     static func conv2dBackward(_ dy: Tensor, x: Tensor, weight: Tensor, stride: Int, padding: Int,
-                               inputGradient: Bool) -> (Tensor, Tensor, Tensor) {
+                               inputGradient: Bool, reluOutput: Tensor? = nil) -> (Tensor, Tensor, Tensor) {
         if dy.isSymbolicZero { return (.zero, .zero, .zero) }
         let g = ConvGeometry(channels: x.shape[1], height: x.shape[2], width: x.shape[3],
                              kernelHeight: weight.shape[2], kernelWidth: weight.shape[3], stride: stride, padding: padding)
@@ -301,8 +382,17 @@ enum ConvKernels {
                                 for start in Swift.stride(from: 0, to: b, by: chunk) {
                                     let n = min(chunk, b - start)
                                     g.im2col(xs.baseAddress! + start * g.inputSize, batch: n, into: c.baseAddress!)
-                                    nchwToChannelMajor(g_.baseAddress! + start * o * p, batch: n, channels: o,
-                                                       positions: p, into: d.baseAddress!)
+                                    if let reluOutput {
+                                                        reluOutput.scalars.withUnsafeBufferPointer { m in
+                                                            nchwToChannelMajor(g_.baseAddress! + start * o * p,
+                                                                               maskedBy: m.baseAddress! + start * o * p,
+                                                                               batch: n, channels: o, positions: p,
+                                                                               into: d.baseAddress!)
+                                                        }
+                                                    } else {
+                                                        nchwToChannelMajor(g_.baseAddress! + start * o * p, batch: n,
+                                                                           channels: o, positions: p, into: d.baseAddress!)
+                                                    }
                                     // dW (O, K) += dZ (O, n·P) · colsᵀ (n·P, K)
                                     BLAS.gemm(transposeA: false, transposeB: true, m: o, n: k, k: n * p,
                                               d.baseAddress!, lda: n * p, c.baseAddress!, ldb: n * p,
@@ -341,7 +431,7 @@ enum ConvKernels {
 
     @usableFromInline
     static func convTransposeForward(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int,
-                                     outputPadding: Int) -> Tensor
+                                     outputPadding: Int, relu: Bool = false) -> Tensor
     {
         precondition(x.rank == 4 && weight.rank == 4 && x.shape[1] == weight.shape[0],
                      "convTranspose2d: input \(x.shape) does not match weight \(weight.shape) (C, O, kh, kw)")
@@ -382,7 +472,11 @@ enum ConvKernels {
                     for ch in 0..<o {
                         let dst = out.baseAddress! + (image * o + ch) * plane
                         let add = bb[ch]
-                        for q in 0..<plane { dst[q] += add }
+                        if relu {
+                            for q in 0..<plane { dst[q] = Swift.max(dst[q] + add, 0) }
+                        } else {
+                            for q in 0..<plane { dst[q] += add }
+                        }
                     }
                 }
             }

@@ -24,6 +24,12 @@ public struct Conv2D: Differentiable, AdditiveArithmetic, ParameterWalking {
         conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding)
     }
 
+    /// relu(conv(x)), fused.
+    @differentiable(reverse)
+    public func relu(_ x: Tensor, stride: Int, padding: Int) -> Tensor {
+        conv2dReLU(x, weight: weight, bias: bias, stride: stride, padding: padding)
+    }
+
     public mutating func walkParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows {
         try visit("weight", &weight)
         try visit("bias", &bias)
@@ -51,6 +57,12 @@ public struct ConvTranspose2D: Differentiable, AdditiveArithmetic, ParameterWalk
     @differentiable(reverse)
     public func callAsFunction(_ x: Tensor, stride: Int, padding: Int, outputPadding: Int) -> Tensor {
         convTranspose2d(x, weight: weight, bias: bias, stride: stride, padding: padding, outputPadding: outputPadding)
+    }
+
+    /// relu(convTranspose(x)), fused.
+    @differentiable(reverse)
+    public func relu(_ x: Tensor, stride: Int, padding: Int, outputPadding: Int) -> Tensor {
+        convTranspose2dReLU(x, weight: weight, bias: bias, stride: stride, padding: padding, outputPadding: outputPadding)
     }
 
     public mutating func walkParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows {
@@ -134,8 +146,8 @@ public struct ConvVAE: VariationalAutoencoder {
         let g = withoutDerivative(at: geometry)
         let b = withoutDerivative(at: x.shape[0])
         let image = x.reshaped([b, g.channels, g.height, g.width])
-        let h1 = relu(conv1(image, stride: 2, padding: 1))                // (B, c1, H/2, W/2)
-        let h2 = relu(conv2(h1, stride: 2, padding: 1))                   // (B, c2, H/4, W/4)
+        let h1 = conv1.relu(image, stride: 2, padding: 1)                 // (B, c1, H/2, W/2)
+        let h2 = conv2.relu(h1, stride: 2, padding: 1)                    // (B, c2, H/4, W/4)
         let flat = h2.reshaped([b, withoutDerivative(at: h2).count / max(b, 1)])
         return Posterior(mean: fcMean(flat), logVariance: fcLogVariance(flat))
     }
@@ -146,7 +158,7 @@ public struct ConvVAE: VariationalAutoencoder {
         let b = withoutDerivative(at: z.shape[0])
         let c2 = withoutDerivative(at: deconv1.weight.shape[0])
         let h = fc.relu(z).reshaped([b, c2, g.height / 4, g.width / 4])
-        let h1 = relu(deconv1(h, stride: 2, padding: 1, outputPadding: 1))  // (B, c1, H/2, W/2)
+        let h1 = deconv1.relu(h, stride: 2, padding: 1, outputPadding: 1)   // (B, c1, H/2, W/2)
         let d = withoutDerivative(at: g.channels * g.height * g.width)
         let location = deconv2(h1, stride: 2, padding: 1, outputPadding: 1).reshaped([b, d])
         let logVariance = deconv2LogVariance(h1, stride: 2, padding: 1, outputPadding: 1)

@@ -78,6 +78,36 @@ final class ConvolutionTests: XCTestCase {
         XCTAssertEqual(db, dbFull)
     }
 
+    func testFusedReLUVariants() {
+        let x = randomTensor([2, 2, 5, 6], seed: 60), w = randomTensor([3, 2, 3, 3], seed: 61), b = randomTensor([3], seed: 62)
+        let r = randomTensor([2, 3, 3, 3], seed: 63)
+        XCTAssertEqual(conv2dReLU(x, weight: w, bias: b, stride: 2, padding: 1),
+                       relu(conv2d(x, weight: w, bias: b, stride: 2, padding: 1)))
+        // ReLU kinks break finite differences within h of zero: these inputs keep every pre-activation away from it.
+        let pre = conv2d(x, weight: w, bias: b, stride: 2, padding: 1)
+        XCTAssertGreaterThan(pre.scalars.map { abs($0) }.min()!, 0.002)
+        assertGradientMatchesFiniteDifferences(of: { x in sum(conv2dReLU(x, weight: w, bias: b, stride: 2, padding: 1) * r) }, at: x, h: 1e-3, "conv2dReLU ∂x")
+        assertGradientMatchesFiniteDifferences(of: { w in sum(conv2dReLU(x, weight: w, bias: b, stride: 2, padding: 1) * r) }, at: w, h: 1e-3, "conv2dReLU ∂w")
+        assertGradientMatchesFiniteDifferences(of: { b in sum(conv2dReLU(x, weight: w, bias: b, stride: 2, padding: 1) * r) }, at: b, h: 1e-3, "conv2dReLU ∂b")
+        let (dw, db) = gradient(at: w, b) { w, b in sum(conv2dReLU(x, weight: w, bias: b, stride: 2, padding: 1) * r) }
+        let (_, dwRef, dbRef) = gradient(at: x, w, b) { x, w, b in sum(relu(conv2d(x, weight: w, bias: b, stride: 2, padding: 1)) * r) }
+        for (a, e) in zip(dw.scalars + db.scalars, dwRef.scalars + dbRef.scalars) { XCTAssertEqual(a, e, accuracy: 1e-5) }
+
+        let xt = randomTensor([2, 3, 3, 2], seed: 64), wt = randomTensor([3, 2, 3, 3], seed: 65), bt = randomTensor([2], seed: 66)
+        let rt = randomTensor([2, 2, 6, 4], seed: 67)
+        XCTAssertEqual(convTranspose2dReLU(xt, weight: wt, bias: bt, stride: 2, padding: 1, outputPadding: 1),
+                       relu(convTranspose2d(xt, weight: wt, bias: bt, stride: 2, padding: 1, outputPadding: 1)))
+        let (gx, gw, gb) = gradient(at: xt, wt, bt) { x, w, b in
+            sum(convTranspose2dReLU(x, weight: w, bias: b, stride: 2, padding: 1, outputPadding: 1) * rt)
+        }
+        let (ex, ew, eb) = gradient(at: xt, wt, bt) { x, w, b in
+            sum(relu(convTranspose2d(x, weight: w, bias: b, stride: 2, padding: 1, outputPadding: 1)) * rt)
+        }
+        for (a, e) in zip(gx.scalars + gw.scalars + gb.scalars, ex.scalars + ew.scalars + eb.scalars) {
+            XCTAssertEqual(a, e, accuracy: 1e-5)
+        }
+    }
+
     func testConvTransposeGradients() {
         let x = randomTensor([2, 3, 3, 2], seed: 40), w = randomTensor([3, 2, 3, 3], seed: 41), b = randomTensor([2], seed: 42)
         let r = randomTensor([2, 2, 6, 4], seed: 43)  // (3−1)·2 − 2 + 3 + 1 = 6, (2−1)·2 − 2 + 3 + 1 = 4
