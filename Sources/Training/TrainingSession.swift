@@ -115,9 +115,9 @@ public struct TrainingSession {
                 + (c.testFraction != nil && c.testFile == nil ? " (held out)" : " (\(data.test.source))") + " images of \(spec.image)"),
             ("ranks", "\(communicator.size) (rank 0 on \(communicator.hostName)), \(c.threads) BLAS thread\(c.threads == 1 ? "" : "s") each"),
             ("batch", "\(c.batchSize) global (\(trainer.plan.localBatch(rank: 0)) on rank 0), "
-                + "\(trainer.plan.stepsPerEpoch) steps per epoch"),
+                + plural(trainer.plan.stepsPerEpoch, "step") + " per epoch"),
             ("optimizer", "Adam, lr \(c.learningRate), betas (0.9, 0.999), eps 1e-8"),
-            ("schedule", "\(c.epochs) epochs" + (c.maxSteps.map { ", at most \($0) steps" } ?? "")
+            ("schedule", plural(c.epochs, "epoch") + (c.maxSteps.map { ", at most " + plural($0, "step") } ?? "")
                 + ", log every \(c.logEvery) steps, checkpoint "
                 + (c.checkpointEvery.map { "every \($0) steps" } ?? "each epoch") + " (keep \(c.keepCheckpoints))"),
             ("seed", "\(c.seed)"),
@@ -162,4 +162,9 @@ public struct TrainingSession {
                       + "\"optimizer_ms\": \(f(optimizer)), \"other_ms\": \(f(data + pack)), \"step_ms\": \(f(step)), "
                       + "\"samples_per_s\": \(String(format: "%.1f", samplesPerSecond))}")
     }
+}
+
+/// "1 step", "2 steps".
+func plural(_ count: Int, _ noun: String) -> String {
+    "\(count) \(noun)\(count == 1 ? "" : "s")"
 }
