@@ -52,8 +52,6 @@ public final class Trainer<Model: TrainableModel> {
     let testSet: ImageSet
     /// The first test images, shown in reconstruction pictures (rank 0).
     let pictureInputs: Tensor
-    /// The test set, for the latent-space scatter of 2-D models (rank 0).
-    let latentPictureSet: ImageSet?
     /// Rank 0's outputs; nil on other ranks.
     let outputs: RunDirectory?
     let layout: ParameterLayout
@@ -106,7 +104,6 @@ public final class Trainer<Model: TrainableModel> {
         trainShard = data.train.selecting(plan.shardIndices(rank: rank))
         testSet = data.test
         pictureInputs = data.test.batch(0..<min(8, data.test.count))
-        latentPictureSet = rank == 0 && spec.latentSize == 2 ? data.test : nil
 
         let resumeStep = checkpoint?.sidecar.step
         outputs = try communicator.collectively {
@@ -450,7 +447,7 @@ public final class Trainer<Model: TrainableModel> {
                                                  width: image.width, columns: n)),
         ]
         var all = pictures
-        if model.latentSize == 2, let testSet = latentPictureSet {
+        if model.latentSize == 2 {
             let loaded = LoadedModel(model, spec: spec)
             let means = try Inference.encodeMeans(loaded, images: testSet, batchSize: configuration.evaluationBatchSize,
                                                   communicator: LocalCommunicator())
