@@ -219,14 +219,22 @@ resume_other_world_size() {
 
 # kill -9 at random moments while checkpoints are being written (every
 # step); the `latest` pointer must always name a complete, verified checkpoint.
+# Each round waits until the run has written a checkpoint of its own (so the
+# kill lands while checkpoints are being written, however slow the machine),
+# then kills it after a random 0-0.8 s.
 kill_during_checkpoints() {
-    local run="$WORK/killed" i pid
+    local run="$WORK/killed" i pid before
     for i in 1 2 3 4 5 6; do
         local args=(train --run-dir "$run" --checkpoint-every 1 --keep-checkpoints 2 --log-every 10)
         [ -e "$run/checkpoints/latest" ] && args=(train --resume "$run" --checkpoint-every 1 --keep-checkpoints 2 --log-every 10)
+        before=$(cat "$run/checkpoints/latest" 2>/dev/null || echo none)
         mpi 2 "${args[@]}" >"$WORK/killed-$i.out" 2>&1 &
         pid=$!
-        sleep "$(python3 -c "import random; print(round(random.uniform(1.6, 3.2), 2))")"
+        for _ in $(seq 600); do
+            [ "$(cat "$run/checkpoints/latest" 2>/dev/null || echo none)" != "$before" ] && break
+            sleep 0.05
+        done
+        sleep "$(python3 -c "import random; print(round(random.uniform(0, 0.8), 2))")"
         pkill -9 -f -- "$run" || true
         wait "$pid" 2>/dev/null || true
         if [ -e "$run/checkpoints/latest" ]; then
@@ -236,7 +244,8 @@ kill_during_checkpoints() {
             }
             echo "kill $i: latest = $(cat "$run/checkpoints/latest"), verified"
         else
-            echo "kill $i: killed before the first checkpoint"
+            echo "kill $i: no checkpoint was written"
+            return 1
         fi
     done
     [ -e "$run/checkpoints/latest" ]
