@@ -57,7 +57,7 @@ let package = Package(
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "TestSupport"]),
         .testTarget(name: "VAEModelTests", dependencies: ["VAEModel", "TensorCore", "TestSupport"],
                     resources: [.copy("Fixtures")]),
-        .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "CZlib", "TestSupport"]),
+        .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TensorCore", "CZlib", "TestSupport"]),
         .testTarget(name: "ArtifactsTests", dependencies: ["Artifacts", "TestSupport"]),
         .testTarget(name: "TrainingTests",
                     dependencies: ["Training", "Collectives", "Datasets", "Artifacts", "VAEModel", "TensorCore", "TestSupport"]),

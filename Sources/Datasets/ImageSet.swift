@@ -1,22 +1,5 @@
 import TensorCore
 
-/// Channels × height × width of one image (NCHW without the N).
-public struct ImageShape: Equatable, Codable, Sendable, CustomStringConvertible {
-    public var channels: Int
-    public var height: Int
-    public var width: Int
-
-    public init(channels: Int, height: Int, width: Int) {
-        self.channels = channels
-        self.height = height
-        self.width = width
-    }
-
-    /// C·H·W, the number of dimensions of one sample.
-    public var size: Int { channels * height * width }
-    public var description: String { "\(channels)×\(height)×\(width)" }
-}
-
 /// A set of images (and optional integer labels) held in memory in its
 /// source's element type: bytes stay bytes (a quarter of the memory of
 /// floats) and are scaled to [0, 1] per batch.

@@ -1,5 +1,6 @@
 import Datasets
 import Foundation
+import TensorCore
 import VAEModel
 
 /// Which architecture to train.

@@ -71,36 +71,6 @@ public struct ConvTranspose2D: Differentiable, AdditiveArithmetic, ParameterWalk
     }
 }
 
-/// The input image shape a convolutional model was built for: a constant of
-/// the architecture, not a parameter. It rides in the model struct so that
-/// the model's tangent can stay the model type; as a vector it is all zero
-/// (`zero` is 0×0×0, `+` keeps the non-zero operand), so gradients and
-/// optimizer steps leave it unchanged, and the parameter walk skips it.
-public struct ImageGeometry: Differentiable, AdditiveArithmetic, Equatable, Sendable {
-    public typealias TangentVector = ImageGeometry
-    public var channels: Int
-    public var height: Int
-    public var width: Int
-
-    public init(channels: Int, height: Int, width: Int) {
-        self.channels = channels
-        self.height = height
-        self.width = width
-    }
-
-    public static var zero: ImageGeometry { ImageGeometry(channels: 0, height: 0, width: 0) }
-
-    public static func + (lhs: ImageGeometry, rhs: ImageGeometry) -> ImageGeometry {
-        if lhs == .zero { return rhs }
-        precondition(rhs == .zero || rhs == lhs, "image geometries \(lhs) and \(rhs) differ")
-        return lhs
-    }
-
-    public static func - (lhs: ImageGeometry, rhs: ImageGeometry) -> ImageGeometry { lhs + rhs }
-
-    public mutating func move(by offset: ImageGeometry) { self = self + offset }
-}
-
 /// The convolutional VAE of DESIGN.md §4, for C×H×W images with H and W
 /// divisible by 4: encoder Conv(C→c1, 3×3, stride 2, pad 1) ReLU,
 /// Conv(c1→c2) ReLU, flatten, Dense to μ and to log σ²; decoder Dense to
@@ -120,7 +90,8 @@ public struct ConvVAE: VariationalAutoencoder {
     /// (c1, C, 3, 3) for a learned-variance Gaussian; (c1, 0, 3, 3) and left
     /// out of checkpoints otherwise.
     public var deconv2LogVariance: ConvTranspose2D
-    public var geometry: ImageGeometry
+    /// The input images' shape: a constant, not walked (see `ImageShape`).
+    public var geometry: ImageShape
 
     public init(channels: Int, height: Int, width: Int, convChannels: (Int, Int), latentSize: Int,
                 learnsVariance: Bool = false, seed: UInt64) {
@@ -138,7 +109,7 @@ public struct ConvVAE: VariationalAutoencoder {
         deconv2 = ConvTranspose2D(inputChannels: c1, outputChannels: channels, kernel: 3, stream: stream(6))
         deconv2LogVariance = ConvTranspose2D(inputChannels: c1, outputChannels: learnsVariance ? channels : 0,
                                              kernel: 3, stream: stream(7))
-        geometry = ImageGeometry(channels: channels, height: height, width: width)
+        geometry = ImageShape(channels: channels, height: height, width: width)
     }
 
     @differentiable(reverse)

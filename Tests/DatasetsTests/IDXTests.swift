@@ -1,6 +1,7 @@
 import CZlib
 import Foundation
 import XCTest
+import TensorCore
 import TestSupport
 @testable import Datasets
 

@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import TensorCore
 import TestSupport
 @testable import Datasets
 

@@ -1,0 +1,37 @@
+import _Differentiation
+
+/// Channels × height × width of one image (NCHW without the N).
+///
+/// Convolutional models keep their input shape in the model struct, a
+/// constant of the architecture that must not stop the model's tangent from
+/// being the model type itself. So the shape is also a (trivial) vector:
+/// `zero` is 0×0×0 and `+` keeps the non-zero operand; a gradient's shape is
+/// always `zero`, so optimizer steps leave a model's shape unchanged.
+public struct ImageShape: Differentiable, AdditiveArithmetic, Equatable, Codable, Sendable, CustomStringConvertible {
+    public typealias TangentVector = ImageShape
+    public var channels: Int
+    public var height: Int
+    public var width: Int
+
+    public init(channels: Int, height: Int, width: Int) {
+        self.channels = channels
+        self.height = height
+        self.width = width
+    }
+
+    /// C·H·W, the number of dimensions of one sample.
+    public var size: Int { channels * height * width }
+    public var description: String { "\(channels)×\(height)×\(width)" }
+
+    public static var zero: ImageShape { ImageShape(channels: 0, height: 0, width: 0) }
+
+    public static func + (lhs: ImageShape, rhs: ImageShape) -> ImageShape {
+        if lhs == .zero { return rhs }
+        precondition(rhs == .zero || rhs == lhs, "image shapes \(lhs) and \(rhs) differ")
+        return lhs
+    }
+
+    public static func - (lhs: ImageShape, rhs: ImageShape) -> ImageShape { lhs + rhs }
+
+    public mutating func move(by offset: ImageShape) { self = self + offset }
+}
