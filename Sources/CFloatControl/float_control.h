@@ -14,9 +14,6 @@ static inline void float_control_flush_subnormals(int enable) {
     csr = enable ? (csr | 0x8040u) : (csr & ~0x8040u);  // FTZ (bit 15) | DAZ (bit 6)
     _mm_setcsr(csr);
 }
-static inline int float_control_flushes_subnormals(void) {
-    return (_mm_getcsr() & 0x8040u) == 0x8040u;
-}
 #elif defined(__aarch64__)
 static inline void float_control_flush_subnormals(int enable) {
     unsigned long fpcr;
@@ -24,14 +21,8 @@ static inline void float_control_flush_subnormals(int enable) {
     fpcr = enable ? (fpcr | (1ul << 24)) : (fpcr & ~(1ul << 24));  // FZ
     __asm__ volatile("msr fpcr, %0" : : "r"(fpcr));
 }
-static inline int float_control_flushes_subnormals(void) {
-    unsigned long fpcr;
-    __asm__ volatile("mrs %0, fpcr" : "=r"(fpcr));
-    return (fpcr >> 24) & 1;
-}
 #else
 static inline void float_control_flush_subnormals(int enable) { (void)enable; }
-static inline int float_control_flushes_subnormals(void) { return 0; }
 #endif
 
 #endif

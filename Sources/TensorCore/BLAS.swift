@@ -23,11 +23,6 @@ public enum BLAS {
         float_control_flush_subnormals(enabled ? 1 : 0)
     }
 
-    public static var flushesSubnormals: Bool { float_control_flushes_subnormals() != 0 }
-
-    /// Threads OpenBLAS currently uses.
-    public static var threads: Int { Int(openblas_get_num_threads()) }
-
     /// `C[M,N] = alpha * op(A)[M,K] · op(B)[K,N] + beta * C`, all row-major.
     /// `lda`, `ldb`, `ldc` are the row strides of A, B, C as stored.
     @inlinable

@@ -101,15 +101,6 @@ public struct RandomStream: Sendable {
         }
     }
 
-    /// Uniform integers in 0..<bound, by a 64-bit multiply-shift (bias < bound/2⁶⁴).
-    public func integers(count: Int, below bound: Int, offset: Int = 0) -> [Int] {
-        precondition(bound > 0)
-        let w = words(count: 2 * count, offset: 2 * offset)
-        return (0..<count).map { i in
-            Self.bounded(w[2 * i], w[2 * i + 1], below: UInt64(bound))
-        }
-    }
-
     @inlinable
     static func openUnit(_ w: UInt32) -> Float {
         (Float(w >> 8) + 0.5) * (1.0 / 16_777_216.0)

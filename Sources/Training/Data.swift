@@ -51,19 +51,29 @@ public struct LoadedData: Sendable {
         return LoadedData(train: train, test: test)
     }
 
-    /// Checks the data against what the model needs: finite values, [0, 1]
-    /// for a Bernoulli likelihood, H and W divisible by 4 for the conv model.
+    /// Checks both sets against what the model needs (see `ImageSet.validate(for:)`).
     public func validate(for spec: ModelSpec) throws {
-        for set in [train, test] {
-            try set.validateValues(
-                unitInterval: spec.likelihood == .bernoulli,
-                requirement: "the Bernoulli likelihood needs values in [0, 1] "
-                    + "(use --likelihood gaussian or gaussian-learned, or scale the data)")
+        try train.validate(for: spec)
+        try test.validate(for: spec)
+    }
+}
+
+extension ImageSet {
+    /// Checks the images against what the model needs: its image shape,
+    /// finite values, [0, 1] for a Bernoulli likelihood, and H and W
+    /// divisible by 4 for the conv model. Errors name the file.
+    public func validate(for spec: ModelSpec) throws {
+        guard shape == spec.image else {
+            throw DatasetError.incompatible(path: source, detail: "images are \(shape) but the model takes \(spec.image)")
         }
-        if spec.kind == .conv && (train.shape.height % 4 != 0 || train.shape.width % 4 != 0) {
+        try validateValues(
+            unitInterval: spec.likelihood == .bernoulli,
+            requirement: "the Bernoulli likelihood needs values in [0, 1] "
+                + "(use --likelihood gaussian or gaussian-learned, or scale the data)")
+        if spec.kind == .conv && (shape.height % 4 != 0 || shape.width % 4 != 0) {
             throw TrainingError.invalidOption(
                 option: "--model conv",
-                detail: "the conv VAE needs image height and width divisible by 4; \(train.source) has \(train.shape) images")
+                detail: "the conv VAE needs image height and width divisible by 4; \(source) has \(shape) images")
         }
     }
 }

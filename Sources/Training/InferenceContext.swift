@@ -47,11 +47,7 @@ public struct InferenceContext {
                 let data = try LoadedData.load(c2)
                 set = split == .test ? data.test : data.train
             }
-            guard set.shape == spec.image else {
-                throw DatasetError.incompatible(
-                    path: set.source, detail: "images are \(set.shape) but the checkpoint's model takes \(spec.image)")
-            }
-            try LoadedData(train: set, test: set).validate(for: spec)
+            try set.validate(for: spec)
             return set
         }
     }
@@ -64,12 +60,15 @@ public struct InferenceContext {
         }
     }
 
-    /// Rank 0 writes a PNG and says so.
+    /// Rank 0 draws and writes a PNG, and says so.
     public func write(_ raster: @autoclosure () throws -> Raster, to path: String, what: String) throws {
-        guard communicator.rank == 0 else { return try write([], to: path) }
-        let image = try raster()
-        try write(try image.pngData(), to: path)
-        console.print("wrote \(path): \(what), \(image.width)×\(image.height)")
+        var size = ""
+        try write({ () throws -> [UInt8] in
+            let image = try raster()
+            size = "\(image.width)×\(image.height)"
+            return try image.pngData()
+        }(), to: path)
+        console.print("wrote \(path): \(what), \(size)")
     }
 
     /// The seed the checkpoint's run used (the default for sampling).

@@ -70,13 +70,7 @@ public struct TrainingSession {
         let settled = configuration
         let data = try communicator.collectively { try LoadedData.load(settled) }
         let spec = checkpoint?.spec ?? ModelSpec(configuration, image: data.train.shape)
-        try communicator.collectively {
-            guard spec.image == data.train.shape else {
-                throw TrainingError.invalidOption(
-                    option: "--data", detail: "\(data.train.source) holds \(data.train.shape) images; the checkpoint's model takes \(spec.image)")
-            }
-            try data.validate(for: spec)
-        }
+        try communicator.collectively { try data.validate(for: spec) }
         return try run(spec.modelType, spec: spec, data: data, configuration: configuration, checkpoint: checkpoint)
     }
 

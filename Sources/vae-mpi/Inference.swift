@@ -1,6 +1,7 @@
 import ArgumentParser
 import Artifacts
 import Collectives
+import Datasets
 import Foundation
 import TensorCore
 import Training
@@ -18,6 +19,11 @@ struct CheckpointOptions: ParsableArguments {
 
     func validate() throws {
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1 (got \(threads))") }
+    }
+
+    /// Reads the checkpoint (rank 0, broadcast) and builds its model.
+    func open(_ communicator: Communicator) throws -> InferenceContext {
+        try InferenceContext(checkpoint: checkpoint, communicator: communicator, threads: threads)
     }
 }
 
@@ -40,6 +46,11 @@ struct DataOptions: ParsableArguments {
 
     func validate() throws {
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1 (got \(batchSize))") }
+    }
+
+    /// The images these options name, checked against the context's model.
+    func images(in context: InferenceContext) throws -> ImageSet {
+        try context.images(directory: data, file: images, labels: labels, split: split)
     }
 }
 
@@ -81,8 +92,7 @@ struct Sample: ParsableCommand {
     func run() throws {
         let (options, count, columns, out, seed) = (model, count, columns, out, seed)
         Execution.run { communicator in
-            let context = try InferenceContext(checkpoint: options.checkpoint, communicator: communicator,
-                                               threads: options.threads)
+            let context = try options.open(communicator)
             let image = context.model.spec.image
             let columns = columns ?? Int(Double(count).squareRoot().rounded(.up))
             try context.write(
@@ -122,9 +132,8 @@ struct Reconstruct: ParsableCommand {
     func run() throws {
         let (options, dataOptions, count, start, columns, out) = (model, data, count, start, columns, out)
         Execution.run { communicator in
-            let context = try InferenceContext(checkpoint: options.checkpoint, communicator: communicator,
-                                               threads: options.threads)
-            let images = try context.images(directory: dataOptions.data, file: dataOptions.images, labels: dataOptions.labels, split: dataOptions.split)
+            let context = try options.open(communicator)
+            let images = try dataOptions.images(in: context)
             guard start + count <= images.count else {
                 throw optionError("--count", "--start \(start) with --count \(count) needs \(start + count) images; "
                                   + "the \(dataOptions.split.rawValue) set has \(images.count)", communicator)
@@ -184,9 +193,8 @@ struct Encode: ParsableCommand {
         let (options, dataOptions, out) = (model, data, out)
         let labelsOut = self.labelsOut ?? Self.labelsPath(for: out)
         Execution.run { communicator in
-            let context = try InferenceContext(checkpoint: options.checkpoint, communicator: communicator,
-                                               threads: options.threads)
-            let images = try context.images(directory: dataOptions.data, file: dataOptions.images, labels: dataOptions.labels, split: dataOptions.split)
+            let context = try options.open(communicator)
+            let images = try dataOptions.images(in: context)
             let z = context.model.latentSize
             let means = try Inference.encodeMeans(context.model, images: images, batchSize: dataOptions.batchSize,
                                                   communicator: communicator)
@@ -227,9 +235,8 @@ struct Interpolate: ParsableCommand {
     func run() throws {
         let (options, dataOptions, from, to, steps, out) = (model, data, from, to, steps, out)
         Execution.run { communicator in
-            let context = try InferenceContext(checkpoint: options.checkpoint, communicator: communicator,
-                                               threads: options.threads)
-            let images = try context.images(directory: dataOptions.data, file: dataOptions.images, labels: dataOptions.labels, split: dataOptions.split)
+            let context = try options.open(communicator)
+            let images = try dataOptions.images(in: context)
             let set = "the \(dataOptions.split.rawValue) set"
             try requireIndex(from, below: images.count, "--from", in: set, communicator)
             try requireIndex(to, below: images.count, "--to", in: set, communicator)
@@ -274,9 +281,8 @@ struct Evaluate: ParsableCommand {
     func run() throws {
         let (options, dataOptions, k, seed, json) = (model, data, importanceSamples, seed, json)
         Execution.run { communicator in
-            let context = try InferenceContext(checkpoint: options.checkpoint, communicator: communicator,
-                                               threads: options.threads)
-            let images = try context.images(directory: dataOptions.data, file: dataOptions.images, labels: dataOptions.labels, split: dataOptions.split)
+            let context = try options.open(communicator)
+            let images = try dataOptions.images(in: context)
             let result = try Inference.evaluate(context.model, images: images, seed: seed ?? context.seed,
                                                 importanceSamples: k, batchSize: dataOptions.batchSize,
                                                 communicator: communicator)
@@ -392,15 +398,14 @@ struct LatentMap: ParsableCommand {
     func run() throws {
         let (options, dataOptions, out, side, names) = (model, data, out, side, labelNames)
         Execution.run { communicator in
-            let context = try InferenceContext(checkpoint: options.checkpoint, communicator: communicator,
-                                               threads: options.threads)
+            let context = try options.open(communicator)
             guard context.model.latentSize == 2 else {
                 throw optionError("--checkpoint", "\(context.checkpoint.path): the model's latent space has "
                                   + "\(context.model.latentSize) dimensions; latent-map needs 2 (train with --latent-dim 2)",
                                   communicator)
             }
             let dataPath = dataOptions.data ?? context.checkpoint.sidecar.configuration.data
-            let images = try context.images(directory: dataOptions.data, file: dataOptions.images, labels: dataOptions.labels, split: dataOptions.split)
+            let images = try dataOptions.images(in: context)
             let means = try Inference.encodeMeans(context.model, images: images, batchSize: dataOptions.batchSize,
                                                   communicator: communicator)
             try context.write(Inference.manifold(context.model, side: side), to: out + "-manifold.png",

@@ -40,4 +40,13 @@ final class MathTests: XCTestCase {
             XCTAssertEqual(values.vectorSum(), values.reduce(0, +), accuracy: 1e-3, "n = \(n)")
         }
     }
+
+    func testFlushingSubnormals() {
+        let tiny: [Float] = [Float.leastNormalMagnitude, 0.25]
+        BLAS.flushSubnormalsToZero(false)
+        XCTAssertTrue((tiny[0] * tiny[1]).isSubnormal)
+        BLAS.flushSubnormalsToZero(true)
+        XCTAssertEqual(tiny[0] * tiny[1], 0, "subnormal results flush to zero")
+        BLAS.flushSubnormalsToZero(false)
+    }
 }
