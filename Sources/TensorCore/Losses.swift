@@ -44,29 +44,6 @@ func _vjpReparameterize(mean: Tensor, logVariance: Tensor, noise: Tensor)
     })
 }
 
-// MARK: - KL divergence to the standard normal prior
-
-/// KL(N(μ, σ²) ‖ N(0, 1)) summed over all elements:
-/// −½ Σ (1 + logσ² − μ² − σ²). Inputs (B, Z).
-@differentiable(reverse)
-public func gaussianKL(mean: Tensor, logVariance: Tensor) -> Float {
-    precondition(mean.shape == logVariance.shape,
-                 "gaussianKL: mean \(mean.shape) vs logVariance \(logVariance.shape)")
-    return mean.zipMap(logVariance) { mu, lv in -0.5 * (1 + lv - mu * mu - fastExp(lv)) }
-        .scalars.vectorSum()
-}
-
-@derivative(of: gaussianKL)
-@usableFromInline
-func _vjpGaussianKL(mean: Tensor, logVariance: Tensor)
-    -> (value: Float, pullback: (Float) -> (Tensor, Tensor))
-{
-    (gaussianKL(mean: mean, logVariance: logVariance), { g in
-        (mean.scaled(by: g),                                          // ∂/∂μ = μ
-         logVariance.map { lv in 0.5 * g * (fastExp(lv) - 1) })      // ∂/∂logσ² = (σ² − 1)/2
-    })
-}
-
 // MARK: - Bernoulli likelihood: binary cross-entropy from logits
 
 /// −log p(x | logits) for Bernoulli pixels, summed over all elements:
@@ -255,9 +232,9 @@ enum GaussianKernel {
     }
 }
 
-// MARK: - per-dimension KL
+// MARK: - KL divergence to the standard normal prior
 
-/// KL(N(μ, σ²) ‖ N(0, 1)) summed over the batch, per latent dimension:
+/// KL(N(μ, σ²) ‖ N(0, 1)) = −½ Σ (1 + logσ² − μ² − σ²), summed over the batch, per latent dimension:
 /// (B, Z) → (Z). Used for the KL controls (β schedules, free bits) and to
 /// report which dimensions carry information.
 @differentiable(reverse)

@@ -276,6 +276,7 @@ public final class Trainer<Model: TrainableModel> {
             let threshold = Float(configuration.freeBits) * freeBitsSums[z]
             klSeed = Tensor(shape: [z], scalars: (0..<z).map { freeBitsSums[$0] > threshold ? Float(beta) : 0 })
         }
+        var (tForwardBackward, tPack) = (0.0, 0.0)
         if let (terms, pullback) = forward {
             let gradient = pullback(ELBOTerms.TangentVector(reconstruction: 1, klPerDimension: klSeed))
             forward = nil
@@ -289,14 +290,7 @@ public final class Trainer<Model: TrainableModel> {
                 b[p + 2] = kl
                 b[p + 3] = (finite && (terms.reconstruction + kl).isFinite) ? 0 : 1
             }
-            if globalStep >= StepTimings.warmupSteps {
-                timings.forwardBackward += t2 - t1 - tFreeBits
-                timings.pack += monotonicSeconds() - t2
-                if let kernelTimer {
-                    timings.gemm += Double(kernelTimer.gemmNanoseconds) * 1e-9
-                    timings.im2col += Double(kernelTimer.im2colNanoseconds) * 1e-9
-                }
-            }
+            (tForwardBackward, tPack) = (t2 - t1 - tFreeBits, monotonicSeconds() - t2)
         } else {
             KernelTimer.current = nil
             buffer.withUnsafeMutableBufferPointer { $0.initialize(repeating: 0) }
@@ -328,8 +322,12 @@ public final class Trainer<Model: TrainableModel> {
         // The first steps (allocations, cold caches) are left out of the profile.
         if globalStep > StepTimings.warmupSteps {
             timings.data += t1 - t0
+            timings.forwardBackward += tForwardBackward
+            timings.pack += tPack
             timings.allreduce += t4 - t3 + tFreeBits
             timings.optimizer += t5 - t4
+            timings.gemm += Double(kernelTimer?.gemmNanoseconds ?? 0) * 1e-9
+            timings.im2col += Double(kernelTimer?.im2colNanoseconds ?? 0) * 1e-9
             timings.steps += 1
         }
         let (reconstruction, kl) = (Double(buffer[p + 1]), Double(buffer[p + 2]))

@@ -89,16 +89,36 @@ final class OpGradientTests: XCTestCase {
         }
     }
 
-    func testGaussianKL() {
+    func testGaussianKLPerDimension() {
         let mu = randomTensor([3, 4], low: -2, high: 2, seed: 12), lv = randomTensor([3, 4], low: -3, high: 2, seed: 13)
-        assertGradientMatchesFiniteDifferences(of: { m in gaussianKL(mean: m, logVariance: lv) }, at: mu, "KL ∂μ")
-        assertGradientMatchesFiniteDifferences(of: { l in gaussianKL(mean: mu, logVariance: l) }, at: lv, "KL ∂logσ²")
-        var expected: Double = 0
-        for i in 0..<mu.count {
-            let m = Double(mu.scalars[i]), l = Double(lv.scalars[i])
-            expected += -0.5 * (1 + l - m * m - Foundation.exp(l))
+        let r = randomTensor([4], seed: 16)
+        assertGradientMatchesFiniteDifferences(of: { m in sum(gaussianKLPerDimension(mean: m, logVariance: lv) * r) }, at: mu, "KL ∂μ")
+        assertGradientMatchesFiniteDifferences(of: { l in sum(gaussianKLPerDimension(mean: mu, logVariance: l) * r) }, at: lv, "KL ∂logσ²")
+        let perDimension = gaussianKLPerDimension(mean: mu, logVariance: lv)
+        for j in 0..<4 {
+            var expected: Double = 0
+            for i in 0..<3 {
+                let m = Double(mu.scalars[i * 4 + j]), l = Double(lv.scalars[i * 4 + j])
+                expected += -0.5 * (1 + l - m * m - Foundation.exp(l))
+            }
+            XCTAssertEqual(Double(perDimension.scalars[j]), expected, accuracy: 1e-5 * abs(expected), "dimension \(j)")
         }
-        XCTAssertEqual(Double(gaussianKL(mean: mu, logVariance: lv)), expected, accuracy: 1e-5 * abs(expected))
+    }
+
+    func testGaussianNLLWithLearnedVariance() {
+        let mean = randomTensor([3, 4], seed: 17), x = randomTensor([3, 4], low: 0, high: 1, seed: 18)
+        let lv = randomTensor([3, 4], low: -2, high: 2, seed: 19)
+        assertGradientMatchesFiniteDifferences(of: { m in gaussianNLL(mean: m, logVariance: lv, targets: x) }, at: mean, "NLL ∂μ")
+        assertGradientMatchesFiniteDifferences(of: { v in gaussianNLL(mean: mean, logVariance: v, targets: x) }, at: lv, "NLL ∂logσ²")
+        var expected: Double = 0
+        for i in 0..<x.count {
+            let r = Double(x.scalars[i] - mean.scalars[i]), v = Double(lv.scalars[i])
+            expected += 0.5 * (r * r * Foundation.exp(-v) + v + Foundation.log(2 * Double.pi))
+        }
+        XCTAssertEqual(Double(gaussianNLL(mean: mean, logVariance: lv, targets: x)), expected, accuracy: 1e-5 * abs(expected))
+        // Outside the clamp range the log variance gets no gradient.
+        let clamped = Tensor(repeating: 12, shape: [3, 4])
+        XCTAssertEqual(gradient(at: clamped) { v in gaussianNLL(mean: mean, logVariance: v, targets: x) }, Tensor(zeros: [3, 4]))
     }
 
     func testBCEWithLogits() {
