@@ -316,8 +316,19 @@ enum ConvKernels {
         max(1, min(batch, columnBudget / max(columnsPerImage, 1)))
     }
 
-    static func uninitialized(_ count: Int) -> [Float] {
-        [Float](unsafeUninitializedCapacity: count) { _, n in n = count }
+    /// Uninitialized scratch floats; the caller deallocates.
+    static func scratch(_ count: Int) -> UnsafeMutablePointer<Float> {
+        .allocate(capacity: max(count, 1))
+    }
+
+    /// The storage of three read-only tensors at once.
+    static func reading<R>(_ a: Tensor, _ b: Tensor, _ c: Tensor,
+                           _ body: (UnsafeBufferPointer<Float>, UnsafeBufferPointer<Float>, UnsafeBufferPointer<Float>) -> R) -> R {
+        a.scalars.withUnsafeBufferPointer { pa in
+            b.scalars.withUnsafeBufferPointer { pb in
+                c.scalars.withUnsafeBufferPointer { pc in body(pa, pb, pc) }
+            }
+        }
     }
 
     @usableFromInline
@@ -330,28 +341,18 @@ enum ConvKernels {
                              kernelHeight: weight.shape[2], kernelWidth: weight.shape[3], stride: stride, padding: padding)
         let (b, o, k, p) = (x.shape[0], weight.shape[0], g.columnLength, g.outputPositions)
         let chunk = chunkSize(columnsPerImage: k * p, batch: b)
-        var cols = uninitialized(k * chunk * p)
-        var z = uninitialized(o * chunk * p)
+        let cols = scratch(k * chunk * p), z = scratch(o * chunk * p)
+        defer { cols.deallocate(); z.deallocate() }
         return Tensor(shape: [b, o, g.outputHeight, g.outputWidth]) { out in
-            x.scalars.withUnsafeBufferPointer { xs in
-                weight.scalars.withUnsafeBufferPointer { w in
-                    bias.scalars.withUnsafeBufferPointer { bb in
-                        cols.withUnsafeMutableBufferPointer { c in
-                            z.withUnsafeMutableBufferPointer { zz in
-                                for start in Swift.stride(from: 0, to: b, by: chunk) {
-                                    let n = min(chunk, b - start)
-                                    g.im2col(xs.baseAddress! + start * g.inputSize, batch: n, into: c.baseAddress!)
-                                    // Z (O, n·P) = W (O, K) · cols (K, n·P)
-                                    BLAS.gemm(transposeA: false, transposeB: false, m: o, n: n * p, k: k,
-                                              w.baseAddress!, lda: k, c.baseAddress!, ldb: n * p,
-                                              beta: 0, zz.baseAddress!, ldc: n * p)
-                                    channelMajorToNCHW(zz.baseAddress!, batch: n, channels: o, positions: p,
-                                                       bias: bb.baseAddress!, relu: relu,
-                                                       into: out.baseAddress! + start * o * p)
-                                }
-                            }
-                        }
-                    }
+            reading(x, weight, bias) { xs, w, bb in
+                for start in Swift.stride(from: 0, to: b, by: chunk) {
+                    let n = min(chunk, b - start)
+                    g.im2col(xs.baseAddress! + start * g.inputSize, batch: n, into: cols)
+                    // Z (O, n·P) = W (O, K) · cols (K, n·P)
+                    BLAS.gemm(transposeA: false, transposeB: false, m: o, n: n * p, k: k,
+                              w.baseAddress!, lda: k, cols, ldb: n * p, beta: 0, z, ldc: n * p)
+                    channelMajorToNCHW(z, batch: n, channels: o, positions: p, bias: bb.baseAddress!, relu: relu,
+                                       into: out.baseAddress! + start * o * p)
                 }
             }
         }
@@ -367,50 +368,35 @@ enum ConvKernels {
                              kernelHeight: weight.shape[2], kernelWidth: weight.shape[3], stride: stride, padding: padding)
         let (b, o, k, p) = (x.shape[0], weight.shape[0], g.columnLength, g.outputPositions)
         let chunk = chunkSize(columnsPerImage: k * p, batch: b)
-        var cols = uninitialized(k * chunk * p)
-        var dz = uninitialized(o * chunk * p)
-        var dCols = inputGradient ? uninitialized(k * chunk * p) : []
+        let cols = scratch(k * chunk * p), dz = scratch(o * chunk * p), dCols = scratch(inputGradient ? k * chunk * p : 0)
+        defer { cols.deallocate(); dz.deallocate(); dCols.deallocate() }
         var dw = [Float](repeating: 0, count: o * k)
         var db = [Float](repeating: 0, count: o)
-        var dx = inputGradient ? uninitialized(x.count) : []
-        x.scalars.withUnsafeBufferPointer { xs in
-            dy.scalars.withUnsafeBufferPointer { g_ in
-                weight.scalars.withUnsafeBufferPointer { w in
-                    cols.withUnsafeMutableBufferPointer { c in
-                        dz.withUnsafeMutableBufferPointer { d in
-                            dw.withUnsafeMutableBufferPointer { dW in
-                                for start in Swift.stride(from: 0, to: b, by: chunk) {
-                                    let n = min(chunk, b - start)
-                                    g.im2col(xs.baseAddress! + start * g.inputSize, batch: n, into: c.baseAddress!)
-                                    if let reluOutput {
-                                                        reluOutput.scalars.withUnsafeBufferPointer { m in
-                                                            nchwToChannelMajor(g_.baseAddress! + start * o * p,
-                                                                               maskedBy: m.baseAddress! + start * o * p,
-                                                                               batch: n, channels: o, positions: p,
-                                                                               into: d.baseAddress!)
-                                                        }
-                                                    } else {
-                                                        nchwToChannelMajor(g_.baseAddress! + start * o * p, batch: n,
-                                                                           channels: o, positions: p, into: d.baseAddress!)
-                                                    }
-                                    // dW (O, K) += dZ (O, n·P) · colsᵀ (n·P, K)
-                                    BLAS.gemm(transposeA: false, transposeB: true, m: o, n: k, k: n * p,
-                                              d.baseAddress!, lda: n * p, c.baseAddress!, ldb: n * p,
-                                              beta: start == 0 ? 0 : 1, dW.baseAddress!, ldc: k)
-                                    for ch in 0..<o { db[ch] += vectorSum(d.baseAddress! + ch * n * p, count: n * p) }
-                                    guard inputGradient else { continue }
-                                    dCols.withUnsafeMutableBufferPointer { dc in
-                                        // dcols (K, n·P) = Wᵀ (K, O) · dZ (O, n·P)
-                                        BLAS.gemm(transposeA: true, transposeB: false, m: k, n: n * p, k: o,
-                                                  w.baseAddress!, lda: k, d.baseAddress!, ldb: n * p,
-                                                  beta: 0, dc.baseAddress!, ldc: n * p)
-                                        dx.withUnsafeMutableBufferPointer { dxs in
-                                            g.col2im(dc.baseAddress!, batch: n, into: dxs.baseAddress! + start * g.inputSize)
-                                        }
-                                    }
-                                }
+        // col2im writes every plane of its chunk: no need to zero dx first.
+        var dx = [Float](unsafeUninitializedCapacity: inputGradient ? x.count : 0) { _, n in n = inputGradient ? x.count : 0 }
+        reading(x, dy, weight) { xs, gy, w in
+            dw.withUnsafeMutableBufferPointer { dW in
+                dx.withUnsafeMutableBufferPointer { dxs in
+                    for start in Swift.stride(from: 0, to: b, by: chunk) {
+                        let n = min(chunk, b - start)
+                        g.im2col(xs.baseAddress! + start * g.inputSize, batch: n, into: cols)
+                        if let reluOutput {
+                            reluOutput.scalars.withUnsafeBufferPointer { m in
+                                nchwToChannelMajor(gy.baseAddress! + start * o * p, maskedBy: m.baseAddress! + start * o * p,
+                                                   batch: n, channels: o, positions: p, into: dz)
                             }
+                        } else {
+                            nchwToChannelMajor(gy.baseAddress! + start * o * p, batch: n, channels: o, positions: p, into: dz)
                         }
+                        // dW (O, K) += dZ (O, n·P) · colsᵀ (n·P, K)
+                        BLAS.gemm(transposeA: false, transposeB: true, m: o, n: k, k: n * p,
+                                  dz, lda: n * p, cols, ldb: n * p, beta: start == 0 ? 0 : 1, dW.baseAddress!, ldc: k)
+                        for ch in 0..<o { db[ch] += vectorSum(dz + ch * n * p, count: n * p) }
+                        guard inputGradient else { continue }
+                        // dcols (K, n·P) = Wᵀ (K, O) · dZ (O, n·P)
+                        BLAS.gemm(transposeA: true, transposeB: false, m: k, n: n * p, k: o,
+                                  w.baseAddress!, lda: k, dz, ldb: n * p, beta: 0, dCols, ldc: n * p)
+                        g.col2im(dCols, batch: n, into: dxs.baseAddress! + start * g.inputSize)
                     }
                 }
             }
@@ -446,28 +432,18 @@ enum ConvKernels {
         if o == 0 { return Tensor(zeros: [b, 0, outH, outW]) }  // an unused head
         let (k, p, plane) = (g.columnLength, h * w, outH * outW)
         let chunk = chunkSize(columnsPerImage: k * p, batch: b)
-        var xc = uninitialized(c * chunk * p)
-        var cols = uninitialized(k * chunk * p)
+        let xc = scratch(c * chunk * p), cols = scratch(k * chunk * p)
+        defer { xc.deallocate(); cols.deallocate() }
         return Tensor(shape: [b, o, outH, outW]) { out in
-            x.scalars.withUnsafeBufferPointer { xs in
-                weight.scalars.withUnsafeBufferPointer { wt in
-                    xc.withUnsafeMutableBufferPointer { r in
-                        cols.withUnsafeMutableBufferPointer { cc in
-                            for start in Swift.stride(from: 0, to: b, by: chunk) {
-                                let n = min(chunk, b - start)
-                                nchwToChannelMajor(xs.baseAddress! + start * c * p, batch: n, channels: c, positions: p,
-                                                   into: r.baseAddress!)
-                                // cols (O·kh·kw, n·H·W) = Wᵀ · X (C, n·H·W), W viewed as (C, O·kh·kw)
-                                BLAS.gemm(transposeA: true, transposeB: false, m: k, n: n * p, k: c,
-                                          wt.baseAddress!, lda: k, r.baseAddress!, ldb: n * p,
-                                          beta: 0, cc.baseAddress!, ldc: n * p)
-                                g.col2im(cc.baseAddress!, batch: n, into: out.baseAddress! + start * o * plane)
-                            }
-                        }
-                    }
+            reading(x, weight, bias) { xs, wt, bb in
+                for start in Swift.stride(from: 0, to: b, by: chunk) {
+                    let n = min(chunk, b - start)
+                    nchwToChannelMajor(xs.baseAddress! + start * c * p, batch: n, channels: c, positions: p, into: xc)
+                    // cols (O·kh·kw, n·H·W) = Wᵀ · X (C, n·H·W), W viewed as (C, O·kh·kw)
+                    BLAS.gemm(transposeA: true, transposeB: false, m: k, n: n * p, k: c,
+                              wt.baseAddress!, lda: k, xc, ldb: n * p, beta: 0, cols, ldc: n * p)
+                    g.col2im(cols, batch: n, into: out.baseAddress! + start * o * plane)
                 }
-            }
-            bias.scalars.withUnsafeBufferPointer { bb in
                 for image in 0..<b {
                     for ch in 0..<o {
                         let dst = out.baseAddress! + (image * o + ch) * plane
@@ -493,44 +469,29 @@ enum ConvKernels {
                                 outputHeight: outputShape[2], outputWidth: outputShape[3])
         let (o, k, p) = (weight.shape[1], g.columnLength, h * w)
         let chunk = chunkSize(columnsPerImage: k * p, batch: b)
-        var dCols = uninitialized(k * chunk * p)
-        var xc = uninitialized(c * chunk * p)
-        var dxc = uninitialized(c * chunk * p)
+        let dCols = scratch(k * chunk * p), xc = scratch(c * chunk * p), dxc = scratch(c * chunk * p)
+        defer { dCols.deallocate(); xc.deallocate(); dxc.deallocate() }
         var dw = [Float](repeating: 0, count: c * k)
-        var dx = uninitialized(x.count)
-        dy.scalars.withUnsafeBufferPointer { g_ in
-            x.scalars.withUnsafeBufferPointer { xs in
-                weight.scalars.withUnsafeBufferPointer { wt in
-                    dCols.withUnsafeMutableBufferPointer { cc in
-                        xc.withUnsafeMutableBufferPointer { r in
-                            dxc.withUnsafeMutableBufferPointer { dr in
-                                dw.withUnsafeMutableBufferPointer { dW in
-                                    dx.withUnsafeMutableBufferPointer { dxs in
-                                        for start in Swift.stride(from: 0, to: b, by: chunk) {
-                                            let n = min(chunk, b - start)
-                                            g.im2col(g_.baseAddress! + start * g.inputSize, batch: n, into: cc.baseAddress!)
-                                            nchwToChannelMajor(xs.baseAddress! + start * c * p, batch: n, channels: c,
-                                                               positions: p, into: r.baseAddress!)
-                                            // dW (C, O·kh·kw) += X (C, n·H·W) · dColsᵀ
-                                            BLAS.gemm(transposeA: false, transposeB: true, m: c, n: k, k: n * p,
-                                                      r.baseAddress!, lda: n * p, cc.baseAddress!, ldb: n * p,
-                                                      beta: start == 0 ? 0 : 1, dW.baseAddress!, ldc: k)
-                                            // dX (C, n·H·W) = W (C, O·kh·kw) · dCols
-                                            BLAS.gemm(transposeA: false, transposeB: false, m: c, n: n * p, k: k,
-                                                      wt.baseAddress!, lda: k, cc.baseAddress!, ldb: n * p,
-                                                      beta: 0, dr.baseAddress!, ldc: n * p)
-                                            channelMajorToNCHW(dr.baseAddress!, batch: n, channels: c, positions: p,
-                                                               bias: nil, into: dxs.baseAddress! + start * c * p)
-                                        }
-                                    }
-                                }
-                            }
-                        }
+        let dx = Tensor(shape: x.shape) { dxs in
+            reading(dy, x, weight) { gy, xs, wt in
+                dw.withUnsafeMutableBufferPointer { dW in
+                    for start in Swift.stride(from: 0, to: b, by: chunk) {
+                        let n = min(chunk, b - start)
+                        g.im2col(gy.baseAddress! + start * g.inputSize, batch: n, into: dCols)
+                        nchwToChannelMajor(xs.baseAddress! + start * c * p, batch: n, channels: c, positions: p, into: xc)
+                        // dW (C, O·kh·kw) += X (C, n·H·W) · dColsᵀ
+                        BLAS.gemm(transposeA: false, transposeB: true, m: c, n: k, k: n * p,
+                                  xc, lda: n * p, dCols, ldb: n * p, beta: start == 0 ? 0 : 1, dW.baseAddress!, ldc: k)
+                        // dX (C, n·H·W) = W (C, O·kh·kw) · dCols
+                        BLAS.gemm(transposeA: false, transposeB: false, m: c, n: n * p, k: k,
+                                  wt.baseAddress!, lda: k, dCols, ldb: n * p, beta: 0, dxc, ldc: n * p)
+                        channelMajorToNCHW(dxc, batch: n, channels: c, positions: p, bias: nil,
+                                           into: dxs.baseAddress! + start * c * p)
                     }
                 }
             }
         }
         let db = channelSums(dy, batch: b, channels: o, positions: g.inputSize / max(o, 1))
-        return (Tensor(shape: x.shape, scalars: dx), Tensor(shape: weight.shape, scalars: dw), db)
+        return (dx, Tensor(shape: weight.shape, scalars: dw), db)
     }
 }
