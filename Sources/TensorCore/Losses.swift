@@ -66,10 +66,14 @@ func _vjpBCEWithLogits(logits: Tensor, targets: Tensor)
 
 @usableFromInline
 enum BCEKernel {
-    @usableFromInline
-    static func lossAndGradient(logits: Tensor, targets: Tensor, gradient wantGradient: Bool)
-        -> (loss: Float, gradient: Tensor)
-    {
+    /// One element's loss max(l, 0) − l·x + log(1 + e^−|l|), given t = e^−|l|.
+    @inline(__always)
+    static func term(_ l: Float, _ x: Float, _ t: Float) -> Float {
+        Swift.max(l, 0) - l * x + fastLog1p(t)
+    }
+
+    /// Each element's loss (and, if asked, ∂/∂l = σ(l) − x).
+    static func terms(logits: Tensor, targets: Tensor, gradient wantGradient: Bool) -> (terms: [Float], gradient: Tensor) {
         precondition(logits.shape == targets.shape,
                      "bceWithLogits: logits \(logits.shape) vs targets \(targets.shape)")
         let n = logits.count
@@ -82,20 +86,24 @@ enum BCEKernel {
                         gradient.scalars.withUnsafeMutableBufferPointer { g in
                             for i in 0..<n {
                                 let t = fastExp(-Swift.abs(l[i]))
-                                loss[i] = Swift.max(l[i], 0) - l[i] * x[i] + fastLog1p(t)
-                                let s = l[i] >= 0 ? 1 / (1 + t) : t / (1 + t)
-                                g[i] = s - x[i]
+                                loss[i] = term(l[i], x[i], t)
+                                g[i] = (l[i] >= 0 ? 1 / (1 + t) : t / (1 + t)) - x[i]
                             }
                         }
                     } else {
-                        for i in 0..<n {
-                            let t = fastExp(-Swift.abs(l[i]))
-                            loss[i] = Swift.max(l[i], 0) - l[i] * x[i] + fastLog1p(t)
-                        }
+                        for i in 0..<n { loss[i] = term(l[i], x[i], fastExp(-Swift.abs(l[i]))) }
                     }
                 }
             }
         }
+        return (terms, gradient)
+    }
+
+    @usableFromInline
+    static func lossAndGradient(logits: Tensor, targets: Tensor, gradient wantGradient: Bool)
+        -> (loss: Float, gradient: Tensor)
+    {
+        let (terms, gradient) = terms(logits: logits, targets: targets, gradient: wantGradient)
         return (terms.vectorSum(), gradient)
     }
 }
@@ -108,17 +116,7 @@ public func bceWithLogitsPerRow(logits: Tensor, targets: Tensor) -> [Float] {
                  "bceWithLogitsPerRow: logits \(logits.shape) vs targets \(targets.shape)")
     let rows = logits.shape[0]
     let d = rows == 0 ? 0 : logits.count / rows
-    var terms = [Float](repeating: 0, count: logits.count)
-    logits.scalars.withUnsafeBufferPointer { l in
-        targets.scalars.withUnsafeBufferPointer { x in
-            terms.withUnsafeMutableBufferPointer { out in
-                for i in 0..<out.count {
-                    let t = fastExp(-Swift.abs(l[i]))
-                    out[i] = Swift.max(l[i], 0) - l[i] * x[i] + fastLog1p(t)
-                }
-            }
-        }
-    }
+    let terms = BCEKernel.terms(logits: logits, targets: targets, gradient: false).terms
     return terms.withUnsafeBufferPointer { b in
         (0..<rows).map { r in vectorSum(b.baseAddress! + r * d, count: d) }
     }
