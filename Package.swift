@@ -39,16 +39,17 @@ let package = Package(
 
         .target(name: "TensorCore", dependencies: ["CBLAS", "CFloatControl"], swiftSettings: kernelSettings),
         .target(name: "VAEModel", dependencies: ["TensorCore"], swiftSettings: kernelSettings),
-        .target(name: "Datasets", dependencies: ["TensorCore", "CZlib"]),
+        .target(name: "Imaging", dependencies: ["CPNG"]),
+        .target(name: "Datasets", dependencies: ["TensorCore", "Imaging", "CZlib"]),
         .target(name: "Collectives"),
         .target(name: "MPICollectives", dependencies: ["Collectives", "CMPI"]),
-        .target(name: "Artifacts", dependencies: ["TensorCore", "CZlib", "CPNG"]),
+        .target(name: "Artifacts", dependencies: ["TensorCore", "Imaging", "CZlib"]),
         .target(name: "Training",
-                dependencies: ["TensorCore", "VAEModel", "Datasets", "Collectives", "Artifacts"]),
+                dependencies: ["TensorCore", "VAEModel", "Datasets", "Collectives", "Artifacts", "Imaging"]),
         .executableTarget(
             name: "vae-mpi",
             dependencies: [
-                "Training", "MPICollectives", "CMalloc",
+                "Training", "MPICollectives", "CMalloc", "TensorCore", "VAEModel", "Datasets", "Artifacts", "Imaging",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
@@ -57,9 +58,11 @@ let package = Package(
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "TestSupport"]),
         .testTarget(name: "VAEModelTests", dependencies: ["VAEModel", "TensorCore", "TestSupport"],
                     resources: [.copy("Fixtures")]),
+        .testTarget(name: "CollectivesTests", dependencies: ["Collectives"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TensorCore", "CZlib", "TestSupport"]),
-        .testTarget(name: "ArtifactsTests", dependencies: ["Artifacts", "TestSupport"]),
+        .testTarget(name: "ArtifactsTests", dependencies: ["Artifacts", "Imaging", "TestSupport"]),
         .testTarget(name: "TrainingTests",
-                    dependencies: ["Training", "Collectives", "Datasets", "Artifacts", "VAEModel", "TensorCore", "TestSupport"]),
+                    dependencies: ["Training", "Collectives", "Datasets", "Artifacts", "Imaging", "VAEModel", "TensorCore", "TestSupport"],
+                    resources: [.copy("Fixtures")]),
     ]
 )

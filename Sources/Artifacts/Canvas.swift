@@ -1,3 +1,5 @@
+import Imaging
+
 /// An RGB drawing surface for the few pictures vae-mpi draws itself:
 /// rectangles, points, axis lines and text (a built-in 6×12 bitmap font).
 public struct Canvas {

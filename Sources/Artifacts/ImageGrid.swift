@@ -1,3 +1,5 @@
+import Imaging
+
 /// Lays out images (C×H×W floats in [0, 1], as a model decodes them) in a
 /// grid with a border, as an 8-bit raster: gray for one channel, RGB for
 /// three; other channel counts show their first channel.

@@ -15,6 +15,19 @@ public protocol Communicator: AnyObject {
     func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws
     /// Element-wise sum over all ranks, in place.
     func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) throws
+    /// Element-wise maximum over all ranks, in place.
+    func allreduceMax(_ buffer: UnsafeMutableBufferPointer<Double>) throws
+    /// Sums `input` over all ranks and writes this rank's block of the sum to
+    /// `output`. The blocks are `counts` long, in rank order: Σ counts ==
+    /// input.count and output.count == counts[rank]. (The reduce-scatter of a
+    /// sharded optimizer: each rank receives the gradient of its slice.)
+    func reduceScatterSum(_ input: UnsafeBufferPointer<Float>, into output: UnsafeMutableBufferPointer<Float>,
+                          counts: [Int]) throws
+    /// Gathers every rank's block of `buffer` into every rank's `buffer`, in
+    /// place: block r is counts[r] elements at offset Σ_{q<r} counts[q], and
+    /// this rank's block is read from its place. (The allgather of updated
+    /// parameter slices.)
+    func allgather(_ buffer: UnsafeMutableBufferPointer<Float>, counts: [Int]) throws
     /// Copies `root`'s bytes into every rank's buffer (all buffers the same size).
     func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws
     /// Every rank's `value`, indexed by rank.
@@ -77,21 +90,41 @@ public struct CollectiveFailure: Error, CustomStringConvertible {
         CollectiveFailure(underlying: error, reporter: rank == 0, concernsRank: false)
     }
 
-    public var description: String {
+    public var description: String { describe { "\($0)" } }
+
+    /// The message, with the underlying error worded by `render`.
+    public func describe(_ render: (Error) -> String) -> String {
         let others = otherFailedRanks
         let suffix = others.isEmpty ? "" :
             " (rank\(others.count > 1 ? "s" : "") \(others.map(String.init).joined(separator: ", ")) failed too)"
-        return "\(underlying)\(suffix)"
+        return render(underlying) + suffix
     }
 }
 
+/// Checks the block sizes of a reduce-scatter or an allgather (a programmer
+/// error if they do not add up).
+public func checkBlocks(_ counts: [Int], total: Int, size: Int, operation: String) {
+    precondition(counts.count == size && counts.allSatisfy { $0 >= 0 } && counts.reduce(0, +) == total,
+                 "\(operation): block sizes \(counts) do not divide \(total) elements over \(size) ranks")
+}
+
 extension Communicator {
+    /// Block sizes that split `count` elements over the ranks as evenly as
+    /// possible (the first `count % size` blocks one larger).
+    public func evenBlocks(_ count: Int) -> [Int] {
+        (0..<size).map { count / size + ($0 < count % size ? 1 : 0) }
+    }
+
     public func allreduceSum(_ array: inout [Float]) throws {
         try array.withUnsafeMutableBufferPointer { try allreduceSum($0) }
     }
 
     public func allreduceSum(_ array: inout [Double]) throws {
         try array.withUnsafeMutableBufferPointer { try allreduceSum($0) }
+    }
+
+    public func allreduceMax(_ array: inout [Double]) throws {
+        try array.withUnsafeMutableBufferPointer { try allreduceMax($0) }
     }
 
     public func broadcast(_ array: inout [Float], root: Int = 0) throws {

@@ -19,6 +19,18 @@ public final class LocalCommunicator: Communicator {
 
     public func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {}
     public func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) throws {}
+    public func allreduceMax(_ buffer: UnsafeMutableBufferPointer<Double>) throws {}
+    public func reduceScatterSum(_ input: UnsafeBufferPointer<Float>, into output: UnsafeMutableBufferPointer<Float>,
+                                 counts: [Int]) throws {
+        checkBlocks(counts, total: input.count, size: 1, operation: "reduceScatterSum")
+        precondition(output.count == counts[0], "reduceScatterSum: output holds \(output.count), block is \(counts[0])")
+        if let source = input.baseAddress, let destination = output.baseAddress {
+            destination.update(from: source, count: input.count)
+        }
+    }
+    public func allgather(_ buffer: UnsafeMutableBufferPointer<Float>, counts: [Int]) throws {
+        checkBlocks(counts, total: buffer.count, size: 1, operation: "allgather")
+    }
     public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {
         precondition(root == 0, "broadcast root \(root) in a group of one")
     }

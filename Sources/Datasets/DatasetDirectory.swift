@@ -19,8 +19,9 @@ public struct DatasetDirectory: Equatable, Sendable {
         self.path = path
         guard fileExists(path) else {
             let hint = path == Self.debianFashionMNIST
-                ? "install it with `apt-get install dataset-fashion-mnist`, or pass --data DIR"
-                : "pass --data DIR with train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz], or train-images.npy and test-images.npy"
+                ? "install it with `apt-get install dataset-fashion-mnist`, or name another dataset directory"
+                : "a dataset directory holds train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz], "
+                    + "or train-images.npy and test-images.npy"
             throw DatasetError.notFound(path: path, hint: hint)
         }
         func find(_ stems: [String]) -> String? {

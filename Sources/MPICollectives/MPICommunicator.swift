@@ -69,6 +69,49 @@ public final class MPICommunicator: Communicator {
                                 cmpi_double(), cmpi_op_sum(), cmpi_comm_world()), "MPI_Allreduce")
     }
 
+    /// MPI counts are 32-bit: larger blocks are a programmer error here (a
+    /// model of 2³¹ parameters is far beyond what a CPU trainer holds).
+    private func int32Counts(_ counts: [Int], _ operation: String) -> [Int32] {
+        counts.map { count in
+            precondition(count <= Int(Int32.max), "\(operation): block of \(count) elements exceeds MPI's int count")
+            return Int32(count)
+        }
+    }
+
+    public func reduceScatterSum(_ input: UnsafeBufferPointer<Float>, into output: UnsafeMutableBufferPointer<Float>,
+                                 counts: [Int]) throws {
+        checkBlocks(counts, total: input.count, size: size, operation: "reduceScatterSum")
+        precondition(output.count == counts[rank], "reduceScatterSum: output holds \(output.count), block is \(counts[rank])")
+        guard !input.isEmpty else { return }
+        if size == 1 {
+            output.baseAddress!.update(from: input.baseAddress!, count: input.count)
+            return
+        }
+        var receiveCounts = int32Counts(counts, "MPI_Reduce_scatter")
+        // An empty output block still needs a valid (unused) address.
+        var spare: Float = 0
+        try withUnsafeMutablePointer(to: &spare) { spareAddress in
+            try check(MPI_Reduce_scatter(input.baseAddress, output.baseAddress ?? spareAddress, &receiveCounts,
+                                         cmpi_float(), cmpi_op_sum(), cmpi_comm_world()), "MPI_Reduce_scatter")
+        }
+    }
+
+    public func allgather(_ buffer: UnsafeMutableBufferPointer<Float>, counts: [Int]) throws {
+        checkBlocks(counts, total: buffer.count, size: size, operation: "allgather")
+        guard size > 1, !buffer.isEmpty else { return }
+        var receiveCounts = int32Counts(counts, "MPI_Allgatherv")
+        var displacements = [Int32](repeating: 0, count: size)
+        for r in 1..<size { displacements[r] = displacements[r - 1] + receiveCounts[r - 1] }
+        try check(MPI_Allgatherv(cmpi_in_place(), 0, cmpi_float(), buffer.baseAddress, &receiveCounts, &displacements,
+                                 cmpi_float(), cmpi_comm_world()), "MPI_Allgatherv")
+    }
+
+    public func allreduceMax(_ buffer: UnsafeMutableBufferPointer<Double>) throws {
+        guard size > 1, !buffer.isEmpty else { return }
+        try check(MPI_Allreduce(cmpi_in_place(), buffer.baseAddress, Int32(buffer.count),
+                                cmpi_double(), cmpi_op_max(), cmpi_comm_world()), "MPI_Allreduce")
+    }
+
     public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {
         guard size > 1, !buffer.isEmpty else { return }
         try check(MPI_Bcast(buffer.baseAddress, Int32(buffer.count), cmpi_byte(), Int32(root),

@@ -64,8 +64,8 @@ public struct ConvGeometry: Equatable, Sendable {
     /// layout (O, C, kh, kw) flattened to (O, K). Each input plane is copied
     /// into a zero-bordered scratch plane once, then every kernel tap is a
     /// branch-free gather through the window offsets.
-    func im2col(_ x: UnsafePointer<Float>, batch: Int, into cols: UnsafeMutablePointer<Float>) {
-        KernelTimer.timingIm2col { gather(x, batch: batch, into: cols) }
+    func im2col(_ x: UnsafePointer<Float>, batch: Int, into cols: UnsafeMutablePointer<Float>, on backend: Backend) {
+        backend.timingIm2col { gather(x, batch: batch, into: cols) }
     }
 
     private func gather(_ x: UnsafePointer<Float>, batch: Int, into cols: UnsafeMutablePointer<Float>) {
@@ -95,8 +95,8 @@ public struct ConvGeometry: Equatable, Sendable {
     }
 
     /// dx (B, C, H, W) = Σ over windows of cols (K, B·P); the adjoint of im2col.
-    func col2im(_ cols: UnsafePointer<Float>, batch: Int, into x: UnsafeMutablePointer<Float>) {
-        KernelTimer.timingIm2col { scatter(cols, batch: batch, into: x) }
+    func col2im(_ cols: UnsafePointer<Float>, batch: Int, into x: UnsafeMutablePointer<Float>, on backend: Backend) {
+        backend.timingIm2col { scatter(cols, batch: batch, into: x) }
     }
 
     private func scatter(_ cols: UnsafePointer<Float>, batch: Int, into x: UnsafeMutablePointer<Float>) {
@@ -190,29 +190,29 @@ func channelSums(_ dy: Tensor, batch: Int, channels o: Int, positions p: Int) ->
 /// Cross-correlation as PyTorch's `F.conv2d`: x (B, C, H, W), weight
 /// (O, C, kh, kw), bias (O) → (B, O, Ho, Wo).
 @differentiable(reverse)
-public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int) -> Tensor {
-    ConvKernels.conv2dForward(x, weight: weight, bias: bias, stride: stride, padding: padding)
+public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int, on backend: Backend) -> Tensor {
+    ConvKernels.conv2dForward(x, weight: weight, bias: bias, stride: stride, padding: padding, on: backend)
 }
 
 @derivative(of: conv2d)
 @usableFromInline
-func _vjpConv2d(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int)
+func _vjpConv2d(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int, on backend: Backend)
     -> (value: Tensor, pullback: (Tensor) -> (Tensor, Tensor, Tensor))
 {
-    (conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding), { dy in
-        ConvKernels.conv2dBackward(dy, x: x, weight: weight, stride: stride, padding: padding, inputGradient: true)
+    (conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, on: backend), { dy in
+        ConvKernels.conv2dBackward(dy, x: x, weight: weight, stride: stride, padding: padding, inputGradient: true, on: backend)
     })
 }
 
 /// The derivative when x is data (the first layer): no input gradient.
 @derivative(of: conv2d, wrt: (weight, bias))
 @usableFromInline
-func _vjpConv2dParameters(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int)
+func _vjpConv2dParameters(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int, on backend: Backend)
     -> (value: Tensor, pullback: (Tensor) -> (Tensor, Tensor))
 {
-    (conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding), { dy in
+    (conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, on: backend), { dy in
         let (_, dw, db) = ConvKernels.conv2dBackward(dy, x: x, weight: weight, stride: stride, padding: padding,
-                                                     inputGradient: false)
+                                                     inputGradient: false, on: backend)
         return (dw, db)
     })
 }
@@ -223,31 +223,31 @@ func _vjpConv2dParameters(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int
 /// applied while the GEMM's result is copied out, and the pullback masks dy
 /// while copying it in.
 @differentiable(reverse)
-public func conv2dReLU(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int) -> Tensor {
-    ConvKernels.conv2dForward(x, weight: weight, bias: bias, stride: stride, padding: padding, relu: true)
+public func conv2dReLU(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int, on backend: Backend) -> Tensor {
+    ConvKernels.conv2dForward(x, weight: weight, bias: bias, stride: stride, padding: padding, relu: true, on: backend)
 }
 
 @derivative(of: conv2dReLU)
 @usableFromInline
-func _vjpConv2dReLU(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int)
+func _vjpConv2dReLU(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int, on backend: Backend)
     -> (value: Tensor, pullback: (Tensor) -> (Tensor, Tensor, Tensor))
 {
-    let y = conv2dReLU(x, weight: weight, bias: bias, stride: stride, padding: padding)
+    let y = conv2dReLU(x, weight: weight, bias: bias, stride: stride, padding: padding, on: backend)
     return (y, { dy in
         ConvKernels.conv2dBackward(dy, x: x, weight: weight, stride: stride, padding: padding, inputGradient: true,
-                                   reluOutput: y)
+                                   reluOutput: y, on: backend)
     })
 }
 
 @derivative(of: conv2dReLU, wrt: (weight, bias))
 @usableFromInline
-func _vjpConv2dReLUParameters(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int)
+func _vjpConv2dReLUParameters(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int, on backend: Backend)
     -> (value: Tensor, pullback: (Tensor) -> (Tensor, Tensor))
 {
-    let y = conv2dReLU(x, weight: weight, bias: bias, stride: stride, padding: padding)
+    let y = conv2dReLU(x, weight: weight, bias: bias, stride: stride, padding: padding, on: backend)
     return (y, { dy in
         let (_, dw, db) = ConvKernels.conv2dBackward(dy, x: x, weight: weight, stride: stride, padding: padding,
-                                                     inputGradient: false, reluOutput: y)
+                                                     inputGradient: false, reluOutput: y, on: backend)
         return (dw, db)
     })
 }
@@ -259,21 +259,23 @@ func _vjpConv2dReLUParameters(_ x: Tensor, weight: Tensor, bias: Tensor, stride:
 /// It is the input gradient of the convolution that maps (O, Ho, Wo) to (C, H, W).
 @differentiable(reverse)
 public func convTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int,
-                            outputPadding: Int) -> Tensor {
+                            outputPadding: Int, on backend: Backend) -> Tensor {
     ConvKernels.convTransposeForward(x, weight: weight, bias: bias, stride: stride, padding: padding,
-                                     outputPadding: outputPadding)
+                                     outputPadding: outputPadding, on: backend)
 }
 
 @derivative(of: convTranspose2d)
 @usableFromInline
-func _vjpConvTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int, outputPadding: Int)
+func _vjpConvTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int, outputPadding: Int,
+                         on backend: Backend)
     -> (value: Tensor, pullback: (Tensor) -> (Tensor, Tensor, Tensor))
 {
-    let y = convTranspose2d(x, weight: weight, bias: bias, stride: stride, padding: padding, outputPadding: outputPadding)
+    let y = convTranspose2d(x, weight: weight, bias: bias, stride: stride, padding: padding, outputPadding: outputPadding,
+                           on: backend)
     let outputShape = y.shape
     return (y, { dy in
         ConvKernels.convTransposeBackward(dy, x: x, weight: weight, outputShape: outputShape, stride: stride,
-                                          padding: padding)
+                                          padding: padding, on: backend)
     })
 }
 
@@ -282,22 +284,23 @@ func _vjpConvTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int,
 /// relu(convTranspose2d(x)), the ReLU applied in the pass that adds the bias.
 @differentiable(reverse)
 public func convTranspose2dReLU(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int,
-                                outputPadding: Int) -> Tensor {
+                                outputPadding: Int, on backend: Backend) -> Tensor {
     ConvKernels.convTransposeForward(x, weight: weight, bias: bias, stride: stride, padding: padding,
-                                     outputPadding: outputPadding, relu: true)
+                                     outputPadding: outputPadding, relu: true, on: backend)
 }
 
 @derivative(of: convTranspose2dReLU)
 @usableFromInline
-func _vjpConvTranspose2dReLU(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int, outputPadding: Int)
+func _vjpConvTranspose2dReLU(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int, outputPadding: Int,
+                             on backend: Backend)
     -> (value: Tensor, pullback: (Tensor) -> (Tensor, Tensor, Tensor))
 {
     let y = convTranspose2dReLU(x, weight: weight, bias: bias, stride: stride, padding: padding,
-                                outputPadding: outputPadding)
+                                outputPadding: outputPadding, on: backend)
     let outputShape = y.shape
     return (y, { dy in
         ConvKernels.convTransposeBackward(reluBackward(dy, output: y), x: x, weight: weight, outputShape: outputShape,
-                                          stride: stride, padding: padding)
+                                          stride: stride, padding: padding, on: backend)
     })
 }
 
@@ -308,12 +311,9 @@ func _vjpConvTranspose2dReLU(_ x: Tensor, weight: Tensor, bias: Tensor, stride: 
 /// chunk, which costs less than storing and re-reading them from memory.
 @usableFromInline
 enum ConvKernels {
-    /// Floats of im2col matrix per chunk: 768 KB, a part of a 2 MB L2.
-    /// (A variable so that the tests can force many small chunks.)
-    nonisolated(unsafe) static var columnBudget = 196_608
-
-    static func chunkSize(columnsPerImage: Int, batch: Int) -> Int {
-        max(1, min(batch, columnBudget / max(columnsPerImage, 1)))
+    /// Images per chunk: as many as fit the backend's im2col budget.
+    static func chunkSize(columnsPerImage: Int, batch: Int, on backend: Backend) -> Int {
+        max(1, min(batch, backend.convolutionColumnBudget / max(columnsPerImage, 1)))
     }
 
     /// Uninitialized scratch floats; the caller deallocates.
@@ -333,23 +333,23 @@ enum ConvKernels {
 
     @usableFromInline
     static func conv2dForward(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int,
-                              relu: Bool = false) -> Tensor {
+                              relu: Bool = false, on backend: Backend) -> Tensor {
         precondition(x.rank == 4 && weight.rank == 4 && x.shape[1] == weight.shape[1],
                      "conv2d: input \(x.shape) does not match weight \(weight.shape) (O, C, kh, kw)")
         precondition(bias.shape == [weight.shape[0]], "conv2d: bias \(bias.shape) for weight \(weight.shape)")
         let g = ConvGeometry(channels: x.shape[1], height: x.shape[2], width: x.shape[3],
                              kernelHeight: weight.shape[2], kernelWidth: weight.shape[3], stride: stride, padding: padding)
         let (b, o, k, p) = (x.shape[0], weight.shape[0], g.columnLength, g.outputPositions)
-        let chunk = chunkSize(columnsPerImage: k * p, batch: b)
+        let chunk = chunkSize(columnsPerImage: k * p, batch: b, on: backend)
         let cols = scratch(k * chunk * p), z = scratch(o * chunk * p)
         defer { cols.deallocate(); z.deallocate() }
         return Tensor(shape: [b, o, g.outputHeight, g.outputWidth]) { out in
             reading(x, weight, bias) { xs, w, bb in
                 for start in Swift.stride(from: 0, to: b, by: chunk) {
                     let n = min(chunk, b - start)
-                    g.im2col(xs.baseAddress! + start * g.inputSize, batch: n, into: cols)
+                    g.im2col(xs.baseAddress! + start * g.inputSize, batch: n, into: cols, on: backend)
                     // Z (O, n·P) = W (O, K) · cols (K, n·P)
-                    BLAS.gemm(transposeA: false, transposeB: false, m: o, n: n * p, k: k,
+                    backend.gemm(transposeA: false, transposeB: false, m: o, n: n * p, k: k,
                               w.baseAddress!, lda: k, cols, ldb: n * p, beta: 0, z, ldc: n * p)
                     channelMajorToNCHW(z, batch: n, channels: o, positions: p, bias: bb.baseAddress!, relu: relu,
                                        into: out.baseAddress! + start * o * p)
@@ -362,12 +362,13 @@ enum ConvKernels {
     /// is first masked where that fused ReLU's output was zero.
     @usableFromInline
     static func conv2dBackward(_ dy: Tensor, x: Tensor, weight: Tensor, stride: Int, padding: Int,
-                               inputGradient: Bool, reluOutput: Tensor? = nil) -> (Tensor, Tensor, Tensor) {
+                               inputGradient: Bool, reluOutput: Tensor? = nil,
+                               on backend: Backend) -> (Tensor, Tensor, Tensor) {
         if dy.isSymbolicZero { return (.zero, .zero, .zero) }
         let g = ConvGeometry(channels: x.shape[1], height: x.shape[2], width: x.shape[3],
                              kernelHeight: weight.shape[2], kernelWidth: weight.shape[3], stride: stride, padding: padding)
         let (b, o, k, p) = (x.shape[0], weight.shape[0], g.columnLength, g.outputPositions)
-        let chunk = chunkSize(columnsPerImage: k * p, batch: b)
+        let chunk = chunkSize(columnsPerImage: k * p, batch: b, on: backend)
         let cols = scratch(k * chunk * p), dz = scratch(o * chunk * p), dCols = scratch(inputGradient ? k * chunk * p : 0)
         defer { cols.deallocate(); dz.deallocate(); dCols.deallocate() }
         var dw = [Float](repeating: 0, count: o * k)
@@ -379,7 +380,7 @@ enum ConvKernels {
                 dx.withUnsafeMutableBufferPointer { dxs in
                     for start in Swift.stride(from: 0, to: b, by: chunk) {
                         let n = min(chunk, b - start)
-                        g.im2col(xs.baseAddress! + start * g.inputSize, batch: n, into: cols)
+                        g.im2col(xs.baseAddress! + start * g.inputSize, batch: n, into: cols, on: backend)
                         if let reluOutput {
                             reluOutput.scalars.withUnsafeBufferPointer { m in
                                 nchwToChannelMajor(gy.baseAddress! + start * o * p, maskedBy: m.baseAddress! + start * o * p,
@@ -389,14 +390,14 @@ enum ConvKernels {
                             nchwToChannelMajor(gy.baseAddress! + start * o * p, batch: n, channels: o, positions: p, into: dz)
                         }
                         // dW (O, K) += dZ (O, n·P) · colsᵀ (n·P, K)
-                        BLAS.gemm(transposeA: false, transposeB: true, m: o, n: k, k: n * p,
+                        backend.gemm(transposeA: false, transposeB: true, m: o, n: k, k: n * p,
                                   dz, lda: n * p, cols, ldb: n * p, beta: start == 0 ? 0 : 1, dW.baseAddress!, ldc: k)
                         for ch in 0..<o { db[ch] += vectorSum(dz + ch * n * p, count: n * p) }
                         guard inputGradient else { continue }
                         // dcols (K, n·P) = Wᵀ (K, O) · dZ (O, n·P)
-                        BLAS.gemm(transposeA: true, transposeB: false, m: k, n: n * p, k: o,
+                        backend.gemm(transposeA: true, transposeB: false, m: k, n: n * p, k: o,
                                   w.baseAddress!, lda: k, dz, ldb: n * p, beta: 0, dCols, ldc: n * p)
-                        g.col2im(dCols, batch: n, into: dxs.baseAddress! + start * g.inputSize)
+                        g.col2im(dCols, batch: n, into: dxs.baseAddress! + start * g.inputSize, on: backend)
                     }
                 }
             }
@@ -417,7 +418,7 @@ enum ConvKernels {
 
     @usableFromInline
     static func convTransposeForward(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int,
-                                     outputPadding: Int, relu: Bool = false) -> Tensor
+                                     outputPadding: Int, relu: Bool = false, on backend: Backend) -> Tensor
     {
         precondition(x.rank == 4 && weight.rank == 4 && x.shape[1] == weight.shape[0],
                      "convTranspose2d: input \(x.shape) does not match weight \(weight.shape) (C, O, kh, kw)")
@@ -431,7 +432,7 @@ enum ConvKernels {
                                 outputHeight: outH, outputWidth: outW)
         if o == 0 { return Tensor(zeros: [b, 0, outH, outW]) }  // an unused head
         let (k, p, plane) = (g.columnLength, h * w, outH * outW)
-        let chunk = chunkSize(columnsPerImage: k * p, batch: b)
+        let chunk = chunkSize(columnsPerImage: k * p, batch: b, on: backend)
         let xc = scratch(c * chunk * p), cols = scratch(k * chunk * p)
         defer { xc.deallocate(); cols.deallocate() }
         return Tensor(shape: [b, o, outH, outW]) { out in
@@ -440,9 +441,9 @@ enum ConvKernels {
                     let n = min(chunk, b - start)
                     nchwToChannelMajor(xs.baseAddress! + start * c * p, batch: n, channels: c, positions: p, into: xc)
                     // cols (O·kh·kw, n·H·W) = Wᵀ · X (C, n·H·W), W viewed as (C, O·kh·kw)
-                    BLAS.gemm(transposeA: true, transposeB: false, m: k, n: n * p, k: c,
+                    backend.gemm(transposeA: true, transposeB: false, m: k, n: n * p, k: c,
                               wt.baseAddress!, lda: k, xc, ldb: n * p, beta: 0, cols, ldc: n * p)
-                    g.col2im(cols, batch: n, into: out.baseAddress! + start * o * plane)
+                    g.col2im(cols, batch: n, into: out.baseAddress! + start * o * plane, on: backend)
                 }
                 for image in 0..<b {
                     for ch in 0..<o {
@@ -461,14 +462,14 @@ enum ConvKernels {
 
     @usableFromInline
     static func convTransposeBackward(_ dy: Tensor, x: Tensor, weight: Tensor, outputShape: [Int], stride: Int,
-                                      padding: Int) -> (Tensor, Tensor, Tensor)
+                                      padding: Int, on backend: Backend) -> (Tensor, Tensor, Tensor)
     {
         if dy.isSymbolicZero || weight.shape[1] == 0 { return (.zero, .zero, .zero) }
         let (b, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let g = adjointGeometry(input: x, weight: weight, stride: stride, padding: padding,
                                 outputHeight: outputShape[2], outputWidth: outputShape[3])
         let (o, k, p) = (weight.shape[1], g.columnLength, h * w)
-        let chunk = chunkSize(columnsPerImage: k * p, batch: b)
+        let chunk = chunkSize(columnsPerImage: k * p, batch: b, on: backend)
         let dCols = scratch(k * chunk * p), xc = scratch(c * chunk * p), dxc = scratch(c * chunk * p)
         defer { dCols.deallocate(); xc.deallocate(); dxc.deallocate() }
         var dw = [Float](repeating: 0, count: c * k)
@@ -477,13 +478,13 @@ enum ConvKernels {
                 dw.withUnsafeMutableBufferPointer { dW in
                     for start in Swift.stride(from: 0, to: b, by: chunk) {
                         let n = min(chunk, b - start)
-                        g.im2col(gy.baseAddress! + start * g.inputSize, batch: n, into: dCols)
+                        g.im2col(gy.baseAddress! + start * g.inputSize, batch: n, into: dCols, on: backend)
                         nchwToChannelMajor(xs.baseAddress! + start * c * p, batch: n, channels: c, positions: p, into: xc)
                         // dW (C, O·kh·kw) += X (C, n·H·W) · dColsᵀ
-                        BLAS.gemm(transposeA: false, transposeB: true, m: c, n: k, k: n * p,
+                        backend.gemm(transposeA: false, transposeB: true, m: c, n: k, k: n * p,
                                   xc, lda: n * p, dCols, ldb: n * p, beta: start == 0 ? 0 : 1, dW.baseAddress!, ldc: k)
                         // dX (C, n·H·W) = W (C, O·kh·kw) · dCols
-                        BLAS.gemm(transposeA: false, transposeB: false, m: c, n: n * p, k: k,
+                        backend.gemm(transposeA: false, transposeB: false, m: c, n: n * p, k: k,
                                   wt.baseAddress!, lda: k, dCols, ldb: n * p, beta: 0, dxc, ldc: n * p)
                         channelMajorToNCHW(dxc, batch: n, channels: c, positions: p, bias: nil,
                                            into: dxs.baseAddress! + start * c * p)

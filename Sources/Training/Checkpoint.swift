@@ -1,4 +1,5 @@
 import Artifacts
+import Collectives
 import Foundation
 import TensorCore
 import VAEModel
@@ -36,7 +37,10 @@ struct CheckpointContents {
 /// The JSON sidecar beside each checkpoint's safetensors file.
 public struct CheckpointSidecar: Codable, Sendable {
     static let currentFormat = "vae-mpi-checkpoint"
-    static let currentVersion = 1
+    /// 2: the configuration holds the architecture and data source as values
+    /// and the sidecar the image shape; version 1 (a flat configuration and
+    /// a `model` spec) is still read.
+    static let currentVersion = 2
 
     public struct OptimizerState: Codable, Sendable {
         public var type = "adam"
@@ -84,26 +88,182 @@ public struct CheckpointSidecar: Codable, Sendable {
     public var optimizer: OptimizerState
     public var rng: RandomState
     public var configuration: TrainingConfiguration
-    public var model: ModelSpec
+    /// The shape of the images the model takes.
+    public var image: ImageShape
     /// "crc32:xxxxxxxx" of each tensor's little-endian bytes.
     public var checksums: [String: String]
     public var createdAt: String
 
-    init(tensorsFile: String, step: Int, epoch: Int, stepInEpoch: Int, stepsPerEpoch: Int,
-         worldSize: Int, samplesSeen: Int, optimizer: OptimizerState, seed: UInt64,
-         configuration: TrainingConfiguration, model: ModelSpec, checksums: [String: String]) {
+    init(tensorsFile: String, position: TrainingPosition, stepsPerEpoch: Int, worldSize: Int, adam: Adam,
+         configuration: TrainingConfiguration, image: ImageShape, checksums: [String: String]) {
         self.tensorsFile = tensorsFile
-        self.step = step
-        self.epoch = epoch
-        self.stepInEpoch = stepInEpoch
+        step = position.step
+        epoch = position.epoch
+        stepInEpoch = position.stepInEpoch
+        samplesSeen = position.samplesSeen
         self.stepsPerEpoch = stepsPerEpoch
         self.worldSize = worldSize
-        self.samplesSeen = samplesSeen
-        self.optimizer = optimizer
-        self.rng = RandomState(seed: seed)
+        optimizer = OptimizerState(adam: adam)
+        rng = RandomState(seed: configuration.seed)
         self.configuration = configuration
-        self.model = model
+        self.image = image
         self.checksums = checksums
-        self.createdAt = ISO8601DateFormatter().string(from: Date())
+        createdAt = ISO8601DateFormatter().string(from: Date())
+    }
+
+    public var position: TrainingPosition {
+        TrainingPosition(step: step, epoch: epoch, stepInEpoch: stepInEpoch, samplesSeen: samplesSeen)
+    }
+
+    /// Parses a sidecar of any format version this build reads.
+    static func decode(_ bytes: [UInt8], path: String) throws -> CheckpointSidecar {
+        struct Header: Decodable {
+            var format: String
+            var formatVersion: Int
+        }
+        let header = try JSONText.decode(Header.self, from: bytes, path: path)
+        guard header.format == currentFormat else {
+            throw ArtifactError.incompatible(path: path, detail: "not a vae-mpi checkpoint (format \"\(header.format)\")")
+        }
+        switch header.formatVersion {
+        case currentVersion:
+            return try JSONText.decode(CheckpointSidecar.self, from: bytes, path: path)
+        case 1:
+            return try JSONText.decode(CheckpointSidecarVersion1.self, from: bytes, path: path).upgraded()
+        case let version where version > currentVersion:
+            throw ArtifactError.incompatible(
+                path: path,
+                detail: "checkpoint format version \(version) is newer than this vae-mpi reads "
+                    + "(\(currentVersion)); use a newer vae-mpi")
+        case let version:
+            throw ArtifactError.incompatible(path: path, detail: "unknown checkpoint format version \(version)")
+        }
+    }
+}
+
+/// A checkpoint read back and verified: the sidecar parses and is of a
+/// format this build reads, the safetensors file is well formed, and every
+/// tensor matches its CRC-32 in the sidecar.
+public struct Checkpoint: Sendable {
+    /// The safetensors file.
+    public let path: String
+    public let sidecarPath: String
+    public let sidecar: CheckpointSidecar
+    public let tensors: SafetensorsFile
+
+    public var configuration: TrainingConfiguration { sidecar.configuration }
+    public var architecture: Architecture { sidecar.configuration.architecture }
+
+    /// The run directory the checkpoint belongs to (the parent of `checkpoints/`).
+    public var runDirectory: String {
+        let dir = (path as NSString).deletingLastPathComponent
+        return (dir as NSString).lastPathComponent == "checkpoints" ? (dir as NSString).deletingLastPathComponent : dir
+    }
+
+    /// Reads and verifies a checkpoint. `path` is a run directory, a
+    /// checkpoints directory, a `.safetensors` file or its `.json` sidecar.
+    public init(path: String) throws {
+        let (tensorsPath, sidecarPath) = try CheckpointStore.resolve(path)
+        try self.init(tensorsPath: tensorsPath, tensorBytes: try Files.read(tensorsPath),
+                      sidecarPath: sidecarPath, sidecarBytes: try Files.read(sidecarPath))
+    }
+
+    /// Rank 0 reads the files (only its host needs them, like the run
+    /// directory it writes) and broadcasts their bytes; every rank verifies.
+    public static func load(_ path: String, communicator: Communicator) throws -> Checkpoint {
+        let files = try communicator.collectively { () -> (String, [UInt8], String, [UInt8]) in
+            guard communicator.rank == 0 else { return ("", [], "", []) }
+            let (tensorsPath, sidecarPath) = try CheckpointStore.resolve(path)
+            return (tensorsPath, try Files.read(tensorsPath), sidecarPath, try Files.read(sidecarPath))
+        }
+        let names = try communicator.broadcast(bytes: Array("\(files.0)\n\(files.2)".utf8))
+        let parts = String(decoding: names, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
+        let tensorBytes = try communicator.broadcast(bytes: files.1)
+        let sidecarBytes = try communicator.broadcast(bytes: files.3)
+        // Every rank checks the same bytes, so every rank reaches the same verdict.
+        do {
+            return try Checkpoint(tensorsPath: String(parts[0]), tensorBytes: tensorBytes,
+                                  sidecarPath: String(parts[1]), sidecarBytes: sidecarBytes)
+        } catch {
+            throw CollectiveFailure.unanimous(error, rank: communicator.rank)
+        }
+    }
+
+    init(tensorsPath: String, tensorBytes: [UInt8], sidecarPath: String, sidecarBytes: [UInt8]) throws {
+        path = tensorsPath
+        self.sidecarPath = sidecarPath
+        let sidecar = try CheckpointSidecar.decode(sidecarBytes, path: sidecarPath)
+        let expectedName = (tensorsPath as NSString).lastPathComponent
+        guard sidecar.tensorsFile == expectedName else {
+            throw ArtifactError.corrupt(path: sidecarPath,
+                                        check: "sidecar describes \(sidecar.tensorsFile), not \(expectedName)")
+        }
+        let tensors = try SafetensorsFile(parsing: tensorBytes, path: tensorsPath)
+        for entry in tensors.entries {
+            guard let expected = sidecar.checksums[entry.name] else {
+                throw ArtifactError.corrupt(path: tensorsPath, check: "tensor \(entry.name) has no checksum in \(sidecarPath)")
+            }
+            let found = tensorChecksum(entry.scalars)
+            guard found == expected else {
+                throw ArtifactError.corrupt(
+                    path: tensorsPath, check: "tensor \(entry.name) fails its checksum (sidecar \(expected), data \(found))")
+            }
+        }
+        for name in sidecar.checksums.keys where tensors[name] == nil {
+            throw ArtifactError.missingTensor(path: tensorsPath, name: name)
+        }
+        self.sidecar = sidecar
+        self.tensors = tensors
+    }
+
+    /// The model of `options` (this checkpoint's architecture), with every
+    /// parameter taken from the checkpoint: names and shapes are checked
+    /// against the architecture the sidecar describes.
+    public func model<Options: ArchitectureOptions>(_ options: Options) throws -> Options.Model {
+        var model = options.makeModel(for: sidecar.image, seed: 0)
+        var error: Error? = nil
+        var expected = Set<String>()
+        model.walkParameters { name, tensor in
+            guard error == nil, tensor.count > 0 else { return }
+            expected.insert(name)
+            guard let entry = tensors[name] else {
+                error = ArtifactError.missingTensor(path: path, name: name)
+                return
+            }
+            guard entry.shape == tensor.shape else {
+                error = ArtifactError.shapeMismatch(path: path, parameter: name, expected: tensor.shape, found: entry.shape)
+                return
+            }
+            tensor = Tensor(shape: entry.shape, scalars: entry.scalars)
+        }
+        if let error { throw error }
+        for entry in tensors.entries where !entry.name.hasPrefix("optimizer.") && !expected.contains(entry.name) {
+            throw ArtifactError.unexpectedTensor(path: path, name: entry.name)
+        }
+        return model
+    }
+
+    /// Adam with the checkpoint's moments, step count and hyperparameters.
+    public func adam(layout: ParameterLayout) throws -> Adam {
+        let o = sidecar.optimizer
+        var adam = Adam(parameterCount: layout.count, learningRate: Float(o.learningRate),
+                        beta1: Float(o.beta1), beta2: Float(o.beta2), epsilon: Float(o.epsilon))
+        adam.step = o.step
+        for e in layout.nonEmptyEntries {
+            for (prefix, isFirst) in [("optimizer.exp_avg.", true), ("optimizer.exp_avg_sq.", false)] {
+                guard let entry = tensors[prefix + e.name] else {
+                    throw ArtifactError.missingTensor(path: path, name: prefix + e.name)
+                }
+                guard entry.shape == e.shape else {
+                    throw ArtifactError.shapeMismatch(path: path, parameter: prefix + e.name, expected: e.shape, found: entry.shape)
+                }
+                if isFirst {
+                    adam.firstMoment.replaceSubrange(e.offset ..< e.offset + e.count, with: entry.scalars)
+                } else {
+                    adam.secondMoment.replaceSubrange(e.offset ..< e.offset + e.count, with: entry.scalars)
+                }
+            }
+        }
+        return adam
     }
 }

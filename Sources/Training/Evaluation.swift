@@ -7,9 +7,9 @@ import VAEModel
 /// Figures over a whole image set, exact and distributed (every rank
 /// evaluates its contiguous block, sums are allreduced). Per sample, in
 /// nats, unless named otherwise.
-public struct EvaluationResult: Codable, Equatable, Sendable {
-    public var reconstruction: Double
-    public var kl: Double
+public struct EvaluationResult: Equatable, Sendable {
+    /// The objective's reported terms (`ELBOTerms.reported`), per sample.
+    public var terms: [Double]
     /// −ELBO = reconstruction + KL (β = 1 whatever the training β).
     public var loss: Double
     /// −ELBO / (D · ln 2).
@@ -25,6 +25,38 @@ public struct EvaluationResult: Codable, Equatable, Sendable {
     public var importanceSamples: Int?
     public var importanceWeightedNLL: Double?
     public var importanceWeightedBitsPerDim: Double?
+
+    /// A reported term by its key ("reconstruction", "kl").
+    public subscript(term key: String) -> Double {
+        guard let i = ELBOTerms.reported.firstIndex(where: { $0.key == key }) else {
+            preconditionFailure("no objective term \(key)")
+        }
+        return terms[i]
+    }
+}
+
+extension EvaluationResult: Encodable {
+    private struct Key: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(_ string: String) { stringValue = string }
+        init?(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    /// One object: the terms by name beside the other fields (`evaluate --json`).
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: Key.self)
+        for (name, value) in zip(ELBOTerms.reported, terms) { try c.encode(value, forKey: Key(name.key)) }
+        try c.encode(loss, forKey: Key("loss"))
+        try c.encode(bitsPerDimension, forKey: Key("bitsPerDimension"))
+        try c.encode(samples, forKey: Key("samples"))
+        try c.encode(klPerDimension, forKey: Key("klPerDimension"))
+        try c.encode(activeUnits, forKey: Key("activeUnits"))
+        try c.encodeIfPresent(importanceSamples, forKey: Key("importanceSamples"))
+        try c.encodeIfPresent(importanceWeightedNLL, forKey: Key("importanceWeightedNLL"))
+        try c.encodeIfPresent(importanceWeightedBitsPerDim, forKey: Key("importanceWeightedBitsPerDim"))
+    }
 }
 
 extension Inference {
@@ -38,11 +70,13 @@ extension Inference {
     public static func evaluate(_ model: LoadedModel, images: ImageSet, seed: UInt64, importanceSamples k: Int = 0,
                                 batchSize: Int, communicator: Communicator) throws -> EvaluationResult {
         let z = model.latentSize
+        let t = ELBOTerms.reported.count
         let block = ShardPlan.block(count: images.count, rank: communicator.rank, size: communicator.size)
         let elboNoise = RandomStream(seed: seed, domain: .evaluationNoise)
         let iwNoise = RandomStream(seed: seed, domain: .evaluationNoise, 1)
-        // reconstruction, KL, −log p(x) estimate | KL_j (Z) | Σ μ_j (Z) | Σ μ_j² (Z)
-        var sums = [Double](repeating: 0, count: 3 + 3 * z)
+        // terms (T) | −log p(x) estimate | KL_j (Z) | Σ μ_j (Z) | Σ μ_j² (Z)
+        var sums = [Double](repeating: 0, count: t + 1 + 3 * z)
+        let (iw, klOffset, meanOffset, squareOffset) = (t, t + 1, t + 1 + z, t + 1 + 2 * z)
         var start = block.lowerBound
         while start < block.upperBound {
             let end = min(start + batchSize, block.upperBound)
@@ -51,15 +85,16 @@ extension Inference {
             let q = model.encode(x)
             let noise = Tensor(normalsFrom: elboNoise, shape: [b, z], offset: start * z)
             let sample = reparameterize(mean: q.mean, logVariance: q.logVariance, noise: noise)
-            sums[0] += Double(model.likelihood.negativeLogLikelihood(x, given: model.decode(sample)))
-            let klPerDimension = gaussianKLPerDimension(mean: q.mean, logVariance: q.logVariance).scalars
-            sums[1] += Double(klPerDimension.reduce(0, +))
+            let terms = ELBOTerms(reconstruction: model.likelihood.negativeLogLikelihood(x, given: model.decode(sample)),
+                                  klPerDimension: gaussianKLPerDimension(mean: q.mean, logVariance: q.logVariance))
+            for (i, value) in terms.reportedValues.enumerated() { sums[i] += Double(value) }
+            let klPerDimension = terms.klPerDimension.scalars
             for j in 0..<z {
-                sums[3 + j] += Double(klPerDimension[j])
+                sums[klOffset + j] += Double(klPerDimension[j])
                 for i in 0..<b {
                     let m = Double(q.mean.scalars[i * z + j])
-                    sums[3 + z + j] += m
-                    sums[3 + 2 * z + j] += m * m
+                    sums[meanOffset + j] += m
+                    sums[squareOffset + j] += m * m
                 }
             }
             if k > 0 {
@@ -70,26 +105,26 @@ extension Inference {
                         for i in 0..<b { for j in 0..<z { out[i * z + j] = normals[(i * k + kk) * z + j] } }
                     })
                 }
-                sums[2] -= model.importanceWeightedEstimate(x, noise: noise).logLikelihood.reduce(0, +)
+                sums[iw] -= model.importanceWeightedEstimate(x, noise: noise).logLikelihood.reduce(0, +)
             }
             start = end
         }
         try communicator.allreduceSum(&sums)
         let n = Double(max(images.count, 1))
         let d = Double(images.shape.size)
-        let reconstruction = sums[0] / n, kl = sums[1] / n
+        let terms = (0..<t).map { sums[$0] / n }
+        let loss = terms.reduce(0, +)
         let active = (0..<z).filter { j in
-            let mean = sums[3 + z + j] / n
-            return sums[3 + 2 * z + j] / n - mean * mean > 0.01
+            let mean = sums[meanOffset + j] / n
+            return sums[squareOffset + j] / n - mean * mean > 0.01
         }.count
         var result = EvaluationResult(
-            reconstruction: reconstruction, kl: kl, loss: reconstruction + kl,
-            bitsPerDimension: (reconstruction + kl) / (d * M_LN2), samples: images.count,
-            klPerDimension: (0..<z).map { sums[3 + $0] / n }, activeUnits: active)
+            terms: terms, loss: loss, bitsPerDimension: loss / (d * M_LN2), samples: images.count,
+            klPerDimension: (0..<z).map { sums[klOffset + $0] / n }, activeUnits: active)
         if k > 0 {
             result.importanceSamples = k
-            result.importanceWeightedNLL = sums[2] / n
-            result.importanceWeightedBitsPerDim = sums[2] / n / (d * M_LN2)
+            result.importanceWeightedNLL = sums[iw] / n
+            result.importanceWeightedBitsPerDim = sums[iw] / n / (d * M_LN2)
         }
         return result
     }

@@ -1,51 +1,10 @@
 import Artifacts
+import Imaging
 import Collectives
 import Datasets
 import Foundation
 import TensorCore
 import VAEModel
-
-/// A trained model for inference, whatever its architecture: the encoder,
-/// the decoder and the likelihood, behind plain closures.
-/// Legend: B batch, D data dimensions (C·H·W), Z latent.
-public struct LoadedModel {
-    public let spec: ModelSpec
-    public let likelihood: Likelihood
-    public let latentSize: Int
-    private let encodeFunction: (Tensor) -> Posterior
-    private let decodeFunction: (Tensor) -> DecoderOutput
-    private let importanceWeighted: (Tensor, [Tensor]) -> ImportanceWeightedEstimate
-
-    public init<Model: VariationalAutoencoder>(_ model: Model, spec: ModelSpec) {
-        let likelihood = spec.observationModel
-        self.spec = spec
-        self.likelihood = likelihood
-        latentSize = model.latentSize
-        encodeFunction = { model.encode($0) }
-        decodeFunction = { model.decode($0) }
-        importanceWeighted = { importanceWeightedLogLikelihood(model, x: $0, noise: $1, likelihood: likelihood) }
-    }
-
-    /// x (B, D) → q(z | x).
-    public func encode(_ x: Tensor) -> Posterior { encodeFunction(x) }
-    /// z (B, Z) → p(x | z)'s parameters.
-    public func decode(_ z: Tensor) -> DecoderOutput { decodeFunction(z) }
-    /// z (B, Z) → E[x | z] (B, D), for pictures.
-    public func decodeMean(_ z: Tensor) -> Tensor { likelihood.mean(decode(z)) }
-    public func importanceWeightedEstimate(_ x: Tensor, noise: [Tensor]) -> ImportanceWeightedEstimate {
-        importanceWeighted(x, noise)
-    }
-}
-
-extension Checkpoint {
-    /// The checkpoint's model, ready for inference.
-    public func loadedModel() throws -> LoadedModel {
-        func open<Model: TrainableModel>(_ type: Model.Type) throws -> LoadedModel {
-            LoadedModel(try model(as: type), spec: spec)
-        }
-        return try open(spec.modelType)
-    }
-}
 
 /// The operations of the inference subcommands. Distributed ones split the
 /// images into one contiguous block per rank and combine exact sums.
@@ -104,9 +63,51 @@ public enum Inference {
             for column in 0..<side { z += [Float(q[column]), Float(q[side - 1 - row])] }
         }
         let images = model.decodeMean(Tensor(shape: [side * side, 2], scalars: z))
-        let image = model.spec.image
+        let image = model.image
         return ImageGrid.raster(images: images.scalars, count: side * side, channels: image.channels,
                                 height: image.height, width: image.width, columns: side, padding: 0)
+    }
+
+    /// Rows of `columns` inputs, each above the row of their reconstructions;
+    /// blank (white) tiles fill a short last row. x and y are (N, D).
+    public static func reconstructionGrid(inputs x: Tensor, reconstructions y: Tensor, image: ImageShape,
+                                          columns: Int) -> Raster {
+        let count = x.shape[0], d = image.size
+        var tiles: [Float] = []
+        var tileCount = 0
+        for rowStart in stride(from: 0, to: count, by: columns) {
+            let n = min(columns, count - rowStart)
+            for source in [x, y] {
+                tiles += source.scalars[rowStart * d ..< (rowStart + n) * d]
+                tiles += [Float](repeating: 1, count: (columns - n) * d)
+                tileCount += columns
+            }
+        }
+        return ImageGrid.raster(images: tiles, count: tileCount, channels: image.channels, height: image.height,
+                                width: image.width, columns: columns)
+    }
+
+    /// Images (N, D) in a grid of `columns` per row.
+    public static func grid(_ images: Tensor, image: ImageShape, columns: Int) -> Raster {
+        ImageGrid.raster(images: images.scalars, count: images.shape[0], channels: image.channels,
+                         height: image.height, width: image.width, columns: columns)
+    }
+
+    /// Image a, the decoded path between it and b, and image b, in one row.
+    public static func interpolationStrip(from a: Tensor, path: Tensor, to b: Tensor, image: ImageShape) -> Raster {
+        let count = path.shape[0] + 2
+        return ImageGrid.raster(images: a.scalars + path.scalars + b.scalars, count: count, channels: image.channels,
+                                height: image.height, width: image.width, columns: count)
+    }
+
+    /// Where `encode` writes the labels beside latents saved to `latentsPath`:
+    /// latents.npy → labels.npy; other names get a .labels.npy suffix.
+    public static func labelsPath(forLatents latentsPath: String) -> String {
+        let name = (latentsPath as NSString).lastPathComponent
+        let directory = (latentsPath as NSString).deletingLastPathComponent
+        let labels = name.contains("latents") ? name.replacingOccurrences(of: "latents", with: "labels")
+            : (name.hasSuffix(".npy") ? String(name.dropLast(4)) : name) + ".labels.npy"
+        return directory.isEmpty ? labels : directory + "/" + labels
     }
 
     /// Scatter of posterior means (N, 2) coloured by label.
@@ -114,17 +115,6 @@ public enum Inference {
         let n = means.count / 2
         return ScatterPlot.render(x: (0..<n).map { Double(means[2 * $0]) }, y: (0..<n).map { Double(means[2 * $0 + 1]) },
                                   labels: labels?.map(Int.init), labelNames: labelNames, title: title)
-    }
-
-    /// Class names of Fashion-MNIST, used for legends when the data is
-    /// Debian's Fashion-MNIST.
-    public static let fashionMNISTClasses = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                                             "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-
-    /// Legend names for a dataset directory (Fashion-MNIST's, recognised by
-    /// its path), or none.
-    public static func labelNames(forData path: String) -> [String] {
-        path.lowercased().contains("fashion") ? fashionMNISTClasses : []
     }
 }
 

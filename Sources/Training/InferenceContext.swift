@@ -2,13 +2,8 @@ import Artifacts
 import Collectives
 import Datasets
 import Foundation
+import Imaging
 import TensorCore
-
-/// Which part of a dataset directory to use.
-public enum DataSplit: String, CaseIterable, Codable, Sendable {
-    case test
-    case train
-}
 
 /// What every inference subcommand starts from: a verified checkpoint (read
 /// by rank 0, broadcast to all), its model, and the communicator.
@@ -18,36 +13,30 @@ public struct InferenceContext {
     public let communicator: Communicator
     public let console: Console
 
-    public init(checkpoint path: String, communicator: Communicator, threads: Int = 1) throws {
-        BLAS.setThreads(threads)
-        BLAS.flushSubnormalsToZero()
+    public init(checkpoint path: String, communicator: Communicator, backend: Backend = Backend()) throws {
         self.communicator = communicator
         console = Console(rank: communicator.rank)
         checkpoint = try Checkpoint.load(path, communicator: communicator)
         let checkpoint = self.checkpoint
-        model = try communicator.collectively { try checkpoint.loadedModel() }
+        model = try communicator.collectively { try checkpoint.loadedModel(on: backend) }
     }
 
-    /// The images of `split`: from `directory`, or from `file` (with
-    /// `labels`), or else the data the model was trained on. They must have
+    /// The data source the model was trained on.
+    public var trainingData: DataSource { checkpoint.configuration.data }
+
+    /// Names of the classes the model's training data has (possibly none).
+    public var classNames: [String] { trainingData.classNames ?? [] }
+
+    /// The images of `split` from `source` (default: the data the model was
+    /// trained on), or the images of `file` (with `labels`). They must have
     /// the model's image shape and suit its likelihood.
-    public func images(directory: String?, file: String? = nil, labels: String? = nil,
+    public func images(from source: DataSource? = nil, file: String? = nil, labels: String? = nil,
                        split: DataSplit) throws -> ImageSet {
-        var c = checkpoint.sidecar.configuration
-        if let directory {
-            (c.data, c.trainFile, c.testFile, c.trainLabels, c.testLabels) = (directory, nil, nil, nil, nil)
-        }
-        let spec = model.spec
-        let c2 = c
+        let source = source ?? trainingData
+        let (seed, architecture, image) = (checkpoint.configuration.seed, model.architecture, model.image)
         return try communicator.collectively {
-            let set: ImageSet
-            if let file {
-                set = try ImageSet.load(images: file, labels: labels)
-            } else {
-                let data = try LoadedData.load(c2)
-                set = split == .test ? data.test : data.train
-            }
-            try set.validate(for: spec)
+            let set = try file.map { try ImageSet.load(images: $0, labels: labels) } ?? source.load(split, seed: seed)
+            try set.validate(for: architecture, image: image)
             return set
         }
     }
@@ -72,5 +61,5 @@ public struct InferenceContext {
     }
 
     /// The seed the checkpoint's run used (the default for sampling).
-    public var seed: UInt64 { checkpoint.sidecar.configuration.seed }
+    public var seed: UInt64 { checkpoint.configuration.seed }
 }

@@ -30,7 +30,7 @@ final class RunDirectory {
             throw TrainingError.runDirectoryInUse(path: root)
         }
         var subdirectories = ["", "/samples", "/reconstructions", "/checkpoints"]
-        if configuration.latentSize == 2 { subdirectories += ["/latent-manifold", "/latent-scatter"] }
+        if configuration.architecture.latentSize == 2 { subdirectories += ["/latent-manifold", "/latent-scatter"] }
         for sub in subdirectories {
             try Files.createDirectory(root + sub)
         }
@@ -77,38 +77,4 @@ final class RunDirectory {
         }
         return candidate
     }
-}
-
-/// One line of metrics.jsonl for training progress.
-struct TrainRecord: Encodable {
-    let type = "train"
-    var step: Int
-    var epoch: Int
-    /// Mean per sample since the previous record of what training minimises:
-    /// reconstruction + β·KL (the −ELBO when β = 1), with free bits applied.
-    var loss: Double
-    var reconstruction: Double
-    var kl: Double
-    /// The KL weight at this step (ramps up with --kl-warmup-steps).
-    var beta: Double
-    var samplesPerS: Double
-    var learningRate: Double
-    var elapsedS: Double
-}
-
-/// One line of metrics.jsonl for an evaluation on the test set.
-struct EvalRecord: Encodable {
-    let type = "eval"
-    var step: Int
-    var epoch: Int
-    var testLoss: Double
-    var testReconstruction: Double
-    var testKl: Double
-    var testBitsPerDim: Double
-    var testSamples: Int
-    /// KL per latent dimension, nats per sample.
-    var testKlPerDim: [Double]
-    /// Dimensions with Cov_x(E_q[z_j]) > 0.01.
-    var activeUnits: Int
-    var elapsedS: Double
 }

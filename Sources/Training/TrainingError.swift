@@ -1,26 +1,36 @@
-/// Errors of a training run that are not about a file (those are
-/// `DatasetError` and `ArtifactError`).
+import TensorCore
+import VAEModel
+
+/// Errors of a training run that are not about reading a file (those are
+/// `DatasetError`, `DataSourceError` and `ArtifactError`). The messages name
+/// no command-line options: the executable words those for its users.
 public enum TrainingError: Error, CustomStringConvertible {
-    case invalidOption(option: String, detail: String)
-    case nonFinite(step: Int, what: String)
+    case nonFinite(step: Int)
     case replicasDiverged(ranks: [Int], hashes: [UInt64])
     case runDirectoryInUse(path: String)
-    case incompatibleCheckpoint(path: String, detail: String)
+    case batchSmallerThanRanks(batch: Int, ranks: Int)
+    /// A resumed run would change what the checkpoint fixes.
+    case changedOnResume(what: String, checkpoint: String)
+    /// The data does not suit the architecture: `source` holds images the
+    /// family cannot model.
+    case unsupportedImages(source: String, family: String, image: ImageShape, requirement: String)
     case injectedFailure(step: Int)
 
     public var description: String {
         switch self {
-        case let .invalidOption(option, detail):
-            return "\(option): \(detail)"
-        case let .nonFinite(step, what):
-            return "non-finite \(what) at step \(step); training stopped on every rank (try a lower --lr)"
+        case let .nonFinite(step):
+            return "non-finite loss or gradient at step \(step); training stopped on every rank (try a lower learning rate)"
         case let .replicasDiverged(ranks, hashes):
             let list = ranks.map { "rank \($0) (\(String(hashes[$0], radix: 16)))" }.joined(separator: ", ")
             return "model replicas differ from rank 0 (\(String(hashes[0], radix: 16))): \(list)"
         case let .runDirectoryInUse(path):
-            return "\(path) already holds a run (config.json); choose another --run-dir, or continue it with --resume \(path)"
-        case let .incompatibleCheckpoint(path, detail):
-            return "\(path): \(detail)"
+            return "\(path) already holds a run (config.json); choose another run directory, or resume that run"
+        case let .batchSmallerThanRanks(batch, ranks):
+            return "the global batch (\(batch)) must be at least the number of ranks (\(ranks))"
+        case let .changedOnResume(what, checkpoint):
+            return "cannot change \(what) when resuming: it fixes the model, the batches or the random streams of the run in \(checkpoint)"
+        case let .unsupportedImages(source, family, image, requirement):
+            return "the \(family) VAE needs \(requirement); \(source) has \(image) images"
         case let .injectedFailure(step):
             return "injected failure at step \(step) (VAE_MPI_FAIL_AT)"
         }

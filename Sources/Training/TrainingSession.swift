@@ -4,63 +4,40 @@ import Foundation
 import TensorCore
 import VAEModel
 
-/// Everything `vae-mpi train` does on each rank: settle the configuration
-/// (defaults or a checkpoint's, with the command line's overrides), load
-/// data, build the trainer, run it, and report.
+/// Everything `vae-mpi train` does on each rank once the configuration is
+/// settled: check it (against the checkpoint it resumes, the number of
+/// ranks, the data), build the trainer, run it, and report.
 public struct TrainingSession {
-    public let overrides: [ConfigurationOverride]
-    /// A checkpoint to continue from (anything `CheckpointStore.resolve` accepts).
-    public let resume: String?
+    public let configuration: TrainingConfiguration
+    /// The checkpoint to continue from.
+    public let checkpoint: Checkpoint?
     public let communicator: Communicator
     public let console: Console
-    /// Print a per-step time breakdown (with GEMM time) at the end.
+    /// Time the steps' kernels and print a per-step breakdown at the end.
     public var profile: Bool
+    public var faults: FaultInjection
 
-    public init(overrides: [ConfigurationOverride] = [], resume: String? = nil, communicator: Communicator,
-                profile: Bool = false) {
-        self.overrides = overrides
-        self.resume = resume
+    public init(configuration: TrainingConfiguration, resumingFrom checkpoint: Checkpoint? = nil,
+                communicator: Communicator, profile: Bool = false, faults: FaultInjection = FaultInjection()) {
+        self.configuration = configuration
+        self.checkpoint = checkpoint
         self.communicator = communicator
-        self.console = Console(rank: communicator.rank)
+        console = Console(rank: communicator.rank)
         self.profile = profile
+        self.faults = faults
     }
 
     @discardableResult
     public func run() throws -> TrainingSummary {
-        let (rank, size) = (communicator.rank, communicator.size)
-        BLAS.flushSubnormalsToZero()
-        var configuration: TrainingConfiguration
-        var checkpoint: Checkpoint? = nil
-        if let resume {
-            let loaded = try Checkpoint.load(resume, communicator: communicator)
-            var base = loaded.sidecar.configuration
-            base.maxSteps = nil  // the stop of the interrupted run is not this run's
-            base.runDirectory = loaded.runDirectory
-            configuration = base.applying(overrides)
-            for (option, differs) in TrainingConfiguration.fixedOnResume where differs(base, configuration) {
-                throw CollectiveFailure.unanimous(
-                    TrainingError.invalidOption(
-                        option: option,
-                        detail: "cannot change when resuming: it fixes the model, the batches or the random streams "
-                            + "of the run in \(loaded.path)"),
-                    rank: rank)
-            }
-            checkpoint = loaded
-        } else {
-            configuration = TrainingConfiguration().applying(overrides)
-            // The conv model's default latent size is 16 (DESIGN.md §4).
-            if configuration.model == .conv && !overrides.contains(where: { $0.option == "--latent-dim" }) {
-                configuration.latentSize = 16
-            }
+        let rank = communicator.rank
+        var configuration = self.configuration
+        if let checkpoint, let change = configuration.changeOnResume(from: checkpoint) {
+            throw CollectiveFailure.unanimous(TrainingError.changedOnResume(what: change, checkpoint: checkpoint.path),
+                                              rank: rank)
         }
-        BLAS.setThreads(configuration.threads)
-
-        guard configuration.batchSize >= size else {
+        guard configuration.batchSize >= communicator.size else {
             throw CollectiveFailure.unanimous(
-                TrainingError.invalidOption(
-                    option: "--batch-size",
-                    detail: "the global batch (\(configuration.batchSize)) must be at least the number of ranks (\(size))"),
-                rank: rank)
+                TrainingError.batchSmallerThanRanks(batch: configuration.batchSize, ranks: communicator.size), rank: rank)
         }
         // One run directory for all ranks: rank 0 names it.
         if configuration.runDirectory.isEmpty {
@@ -68,29 +45,18 @@ public struct TrainingSession {
             configuration.runDirectory = String(decoding: name, as: UTF8.self)
         }
         let settled = configuration
-        let data = try communicator.collectively { try LoadedData.load(settled) }
-        let spec = checkpoint?.spec ?? ModelSpec(configuration, image: data.train.shape)
-        try communicator.collectively { try data.validate(for: spec) }
-        return try run(spec.modelType, spec: spec, data: data, configuration: configuration, checkpoint: checkpoint)
+        let data = try communicator.collectively { try settled.data.load(seed: settled.seed) }
+        let image = checkpoint?.sidecar.image ?? data.train.shape
+        try communicator.collectively { try data.validate(for: settled.architecture, image: image) }
+        return try train(configuration.architecture.options, configuration: configuration, data: data)
     }
 
-    private func run<Model: TrainableModel>(_: Model.Type, spec: ModelSpec, data: LoadedData,
-                                            configuration: TrainingConfiguration,
-                                            checkpoint: Checkpoint?) throws -> TrainingSummary {
-        let trainer = try Trainer<Model>(configuration: configuration, spec: spec, data: data,
-                                         communicator: communicator, console: console, resumingFrom: checkpoint)
-        trainer.measureKernels = profile
-        // Test hooks: VAE_MPI_FAIL_AT=rank:step makes that rank fail there
-        // (the abort path); VAE_MPI_DIVERGE_AT=rank:step nudges one of its
-        // parameters (the replica check).
-        func rankAndStep(_ variable: String) -> (Int, Int)? {
-            guard let value = ProcessInfo.processInfo.environment[variable] else { return nil }
-            let parts = value.split(separator: ":").compactMap { Int($0) }
-            return parts.count == 2 ? (parts[0], parts[1]) : nil
-        }
-        trainer.injectedFailure = rankAndStep("VAE_MPI_FAIL_AT")
-        trainer.injectedDivergence = rankAndStep("VAE_MPI_DIVERGE_AT")
-        printConfiguration(configuration, spec: spec, data: data, trainer: trainer)
+    private func train<Options: ArchitectureOptions>(_ options: Options, configuration: TrainingConfiguration,
+                                                     data: DataSplits) throws -> TrainingSummary {
+        let backend = Backend(profiler: profile ? KernelProfiler() : nil)
+        let trainer = try Trainer(options, configuration: configuration, data: data, communicator: communicator,
+                                  console: console, resumingFrom: checkpoint, backend: backend, faults: faults)
+        printConfiguration(configuration, data: data, trainer: trainer)
         if let note = trainer.resumeNote { console.print(note) }
         let summary = try trainer.run()
         printSummary(summary)
@@ -98,18 +64,21 @@ public struct TrainingSession {
         return summary
     }
 
-    func printConfiguration<Model: TrainableModel>(_ c: TrainingConfiguration, spec: ModelSpec, data: LoadedData,
-                                                   trainer: Trainer<Model>) {
+    func printConfiguration<Model>(_ c: TrainingConfiguration, data: DataSplits, trainer: Trainer<Model>) {
+        let image = trainer.image
+        let kl = c.kl
         let rows: [(String, String)] = [
-            ("model", "\(spec.summary), \(trainer.layout.nonEmptyEntries.count) tensors, \(trainer.layout.count) parameters"),
-            ("likelihood", (spec.likelihood == .gaussian ? "gaussian, σ = \(spec.sigma)" : spec.likelihood.rawValue)
-                + ", β = \(c.beta)" + (c.klWarmupSteps > 0 ? " after a \(c.klWarmupSteps)-step warm-up" : "")
-                + (c.freeBits > 0 ? ", free bits \(c.freeBits) nats per dimension" : "")),
+            ("model", "\(c.architecture.summary(for: image)), \(trainer.layout.nonEmptyEntries.count) tensors, "
+                + "\(trainer.layout.count) parameters"),
+            ("likelihood", "\(c.architecture.likelihood), β = \(kl.beta)"
+                + (kl.warmupSteps > 0 ? " after a \(kl.warmupSteps)-step warm-up" : "")
+                + (kl.freeBits > 0 ? ", free bits \(kl.freeBits) nats per dimension" : "")),
             ("data", "\(data.train.count) train (\(data.train.source)), \(data.test.count) test"
-                + (c.testFraction != nil && c.testFile == nil ? " (held out)" : " (\(data.test.source))") + " images of \(spec.image)"),
-            ("ranks", "\(communicator.size) (rank 0 on \(communicator.hostName)), \(c.threads) BLAS thread\(c.threads == 1 ? "" : "s") each"),
-            ("batch", "\(c.batchSize) global (\(trainer.plan.localBatch(rank: 0)) on rank 0), "
-                + plural(trainer.plan.stepsPerEpoch, "step") + " per epoch"),
+                + (data.testIsHeldOut ? " (held out)" : " (\(data.test.source))") + " images of \(image)"),
+            ("ranks", "\(communicator.size) (rank 0 on \(communicator.hostName)), "
+                + "\(plural(c.threads, "BLAS thread")) each"),
+            ("batch", "\(c.batchSize) global (\(trainer.localBatchOfRankZero) on rank 0), "
+                + plural(trainer.stepsPerEpoch, "step") + " per epoch"),
             ("optimizer", "Adam, lr \(c.learningRate), betas (0.9, 0.999), eps 1e-8"),
             ("schedule", plural(c.epochs, "epoch") + (c.maxSteps.map { ", at most " + plural($0, "step") } ?? "")
                 + ", log every \(c.logEvery) steps, checkpoint "
@@ -136,7 +105,7 @@ public struct TrainingSession {
     /// Per-step breakdown, averaged over ranks (one small allreduce); also
     /// one `PROFILE {json}` line for scripts (scripts/bench.sh).
     func printProfile(_ t: StepTimings, batch: Int) throws {
-        var v = [t.forwardBackward, t.gemm, t.im2col, t.allreduce, t.optimizer, t.data, t.pack, t.total]
+        var v = [t[.forwardBackward], t.gemm, t.im2col, t[.reduction], t[.update], t[.data], t[.pack], t.total]
         try communicator.allreduceSum(&v)
         let scale = 1e3 / Double(max(t.steps, 1) * communicator.size)
         let ms = v.map { $0 * scale }
@@ -144,7 +113,8 @@ public struct TrainingSession {
         let elementwise = fb - gemm - im2col
         let samplesPerSecond = Double(batch) / step * 1e3
         func f(_ x: Double) -> String { String(format: "%.3f", x) }
-        console.print("profile: ms per step, mean over \(t.steps) steps (after \(StepTimings.warmupSteps) warm-up) and \(communicator.size) rank\(communicator.size == 1 ? "" : "s")")
+        console.print("profile: ms per step, mean over \(t.steps) steps (after \(StepTimings.warmupSteps) warm-up) "
+                      + "and \(plural(communicator.size, "rank"))")
         console.print("  forward+backward  \(f(fb))   GEMM \(f(gemm)), im2col/col2im \(f(im2col)), elementwise and other \(f(elementwise))")
         console.print("  allreduce         \(f(allreduce))")
         console.print("  optimizer         \(f(optimizer))")
@@ -156,9 +126,4 @@ public struct TrainingSession {
                       + "\"optimizer_ms\": \(f(optimizer)), \"other_ms\": \(f(data + pack)), \"step_ms\": \(f(step)), "
                       + "\"samples_per_s\": \(String(format: "%.1f", samplesPerSecond))}")
     }
-}
-
-/// "1 step", "2 steps".
-func plural(_ count: Int, _ noun: String) -> String {
-    "\(count) \(noun)\(count == 1 ? "" : "s")"
 }

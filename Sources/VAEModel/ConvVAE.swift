@@ -1,76 +1,6 @@
 import _Differentiation
 import TensorCore
 
-/// PyTorch's `nn.Conv2d` parameters: weight (O, C, kh, kw), bias (O). Stride
-/// and padding belong to the architecture and are passed at the call.
-public struct Conv2D: Differentiable, AdditiveArithmetic, ParameterWalking {
-    public var weight: Tensor  // (O, C, kh, kw)
-    public var bias: Tensor    // (O)
-
-    public init(weight: Tensor, bias: Tensor) {
-        self.weight = weight
-        self.bias = bias
-    }
-
-    /// PyTorch's default initialisation: uniform in ±1/√(C·kh·kw).
-    public init(inputChannels c: Int, outputChannels o: Int, kernel k: Int, stream: RandomStream) {
-        let bound = 1 / Float(c * k * k).squareRoot()
-        weight = Tensor(uniformFrom: stream, shape: [o, c, k, k], low: -bound, high: bound)
-        bias = Tensor(uniformFrom: stream, shape: [o], low: -bound, high: bound, offset: o * c * k * k)
-    }
-
-    @differentiable(reverse)
-    public func callAsFunction(_ x: Tensor, stride: Int, padding: Int) -> Tensor {
-        conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding)
-    }
-
-    /// relu(conv(x)), fused.
-    @differentiable(reverse)
-    public func relu(_ x: Tensor, stride: Int, padding: Int) -> Tensor {
-        conv2dReLU(x, weight: weight, bias: bias, stride: stride, padding: padding)
-    }
-
-    public mutating func walkParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows {
-        try visit("weight", &weight)
-        try visit("bias", &bias)
-    }
-}
-
-/// PyTorch's `nn.ConvTranspose2d` parameters: weight (C, O, kh, kw), bias (O).
-public struct ConvTranspose2D: Differentiable, AdditiveArithmetic, ParameterWalking {
-    public var weight: Tensor  // (C, O, kh, kw)
-    public var bias: Tensor    // (O)
-
-    public init(weight: Tensor, bias: Tensor) {
-        self.weight = weight
-        self.bias = bias
-    }
-
-    /// PyTorch's default initialisation: its fan-in for a transposed
-    /// convolution is weight.size(1)·kh·kw = O·kh·kw.
-    public init(inputChannels c: Int, outputChannels o: Int, kernel k: Int, stream: RandomStream) {
-        let bound = 1 / Float(o * k * k).squareRoot()
-        weight = Tensor(uniformFrom: stream, shape: [c, o, k, k], low: -bound, high: bound)
-        bias = Tensor(uniformFrom: stream, shape: [o], low: -bound, high: bound, offset: c * o * k * k)
-    }
-
-    @differentiable(reverse)
-    public func callAsFunction(_ x: Tensor, stride: Int, padding: Int, outputPadding: Int) -> Tensor {
-        convTranspose2d(x, weight: weight, bias: bias, stride: stride, padding: padding, outputPadding: outputPadding)
-    }
-
-    /// relu(convTranspose(x)), fused.
-    @differentiable(reverse)
-    public func relu(_ x: Tensor, stride: Int, padding: Int, outputPadding: Int) -> Tensor {
-        convTranspose2dReLU(x, weight: weight, bias: bias, stride: stride, padding: padding, outputPadding: outputPadding)
-    }
-
-    public mutating func walkParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows {
-        try visit("weight", &weight)
-        try visit("bias", &bias)
-    }
-}
-
 /// The convolutional VAE of DESIGN.md §4, for C×H×W images with H and W
 /// divisible by 4: encoder Conv(C→c1, 3×3, stride 2, pad 1) ReLU,
 /// Conv(c1→c2) ReLU, flatten, Dense to μ and to log σ²; decoder Dense to
@@ -113,26 +43,26 @@ public struct ConvVAE: VariationalAutoencoder {
     }
 
     @differentiable(reverse)
-    public func encode(_ x: Tensor) -> Posterior {
+    public func encode(_ x: Tensor, on backend: Backend) -> Posterior {
         let g = withoutDerivative(at: geometry)
         let b = withoutDerivative(at: x.shape[0])
         let image = x.reshaped([b, g.channels, g.height, g.width])
-        let h1 = conv1.relu(image, stride: 2, padding: 1)                 // (B, c1, H/2, W/2)
-        let h2 = conv2.relu(h1, stride: 2, padding: 1)                    // (B, c2, H/4, W/4)
+        let h1 = conv1.relu(image, stride: 2, padding: 1, on: backend)       // (B, c1, H/2, W/2)
+        let h2 = conv2.relu(h1, stride: 2, padding: 1, on: backend)          // (B, c2, H/4, W/4)
         let flat = h2.reshaped([b, withoutDerivative(at: h2).count / max(b, 1)])
-        return Posterior(mean: fcMean(flat), logVariance: fcLogVariance(flat))
+        return Posterior(mean: fcMean(flat, on: backend), logVariance: fcLogVariance(flat, on: backend))
     }
 
     @differentiable(reverse)
-    public func decode(_ z: Tensor) -> DecoderOutput {
+    public func decode(_ z: Tensor, on backend: Backend) -> DecoderOutput {
         let g = withoutDerivative(at: geometry)
         let b = withoutDerivative(at: z.shape[0])
         let c2 = withoutDerivative(at: deconv1.weight.shape[0])
-        let h = fc.relu(z).reshaped([b, c2, g.height / 4, g.width / 4])
-        let h1 = deconv1.relu(h, stride: 2, padding: 1, outputPadding: 1)   // (B, c1, H/2, W/2)
+        let h = fc.relu(z, on: backend).reshaped([b, c2, g.height / 4, g.width / 4])
+        let h1 = deconv1.relu(h, stride: 2, padding: 1, outputPadding: 1, on: backend)   // (B, c1, H/2, W/2)
         let d = withoutDerivative(at: g.channels * g.height * g.width)
-        let location = deconv2(h1, stride: 2, padding: 1, outputPadding: 1).reshaped([b, d])
-        let logVariance = deconv2LogVariance(h1, stride: 2, padding: 1, outputPadding: 1)
+        let location = deconv2(h1, stride: 2, padding: 1, outputPadding: 1, on: backend).reshaped([b, d])
+        let logVariance = deconv2LogVariance(h1, stride: 2, padding: 1, outputPadding: 1, on: backend)
         return DecoderOutput(location: location,
                              logVariance: logVariance.reshaped([b, withoutDerivative(at: logVariance).count / max(b, 1)]))
     }
@@ -150,5 +80,56 @@ public struct ConvVAE: VariationalAutoencoder {
         try deconv1.walkParameters { try visit("dec.deconv1." + $0, &$1) }
         try deconv2.walkParameters { try visit("dec.deconv2." + $0, &$1) }
         try deconv2LogVariance.walkParameters { try visit("dec.deconv2_logvar." + $0, &$1) }
+    }
+}
+
+extension ConvVAE {
+    /// The conv family: two stride-2 convolutions of `channels[0]` and
+    /// `channels[1]` channels, mirrored by two transposed convolutions, for
+    /// C×H×W images with H and W divisible by 4.
+    public struct Options: ArchitectureOptions {
+        public static let family = "conv"
+        /// c1, c2: channels of the two convolutions.
+        public var channels = [32, 64]
+        public var latentSize = 16
+        public var likelihood = Likelihood.bernoulli
+
+        public init(channels: [Int] = [32, 64], latentSize: Int = 16, likelihood: Likelihood = .bernoulli) {
+            self.channels = channels
+            self.latentSize = latentSize
+            self.likelihood = likelihood
+        }
+
+        public func validate(for image: ImageShape) throws {
+            guard channels.count == 2, channels.allSatisfy({ $0 >= 1 }), latentSize >= 1 else {
+                throw ArchitectureError.invalidOptions(
+                    family: Self.family, detail: "needs two positive channel counts and a latent size of at least 1 "
+                        + "(got channels \(channels), latent size \(latentSize))")
+            }
+            guard image.height % 4 == 0, image.width % 4 == 0, image.height >= 4, image.width >= 4 else {
+                throw ArchitectureError.unsupportedImage(family: Self.family, image: image,
+                                                         requirement: "image height and width divisible by 4")
+            }
+        }
+
+        public func summary(for image: ImageShape) -> String {
+            "conv \(image) → \(channels.map(String.init).joined(separator: ", ")) → \(latentSize)"
+        }
+
+        public func parameterCount(for image: ImageShape) -> Int {
+            let (c, c1, c2, z) = (image.channels, channels[0], channels[1], latentSize)
+            let f = c2 * (image.height / 4) * (image.width / 4)
+            let head = c1 * c * 9 + c
+            return (c1 * c * 9 + c1) + (c2 * c1 * 9 + c2) + 2 * (z * f + z) + (f * z + f)
+                + (c2 * c1 * 9 + c1) + head + (likelihood.learnsVariance ? head : 0)
+        }
+
+        public func makeModel(for image: ImageShape, seed: UInt64) -> ConvVAE {
+            ConvVAE(channels: image.channels, height: image.height, width: image.width,
+                    convChannels: (channels[0], channels[1]), latentSize: latentSize,
+                    learnsVariance: likelihood.learnsVariance, seed: seed)
+        }
+
+        public var architecture: Architecture { .conv(self) }
     }
 }

@@ -27,14 +27,14 @@ public struct Dense: Differentiable, AdditiveArithmetic, ParameterWalking {
 
     /// x (B, I) → (B, O).
     @differentiable(reverse)
-    public func callAsFunction(_ x: Tensor) -> Tensor {
-        linear(x, weight: weight, bias: bias)
+    public func callAsFunction(_ x: Tensor, on backend: Backend) -> Tensor {
+        linear(x, weight: weight, bias: bias, on: backend)
     }
 
     /// relu(x·Wᵀ + b), fused: x (B, I) → (B, O).
     @differentiable(reverse)
-    public func relu(_ x: Tensor) -> Tensor {
-        linearReLU(x, weight: weight, bias: bias)
+    public func relu(_ x: Tensor, on backend: Backend) -> Tensor {
+        linearReLU(x, weight: weight, bias: bias, on: backend)
     }
 
     public mutating func walkParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows {

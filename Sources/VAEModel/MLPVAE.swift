@@ -34,15 +34,15 @@ public struct MLPVAE: VariationalAutoencoder {
     }
 
     @differentiable(reverse)
-    public func encode(_ x: Tensor) -> Posterior {
-        let h1 = fc1.relu(x)
-        return Posterior(mean: fc21(h1), logVariance: fc22(h1))
+    public func encode(_ x: Tensor, on backend: Backend) -> Posterior {
+        let h1 = fc1.relu(x, on: backend)
+        return Posterior(mean: fc21(h1, on: backend), logVariance: fc22(h1, on: backend))
     }
 
     @differentiable(reverse)
-    public func decode(_ z: Tensor) -> DecoderOutput {
-        let h3 = fc3.relu(z)
-        return DecoderOutput(location: fc4(h3), logVariance: fc4LogVariance(h3))
+    public func decode(_ z: Tensor, on backend: Backend) -> DecoderOutput {
+        let h3 = fc3.relu(z, on: backend)
+        return DecoderOutput(location: fc4(h3, on: backend), logVariance: fc4LogVariance(h3, on: backend))
     }
 
     public var latentSize: Int { fc21.outputSize }
@@ -57,5 +57,48 @@ public struct MLPVAE: VariationalAutoencoder {
         try fc3.walkParameters { try visit("fc3." + $0, &$1) }
         try fc4.walkParameters { try visit("fc4." + $0, &$1) }
         try fc4LogVariance.walkParameters { try visit("fc4_logvar." + $0, &$1) }
+    }
+}
+
+extension MLPVAE {
+    /// The MLP family: PyTorch's example VAE, D → H → (Z, Z), Z → H → D, for
+    /// any image shape (flattened).
+    public struct Options: ArchitectureOptions {
+        public static let family = "mlp"
+        /// H, hidden units of the encoder and of the decoder.
+        public var hiddenSize = 400
+        public var latentSize = 20
+        public var likelihood = Likelihood.bernoulli
+
+        public init(hiddenSize: Int = 400, latentSize: Int = 20, likelihood: Likelihood = .bernoulli) {
+            self.hiddenSize = hiddenSize
+            self.latentSize = latentSize
+            self.likelihood = likelihood
+        }
+
+        public func validate(for image: ImageShape) throws {
+            guard hiddenSize >= 1, latentSize >= 1 else {
+                throw ArchitectureError.invalidOptions(
+                    family: Self.family, detail: "hidden size \(hiddenSize) and latent size \(latentSize) must be at least 1")
+            }
+            guard image.size >= 1 else {
+                throw ArchitectureError.unsupportedImage(family: Self.family, image: image, requirement: "at least one pixel")
+            }
+        }
+
+        public func summary(for image: ImageShape) -> String { "mlp \(image.size)-\(hiddenSize)-\(latentSize)" }
+
+        public func parameterCount(for image: ImageShape) -> Int {
+            let (d, h, z) = (image.size, hiddenSize, latentSize)
+            let variance = likelihood.learnsVariance ? d * h + d : 0
+            return (d * h + h) + 2 * (h * z + z) + (z * h + h) + (h * d + d) + variance
+        }
+
+        public func makeModel(for image: ImageShape, seed: UInt64) -> MLPVAE {
+            MLPVAE(dataSize: image.size, hiddenSize: hiddenSize, latentSize: latentSize,
+                   learnsVariance: likelihood.learnsVariance, seed: seed)
+        }
+
+        public var architecture: Architecture { .mlp(self) }
     }
 }

@@ -39,11 +39,11 @@ public protocol VariationalAutoencoder: Differentiable, AdditiveArithmetic, Para
 {
     /// x (B, D) → q(z | x).
     @differentiable(reverse)
-    func encode(_ x: Tensor) -> Posterior
+    func encode(_ x: Tensor, on backend: Backend) -> Posterior
 
     /// z (B, Z) → p(x | z)'s parameters.
     @differentiable(reverse)
-    func decode(_ z: Tensor) -> DecoderOutput
+    func decode(_ z: Tensor, on backend: Backend) -> DecoderOutput
 
     /// Z.
     var latentSize: Int { get }

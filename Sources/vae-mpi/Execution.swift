@@ -1,6 +1,7 @@
 import Collectives
 import Foundation
 import MPICollectives
+import TensorCore
 
 /// Runs a subcommand's work on every rank and turns its outcome into the
 /// process's exit, the one place errors become exit codes:
@@ -11,8 +12,14 @@ import MPICollectives
 /// - an error only this rank knows about: print it with the rank and host,
 ///   then `MPI_Abort`, which ends every rank at once, including those waiting
 ///   in a collective for this one.
+///
+/// It also makes the process's math settings before any work: subnormal
+/// floats flushed to zero (see `BLAS.flushSubnormalsToZero`) and one BLAS
+/// thread per rank unless the work sets another count.
 enum Execution {
     static func run(_ work: (Communicator) throws -> Void) -> Never {
+        BLAS.flushSubnormalsToZero()
+        BLAS.setThreads(1)
         let communicator: Communicator
         var mpi: MPICommunicator? = nil
         if Launcher.isMPI {
@@ -20,7 +27,7 @@ enum Execution {
                 mpi = try MPICommunicator()
                 communicator = mpi!
             } catch {
-                printError("\(error)", rank: nil)
+                printError(Messages.text(for: error), rank: nil)
                 exit(1)
             }
         } else {
@@ -32,7 +39,7 @@ enum Execution {
             mpi?.finalize()
             exit(0)
         } catch let failure as CollectiveFailure {
-            if failure.reporter { printError("\(failure)", rank: failure.concernsRank ? rankLabel : nil) }
+            if failure.reporter { printError(Messages.text(for: failure), rank: failure.concernsRank ? rankLabel : nil) }
             mpi?.finalize()
             exit(1)
         } catch is PeerFailure {
@@ -40,7 +47,7 @@ enum Execution {
             exit(1)
         } catch {
             let host = communicator.size > 1 ? " on \(communicator.hostName)" : ""
-            printError("\(error)\(host)", rank: rankLabel)
+            printError(Messages.text(for: error) + host, rank: rankLabel)
             if communicator.size > 1 { communicator.abort(exitCode: 1) }
             exit(1)
         }

@@ -3,64 +3,66 @@ import Artifacts
 import Collectives
 import Datasets
 import Foundation
-import TensorCore
 import Training
+import TensorCore
+import VAEModel
 
 extension DataSplit: ExpressibleByArgument {}
 
 /// --checkpoint and --threads, shared by the subcommands that use a trained model.
 struct CheckpointOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("A checkpoint: a run directory (its latest), a .safetensors file or its .json sidecar.",
+    @Option(name: OptionName.checkpoint.name,
+            help: ArgumentHelp("A checkpoint: a run directory (its latest), a .safetensors file or its .json sidecar.",
                                valueName: "checkpoint"))
     var checkpoint: String
 
-    @Option(help: "OpenBLAS threads per rank.")
+    @Option(name: OptionName.threads.name, help: "OpenBLAS threads per rank.")
     var threads: Int = 1
 
     func validate() throws {
-        guard threads >= 1 else { throw ValidationError("--threads must be at least 1 (got \(threads))") }
+        try require(threads, atLeast: 1, .threads)
     }
 
     /// Reads the checkpoint (rank 0, broadcast) and builds its model.
     func open(_ communicator: Communicator) throws -> InferenceContext {
-        try InferenceContext(checkpoint: checkpoint, communicator: communicator, threads: threads)
+        BLAS.setThreads(threads)
+        return try InferenceContext(checkpoint: checkpoint, communicator: communicator)
     }
 }
 
 /// --data (or --images/--labels), --split and --batch-size, for subcommands that read images.
 struct DataOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("Dataset directory (default: the data the checkpoint was trained on).", valueName: "dir"))
+    @Option(name: OptionName.data.name,
+            help: ArgumentHelp("Dataset directory (default: the data the checkpoint was trained on).", valueName: "dir"))
     var data: String?
 
-    @Option(help: ArgumentHelp("An image file (IDX or .npy) instead of a dataset's split.", valueName: "file"))
+    @Option(name: OptionName.images.name, help: ArgumentHelp("An image file (IDX or .npy) instead of a dataset's split.", valueName: "file"))
     var images: String?
 
-    @Option(help: ArgumentHelp("Labels of --images (IDX or .npy).", valueName: "file"))
+    @Option(name: OptionName.labels.name, help: ArgumentHelp("Labels of \(OptionName.images) (IDX or .npy).", valueName: "file"))
     var labels: String?
 
-    @Option(help: "Which images: test (t10k-*) or train (train-*).")
+    @Option(name: OptionName.split.name, help: "Which images: test (t10k-*) or train (train-*).")
     var split: DataSplit = .test
 
-    @Option(name: .long, help: "Images per forward pass.")
+    @Option(name: OptionName.batchSize.name, help: "Images per forward pass.")
     var batchSize: Int = 500
 
     func validate() throws {
-        guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1 (got \(batchSize))") }
+        try require(batchSize, atLeast: 1, .batchSize)
     }
 
     /// The images these options name, checked against the context's model.
     func images(in context: InferenceContext) throws -> ImageSet {
-        try context.images(directory: data, file: images, labels: labels, split: split)
+        try context.images(from: data.map { context.trainingData.reading(directory: $0) }, file: images, labels: labels,
+                           split: split)
     }
+
+    /// "the test set" or the file's name, for messages.
+    var setName: String { images ?? "the \(split.rawValue) set" }
 }
 
-/// An error about an option that every rank detects identically (after
-/// reading the same data): reported once, every rank exits cleanly.
-func optionError(_ option: String, _ detail: String, _ communicator: Communicator) -> Error {
-    CollectiveFailure.unanimous(TrainingError.invalidOption(option: option, detail: detail), rank: communicator.rank)
-}
-
-func requireIndex(_ value: Int, below count: Int, _ option: String, in set: String, _ communicator: Communicator) throws {
+func requireIndex(_ value: Int, below count: Int, _ option: OptionName, in set: String, _ communicator: Communicator) throws {
     guard value >= 0 && value < count else {
         throw optionError(option, "\(value) is out of range: \(set) has \(count) images (0…\(count - 1))", communicator)
     }
@@ -72,34 +74,31 @@ struct Sample: ParsableCommand {
 
     @OptionGroup var model: CheckpointOptions
 
-    @Option(help: "Number of samples.")
+    @Option(name: OptionName.count.name, help: "Number of samples.")
     var count: Int = 64
 
-    @Option(help: "Images per row of the grid (default: ⌈√count⌉).")
+    @Option(name: OptionName.columns.name, help: "Images per row of the grid (default: ⌈√count⌉).")
     var columns: Int?
 
-    @Option(help: ArgumentHelp("Output PNG file.", valueName: "png"))
+    @Option(name: OptionName.out.name, help: ArgumentHelp("Output PNG file.", valueName: "png"))
     var out: String
 
-    @Option(help: "Seed of the latent draws (default: the checkpoint's seed).")
+    @Option(name: OptionName.seed.name, help: "Seed of the latent draws (default: the checkpoint's seed).")
     var seed: UInt64?
 
     func validate() throws {
-        guard count >= 1 else { throw ValidationError("--count must be at least 1 (got \(count))") }
-        if let columns, columns < 1 { throw ValidationError("--columns must be at least 1 (got \(columns))") }
+        try require(count, atLeast: 1, .count)
+        try require(columns, atLeast: 1, .columns)
     }
 
     func run() throws {
         let (options, count, columns, out, seed) = (model, count, columns, out, seed)
         Execution.run { communicator in
             let context = try options.open(communicator)
-            let image = context.model.spec.image
             let columns = columns ?? Int(Double(count).squareRoot().rounded(.up))
-            try context.write(
-                ImageGrid.raster(images: Inference.samples(context.model, count: count, seed: seed ?? context.seed).scalars,
-                                 count: count, channels: image.channels, height: image.height, width: image.width,
-                                 columns: columns),
-                to: out, what: "\(count) samples from the prior")
+            let samples = Inference.samples(context.model, count: count, seed: seed ?? context.seed)
+            try context.write(Inference.grid(samples, image: context.model.image, columns: columns),
+                              to: out, what: "\(count) samples from the prior")
         }
     }
 }
@@ -111,22 +110,22 @@ struct Reconstruct: ParsableCommand {
     @OptionGroup var model: CheckpointOptions
     @OptionGroup var data: DataOptions
 
-    @Option(help: "Number of images, from --start on.")
+    @Option(name: OptionName.count.name, help: "Number of images, from \(OptionName.start) on.")
     var count: Int = 8
 
-    @Option(help: "Index of the first image.")
+    @Option(name: OptionName.start.name, help: "Index of the first image.")
     var start: Int = 0
 
-    @Option(help: "Pairs per row.")
+    @Option(name: OptionName.columns.name, help: "Pairs per row.")
     var columns: Int = 8
 
-    @Option(help: ArgumentHelp("Output PNG file.", valueName: "png"))
+    @Option(name: OptionName.out.name, help: ArgumentHelp("Output PNG file.", valueName: "png"))
     var out: String
 
     func validate() throws {
-        guard count >= 1, columns >= 1, start >= 0 else {
-            throw ValidationError("--count and --columns must be at least 1 and --start at least 0")
-        }
+        try require(count, atLeast: 1, .count)
+        try require(columns, atLeast: 1, .columns)
+        try require(start, atLeast: 0, .start)
     }
 
     func run() throws {
@@ -135,27 +134,13 @@ struct Reconstruct: ParsableCommand {
             let context = try options.open(communicator)
             let images = try dataOptions.images(in: context)
             guard start + count <= images.count else {
-                throw optionError("--count", "--start \(start) with --count \(count) needs \(start + count) images; "
-                                  + "the \(dataOptions.split.rawValue) set has \(images.count)", communicator)
+                throw optionError(.count, "\(OptionName.start) \(start) with \(OptionName.count) \(count) needs \(start + count) images; "
+                                  + "\(dataOptions.setName) has \(images.count)", communicator)
             }
             let x = images.batch(start ..< start + count)
-            let y = Inference.reconstructions(context.model, of: x)
-            // Rows of `columns` inputs, each above the row of their reconstructions.
-            let d = images.shape.size
-            var tiles: [Float] = []
-            var tileCount = 0
-            for rowStart in stride(from: 0, to: count, by: columns) {
-                let n = min(columns, count - rowStart)
-                for source in [x, y] {
-                    tiles += source.scalars[rowStart * d ..< (rowStart + n) * d]
-                    tiles += [Float](repeating: 1, count: (columns - n) * d)
-                    tileCount += columns
-                }
-            }
-            let shape = images.shape
             try context.write(
-                ImageGrid.raster(images: tiles, count: tileCount, channels: shape.channels, height: shape.height,
-                                 width: shape.width, columns: columns),
+                Inference.reconstructionGrid(inputs: x, reconstructions: Inference.reconstructions(context.model, of: x),
+                                             image: images.shape, columns: columns),
                 to: out, what: "\(count) \(dataOptions.split.rawValue) images above their reconstructions")
         }
     }
@@ -167,31 +152,22 @@ struct Encode: ParsableCommand {
         discussion: """
             The VAE as dimension reduction. When the dataset has a label file, the labels \
             (int64, N) are written beside the latents: latents.npy → labels.npy, \
-            other names get a .labels.npy suffix (or give --labels-out). Under mpirun the \
+            other names get a .labels.npy suffix (or give \(OptionName.labelsOut)). Under mpirun the \
             images are split over the ranks.
             """)
 
     @OptionGroup var model: CheckpointOptions
     @OptionGroup var data: DataOptions
 
-    @Option(help: ArgumentHelp("Output .npy file for the latents.", valueName: "npy"))
+    @Option(name: OptionName.out.name, help: ArgumentHelp("Output .npy file for the latents.", valueName: "npy"))
     var out: String
 
-    @Option(name: .customLong("labels-out"), help: ArgumentHelp("Output .npy file for the labels.", valueName: "npy"))
+    @Option(name: OptionName.labelsOut.name, help: ArgumentHelp("Output .npy file for the labels.", valueName: "npy"))
     var labelsOut: String?
-
-    static func labelsPath(for out: String) -> String {
-        let url = URL(fileURLWithPath: out)
-        let name = url.lastPathComponent
-        let dir = (out as NSString).deletingLastPathComponent
-        let labels = name.contains("latents") ? name.replacingOccurrences(of: "latents", with: "labels")
-            : (name.hasSuffix(".npy") ? String(name.dropLast(4)) : name) + ".labels.npy"
-        return dir.isEmpty ? labels : dir + "/" + labels
-    }
 
     func run() throws {
         let (options, dataOptions, out) = (model, data, out)
-        let labelsOut = self.labelsOut ?? Self.labelsPath(for: out)
+        let labelsOut = self.labelsOut ?? Inference.labelsPath(forLatents: out)
         Execution.run { communicator in
             let context = try options.open(communicator)
             let images = try dataOptions.images(in: context)
@@ -211,25 +187,25 @@ struct Encode: ParsableCommand {
 struct Interpolate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Decode the straight line between two images' posterior means.",
-        discussion: "The strip shows image --from, the decoded path (--steps points, both ends included), and image --to.")
+        discussion: "The strip shows image \(OptionName.from), the decoded path (\(OptionName.steps) points, both ends included), and image \(OptionName.to).")
 
     @OptionGroup var model: CheckpointOptions
     @OptionGroup var data: DataOptions
 
-    @Option(help: "Index of the first image.")
+    @Option(name: OptionName.from.name, help: "Index of the first image.")
     var from: Int
 
-    @Option(help: "Index of the second image.")
+    @Option(name: OptionName.to.name, help: "Index of the second image.")
     var to: Int
 
-    @Option(help: "Points on the path, both ends included.")
+    @Option(name: OptionName.steps.name, help: "Points on the path, both ends included.")
     var steps: Int = 10
 
-    @Option(help: ArgumentHelp("Output PNG file.", valueName: "png"))
+    @Option(name: OptionName.out.name, help: ArgumentHelp("Output PNG file.", valueName: "png"))
     var out: String
 
     func validate() throws {
-        guard steps >= 2 else { throw ValidationError("--steps must be at least 2 (got \(steps))") }
+        try require(steps, atLeast: 2, .steps)
     }
 
     func run() throws {
@@ -237,24 +213,19 @@ struct Interpolate: ParsableCommand {
         Execution.run { communicator in
             let context = try options.open(communicator)
             let images = try dataOptions.images(in: context)
-            let set = "the \(dataOptions.split.rawValue) set"
-            try requireIndex(from, below: images.count, "--from", in: set, communicator)
-            try requireIndex(to, below: images.count, "--to", in: set, communicator)
+            try requireIndex(from, below: images.count, .from, in: dataOptions.setName, communicator)
+            try requireIndex(to, below: images.count, .to, in: dataOptions.setName, communicator)
             let a = images.batch([from]), b = images.batch([to])
             let path = Inference.interpolation(context.model, from: a, to: b, steps: steps)
-            let shape = images.shape
-            try context.write(
-                ImageGrid.raster(images: a.scalars + path.scalars + b.scalars, count: steps + 2,
-                                 channels: shape.channels, height: shape.height, width: shape.width,
-                                 columns: steps + 2),
-                to: out, what: "image \(from), \(steps) decoded points, image \(to)")
+            try context.write(Inference.interpolationStrip(from: a, path: path, to: b, image: images.shape),
+                              to: out, what: "image \(from), \(steps) decoded points, image \(to)")
         }
     }
 }
 
 struct Evaluate: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Test-set −ELBO and, with --importance-samples K, the importance-weighted −log p(x).",
+        abstract: "Test-set −ELBO and, with \(OptionName.importanceSamples) K, the importance-weighted −log p(x).",
         discussion: """
             The −ELBO uses the same noise as training's evaluation, so it reproduces the run's \
             last test loss. The importance-weighted bound (Burda et al. 2016) averages K samples \
@@ -265,17 +236,17 @@ struct Evaluate: ParsableCommand {
     @OptionGroup var model: CheckpointOptions
     @OptionGroup var data: DataOptions
 
-    @Option(name: .customLong("importance-samples"), help: ArgumentHelp("Importance samples K per image (0: ELBO only).", valueName: "k"))
+    @Option(name: OptionName.importanceSamples.name, help: ArgumentHelp("Importance samples K per image (0: ELBO only).", valueName: "k"))
     var importanceSamples: Int = 0
 
-    @Option(help: "Seed of the noise (default: the checkpoint's seed).")
+    @Option(name: OptionName.seed.name, help: "Seed of the noise (default: the checkpoint's seed).")
     var seed: UInt64?
 
-    @Flag(help: "Print one JSON object instead of text.")
+    @Flag(name: OptionName.json.name, help: "Print one JSON object instead of text.")
     var json = false
 
     func validate() throws {
-        guard importanceSamples >= 0 else { throw ValidationError("--importance-samples must be ≥ 0") }
+        try require(importanceSamples, atLeast: 0, .importanceSamples)
     }
 
     func run() throws {
@@ -283,22 +254,21 @@ struct Evaluate: ParsableCommand {
         Execution.run { communicator in
             let context = try options.open(communicator)
             let images = try dataOptions.images(in: context)
-            let result = try Inference.evaluate(context.model, images: images, seed: seed ?? context.seed,
-                                                importanceSamples: k, batchSize: dataOptions.batchSize,
-                                                communicator: communicator)
+            let e = try Inference.evaluate(context.model, images: images, seed: seed ?? context.seed,
+                                           importanceSamples: k, batchSize: dataOptions.batchSize,
+                                           communicator: communicator)
             if json {
-                context.console.print(try JSONText.line(result))
+                context.console.print(try JSONText.line(e))
                 return
             }
-            let e = result
+            func f(_ x: Double, _ digits: Int = 3) -> String { String(format: "%.\(digits)f", x) }
+            let terms = zip(ELBOTerms.reported, e.terms).map { "\($0.name) \(f($1))" }.joined(separator: ", ")
             context.console.print("\(images.count) \(dataOptions.split.rawValue) images, checkpoint step \(context.checkpoint.sidecar.step)")
-            context.console.print("  −ELBO          \(String(format: "%.3f", e.loss)) nats/sample, \(String(format: "%.4f", e.bitsPerDimension)) bits/dim "
-                                  + "(reconstruction \(String(format: "%.3f", e.reconstruction)), KL \(String(format: "%.3f", e.kl)))")
+            context.console.print("  −ELBO          \(f(e.loss)) nats/sample, \(f(e.bitsPerDimension, 4)) bits/dim (\(terms))")
             context.console.print("  active units   \(e.activeUnits) of \(e.klPerDimension.count) latent dimensions; KL per dimension "
-                                  + e.klPerDimension.map { String(format: "%.2f", $0) }.joined(separator: " "))
-            if let nll = result.importanceWeightedNLL, let bpd = result.importanceWeightedBitsPerDim {
-                context.console.print("  −log p(x) ≈    \(String(format: "%.3f", nll)) nats/sample, \(String(format: "%.4f", bpd)) bits/dim "
-                                      + "(importance-weighted, K = \(k))")
+                                  + e.klPerDimension.map { f($0, 2) }.joined(separator: " "))
+            if let nll = e.importanceWeightedNLL, let bpd = e.importanceWeightedBitsPerDim {
+                context.console.print("  −log p(x) ≈    \(f(nll)) nats/sample, \(f(bpd, 4)) bits/dim (importance-weighted, K = \(k))")
             }
         }
     }
@@ -308,66 +278,26 @@ struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show a checkpoint's configuration, position and tensors (after verifying it).")
 
-    @Option(help: ArgumentHelp("A checkpoint: a run directory (its latest), a .safetensors file or its .json sidecar.",
+    @Option(name: OptionName.checkpoint.name,
+            help: ArgumentHelp("A checkpoint: a run directory (its latest), a .safetensors file or its .json sidecar.",
                                valueName: "checkpoint"))
     var checkpoint: String
 
-    @Flag(help: "Print one JSON object (with per-tensor statistics) instead of text.")
+    @Flag(name: OptionName.json.name, help: "Print one JSON object (with per-tensor statistics) instead of text.")
     var json = false
-
-    struct TensorInfo: Codable {
-        var name: String
-        var shape: [Int]
-        var checksum: String
-        var min: Float
-        var max: Float
-        var sum: Double
-    }
-
-    struct Report: Codable {
-        var path: String
-        var formatVersion: Int
-        var step: Int
-        var epoch: Int
-        var stepInEpoch: Int
-        var worldSize: Int
-        var model: ModelSpec
-        var configuration: TrainingConfiguration
-        var tensors: [TensorInfo]
-    }
 
     func run() throws {
         let (path, json) = (checkpoint, json)
         Execution.run { communicator in
             let console = Console(rank: communicator.rank)
-            let c = try Checkpoint.load(path, communicator: communicator)
-            let s = c.sidecar
-            let tensors = c.tensors.entries.map { e in
-                TensorInfo(name: e.name, shape: e.shape, checksum: s.checksums[e.name] ?? "",
-                           min: e.scalars.min() ?? 0, max: e.scalars.max() ?? 0,
-                           sum: e.scalars.reduce(0.0) { $0 + Double($1) })
-            }
-            let report = Report(path: c.path, formatVersion: s.formatVersion, step: s.step, epoch: s.epoch,
-                                stepInEpoch: s.stepInEpoch, worldSize: s.worldSize, model: s.model,
-                                configuration: s.configuration, tensors: tensors)
+            let report = CheckpointReport(try Checkpoint.load(path, communicator: communicator))
             if json {
                 console.print(try JSONText.line(report))
                 return
             }
-            let spec = s.model
-            console.print("\(c.path) (format version \(s.formatVersion), checksums verified)")
-            console.print("  step \(s.step), epoch \(s.epoch) (\(s.stepInEpoch) of \(s.stepsPerEpoch) steps), "
-                          + "\(s.samplesSeen) samples seen, written by \(s.worldSize) rank\(s.worldSize == 1 ? "" : "s") at \(s.createdAt)")
-            console.print("  model \(spec.summary), \(spec.likelihood.rawValue) likelihood"
-                          + (spec.likelihood == .gaussian ? " (σ = \(spec.sigma))" : ""))
-            console.print("  optimizer Adam, step \(s.optimizer.step), lr \(String(format: "%g", s.optimizer.learningRate))")
-            console.print("  configuration: \(try JSONText.line(s.configuration))")
-            let width = tensors.map(\.name.count).max() ?? 0
-            for t in tensors {
-                let shape = "[" + t.shape.map(String.init).joined(separator: ", ") + "]"
-                console.print("  " + t.name + String(repeating: " ", count: width - t.name.count) + "  "
-                              + shape + String(repeating: " ", count: max(1, 14 - shape.count)) + t.checksum)
-            }
+            var lines = report.lines
+            lines.insert("  configuration: \(try JSONText.line(report.configuration))", at: 4)
+            lines.forEach(console.print)
         }
     }
 }
@@ -377,7 +307,7 @@ struct LatentMap: ParsableCommand {
         commandName: "latent-map",
         abstract: "Draw a 2-D latent space: the decoded manifold and a scatter of posterior means by label.",
         discussion: """
-            Needs a model with a 2-dimensional latent space (train with --latent-dim 2). \
+            Needs a model with a 2-dimensional latent space (train with \(OptionName.latentDim) 2). \
             Writes <prefix>-manifold.png, a 20×20 grid decoded at the standard-normal quantiles \
             0.05…0.95, and <prefix>-scatter.png, the posterior means of the images coloured by \
             label, with a legend.
@@ -386,31 +316,34 @@ struct LatentMap: ParsableCommand {
     @OptionGroup var model: CheckpointOptions
     @OptionGroup var data: DataOptions
 
-    @Option(help: ArgumentHelp("Output file prefix.", valueName: "prefix"))
+    @Option(name: OptionName.out.name, help: ArgumentHelp("Output file prefix.", valueName: "prefix"))
     var out: String = "latent"
 
-    @Option(help: "Side of the manifold grid.")
+    @Option(name: OptionName.side.name, help: "Side of the manifold grid.")
     var side: Int = 20
 
-    @Option(name: .customLong("label-names"), help: "Comma-separated class names for the legend (default: Fashion-MNIST's for that dataset, else numbers).")
+    @Option(name: OptionName.labelNames.name, help: "Comma-separated class names for the legend (default: the training data's class names, else numbers).")
     var labelNames: String?
+
+    func validate() throws {
+        try require(side, atLeast: 2, .side)
+    }
 
     func run() throws {
         let (options, dataOptions, out, side, names) = (model, data, out, side, labelNames)
         Execution.run { communicator in
             let context = try options.open(communicator)
             guard context.model.latentSize == 2 else {
-                throw optionError("--checkpoint", "\(context.checkpoint.path): the model's latent space has "
-                                  + "\(context.model.latentSize) dimensions; latent-map needs 2 (train with --latent-dim 2)",
+                throw optionError(.checkpoint, "\(context.checkpoint.path): the model's latent space has "
+                                  + "\(context.model.latentSize) dimensions; latent-map needs 2 (train with \(OptionName.latentDim) 2)",
                                   communicator)
             }
-            let dataPath = dataOptions.data ?? context.checkpoint.sidecar.configuration.data
             let images = try dataOptions.images(in: context)
             let means = try Inference.encodeMeans(context.model, images: images, batchSize: dataOptions.batchSize,
                                                   communicator: communicator)
             try context.write(Inference.manifold(context.model, side: side), to: out + "-manifold.png",
                               what: "\(side)×\(side) decoded latent grid")
-            let labelNames = names.map { $0.split(separator: ",").map(String.init) } ?? Inference.labelNames(forData: dataPath)
+            let labelNames = names.map { $0.split(separator: ",").map(String.init) } ?? context.classNames
             try context.write(
                 Inference.scatter(means: means, labels: images.labels, labelNames: labelNames,
                                   title: "posterior means of \(images.count) \(dataOptions.split.rawValue) images, step \(context.checkpoint.sidecar.step)"),

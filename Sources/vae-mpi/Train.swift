@@ -2,10 +2,11 @@ import ArgumentParser
 import Collectives
 import Datasets
 import Foundation
+import TensorCore
 import Training
+import VAEModel
 
-extension ModelKind: ExpressibleByArgument {}
-extension LikelihoodKind: ExpressibleByArgument {}
+extension Likelihood.Kind: ExpressibleByArgument {}
 
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -17,138 +18,143 @@ struct Train: ParsableCommand {
             TensorBoard events, sample and reconstruction grids and checkpoints into the \
             run directory.
 
-            --resume continues a run from a checkpoint (a run directory resumes from its \
+            \(OptionName.resume) continues a run from a checkpoint (a run directory resumes from its \
             latest one). Options given with it override the checkpoint's configuration, \
             except those that fix the model, the batches or the random streams \
-            (--model, --likelihood, --hidden-dim, --latent-dim, --conv-channels, --batch-size, \
-            --seed). \
+            (\(Train.fixedOnResume.map(\.description).joined(separator: ", "))). \
             With the same number of ranks the result is bit-identical to an uninterrupted \
             run; with another number it continues from the next epoch boundary.
             """)
 
-    @Option(name: .long, help: ArgumentHelp(
+    /// The options a resumed run must leave as the checkpoint has them.
+    static let fixedOnResume: [OptionName] = [.model, .likelihood, .sigma, .hiddenDim, .latentDim, .convChannels,
+                                          .batchSize, .seed]
+
+    @Option(name: OptionName.data.name, help: ArgumentHelp(
         "Dataset directory: train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz], or train-images.npy and test-images.npy; labels optional (default: \(DatasetDirectory.debianFashionMNIST)).",
         valueName: "dir"))
     var data: String?
 
-    @Option(name: .customLong("train-file"), help: ArgumentHelp(
-        "Training images: IDX (N×H×W, N×C×H×W) or .npy (uint8 or float32; N×H×W, N×C×H×W or N×D), raw or .gz. Overrides --data.",
+    @Option(name: OptionName.trainFile.name, help: ArgumentHelp(
+        "Training images: IDX (N×H×W, N×C×H×W) or .npy (uint8 or float32; N×H×W, N×C×H×W or N×D), raw or .gz. Overrides \(OptionName.data).",
         valueName: "file"))
     var trainFile: String?
 
-    @Option(name: .customLong("test-file"), help: ArgumentHelp("Test images, in the same formats.", valueName: "file"))
+    @Option(name: OptionName.testFile.name, help: ArgumentHelp("Test images, in the same formats.", valueName: "file"))
     var testFile: String?
 
-    @Option(name: .customLong("train-labels"), help: ArgumentHelp("Labels of the training images (IDX or .npy integers).", valueName: "file"))
+    @Option(name: OptionName.trainLabels.name, help: ArgumentHelp("Labels of the training images (IDX or .npy integers).", valueName: "file"))
     var trainLabels: String?
 
-    @Option(name: .customLong("test-labels"), help: ArgumentHelp("Labels of the test images.", valueName: "file"))
+    @Option(name: OptionName.testLabels.name, help: ArgumentHelp("Labels of the test images.", valueName: "file"))
     var testLabels: String?
 
-    @Option(name: .customLong("test-fraction"), help: ArgumentHelp(
+    @Option(name: OptionName.testFraction.name, help: ArgumentHelp(
         "Without a test file: hold out this fraction of the training images (seeded) as the test set.", valueName: "f"))
     var testFraction: Double?
 
-    @Option(help: "Architecture: mlp (PyTorch's example VAE) or conv (two stride-2 convolutions; H and W divisible by 4) (default: mlp).")
-    var model: ModelKind?
+    @Option(name: OptionName.model.name, help: ArgumentHelp(
+        "Architecture: mlp (PyTorch's example VAE) or conv (two stride-2 convolutions; H and W divisible by 4) (default: mlp).",
+        valueName: Architecture.familyNames.joined(separator: "|")))
+    var model: String?
 
-    @Option(help: "p(x | z): bernoulli (data in [0, 1]), gaussian (fixed --sigma) or gaussian-learned (per-pixel variance head) (default: bernoulli).")
-    var likelihood: LikelihoodKind?
+    @Option(name: OptionName.likelihood.name, help: "p(x | z): bernoulli (data in [0, 1]), gaussian (fixed \(OptionName.sigma)) or gaussian-learned (per-pixel variance head) (default: bernoulli).")
+    var likelihood: Likelihood.Kind?
 
-    @Option(help: "σ of --likelihood gaussian (default: 1).")
+    @Option(name: OptionName.sigma.name, help: "σ of \(OptionName.likelihood) gaussian (default: 1).")
     var sigma: Double?
 
-    @Option(name: .customLong("conv-channels"), help: ArgumentHelp("Channels of the conv model's two convolutions (default: 32,64).", valueName: "c1,c2"))
+    @Option(name: OptionName.convChannels.name, help: ArgumentHelp("Channels of the conv model's two convolutions (default: 32,64).", valueName: "c1,c2"))
     var convChannels: String?
 
-    @Option(name: .customLong("kl-warmup-steps"), help: "Ramp the KL weight linearly from 0 to β over this many steps (default: 0, no ramp).")
+    @Option(name: OptionName.klWarmupSteps.name, help: "Ramp the KL weight linearly from 0 to β over this many steps (default: 0, no ramp).")
     var klWarmupSteps: Int?
 
-    @Option(name: .customLong("free-bits"), help: ArgumentHelp(
+    @Option(name: OptionName.freeBits.name, help: ArgumentHelp(
         "Free bits λ: each latent dimension's KL (global batch mean) counts as at least λ nats (Kingma et al. 2016) (default: 0).",
         valueName: "nats"))
     var freeBits: Double?
 
-    @Option(help: "Passes over the training set (default: 10).")
+    @Option(name: OptionName.epochs.name, help: "Passes over the training set (default: 10).")
     var epochs: Int?
 
-    @Option(name: .long, help: "Global batch size: samples per step summed over all ranks (default: 128).")
+    @Option(name: OptionName.batchSize.name, help: "Global batch size: samples per step summed over all ranks (default: 128).")
     var batchSize: Int?
 
-    @Option(name: .customLong("lr"), help: ArgumentHelp("Adam learning rate (default: 0.001).", valueName: "lr"))
+    @Option(name: OptionName.lr.name, help: ArgumentHelp("Adam learning rate (default: 0.001).", valueName: "lr"))
     var learningRate: Double?
 
-    @Option(name: .customLong("latent-dim"), help: ArgumentHelp("Latent dimensions Z (default: 20; conv: 16).", valueName: "z"))
+    @Option(name: OptionName.latentDim.name, help: ArgumentHelp("Latent dimensions Z (default: 20; conv: 16).", valueName: "z"))
     var latentDim: Int?
 
-    @Option(name: .customLong("hidden-dim"), help: ArgumentHelp("Hidden units H of the MLP (default: 400).", valueName: "h"))
+    @Option(name: OptionName.hiddenDim.name, help: ArgumentHelp("Hidden units H of the MLP (default: 400).", valueName: "h"))
     var hiddenDim: Int?
 
-    @Option(help: "Weight β of the KL term; 1 is the ELBO (default: 1).")
+    @Option(name: OptionName.beta.name, help: "Weight β of the KL term; 1 is the ELBO (default: 1).")
     var beta: Double?
 
-    @Option(help: "Seed of every random number: initialisation, shuffles, noise (default: 1).")
+    @Option(name: OptionName.seed.name, help: "Seed of every random number: initialisation, shuffles, noise (default: 1).")
     var seed: UInt64?
 
-    @Option(name: .customLong("run-dir"), help: ArgumentHelp(
+    @Option(name: OptionName.runDir.name, help: ArgumentHelp(
         "Directory for this run's outputs (default: runs/<UTC timestamp>; when resuming, the checkpoint's run).",
         valueName: "dir"))
     var runDirectory: String?
 
-    @Option(name: .long, help: "Stop after this many steps in total, evaluating and checkpointing there.")
+    @Option(name: OptionName.maxSteps.name, help: "Stop after this many steps in total, evaluating and checkpointing there.")
     var maxSteps: Int?
 
-    @Option(name: .long, help: "Log training metrics every this many steps (default: 50).")
+    @Option(name: OptionName.logEvery.name, help: "Log training metrics every this many steps (default: 50).")
     var logEvery: Int?
 
-    @Flag(name: .customLong("verify-replicas"), inversion: .prefixedNo,
+    @Flag(name: OptionName.verifyReplicas.name, inversion: .prefixedNo,
           help: "Check at each epoch end and at the end that every rank holds identical parameters (default: off).")
     var verifyReplicas: Bool?
 
-    @Option(help: "OpenBLAS threads per rank; ranks are the parallelism (default: 1).")
+    @Option(name: OptionName.threads.name, help: "OpenBLAS threads per rank; ranks are the parallelism (default: 1).")
     var threads: Int?
 
-    @Option(name: .long, help: "Checkpoint every this many steps, and at the end (default: at each epoch end).")
+    @Option(name: OptionName.checkpointEvery.name, help: "Checkpoint every this many steps, and at the end (default: at each epoch end).")
     var checkpointEvery: Int?
 
-    @Option(name: .long, help: "How many of the newest checkpoints to keep (default: 3).")
+    @Option(name: OptionName.keepCheckpoints.name, help: "How many of the newest checkpoints to keep (default: 3).")
     var keepCheckpoints: Int?
 
-    @Option(name: .customLong("eval-batch-size"), help: "Test images per forward pass during evaluation (default: 500).")
+    @Option(name: OptionName.evalBatchSize.name, help: "Test images per forward pass during evaluation (default: 500).")
     var evaluationBatchSize: Int?
 
-    @Option(help: ArgumentHelp("Continue from a checkpoint: a run directory, a .safetensors file or its .json sidecar.",
-                               valueName: "checkpoint"))
+    @Option(name: OptionName.resume.name, help: ArgumentHelp("Continue from a checkpoint: a run directory, a .safetensors file or its .json sidecar.",
+                                                         valueName: "checkpoint"))
     var resume: String?
 
-    @Flag(help: "Print the per-step time breakdown (forward+backward with its GEMM share, allreduce, optimizer, other) at the end.")
+    @Flag(name: OptionName.profile.name, help: "Print the per-step time breakdown (forward+backward with its GEMM share, allreduce, optimizer, other) at the end.")
     var profile = false
 
     func validate() throws {
-        func positive(_ value: Int?, _ option: String) throws {
-            if let value, value < 1 { throw ValidationError("\(option) must be at least 1 (got \(value))") }
-        }
-        try positive(epochs, "--epochs")
-        try positive(batchSize, "--batch-size")
-        try positive(latentDim, "--latent-dim")
-        try positive(hiddenDim, "--hidden-dim")
-        try positive(logEvery, "--log-every")
-        try positive(threads, "--threads")
-        try positive(keepCheckpoints, "--keep-checkpoints")
-        try positive(evaluationBatchSize, "--eval-batch-size")
-        try positive(maxSteps, "--max-steps")
-        try positive(checkpointEvery, "--checkpoint-every")
+        try require(epochs, atLeast: 1, .epochs)
+        try require(batchSize, atLeast: 1, .batchSize)
+        try require(latentDim, atLeast: 1, .latentDim)
+        try require(hiddenDim, atLeast: 1, .hiddenDim)
+        try require(logEvery, atLeast: 1, .logEvery)
+        try require(threads, atLeast: 1, .threads)
+        try require(keepCheckpoints, atLeast: 1, .keepCheckpoints)
+        try require(evaluationBatchSize, atLeast: 1, .evalBatchSize)
+        try require(maxSteps, atLeast: 1, .maxSteps)
+        try require(checkpointEvery, atLeast: 1, .checkpointEvery)
+        try require(klWarmupSteps, atLeast: 0, .klWarmupSteps)
         if let learningRate, !(learningRate.isFinite && learningRate > 0) {
-            throw ValidationError("--lr must be a positive number (got \(learningRate))")
+            throw invalid(.lr, "must be a positive number (got \(learningRate))")
         }
-        if let beta, !(beta.isFinite && beta >= 0) { throw ValidationError("--beta must be ≥ 0 (got \(beta))") }
-        if let runDirectory, runDirectory.isEmpty { throw ValidationError("--run-dir must not be empty") }
-        if let data, data.isEmpty { throw ValidationError("--data must not be empty") }
-        if let sigma, !(sigma.isFinite && sigma > 0) { throw ValidationError("--sigma must be positive (got \(sigma))") }
-        if let klWarmupSteps, klWarmupSteps < 0 { throw ValidationError("--kl-warmup-steps must be ≥ 0 (got \(klWarmupSteps))") }
-        if let freeBits, !(freeBits.isFinite && freeBits >= 0) { throw ValidationError("--free-bits must be ≥ 0 (got \(freeBits))") }
+        if let beta, !(beta.isFinite && beta >= 0) { throw invalid(.beta, "must be ≥ 0 (got \(beta))") }
+        if let runDirectory, runDirectory.isEmpty { throw invalid(.runDir, "must not be empty") }
+        if let data, data.isEmpty { throw invalid(.data, "must not be empty") }
+        if let sigma, !(sigma.isFinite && sigma > 0) { throw invalid(.sigma, "must be positive (got \(sigma))") }
+        if let freeBits, !(freeBits.isFinite && freeBits >= 0) { throw invalid(.freeBits, "must be ≥ 0 (got \(freeBits))") }
         if let testFraction, !(testFraction > 0 && testFraction < 1) {
-            throw ValidationError("--test-fraction must be between 0 and 1 (got \(testFraction))")
+            throw invalid(.testFraction, "must be between 0 and 1 (got \(testFraction))")
+        }
+        if let model, Architecture.defaults(family: model) == nil {
+            throw invalid(.model, "must be one of \(Architecture.familyNames.joined(separator: ", ")) (got \(model))")
         }
         _ = try parsedConvChannels()
     }
@@ -157,51 +163,98 @@ struct Train: ParsableCommand {
         guard let convChannels else { return nil }
         let parts = convChannels.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
         guard parts.count == 2, let c1 = parts[0], let c2 = parts[1], c1 >= 1, c2 >= 1 else {
-            throw ValidationError("--conv-channels must be two positive integers, like 32,64 (got \(convChannels))")
+            throw invalid(.convChannels, "must be two positive integers, like 32,64 (got \(convChannels))")
         }
         return [c1, c2]
     }
 
-    /// The options given, as overrides of the defaults or of a checkpoint's configuration.
-    var overrides: [ConfigurationOverride] {
-        var o: [ConfigurationOverride] = []
-        func add<Value>(_ value: Value?, _ option: String, _ keyPath: WritableKeyPath<TrainingConfiguration, Value>) {
-            if let value { o.append(ConfigurationOverride(option, keyPath, value)) }
+    /// Applies the options given to `c`: the defaults of a new run, or the
+    /// configuration of the checkpoint `resuming` continues, where the
+    /// options of `fixedOnResume` may not change anything.
+    func configure(_ c: inout TrainingConfiguration, resuming checkpoint: Checkpoint?,
+                   communicator: Communicator) throws {
+        func set<Value: Equatable>(_ value: Value?, _ option: OptionName, _ target: inout Value) throws {
+            guard let value else { return }
+            if let checkpoint, Self.fixedOnResume.contains(option), value != target {
+                throw optionError(option, "cannot change when resuming: it fixes the model, the batches or the random "
+                                  + "streams of the run in \(checkpoint.path)", communicator)
+            }
+            target = value
         }
-        add(data, "--data", \.data)
-        if let trainFile { o.append(ConfigurationOverride("--train-file", \.trainFile, trainFile)) }
-        if let testFile { o.append(ConfigurationOverride("--test-file", \.testFile, testFile)) }
-        if let trainLabels { o.append(ConfigurationOverride("--train-labels", \.trainLabels, trainLabels)) }
-        if let testLabels { o.append(ConfigurationOverride("--test-labels", \.testLabels, testLabels)) }
-        if let testFraction { o.append(ConfigurationOverride("--test-fraction", \.testFraction, testFraction)) }
-        add(model, "--model", \.model)
-        add(likelihood, "--likelihood", \.likelihood)
-        add(sigma, "--sigma", \.sigma)
-        add(try? parsedConvChannels(), "--conv-channels", \.convChannels)
-        add(klWarmupSteps, "--kl-warmup-steps", \.klWarmupSteps)
-        add(freeBits, "--free-bits", \.freeBits)
-        add(epochs, "--epochs", \.epochs)
-        add(batchSize, "--batch-size", \.batchSize)
-        add(learningRate, "--lr", \.learningRate)
-        add(latentDim, "--latent-dim", \.latentSize)
-        add(hiddenDim, "--hidden-dim", \.hiddenSize)
-        add(beta, "--beta", \.beta)
-        add(seed, "--seed", \.seed)
-        add(runDirectory, "--run-dir", \.runDirectory)
-        if let maxSteps { o.append(ConfigurationOverride("--max-steps", \.maxSteps, maxSteps)) }
-        add(logEvery, "--log-every", \.logEvery)
-        add(verifyReplicas, "--verify-replicas", \.verifyReplicas)
-        add(threads, "--threads", \.threads)
-        if let checkpointEvery { o.append(ConfigurationOverride("--checkpoint-every", \.checkpointEvery, checkpointEvery)) }
-        add(keepCheckpoints, "--keep-checkpoints", \.keepCheckpoints)
-        add(evaluationBatchSize, "--eval-batch-size", \.evaluationBatchSize)
-        return o
+        // Data.
+        if let data, data != c.data.directory {
+            c.data.directory = data
+            c.data.classNames = data == DataSource.debianFashionMNIST.directory
+                ? DataSource.debianFashionMNIST.classNames : nil
+        }
+        if let trainFile { c.data.trainImages = trainFile }
+        if let testFile { c.data.testImages = testFile }
+        if let trainLabels { c.data.trainLabels = trainLabels }
+        if let testLabels { c.data.testLabels = testLabels }
+        if let testFraction { c.data.testFraction = testFraction }
+        // Architecture: a family's defaults, then its options.
+        var family = c.architecture.family
+        try set(model, .model, &family)
+        if family != c.architecture.family, let defaults = Architecture.defaults(family: family) {
+            c.architecture = defaults
+        }
+        try set(latentDim, .latentDim, &c.architecture.latentSize)
+        switch c.architecture {
+        case .mlp(var options):
+            try set(hiddenDim, .hiddenDim, &options.hiddenSize)
+            c.architecture = .mlp(options)
+        case .conv(var options):
+            try set(try parsedConvChannels(), .convChannels, &options.channels)
+            c.architecture = .conv(options)
+        }
+        let current = c.architecture.likelihood
+        var kind = current.kind
+        try set(likelihood, .likelihood, &kind)
+        var sigmaValue = 1.0
+        if case .gaussian(let s) = current { sigmaValue = s }
+        if kind == .gaussian { try set(sigma, .sigma, &sigmaValue) }
+        c.architecture.likelihood = Likelihood(kind, sigma: sigmaValue)
+        // Objective, optimizer, schedule, outputs.
+        try set(beta, .beta, &c.kl.beta)
+        try set(klWarmupSteps, .klWarmupSteps, &c.kl.warmupSteps)
+        try set(freeBits, .freeBits, &c.kl.freeBits)
+        try set(learningRate, .lr, &c.learningRate)
+        try set(epochs, .epochs, &c.epochs)
+        try set(batchSize, .batchSize, &c.batchSize)
+        try set(seed, .seed, &c.seed)
+        try set(runDirectory, .runDir, &c.runDirectory)
+        if let maxSteps { c.maxSteps = maxSteps }
+        try set(logEvery, .logEvery, &c.logEvery)
+        try set(verifyReplicas, .verifyReplicas, &c.verifyReplicas)
+        try set(threads, .threads, &c.threads)
+        if let checkpointEvery { c.checkpointEvery = checkpointEvery }
+        try set(keepCheckpoints, .keepCheckpoints, &c.keepCheckpoints)
+        try set(evaluationBatchSize, .evalBatchSize, &c.evaluationBatchSize)
     }
 
     func run() throws {
-        let (overrides, resume, profile) = (self.overrides, self.resume, self.profile)
+        let options = self
         Execution.run { communicator in
-            try TrainingSession(overrides: overrides, resume: resume, communicator: communicator, profile: profile).run()
+            let checkpoint = try options.resume.map { try Checkpoint.load($0, communicator: communicator) }
+            var configuration = checkpoint.map(TrainingConfiguration.init(resuming:)) ?? TrainingConfiguration()
+            try options.configure(&configuration, resuming: checkpoint, communicator: communicator)
+            BLAS.setThreads(configuration.threads)
+            try TrainingSession(configuration: configuration, resumingFrom: checkpoint, communicator: communicator,
+                                profile: options.profile, faults: .fromEnvironment).run()
         }
+    }
+}
+
+extension FaultInjection {
+    /// The test hooks: VAE_MPI_FAIL_AT=rank:step makes that rank fail there
+    /// (the abort path); VAE_MPI_DIVERGE_AT=rank:step nudges one of its
+    /// parameters (the replica check).
+    static var fromEnvironment: FaultInjection {
+        func rankAndStep(_ variable: String) -> (rank: Int, step: Int)? {
+            guard let value = ProcessInfo.processInfo.environment[variable] else { return nil }
+            let parts = value.split(separator: ":").compactMap { Int($0) }
+            return parts.count == 2 ? (parts[0], parts[1]) : nil
+        }
+        return FaultInjection(failure: rankAndStep("VAE_MPI_FAIL_AT"), divergence: rankAndStep("VAE_MPI_DIVERGE_AT"))
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import XCTest
 import TestSupport
 @testable import Artifacts
+import Imaging
 
 final class SafetensorsTests: XCTestCase {
     let file = SafetensorsFile(entries: [

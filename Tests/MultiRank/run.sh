@@ -441,8 +441,24 @@ import numpy as np; a = np.load('$WORK/odd/train-images.npy'); np.save('$WORK/od
     expect "$out" "--test-fraction: there is a test file"
 }
 
+# --- every collective (allreduce, reduce-scatter, allgather, broadcast) checked
+# exactly by `vae-mpi check-mpi`, at 1 to 4 ranks (3: blocks of unequal size) --
+collectives() {
+    local np out
+    for np in 1 2 3 4; do
+        out="$WORK/check-mpi-np$np.out"
+        mpi "$np" check-mpi --sizes 1000,65539 --repeats 3 >"$out" 2>&1
+        cat "$out"
+        expect "$out" "check-mpi: $np rank"
+        [ "$(count_lines "$out" "^  ok ")" = 20 ]
+        [ "$(count_lines "$out" "FAIL")" = 0 ]
+        [ "$(count_lines "$out" "floats .* µs")" = 4 ]
+    done
+}
+
 say "multi-rank tests in $WORK"
 helpers make-dataset "$SMALL" 997 203 12 12 || die "could not write the test dataset"
+run_test collectives-np1-to-4 collectives
 run_test small-np1 small_run 1
 run_test small-np2 small_run 2
 run_test small-np4 small_run 4

@@ -12,31 +12,32 @@ final class OpGradientTests: XCTestCase {
     func testMatmul() {
         let a = randomTensor([3, 5], seed: 1), b = randomTensor([5, 4], seed: 2)
         let r = r34
-        assertGradientMatchesFiniteDifferences(of: { a in sum(matmul(a, b) * r) }, at: a, "matmul ∂a")
-        assertGradientMatchesFiniteDifferences(of: { b in sum(matmul(a, b) * r) }, at: b, "matmul ∂b")
+        assertGradientMatchesFiniteDifferences(of: { a in sum(matmul(a, b, on: cpu) * r) }, at: a, "matmul ∂a")
+        assertGradientMatchesFiniteDifferences(of: { b in sum(matmul(a, b, on: cpu) * r) }, at: b, "matmul ∂b")
     }
 
     func testLinearAllArguments() {
         let x = randomTensor([3, 5], seed: 1), w = randomTensor([4, 5], seed: 2), b = randomTensor([4], seed: 3)
         let r = r34
-        // Differentiating with respect to x selects the full (x, weight, bias) VJP.
-        assertGradientMatchesFiniteDifferences(of: { x in sum(linear(x, weight: w, bias: b) * r) }, at: x, "linear ∂x")
-        let (_, full) = valueWithPullback(at: x, w, b) { x, w, b in sum(linear(x, weight: w, bias: b) * r) }
+        // Differentiating with respect to x selects the full (x, weight, bias)
+        // VJP; each of its three results is checked against finite
+        // differences (computed without autodiff).
+        let (_, full) = valueWithPullback(at: x, w, b) { x, w, b in sum(linear(x, weight: w, bias: b, on: cpu) * r) }
         let (dx, dw, db) = full(1)
-        XCTAssertEqual(dx.shape, [3, 5]); XCTAssertEqual(dw.shape, [4, 5]); XCTAssertEqual(db.shape, [4])
-        assertGradientMatchesFiniteDifferences(of: { w in sum(linear(x, weight: w, bias: b) * r) }, at: w, "linear ∂w")
-        assertGradientMatchesFiniteDifferences(of: { b in sum(linear(x, weight: w, bias: b) * r) }, at: b, "linear ∂b")
+        assertMatchesFiniteDifferences(dx, of: { x in sum(linear(x, weight: w, bias: b, on: cpu) * r) }, at: x, "linear ∂x")
+        assertMatchesFiniteDifferences(dw, of: { w in sum(linear(x, weight: w, bias: b, on: cpu) * r) }, at: w, "linear ∂w")
+        assertMatchesFiniteDifferences(db, of: { b in sum(linear(x, weight: w, bias: b, on: cpu) * r) }, at: b, "linear ∂b")
+        assertGradientMatchesFiniteDifferences(of: { x in sum(linear(x, weight: w, bias: b, on: cpu) * r) }, at: x,
+                                               "linear ∂x alone")
     }
 
     func testLinearParameterOnlyDerivative() {
         // x is a constant here, so autodiff uses the (weight, bias) VJP.
         let x = randomTensor([3, 5], seed: 1), w = randomTensor([4, 5], seed: 2), b = randomTensor([4], seed: 3)
         let r = r34
-        let (dw, db) = gradient(at: w, b) { w, b in sum(linear(x, weight: w, bias: b) * r) }
-        assertGradientMatchesFiniteDifferences(of: { w in sum(linear(x, weight: w, bias: b) * r) }, at: w, "linear(w,b) ∂w")
-        let numericDB = gradient(at: b) { b in sum(linear(x, weight: w, bias: b) * r) }
-        XCTAssertEqual(dw.shape, w.shape)
-        XCTAssertEqual(db.scalars, numericDB.scalars)
+        let (dw, db) = gradient(at: w, b) { w, b in sum(linear(x, weight: w, bias: b, on: cpu) * r) }
+        assertMatchesFiniteDifferences(dw, of: { w in sum(linear(x, weight: w, bias: b, on: cpu) * r) }, at: w, "linear(w,b) ∂w")
+        assertMatchesFiniteDifferences(db, of: { b in sum(linear(x, weight: w, bias: b, on: cpu) * r) }, at: b, "linear(w,b) ∂b")
         // ∂b is the column sum of r.
         for j in 0..<4 {
             XCTAssertEqual(db.scalars[j], (0..<3).map { r.scalars[$0 * 4 + j] }.reduce(0, +), accuracy: 1e-6)
@@ -48,12 +49,12 @@ final class OpGradientTests: XCTestCase {
         let r = r34
         // Kinks of ReLU make finite differences invalid within h of zero; these
         // inputs keep every pre-activation at least 0.05 away (checked below).
-        let pre = linear(x, weight: w, bias: b)
+        let pre = linear(x, weight: w, bias: b, on: cpu)
         XCTAssertGreaterThan(pre.scalars.map { abs($0) }.min()!, 0.03)
-        assertGradientMatchesFiniteDifferences(of: { x in sum(linearReLU(x, weight: w, bias: b) * r) }, at: x, h: 1e-3, "linearReLU ∂x")
-        assertGradientMatchesFiniteDifferences(of: { w in sum(linearReLU(x, weight: w, bias: b) * r) }, at: w, h: 1e-3, "linearReLU ∂w")
-        assertGradientMatchesFiniteDifferences(of: { b in sum(linearReLU(x, weight: w, bias: b) * r) }, at: b, h: 1e-3, "linearReLU ∂b")
-        XCTAssertEqual(linearReLU(x, weight: w, bias: b), relu(pre))
+        assertGradientMatchesFiniteDifferences(of: { x in sum(linearReLU(x, weight: w, bias: b, on: cpu) * r) }, at: x, h: 1e-3, "linearReLU ∂x")
+        assertGradientMatchesFiniteDifferences(of: { w in sum(linearReLU(x, weight: w, bias: b, on: cpu) * r) }, at: w, h: 1e-3, "linearReLU ∂w")
+        assertGradientMatchesFiniteDifferences(of: { b in sum(linearReLU(x, weight: w, bias: b, on: cpu) * r) }, at: b, h: 1e-3, "linearReLU ∂b")
+        XCTAssertEqual(linearReLU(x, weight: w, bias: b, on: cpu), relu(pre))
     }
 
     func testReLU() {
@@ -164,9 +165,9 @@ final class OpGradientTests: XCTestCase {
 
     func testEmptyBatchThroughLinear() {
         let x = Tensor(zeros: [0, 5]), w = randomTensor([4, 5]), b = randomTensor([4])
-        let y = linear(x, weight: w, bias: b)
+        let y = linear(x, weight: w, bias: b, on: cpu)
         XCTAssertEqual(y.shape, [0, 4])
-        let (dw, db) = gradient(at: w, b) { w, b in sum(linear(x, weight: w, bias: b)) }
+        let (dw, db) = gradient(at: w, b) { w, b in sum(linear(x, weight: w, bias: b, on: cpu)) }
         XCTAssertEqual(dw, Tensor(zeros: [4, 5]))
         XCTAssertEqual(db, Tensor(zeros: [4]))
     }

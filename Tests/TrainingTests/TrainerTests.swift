@@ -2,6 +2,7 @@ import Foundation
 import XCTest
 import TestSupport
 import Artifacts
+import Imaging
 import Collectives
 import Datasets
 import TensorCore
@@ -28,8 +29,7 @@ final class TrainerTests: XCTestCase {
         c.runDirectory = runDirectory
         c.epochs = 3
         c.batchSize = 32
-        c.hiddenSize = 32
-        c.latentSize = 4
+        c.architecture = .mlp(.init(hiddenSize: 32, latentSize: 4))
         c.learningRate = 3e-3
         c.logEvery = 5
         c.verifyReplicas = true
@@ -37,11 +37,10 @@ final class TrainerTests: XCTestCase {
     }
 
     func train(_ c: TrainingConfiguration) throws -> (TrainingSummary, Trainer<MLPVAE>) {
-        let data = LoadedData(train: barsDataset(count: 301, seed: 1), test: barsDataset(count: 67, seed: 2))
-        let spec = ModelSpec(kind: .mlp, image: data.train.shape, hiddenSize: c.hiddenSize, latentSize: c.latentSize,
-                             likelihood: .bernoulli)
-        let trainer = try Trainer<MLPVAE>(configuration: c, spec: spec, data: data,
-                                          communicator: LocalCommunicator(), console: Console(rank: 0, forceQuiet: true))
+        let data = DataSplits(train: barsDataset(count: 301, seed: 1), test: barsDataset(count: 67, seed: 2))
+        guard case .mlp(let options) = c.architecture else { throw XCTSkip("an MLP configuration") }
+        let trainer = try Trainer(options, configuration: c, data: data,
+                                  communicator: LocalCommunicator(), console: Console(rank: 0, forceQuiet: true))
         return (try trainer.run(), trainer)
     }
 

@@ -1,6 +1,7 @@
 import _Differentiation
 import XCTest
 import TensorCore
+import TestSupport
 @testable import VAEModel
 
 /// The miniature PyTorch-example VAE of golden/mlp_vae.json (12-8-3, batch 4):
@@ -18,13 +19,13 @@ final class MLPVAEGoldenTests: XCTestCase {
         let g = try Golden("mlp_vae")
         let model = try goldenModel(g)
         let x = try g.tensor("x"), eps = try g.tensor("eps")
-        let q = model.encode(x)
+        let q = model.encode(x, on: cpu)
         assertClose(q.mean, try g.tensor("mu"), "mu")
         assertClose(q.logVariance, try g.tensor("logvar"), "logvar")
         let z = reparameterize(mean: q.mean, logVariance: q.logVariance, noise: eps)
         assertClose(z, try g.tensor("z"), "z")
-        assertClose(model.decode(z).location, try g.tensor("logits"), "logits")
-        let terms = negativeELBO(model, x: x, noise: eps, likelihood: .bernoulli)
+        assertClose(model.decode(z, on: cpu).location, try g.tensor("logits"), "logits")
+        let terms = negativeELBO(model, x: x, noise: eps, likelihood: .bernoulli, on: cpu)
         assertClose(terms.reconstruction, try g.number("bce_sum"), "BCE sum")
         assertClose(terms.kl, try g.number("kld_sum"), "KL sum")
         assertClose(terms.reconstruction + terms.kl, try g.number("loss_sum"), "loss sum")
@@ -35,7 +36,7 @@ final class MLPVAEGoldenTests: XCTestCase {
         let model = try goldenModel(g)
         let x = try g.tensor("x"), eps = try g.tensor("eps")
         let (_, pullback) = valueWithPullback(at: model) { m in
-            negativeELBO(m, x: x, noise: eps, likelihood: .bernoulli)
+            negativeELBO(m, x: x, noise: eps, likelihood: .bernoulli, on: cpu)
         }
         let grad = pullback(ELBOTerms.TangentVector(reconstruction: 1, klPerDimension: Tensor(repeating: 1, shape: [3])))
         let expected = try g.tensors("gradients")
@@ -61,7 +62,7 @@ final class MLPVAEGoldenTests: XCTestCase {
         let batch = Float(x.shape[0])
         for (k, step) in steps.enumerated() {
             let (terms, pullback) = valueWithPullback(at: model) { m in
-                negativeELBO(m, x: x, noise: eps, likelihood: .bernoulli)
+                negativeELBO(m, x: x, noise: eps, likelihood: .bernoulli, on: cpu)
             }
             assertClose((terms.reconstruction + terms.kl) / batch,
                         try XCTUnwrap(step["loss_mean_before_step"] as? Double), "loss before step \(k + 1)")
@@ -112,7 +113,7 @@ final class IWAEGoldenTests: XCTestCase {
         let eps = try iw.tensor("eps")  // (K, B, Z)
         let (k, b, z) = (eps.shape[0], eps.shape[1], eps.shape[2])
         let noise = (0..<k).map { Tensor(shape: [b, z], scalars: Array(eps.scalars[$0 * b * z ..< ($0 + 1) * b * z])) }
-        let result = importanceWeightedLogLikelihood(model, x: try g.tensor("x"), noise: noise, likelihood: .bernoulli)
+        let result = importanceWeightedLogLikelihood(model, x: try g.tensor("x"), noise: noise, likelihood: .bernoulli, on: cpu)
         let expectedWeights = try iw.tensor("log_weights")  // (K, B)
         for kk in 0..<k {
             for i in 0..<b {
@@ -126,7 +127,7 @@ final class IWAEGoldenTests: XCTestCase {
             XCTAssertEqual(result.logLikelihood[i], e, accuracy: 1e-5 * abs(e), "log p(x[\(i)])")
         }
         // With one sample the estimate is that sample's ELBO term.
-        let single = importanceWeightedLogLikelihood(model, x: try g.tensor("x"), noise: [noise[0]], likelihood: .bernoulli)
+        let single = importanceWeightedLogLikelihood(model, x: try g.tensor("x"), noise: [noise[0]], likelihood: .bernoulli, on: cpu)
         XCTAssertEqual(single.logLikelihood, single.logWeights[0])
     }
 }

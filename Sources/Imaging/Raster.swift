@@ -1,7 +1,8 @@
 import CPNG
 
 /// An 8-bit grayscale or RGB raster, encoded and decoded with libpng's
-/// simplified API (`png_image`).
+/// simplified API (`png_image`). The one image type of the package: the
+/// pictures vae-mpi draws (Artifacts) and the images it reads (Datasets).
 public struct Raster: Equatable {
     public var width: Int
     public var height: Int
@@ -56,7 +57,7 @@ public struct Raster: Equatable {
             png_image_begin_read_from_memory(&image, raw.baseAddress, raw.count)
         }
         guard begun != 0 else {
-            throw ArtifactError.corrupt(path: path, check: "not a PNG image (\(Self.message(&image)))")
+            throw ImageError.corrupt(path: path, detail: "not a PNG image (\(Self.message(&image)))")
         }
         let color = (image.format & png_uint_32(PNG_FORMAT_FLAG_COLOR)) != 0
         image.format = color ? png_uint_32(PNG_FORMAT_RGB) : png_uint_32(PNG_FORMAT_GRAY)
@@ -67,19 +68,9 @@ public struct Raster: Equatable {
             png_image_finish_read(&image, nil, dst.baseAddress, 0, nil)
         }
         guard finished != 0 else {
-            throw ArtifactError.corrupt(path: path, check: "PNG data (\(Self.message(&image)))")
+            throw ImageError.corrupt(path: path, detail: "PNG data (\(Self.message(&image)))")
         }
         self.init(width: w, height: h, channels: channels, pixels: pixels)
-    }
-
-    /// Reads a PNG file.
-    public init(contentsOf path: String) throws {
-        try self.init(pngData: try Files.read(path), path: path)
-    }
-
-    /// Writes a PNG file atomically.
-    public func write(to path: String) throws {
-        try Files.writeAtomically(try pngData(), to: path)
     }
 
     private static func message(_ image: inout png_image) -> String {
@@ -88,9 +79,9 @@ public struct Raster: Equatable {
         }
     }
 
-    private func pngError(_ image: inout png_image, _ what: String) -> ArtifactError {
+    private func pngError(_ image: inout png_image, _ what: String) -> ImageError {
         let text = Self.message(&image)
         png_image_free(&image)
-        return .io(path: "<png>", operation: what, reason: text)
+        return .codec(operation: "PNG " + what, reason: text)
     }
 }

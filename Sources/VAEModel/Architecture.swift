@@ -1,0 +1,115 @@
+import TensorCore
+
+/// What a model family's options provide. The options value is the
+/// family's whole description: its defaults (the options' initial values),
+/// its validation against an image shape, its summary and parameter count,
+/// and how a model is built from a seed. The likelihood belongs to it.
+public protocol ArchitectureOptions: Codable, Equatable, Sendable {
+    associatedtype Model: VariationalAutoencoder
+
+    /// The family's name in configurations ("mlp").
+    static var family: String { get }
+    /// Z.
+    var latentSize: Int { get set }
+    var likelihood: Likelihood { get set }
+
+    /// Throws `ArchitectureError` when the family cannot model images of this shape.
+    func validate(for image: ImageShape) throws
+    /// "mlp 784-400-20".
+    func summary(for image: ImageShape) -> String
+    /// Scalars in every parameter of the model for this image shape.
+    func parameterCount(for image: ImageShape) -> Int
+    /// A model with PyTorch's default initialisation, drawn from `seed`.
+    func makeModel(for image: ImageShape, seed: UInt64) -> Model
+    /// These options as an architecture.
+    var architecture: Architecture { get }
+}
+
+/// A model family and its options. Adding a family means a file with the
+/// model and its `Options`, a case here, and its entries in `options` and
+/// `families`.
+///
+/// Codable as the family's options with a `family` key beside them:
+/// `{"family": "mlp", "hidden_size": 400, "latent_size": 20, "likelihood": {...}}`.
+public enum Architecture: Equatable, Sendable {
+    case mlp(MLPVAE.Options)
+    case conv(ConvVAE.Options)
+
+    /// Every family, with its default options.
+    public static let families: [Architecture] = [.mlp(.init()), .conv(.init())]
+
+    /// The options of this architecture's family.
+    public var options: any ArchitectureOptions {
+        switch self {
+        case .mlp(let o): return o
+        case .conv(let o): return o
+        }
+    }
+
+    /// A family's default architecture, by name (nil for an unknown name).
+    public static func defaults(family name: String) -> Architecture? {
+        families.first { $0.family == name }
+    }
+
+    public static var familyNames: [String] { families.map(\.family) }
+
+    public var family: String { type(of: options).family }
+
+    public var latentSize: Int {
+        get { options.latentSize }
+        set {
+            var o = options
+            o.latentSize = newValue
+            self = o.architecture
+        }
+    }
+
+    public var likelihood: Likelihood {
+        get { options.likelihood }
+        set {
+            var o = options
+            o.likelihood = newValue
+            self = o.architecture
+        }
+    }
+
+    public func validate(for image: ImageShape) throws { try options.validate(for: image) }
+    public func summary(for image: ImageShape) -> String { options.summary(for: image) }
+    public func parameterCount(for image: ImageShape) -> Int { options.parameterCount(for: image) }
+}
+
+extension Architecture: Codable {
+    enum CodingKeys: String, CodingKey { case family }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let name = try c.decode(String.self, forKey: .family)
+        guard let family = Self.defaults(family: name) else {
+            throw DecodingError.dataCorruptedError(
+                forKey: .family, in: c,
+                debugDescription: "unknown model family \"\(name)\" (known: \(Self.familyNames.joined(separator: ", ")))")
+        }
+        self = try type(of: family.options).init(from: decoder).architecture
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(family, forKey: .family)
+        try options.encode(to: encoder)
+    }
+}
+
+/// Why an architecture cannot take a data set's images.
+public enum ArchitectureError: Error, CustomStringConvertible, Equatable {
+    case unsupportedImage(family: String, image: ImageShape, requirement: String)
+    case invalidOptions(family: String, detail: String)
+
+    public var description: String {
+        switch self {
+        case let .unsupportedImage(family, image, requirement):
+            return "the \(family) VAE needs \(requirement); the images are \(image)"
+        case let .invalidOptions(family, detail):
+            return "\(family) VAE: \(detail)"
+        }
+    }
+}

@@ -1,0 +1,33 @@
+import Collectives
+import Datasets
+import Training
+
+/// The words a user of the command line reads for an error. The libraries'
+/// messages name no options; where the fix is an option, this says which.
+enum Messages {
+    static func text(for error: Error) -> String {
+        switch error {
+        case let failure as CollectiveFailure:
+            return failure.describe(text(for:))
+        case TrainingError.batchSmallerThanRanks:
+            return "\(OptionName.batchSize): \(error)"
+        case let TrainingError.unsupportedImages(_, family, _, _):
+            return "\(OptionName.model) \(family): \(error)"
+        case let TrainingError.runDirectoryInUse(path):
+            return "\(path) already holds a run (config.json); choose another \(OptionName.runDir), "
+                + "or continue it with \(OptionName.resume) \(path)"
+        case let TrainingError.nonFinite(step):
+            return "non-finite loss or gradient at step \(step); training stopped on every rank (try a lower \(OptionName.lr))"
+        case let DataSourceError.noTestImages(trainFile):
+            return "\(OptionName.testFile): no test images for \(trainFile): give \(OptionName.testFile), put a test file "
+                + "beside it, or hold out part of the training set with \(OptionName.testFraction) (e.g. 0.1)"
+        case let DataSourceError.testFractionWithTestFile(testFile, fraction):
+            return "\(OptionName.testFraction): there is a test file (\(testFile)); \(OptionName.testFraction) \(fraction) "
+                + "holds out a test set only when there is none"
+        case DataSourceError.noTrainingImages:
+            return "\(OptionName.data): \(error)"
+        default:
+            return "\(error)"
+        }
+    }
+}

@@ -1,0 +1,85 @@
+import ArgumentParser
+import Collectives
+
+/// Every long option of every subcommand, named once: the declarations use
+/// `name`, and messages about an option interpolate the case ("\(OptionName.batchSize)"
+/// prints --batch-size).
+enum OptionName: String, CaseIterable, CustomStringConvertible {
+    // train: data
+    case data
+    case trainFile = "train-file"
+    case testFile = "test-file"
+    case trainLabels = "train-labels"
+    case testLabels = "test-labels"
+    case testFraction = "test-fraction"
+    // train: architecture
+    case model
+    case likelihood
+    case sigma
+    case convChannels = "conv-channels"
+    case latentDim = "latent-dim"
+    case hiddenDim = "hidden-dim"
+    // train: objective and optimizer
+    case beta
+    case klWarmupSteps = "kl-warmup-steps"
+    case freeBits = "free-bits"
+    case lr
+    // train: schedule and outputs
+    case epochs
+    case batchSize = "batch-size"
+    case seed
+    case runDir = "run-dir"
+    case maxSteps = "max-steps"
+    case logEvery = "log-every"
+    case verifyReplicas = "verify-replicas"
+    case threads
+    case checkpointEvery = "checkpoint-every"
+    case keepCheckpoints = "keep-checkpoints"
+    case evalBatchSize = "eval-batch-size"
+    case resume
+    case profile
+    // subcommands
+    case checkpoint
+    case images
+    case labels
+    case split
+    case count
+    case columns
+    case out
+    case start
+    case labelsOut = "labels-out"
+    case from
+    case to
+    case steps
+    case importanceSamples = "importance-samples"
+    case json
+    case side
+    case labelNames = "label-names"
+    case sizes
+    case repeats
+
+    var name: NameSpecification { .customLong(rawValue) }
+    var description: String { "--" + rawValue }
+}
+
+/// A usage error about one option, thrown from `validate()`.
+func invalid(_ option: OptionName, _ detail: String) -> ValidationError {
+    ValidationError("\(option) \(detail)")
+}
+
+/// Checks that an optional integer option is at least `minimum`.
+func require(_ value: Int?, atLeast minimum: Int, _ option: OptionName) throws {
+    if let value, value < minimum { throw invalid(option, "must be at least \(minimum) (got \(value))") }
+}
+
+/// An option whose value every rank finds wrong once the run's data or
+/// checkpoint is known: reported once, every rank exits cleanly.
+struct OptionError: Error, CustomStringConvertible {
+    let option: OptionName
+    let detail: String
+    var description: String { "\(option): \(detail)" }
+}
+
+func optionError(_ option: OptionName, _ detail: String, _ communicator: Communicator) -> Error {
+    CollectiveFailure.unanimous(OptionError(option: option, detail: detail), rank: communicator.rank)
+}
