@@ -33,43 +33,54 @@ run() {
     timeout -k 10 600 mpirun "${flags[@]}" --timeout 580 -np "$np" "$binary" "$@"
 }
 
-# same NAME NP ARGS...: runs both builds with ARGS (run directories
-# $work/{old,new}/NAME) and compares everything they wrote.
-same() {
-    local name=$1 np=$2
+# each_build NAME FUNCTION ARGS...: `FUNCTION BINARY RUN_DIR ARGS...` for the
+# old and the new build (run directories $work/{old,new}/NAME).
+each_build() {
+    local name=$1 function=$2 side binary
     shift 2
     for side in old new; do
-        local binary=$old
+        binary=$old
         [ $side = new ] && binary=$new
         mkdir -p "$work/$side"
-        run "$binary" "$np" train --run-dir "$work/$side/$name" "$@" >"$work/$side/$name.out" 2>&1 ||
-            { differences+=("$name: $side build failed: $(tail -3 "$work/$side/$name.out")"); return; }
+        "$function" "$binary" "$work/$side/$name" "$@" >"$work/$side/$name.out" 2>&1 ||
+            { differences+=("$name: $side build failed: $(tail -3 "$work/$side/$name.out")"); return 1; }
     done
-    compare_runs "$name"
 }
 
-# resumed NAME NP STOP ARGS...: each build runs to step STOP, resumes to the end.
-resumed() {
-    local name=$1 np=$2 stop=$3
+train_run() {  # BINARY RUN_DIR NP ARGS...
+    local binary=$1 dir=$2 np=$3
     shift 3
-    for side in old new; do
-        local binary=$old
-        [ $side = new ] && binary=$new
-        mkdir -p "$work/$side"
-        { run "$binary" "$np" train --run-dir "$work/$side/$name" --max-steps "$stop" "$@" &&
-          run "$binary" "$np" train --resume "$work/$side/$name"; } >"$work/$side/$name.out" 2>&1 ||
-            { differences+=("$name: $side build failed: $(tail -3 "$work/$side/$name.out")"); return; }
-    done
-    compare_runs "$name"
+    run "$binary" "$np" train --run-dir "$dir" "$@"
 }
 
-# cross_resumed NAME NP STOP ARGS...: the old build runs to STOP, the new build
-# resumes its checkpoint to the end; compared with the old build alone.
+stop_and_resume() {  # BINARY RUN_DIR NP STOP ARGS...: to step STOP, then resumed to the end
+    local binary=$1 dir=$2 np=$3 stop=$4
+    shift 4
+    run "$binary" "$np" train --run-dir "$dir" --max-steps "$stop" "$@" && run "$binary" "$np" train --resume "$dir"
+}
+
+# same NAME NP ARGS...: both builds train with ARGS; everything they wrote is compared.
+same() {
+    local name=$1
+    shift
+    each_build "$name" train_run "$@" && compare_runs "$name"
+}
+
+# resumed NAME NP STOP ARGS...: each build runs to step STOP, then resumes to the end.
+resumed() {
+    local name=$1
+    shift
+    each_build "$name" stop_and_resume "$@" && compare_runs "$name"
+}
+
+# cross_resumed NAME NP STOP ARGS...: the old build runs to STOP and the new
+# build resumes that checkpoint (of the old format) to the end; compared with
+# the old build doing both.
 cross_resumed() {
     local name=$1 np=$2 stop=$3
     shift 3
     mkdir -p "$work/old" "$work/new"
-    { run "$old" "$np" train --run-dir "$work/old/$name" "$@" &&
+    { stop_and_resume "$old" "$work/old/$name" "$np" "$stop" "$@" &&
       run "$old" "$np" train --run-dir "$work/new/$name" --max-steps "$stop" "$@" &&
       run "$new" "$np" train --resume "$work/new/$name"; } >"$work/new/$name.out" 2>&1 ||
         { differences+=("$name: failed: $(tail -3 "$work/new/$name.out")"); return; }

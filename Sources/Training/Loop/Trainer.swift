@@ -60,8 +60,6 @@ public final class Trainer<Model: VariationalAutoencoder> {
         image = data.train.shape
         self.data = TrainingData(data, batchSize: configuration.batchSize, seed: configuration.seed,
                                  rank: communicator.rank, worldSize: communicator.size)
-        recorder = try RunRecorder(configuration: configuration, communicator: communicator, console: console,
-                                   classNames: data.classNames, resumingAt: checkpoint?.sidecar.step)
         let termCount = ELBOTerms.reported.count
         if let checkpoint {
             let model = try communicator.collectively { try checkpoint.model(options) }
@@ -70,7 +68,6 @@ public final class Trainer<Model: VariationalAutoencoder> {
             adam.learningRate = Float(configuration.learningRate)
             self.model = model
             optimizer = DataParallelOptimizer(layout: layout, adam: adam, termCount: termCount, communicator: communicator)
-            restorePosition(checkpoint)
         } else {
             // Rank 0 draws the initial parameters; everyone starts from its copy.
             var model = options.makeModel(for: image, seed: configuration.seed)
@@ -83,6 +80,10 @@ public final class Trainer<Model: VariationalAutoencoder> {
                 layout: layout, adam: Adam(parameterCount: layout.count, learningRate: Float(configuration.learningRate)),
                 termCount: termCount, communicator: communicator)
         }
+        // The run directory is touched only once the checkpoint has loaded.
+        recorder = try RunRecorder(configuration: configuration, communicator: communicator, console: console,
+                                   classNames: data.classNames, resumingAt: checkpoint?.sidecar.step)
+        if let checkpoint { restorePosition(checkpoint) }
     }
 
     public var layout: ParameterLayout { optimizer.layout }
