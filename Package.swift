@@ -33,11 +33,18 @@ let package = Package(
         .systemLibrary(name: "CPNG", pkgConfig: "libpng",
                        providers: [.apt(["libpng-dev"])]),
 
+        .systemLibrary(name: "CDNNL", providers: [.apt(["libdnnl-dev"])]),
+
+        // Kernels that choose their instruction set at run time (AVX-512, AVX512_BF16),
+        // and the CPU feature checks; no fused multiply-add, so every path gives the same bits.
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3", "-ffp-contract=off"])]),
+
         // Header-only: FTZ/DAZ control (float_control.h), allocator tuning (malloc_control.h).
         .systemLibrary(name: "CFloatControl"),
         .systemLibrary(name: "CMalloc"),
 
-        .target(name: "TensorCore", dependencies: ["CBLAS", "CFloatControl"], swiftSettings: kernelSettings),
+        .target(name: "TensorCore", dependencies: ["CBLAS", "CDNNL", "CKernels", "CFloatControl"],
+                swiftSettings: kernelSettings),
         .target(name: "VAEModel", dependencies: ["TensorCore"], swiftSettings: kernelSettings),
         .target(name: "Imaging", dependencies: ["CPNG"]),
         .target(name: "Datasets", dependencies: ["TensorCore", "Imaging", "CZlib"]),

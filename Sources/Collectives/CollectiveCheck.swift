@@ -98,7 +98,13 @@ public struct CollectiveCheck {
     public func time(sizes: [Int], repeats: Int) throws -> [Timing] {
         var out: [Timing] = []
         for n in sizes {
-            var buffer = [Float](repeating: 1, count: n)
+            // Page-aligned, as the trainer's reduction buffer: the copies of
+            // shared-memory transports run at half speed or worse when the
+            // ranks' buffers sit at different offsets within a cache line.
+            let raw = UnsafeMutableRawPointer.allocate(byteCount: max(n, 1) * 4, alignment: 4096)
+            defer { raw.deallocate() }
+            let buffer = UnsafeMutableBufferPointer(start: raw.bindMemory(to: Float.self, capacity: n), count: n)
+            buffer.initialize(repeating: 1)
             let blocks = communicator.evenBlocks(n)
             var block = [Float](repeating: 0, count: blocks[communicator.rank])
             func measure(_ body: () throws -> Void) throws -> Double {
@@ -114,13 +120,13 @@ public struct CollectiveCheck {
                 return samples.sorted()[samples.count / 2]
             }
             out.append(Timing(operation: "allreduce", elements: n, seconds: try measure {
-                try communicator.allreduceSum(&buffer)
+                try communicator.allreduceSum(buffer)
             }))
             out.append(Timing(operation: "reduce-scatter + allgather", elements: n, seconds: try measure {
-                try buffer.withUnsafeBufferPointer { i in
-                    try block.withUnsafeMutableBufferPointer { try communicator.reduceScatterSum(i, into: $0, counts: blocks) }
+                try block.withUnsafeMutableBufferPointer {
+                    try communicator.reduceScatterSum(UnsafeBufferPointer(buffer), into: $0, counts: blocks)
                 }
-                try buffer.withUnsafeMutableBufferPointer { try communicator.allgather($0, counts: blocks) }
+                try communicator.allgather(buffer, counts: blocks)
             }))
         }
         return out

@@ -5,10 +5,12 @@ import CFloatControl
 /// them once at start (DESIGN.md §2: libraries hold no global state and do
 /// not change the process's).
 public enum BLAS {
-    /// Threads OpenBLAS may use in this process. Ranks are the parallelism, so
-    /// vae-mpi uses 1 by default (see DESIGN.md §6).
+    /// Threads the kernel libraries (OpenBLAS, and oneDNN through OpenMP) may
+    /// use in this process. Ranks are the parallelism, so vae-mpi uses 1 by
+    /// default (see DESIGN.md §6).
     public static func setThreads(_ count: Int) {
         openblas_set_num_threads(Int32(count))
+        DNNLContext.setThreads(count)
     }
 
     /// Makes this thread flush subnormal floats to zero (FTZ and DAZ), as

@@ -14,8 +14,9 @@ import Darwin
 /// one rounding of PyTorch's value, and one division fewer per element (the
 /// divider is this memory-bound loop's other bottleneck).
 ///
-/// The moments are flat buffers in the model's parameter-walk order; the
-/// update walks the model once and updates each tensor's storage in place.
+/// The moments are flat buffers in the model's parameter-walk order (or, for
+/// a sharded optimizer, of this rank's slice); the elementwise work is
+/// `AdamKernel`'s.
 public struct Adam: Sendable {
     public var learningRate: Float
     public var beta1: Float
@@ -37,24 +38,29 @@ public struct Adam: Sendable {
         secondMoment = [Float](repeating: 0, count: parameterCount)
     }
 
+    /// Advances the step count and returns the step's elementwise constants
+    /// for a gradient `gradientScale · g`. Scalars in Double, as PyTorch
+    /// computes them in Python floats.
+    public mutating func nextStep(gradientScale: Float) -> AdamKernel.Constants {
+        step += 1
+        let t = Double(step)
+        let biasCorrection1 = 1 - pow(Double(beta1), t)
+        return AdamKernel.Constants(
+            gradientScale: gradientScale, oneMinusBeta1: 1 - beta1, beta2: beta2, oneMinusBeta2: 1 - beta2,
+            stepSize: Float(Double(learningRate) / biasCorrection1),
+            inverseBiasCorrection2Sqrt: Float(1 / (1 - pow(Double(beta2), t)).squareRoot()), epsilon: epsilon)
+    }
+
     /// One update with gradient `gradientScale · gradient` (a flat buffer in
-    /// walk order; the scale turns allreduced sums into means).
+    /// walk order; the scale turns allreduced sums into means), walking the
+    /// model's tensors and updating each in place.
     public mutating func update<Model: ParameterWalking>(
         _ model: inout Model, gradient: UnsafeBufferPointer<Float>,
         gradientScale: Float, layout: ParameterLayout
     ) {
         precondition(gradient.count >= layout.count && firstMoment.count == layout.count,
                      "Adam: buffers do not match the parameter layout")
-        step += 1
-        // Scalars in Double, as PyTorch computes them in Python floats.
-        let t = Double(step)
-        let biasCorrection1 = 1 - pow(Double(beta1), t)
-        let stepSize = Float(Double(learningRate) / biasCorrection1)
-        let inverseBiasCorrection2Sqrt = Float(1 / (1 - pow(Double(beta2), t)).squareRoot())
-
-        let constants = AdamKernel.Constants(
-            gradientScale: gradientScale, oneMinusBeta1: 1 - beta1, beta2: beta2, oneMinusBeta2: 1 - beta2,
-            stepSize: stepSize, inverseBiasCorrection2Sqrt: inverseBiasCorrection2Sqrt, epsilon: epsilon)
+        let constants = nextStep(gradientScale: gradientScale)
         firstMoment.withUnsafeMutableBufferPointer { m in
             secondMoment.withUnsafeMutableBufferPointer { v in
                 var index = 0
@@ -64,37 +70,25 @@ public struct Adam: Sendable {
                     tensor.scalars.withUnsafeMutableBufferPointer { p in
                         guard let base = p.baseAddress else { return }
                         AdamKernel.apply(parameters: base, gradient: gradient.baseAddress! + offset,
-                                         m: m.baseAddress! + offset, v: v.baseAddress! + offset,
-                                         count: p.count, constants)
+                                         m: m.baseAddress! + offset, v: v.baseAddress! + offset, count: p.count, constants)
                     }
                 }
             }
         }
     }
-}
 
-/// Adam's elementwise update. A free function of plain pointers and
-/// by-value constants, so that LLVM can hoist the constants and vectorize
-/// the loop (with run-time overlap checks on the four pointers); inside the
-/// walk's closure it could not, and stayed scalar.
-enum AdamKernel {
-    struct Constants {
-        var gradientScale, oneMinusBeta1, beta2, oneMinusBeta2, stepSize, inverseBiasCorrection2Sqrt, epsilon: Float
-    }
-
-    @inline(never)
-    static func apply(parameters p: UnsafeMutablePointer<Float>, gradient g: UnsafePointer<Float>,
-                      m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
-                      count: Int, _ c: Constants) {
-        let (scale, omb1, b2, omb2) = (c.gradientScale, c.oneMinusBeta1, c.beta2, c.oneMinusBeta2)
-        let (stepSize, inverseBC2, eps) = (c.stepSize, c.inverseBiasCorrection2Sqrt, c.epsilon)
-        for i in 0..<count {
-            let gi = g[i] * scale
-            let mi = m[i] + omb1 * (gi - m[i])
-            let vi = v[i] * b2 + omb2 * gi * gi
-            m[i] = mi
-            v[i] = vi
-            p[i] -= stepSize * (mi / (vi.squareRoot() * inverseBC2 + eps))
+    /// One update of a flat slice of parameters whose moments this optimizer
+    /// holds from index 0 (a sharded optimizer's slice).
+    public mutating func update(parameters: UnsafeMutablePointer<Float>, gradient: UnsafePointer<Float>, count: Int,
+                                gradientScale: Float) {
+        precondition(firstMoment.count == count, "Adam: the slice does not match the moments")
+        let constants = nextStep(gradientScale: gradientScale)
+        firstMoment.withUnsafeMutableBufferPointer { m in
+            secondMoment.withUnsafeMutableBufferPointer { v in
+                guard count > 0 else { return }
+                AdamKernel.apply(parameters: parameters, gradient: gradient, m: m.baseAddress!, v: v.baseAddress!,
+                                 count: count, constants)
+            }
         }
     }
 }

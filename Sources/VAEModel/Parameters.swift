@@ -98,6 +98,22 @@ extension ParameterWalking {
         }
     }
 
+    /// Overwrites every parameter's storage in place from a flat buffer laid
+    /// out by `layout` (no new allocations: the storage of parameters is
+    /// reused step after step).
+    public mutating func copy(from buffer: UnsafeBufferPointer<Float>, layout: ParameterLayout) {
+        precondition(buffer.count >= layout.count, "flat buffer too small")
+        var index = 0
+        walkParameters { name, tensor in
+            let entry = layout.entries[index]
+            precondition(entry.name == name && tensor.shape == entry.shape, "parameter walk does not match its layout")
+            tensor.scalars.withUnsafeMutableBufferPointer { p in
+                if let base = p.baseAddress { base.update(from: buffer.baseAddress! + entry.offset, count: entry.count) }
+            }
+            index += 1
+        }
+    }
+
     /// Overwrites every parameter from a flat buffer laid out by `layout`.
     public mutating func assign(from buffer: UnsafeBufferPointer<Float>, layout: ParameterLayout) {
         precondition(buffer.count >= layout.count, "flat buffer too small")

@@ -16,8 +16,11 @@ struct CheckpointOptions: ParsableArguments {
                                valueName: "checkpoint"))
     var checkpoint: String
 
-    @Option(name: OptionName.threads.name, help: "OpenBLAS threads per rank.")
+    @Option(name: OptionName.threads.name, help: "Kernel threads per rank.")
     var threads: Int = 1
+
+    @Option(name: OptionName.precision.name, help: "fp32 or bf16 inputs to the kernels (default: the checkpoint's run's).")
+    var precision: Precision?
 
     func validate() throws {
         try require(threads, atLeast: 1, .threads)
@@ -26,7 +29,7 @@ struct CheckpointOptions: ParsableArguments {
     /// Reads the checkpoint (rank 0, broadcast) and builds its model.
     func open(_ communicator: Communicator) throws -> InferenceContext {
         BLAS.setThreads(threads)
-        return try InferenceContext(checkpoint: checkpoint, communicator: communicator)
+        return try InferenceContext(checkpoint: checkpoint, communicator: communicator, precision: precision)
     }
 }
 

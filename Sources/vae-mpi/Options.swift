@@ -33,6 +33,9 @@ enum OptionName: String, CaseIterable, CustomStringConvertible {
     case logEvery = "log-every"
     case verifyReplicas = "verify-replicas"
     case threads
+    case kernels
+    case precision
+    case shardOptimizer = "shard-optimizer"
     case checkpointEvery = "checkpoint-every"
     case keepCheckpoints = "keep-checkpoints"
     case evalBatchSize = "eval-batch-size"

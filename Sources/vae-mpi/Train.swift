@@ -7,6 +7,8 @@ import Training
 import VAEModel
 
 extension Likelihood.Kind: ExpressibleByArgument {}
+extension Precision: ExpressibleByArgument {}
+extension KernelLibrary: ExpressibleByArgument {}
 
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -111,8 +113,18 @@ struct Train: ParsableCommand {
           help: "Check at each epoch end and at the end that every rank holds identical parameters (default: off).")
     var verifyReplicas: Bool?
 
-    @Option(name: OptionName.threads.name, help: "OpenBLAS threads per rank; ranks are the parallelism (default: 1).")
+    @Option(name: OptionName.threads.name, help: "Kernel threads per rank; ranks are the parallelism (default: 1).")
     var threads: Int?
+
+    @Option(name: OptionName.precision.name, help: "Inputs of matrix products and convolutions: fp32, or bf16 with fp32 accumulation (needs AVX512_BF16 or AMX); parameters, gradients, optimizer and checkpoints stay fp32 (default: fp32).")
+    var precision: Precision?
+
+    @Option(name: OptionName.kernels.name, help: "Kernel library: onednn, or openblas (fp32 only, im2col convolutions) (default: onednn).")
+    var kernels: KernelLibrary?
+
+    @Flag(name: OptionName.shardOptimizer.name, inversion: .prefixedNo,
+          help: "Shard Adam over the ranks (ZeRO stage 1): reduce-scatter the gradients, update 1/np of the parameters each, allgather them (default: off).")
+    var shardOptimizer: Bool?
 
     @Option(name: OptionName.checkpointEvery.name, help: "Checkpoint every this many steps, and at the end (default: at each epoch end).")
     var checkpointEvery: Int?
@@ -227,6 +239,9 @@ struct Train: ParsableCommand {
         try set(logEvery, .logEvery, &c.logEvery)
         try set(verifyReplicas, .verifyReplicas, &c.verifyReplicas)
         try set(threads, .threads, &c.threads)
+        try set(precision, .precision, &c.precision)
+        try set(kernels, .kernels, &c.kernels)
+        try set(shardOptimizer, .shardOptimizer, &c.shardOptimizer)
         if let checkpointEvery { c.checkpointEvery = checkpointEvery }
         try set(keepCheckpoints, .keepCheckpoints, &c.keepCheckpoints)
         try set(evaluationBatchSize, .evalBatchSize, &c.evaluationBatchSize)

@@ -4,7 +4,7 @@ import Foundation
 import TensorCore
 
 /// The backend the tests run kernels on: OpenBLAS, no profiler.
-public let cpu = Backend()
+public let cpu = try! Backend()
 
 /// Deterministic test inputs: uniforms in (low, high) from a fixed stream.
 public func randomTensor(_ shape: [Int], low: Float = -1, high: Float = 1, seed: UInt32 = 0) -> Tensor {

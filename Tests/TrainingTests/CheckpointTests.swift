@@ -13,7 +13,7 @@ final class CheckpointTests: XCTestCase {
         let data = DataSplits(train: barsDataset(count: 301, seed: 1), test: barsDataset(count: 67, seed: 2))
         guard case .mlp(let options) = c.architecture else { throw XCTSkip("an MLP configuration") }
         return try Trainer(options, configuration: c, data: data, communicator: LocalCommunicator(),
-                           console: Console(rank: 0, forceQuiet: true), resumingFrom: checkpoint)
+                           console: Console(rank: 0, forceQuiet: true), resumingFrom: checkpoint, backend: cpu)
     }
 
     func configuration(_ dir: String, maxSteps: Int?) -> TrainingConfiguration {

@@ -40,7 +40,7 @@ final class TrainerTests: XCTestCase {
         let data = DataSplits(train: barsDataset(count: 301, seed: 1), test: barsDataset(count: 67, seed: 2))
         guard case .mlp(let options) = c.architecture else { throw XCTSkip("an MLP configuration") }
         let trainer = try Trainer(options, configuration: c, data: data,
-                                  communicator: LocalCommunicator(), console: Console(rank: 0, forceQuiet: true))
+                                  communicator: LocalCommunicator(), console: Console(rank: 0, forceQuiet: true), backend: cpu)
         return (try trainer.run(), trainer)
     }
 

@@ -13,11 +13,16 @@ public struct InferenceContext {
     public let communicator: Communicator
     public let console: Console
 
-    public init(checkpoint path: String, communicator: Communicator, backend: Backend = Backend()) throws {
+    /// `precision` (default: the checkpoint's run's) sets how the model runs.
+    public init(checkpoint path: String, communicator: Communicator, precision: Precision? = nil) throws {
         self.communicator = communicator
         console = Console(rank: communicator.rank)
         checkpoint = try Checkpoint.load(path, communicator: communicator)
         let checkpoint = self.checkpoint
+        let c = checkpoint.configuration
+        let backend = try communicator.collectively {
+            try Backend(library: c.kernels, precision: precision ?? c.precision)
+        }
         model = try communicator.collectively { try checkpoint.loadedModel(on: backend) }
     }
 

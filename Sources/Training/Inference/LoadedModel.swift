@@ -41,7 +41,8 @@ public struct LoadedModel {
 
 extension Checkpoint {
     /// The checkpoint's model, ready for inference on `backend`.
-    public func loadedModel(on backend: Backend = Backend()) throws -> LoadedModel {
+    public func loadedModel(on backend: Backend? = nil) throws -> LoadedModel {
+        let backend = try backend ?? Backend(library: configuration.kernels, precision: configuration.precision)
         func open<Options: ArchitectureOptions>(_ options: Options) throws -> LoadedModel {
             LoadedModel(try model(options), architecture: architecture, image: sidecar.image, backend: backend)
         }

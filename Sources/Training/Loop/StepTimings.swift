@@ -33,9 +33,10 @@ public struct PhaseClock {
 /// after the warm-up steps.
 public struct StepTimings: Sendable {
     public var phases = [Double](repeating: 0, count: StepPhase.allCases.count)
-    /// GEMM and im2col/col2im time inside forward+backward (with a profiler).
+    /// Time inside forward+backward in GEMM and convolution kernels, and in
+    /// layout work (reorders, bf16 rounding, im2col/col2im), with a profiler.
     public var gemm = 0.0
-    public var im2col = 0.0
+    public var layout = 0.0
     /// Steps measured.
     public var steps = 0
     /// Steps at the start of a run that are not measured (allocations, cold caches).
@@ -44,17 +45,17 @@ public struct StepTimings: Sendable {
     public subscript(phase: StepPhase) -> Double { phases[phase.rawValue] }
     public var total: Double { phases.reduce(0, +) }
 
-    mutating func add(_ clock: PhaseClock, kernels: (gemm: Double, im2col: Double)) {
+    mutating func add(_ clock: PhaseClock, kernels: (gemm: Double, layout: Double)) {
         for i in phases.indices { phases[i] += clock.seconds[i] }
         gemm += kernels.gemm
-        im2col += kernels.im2col
+        layout += kernels.layout
         steps += 1
     }
 }
 
 extension KernelProfiler {
-    /// (GEMM, im2col) seconds so far.
-    var seconds: (gemm: Double, im2col: Double) {
-        (Double(gemmNanoseconds) * 1e-9, Double(im2colNanoseconds) * 1e-9)
+    /// (GEMM and convolution, layout) seconds so far.
+    var seconds: (gemm: Double, layout: Double) {
+        (Double(gemmNanoseconds) * 1e-9, Double(layoutNanoseconds) * 1e-9)
     }
 }

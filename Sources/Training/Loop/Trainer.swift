@@ -26,8 +26,9 @@ public final class Trainer<Model: VariationalAutoencoder> {
     let image: ImageShape
     let data: TrainingData
     let recorder: RunRecorder
-    /// The backend of the training steps (with the profiler, if any);
-    /// evaluation and pictures run on `backend.unprofiled`.
+    /// The backend of the training steps (with the profiler, if any, and the
+    /// optimizer's gradient sink); evaluation and pictures run on
+    /// `backend.unprofiled`.
     let backend: Backend
     let faults: FaultInjection
 
@@ -49,12 +50,11 @@ public final class Trainer<Model: VariationalAutoencoder> {
     /// every rank cleanly (see `Communicator.collectively`).
     public init<Options: ArchitectureOptions>(
         _ options: Options, configuration: TrainingConfiguration, data: DataSplits, communicator: Communicator,
-        console: Console, resumingFrom checkpoint: Checkpoint? = nil, backend: Backend = Backend(),
+        console: Console, resumingFrom checkpoint: Checkpoint? = nil, backend: Backend,
         faults: FaultInjection = FaultInjection()
     ) throws where Options.Model == Model {
         self.configuration = configuration
         self.communicator = communicator
-        self.backend = backend
         self.faults = faults
         architecture = options.architecture
         image = data.train.shape
@@ -67,7 +67,8 @@ public final class Trainer<Model: VariationalAutoencoder> {
             var adam = try communicator.collectively { try checkpoint.adam(layout: layout) }
             adam.learningRate = Float(configuration.learningRate)
             self.model = model
-            optimizer = DataParallelOptimizer(layout: layout, adam: adam, termCount: termCount, communicator: communicator)
+            optimizer = DataParallelOptimizer(model: model, layout: layout, adam: adam, termCount: termCount,
+                                              communicator: communicator, sharded: configuration.shardOptimizer)
         } else {
             // Rank 0 draws the initial parameters; everyone starts from its copy.
             var model = options.makeModel(for: image, seed: configuration.seed)
@@ -77,9 +78,14 @@ public final class Trainer<Model: VariationalAutoencoder> {
             flat.withUnsafeBufferPointer { model.assign(from: $0, layout: layout) }
             self.model = model
             optimizer = DataParallelOptimizer(
-                layout: layout, adam: Adam(parameterCount: layout.count, learningRate: Float(configuration.learningRate)),
-                termCount: termCount, communicator: communicator)
+                model: model, layout: layout,
+                adam: Adam(parameterCount: layout.count, learningRate: Float(configuration.learningRate)),
+                termCount: termCount, communicator: communicator, sharded: configuration.shardOptimizer)
         }
+        // The steps' parameter gradients go straight into the optimizer's buffer.
+        var backend = backend
+        backend.gradientSink = optimizer.sink
+        self.backend = backend
         // The run directory is touched only once the checkpoint has loaded.
         recorder = try RunRecorder(configuration: configuration, communicator: communicator, console: console,
                                    classNames: data.classNames, resumingAt: checkpoint?.sidecar.step)
@@ -162,7 +168,7 @@ public final class Trainer<Model: VariationalAutoencoder> {
         faults.divergeIfDue(&model, rank: rank, step: position.step)
         if position.step > StepTimings.warmupSteps {
             let kernels = backend.profiler.map { p in
-                (gemm: p.seconds.gemm - kernelsBefore!.gemm, im2col: p.seconds.im2col - kernelsBefore!.im2col)
+                (gemm: p.seconds.gemm - kernelsBefore!.gemm, layout: p.seconds.layout - kernelsBefore!.layout)
             } ?? (0, 0)
             timings.add(clock, kernels: kernels)
         }
@@ -187,6 +193,7 @@ public final class Trainer<Model: VariationalAutoencoder> {
         // The pullback holds on to the parameters (the linear ops' VJPs keep
         // their weights); it is gone when this function returns, before Adam
         // writes them in place (otherwise each write would copy its tensor).
+        optimizer.beginStep(model)
         let forward = count > 0 ? valueWithPullback(at: model) { m in
             negativeELBO(m, x: x, noise: noise, likelihood: likelihood, on: backend)
         } : nil
@@ -237,7 +244,8 @@ public final class Trainer<Model: VariationalAutoencoder> {
 
     func checkpoint() throws {
         lastCheckpointStep = position.step
-        try recorder.checkpoint(model: model, optimizer: optimizer, image: image, position: position,
+        try recorder.checkpoint(model: model, adam: try optimizer.gatheredState(), layout: layout, image: image,
+                                position: position,
                                 stepsPerEpoch: stepsPerEpoch)
     }
 }

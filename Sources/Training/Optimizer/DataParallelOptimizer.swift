@@ -3,7 +3,7 @@ import TensorCore
 import VAEModel
 
 /// The data-parallel half of a training step (DESIGN.md §6): it owns the
-/// parameter layout, the flat reduction buffer, the step's collective and
+/// parameter layout, the flat reduction buffer, the step's collectives and
 /// Adam. Every rank calls `step` with its local gradient *sum*; all ranks
 /// leave it with the same parameters.
 ///
@@ -11,17 +11,35 @@ import VAEModel
 ///
 ///     [gradient sums (P) | samples | term sums (T) | non-finite flag]
 ///
-/// reduced by one allreduce: sums and the count travel together, so the
-/// update is the exact mean over the samples of the global batch however
-/// they were split, and a non-finite value anywhere stops every rank at the
-/// same step.
+/// The gradient kernels write into it directly (through `sink`, a
+/// `GradientSink` over its first P floats). By default one allreduce reduces
+/// it whole and every rank takes the same Adam step: sums and the count
+/// travel together, so the update is the exact mean over the global batch
+/// however it was split, and a non-finite value anywhere stops every rank at
+/// the same step, before any update.
+///
+/// Sharded (ZeRO stage 1, `--shard-optimizer`): a reduce-scatter leaves each
+/// rank the summed gradient of its 1/np slice of the parameters (and a small
+/// allreduce the count, terms and flag), each rank updates its slice and holds
+/// Adam's moments for it only, and an allgather of the updated slices gives
+/// every rank all parameters. Replicas stay bit-identical.
 public final class DataParallelOptimizer {
     public let layout: ParameterLayout
     let communicator: Communicator
-    /// Adam's hyperparameters, step count and moments (flat, walk order).
-    public private(set) var adam: Adam
-    private var buffer: [Float]
     private let termCount: Int
+    public let sharded: Bool
+    private let buffer: UnsafeMutablePointer<Float>
+    private let bufferCount: Int
+    /// Where this step's parameter gradients are written.
+    public let sink: GradientSink
+    /// Adam over the parameters this rank updates: all of them, or its slice.
+    public private(set) var adam: Adam
+    /// Sharded: each rank's block of the flat parameters, this rank's start,
+    /// a flat copy of the parameters and this rank's reduced gradient.
+    private let blocks: [Int]
+    private let sliceStart: Int
+    private var flatParameters: [Float] = []
+    private var gradientSlice: [Float] = []
 
     /// The sums every rank holds after a step's reduction.
     public struct ReducedStep {
@@ -31,14 +49,33 @@ public final class DataParallelOptimizer {
         public var terms: [Float]
     }
 
-    public init(layout: ParameterLayout, adam: Adam, termCount: Int, communicator: Communicator) {
+    /// `adam` holds the moments of all parameters (new, or from a
+    /// checkpoint); sharded, this rank keeps its slice of them.
+    public init<Model: ParameterWalking>(model: Model, layout: ParameterLayout, adam: Adam, termCount: Int,
+                                         communicator: Communicator, sharded: Bool = false) {
         precondition(adam.firstMoment.count == layout.count, "optimizer state does not match the parameter layout")
         self.layout = layout
-        self.adam = adam
         self.termCount = termCount
         self.communicator = communicator
-        buffer = [Float](repeating: 0, count: layout.count + termCount + 2)
+        self.sharded = sharded
+        bufferCount = layout.count + termCount + 2
+        buffer = .allocate(capacity: bufferCount)
+        buffer.initialize(repeating: 0, count: bufferCount)
+        sink = GradientSink(buffer: buffer)
+        blocks = communicator.evenBlocks(layout.count)
+        sliceStart = blocks[..<communicator.rank].reduce(0, +)
+        var adam = adam
+        if sharded {
+            let slice = sliceStart ..< sliceStart + blocks[communicator.rank]
+            adam.firstMoment = Array(adam.firstMoment[slice])
+            adam.secondMoment = Array(adam.secondMoment[slice])
+            flatParameters = model.flattened(layout: layout)
+            gradientSlice = [Float](repeating: 0, count: slice.count)
+        }
+        self.adam = adam
     }
+
+    deinit { buffer.deallocate() }
 
     public var learningRate: Float {
         get { adam.learningRate }
@@ -51,37 +88,80 @@ public final class DataParallelOptimizer {
         try communicator.allreduceSum(&values)
     }
 
-    /// One synchronized update: packs this rank's gradient sum (nil for an
-    /// empty local batch), sample count and term sums, allreduces them, and
-    /// takes the Adam step with gradient sum / samples. A non-finite loss or
-    /// gradient on any rank is thrown on every rank, before any update.
+    /// Starts a step: the gradient sink learns where each parameter's
+    /// gradient goes.
+    public func beginStep<Model: ParameterWalking>(_ model: Model) {
+        sink.begin(parameters: model.namedParameters.map(\.tensor), offsets: layout.entries.map(\.offset))
+    }
+
+    /// One synchronized update: completes this rank's gradient sum (nil for
+    /// an empty local batch), its sample count and term sums, reduces them,
+    /// and takes the Adam step with gradient sum / samples. A non-finite loss
+    /// or gradient on any rank is thrown on every rank, before any update.
     public func step<Model: ParameterWalking>(_ model: inout Model, gradient: Model?, samples: Int, terms: [Float],
                                               step: Int, clock: inout PhaseClock) throws -> ReducedStep {
         precondition(terms.count == termCount, "the objective reports \(termCount) terms")
         let p = layout.count
-        buffer.withUnsafeMutableBufferPointer { b in
-            guard let gradient else {
-                b.initialize(repeating: 0)
-                return
-            }
-            let finite = gradient.flatten(into: b, layout: layout)
-            b[p] = Float(samples)
-            for (i, value) in terms.enumerated() { b[p + 1 + i] = value }
-            b[p + 1 + termCount] = (finite && terms.reduce(0, +).isFinite) ? 0 : 1
+        let meta = buffer + p
+        if let gradient {
+            sink.complete(with: gradient.namedParameters.map(\.tensor))
+            meta[0] = Float(samples)
+            for (i, value) in terms.enumerated() { meta[1 + i] = value }
+            meta[1 + termCount] = (!sink.nonFinite && terms.reduce(0, +).isFinite) ? 0 : 1
+        } else {
+            buffer.initialize(repeating: 0, count: bufferCount)
         }
         clock.lap(.pack)
-        try communicator.allreduceSum(&buffer)
-        clock.lap(.reduction)
 
-        // Every rank sees the same flag after the allreduce and stops here.
-        if buffer[p + 1 + termCount] != 0 {
+        if sharded {
+            let blocks = self.blocks
+            try gradientSlice.withUnsafeMutableBufferPointer { slice in
+                try communicator.reduceScatterSum(UnsafeBufferPointer(start: buffer, count: p), into: slice, counts: blocks)
+            }
+            try communicator.allreduceSum(UnsafeMutableBufferPointer(start: meta, count: termCount + 2))
+        } else {
+            try communicator.allreduceSum(UnsafeMutableBufferPointer(start: buffer, count: bufferCount))
+        }
+        clock.lap(.reduction)
+        // Every rank sees the same flag after the reduction and stops here.
+        if meta[1 + termCount] != 0 {
             throw CollectiveFailure.unanimous(TrainingError.nonFinite(step: step), rank: communicator.rank)
         }
-        let total = buffer[p]
-        buffer.withUnsafeBufferPointer { b in
-            adam.update(&model, gradient: UnsafeBufferPointer(rebasing: b[0..<p]), gradientScale: 1 / total, layout: layout)
+        let total = meta[0]
+        let reduced = ReducedStep(samples: total, terms: Array(UnsafeBufferPointer(start: meta + 1, count: termCount)))
+
+        if sharded {
+            let count = blocks[communicator.rank]
+            flatParameters.withUnsafeMutableBufferPointer { flat in
+                gradientSlice.withUnsafeBufferPointer { g in
+                    adam.update(parameters: flat.baseAddress! + sliceStart, gradient: g.baseAddress!, count: count,
+                                gradientScale: 1 / total)
+                }
+            }
+            clock.lap(.update)
+            try flatParameters.withUnsafeMutableBufferPointer { try communicator.allgather($0, counts: blocks) }
+            clock.lap(.reduction)
+            flatParameters.withUnsafeBufferPointer { model.copy(from: $0, layout: layout) }
+            clock.lap(.update)
+        } else {
+            adam.update(&model, gradient: UnsafeBufferPointer(start: buffer, count: p), gradientScale: 1 / total,
+                        layout: layout)
+            clock.lap(.update)
         }
-        clock.lap(.update)
-        return ReducedStep(samples: total, terms: Array(buffer[p + 1 ..< p + 1 + termCount]))
+        return reduced
+    }
+
+    /// Adam's state over all parameters, for a checkpoint. Sharded, the
+    /// moments are gathered from every rank: a collective, every rank calls it.
+    public func gatheredState() throws -> Adam {
+        guard sharded else { return adam }
+        var full = adam
+        for moments in [\Adam.firstMoment, \Adam.secondMoment] {
+            var all = [Float](repeating: 0, count: layout.count)
+            all.replaceSubrange(sliceStart ..< sliceStart + blocks[communicator.rank], with: adam[keyPath: moments])
+            try all.withUnsafeMutableBufferPointer { try communicator.allgather($0, counts: blocks) }
+            full[keyPath: moments] = all
+        }
+        return full
     }
 }

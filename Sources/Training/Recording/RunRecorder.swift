@@ -169,13 +169,13 @@ final class RunRecorder {
 
     /// Rank 0 writes parameters (PyTorch names), Adam moments (under
     /// `optimizer.`) and the sidecar; every rank's state is identical.
-    func checkpoint<Model: ParameterWalking>(model: Model, optimizer: DataParallelOptimizer, image: ImageShape,
+    func checkpoint<Model: ParameterWalking>(model: Model, adam: Adam, layout: ParameterLayout, image: ImageShape,
                                              position: TrainingPosition, stepsPerEpoch: Int) throws {
         guard let outputs else { return }
-        let contents = CheckpointContents(model: model, optimizer: optimizer.adam, layout: optimizer.layout)
+        let contents = CheckpointContents(model: model, optimizer: adam, layout: layout)
         let sidecar = CheckpointSidecar(
             tensorsFile: CheckpointStore.stem(step: position.step) + ".safetensors", position: position,
-            stepsPerEpoch: stepsPerEpoch, worldSize: communicator.size, adam: optimizer.adam,
+            stepsPerEpoch: stepsPerEpoch, worldSize: communicator.size, adam: adam,
             configuration: configuration, image: image, checksums: contents.checksums)
         try outputs.checkpoints.write(step: position.step, tensors: contents.file(metadata: ["format": "vae-mpi"]),
                                       sidecar: try JSONText.pretty(sidecar), keep: configuration.keepCheckpoints)

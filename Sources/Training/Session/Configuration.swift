@@ -1,4 +1,5 @@
 import Datasets
+import TensorCore
 import VAEModel
 
 /// The resolved settings of a training run: what config.json and every
@@ -28,10 +29,40 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
     public var evaluationBatchSize = 500
     /// Compare a hash of every rank's parameters at each epoch end.
     public var verifyReplicas = false
-    /// BLAS threads per rank (the executable applies it).
+    /// Kernel threads per rank (the executable applies it).
     public var threads = 1
+    /// The kernel library and the inputs' number format for matrix products
+    /// and convolutions (a resumed run may change them).
+    public var kernels = KernelLibrary.onednn
+    public var precision = Precision.fp32
+    /// Shard Adam over the ranks (ZeRO stage 1) instead of every rank taking
+    /// the whole step.
+    public var shardOptimizer = false
 
     public init() {}
+
+    public init(from decoder: Decoder) throws {
+        // Configurations written before these fields existed ran fp32 on OpenBLAS.
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        data = try c.decode(DataSource.self, forKey: .data)
+        architecture = try c.decode(Architecture.self, forKey: .architecture)
+        kl = try c.decode(KLControls.self, forKey: .kl)
+        learningRate = try c.decode(Double.self, forKey: .learningRate)
+        epochs = try c.decode(Int.self, forKey: .epochs)
+        batchSize = try c.decode(Int.self, forKey: .batchSize)
+        seed = try c.decode(UInt64.self, forKey: .seed)
+        maxSteps = try c.decodeIfPresent(Int.self, forKey: .maxSteps)
+        runDirectory = try c.decode(String.self, forKey: .runDirectory)
+        logEvery = try c.decode(Int.self, forKey: .logEvery)
+        checkpointEvery = try c.decodeIfPresent(Int.self, forKey: .checkpointEvery)
+        keepCheckpoints = try c.decode(Int.self, forKey: .keepCheckpoints)
+        evaluationBatchSize = try c.decode(Int.self, forKey: .evaluationBatchSize)
+        verifyReplicas = try c.decode(Bool.self, forKey: .verifyReplicas)
+        threads = try c.decode(Int.self, forKey: .threads)
+        kernels = try c.decodeIfPresent(KernelLibrary.self, forKey: .kernels) ?? .openblas
+        precision = try c.decodeIfPresent(Precision.self, forKey: .precision) ?? .fp32
+        shardOptimizer = try c.decodeIfPresent(Bool.self, forKey: .shardOptimizer) ?? false
+    }
 
     /// The configuration a resumed run starts from: the checkpoint's, in its
     /// own run directory, without the interrupted run's step limit.

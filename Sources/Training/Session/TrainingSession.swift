@@ -53,7 +53,10 @@ public struct TrainingSession {
 
     private func train<Options: ArchitectureOptions>(_ options: Options, configuration: TrainingConfiguration,
                                                      data: DataSplits) throws -> TrainingSummary {
-        let backend = Backend(profiler: profile ? KernelProfiler() : nil)
+        let backend = try communicator.collectively {
+            try Backend(library: configuration.kernels, precision: configuration.precision,
+                        profiler: profile ? KernelProfiler() : nil)
+        }
         let trainer = try Trainer(options, configuration: configuration, data: data, communicator: communicator,
                                   console: console, resumingFrom: checkpoint, backend: backend, faults: faults)
         printConfiguration(configuration, data: data, trainer: trainer)
@@ -76,10 +79,13 @@ public struct TrainingSession {
             ("data", "\(data.train.count) train (\(data.train.source)), \(data.test.count) test"
                 + (data.testIsHeldOut ? " (held out)" : " (\(data.test.source))") + " images of \(image)"),
             ("ranks", "\(communicator.size) (rank 0 on \(communicator.hostName)), "
-                + "\(plural(c.threads, "BLAS thread")) each"),
+                + "\(plural(c.threads, "kernel thread")) each"),
+            ("kernels", "\(c.kernels.rawValue), \(c.precision.rawValue)"
+                + (c.precision == .bf16 ? " inputs to matrix products and convolutions (fp32 accumulation, parameters, gradients, optimizer)" : "")),
             ("batch", "\(c.batchSize) global (\(trainer.localBatchOfRankZero) on rank 0), "
                 + plural(trainer.stepsPerEpoch, "step") + " per epoch"),
-            ("optimizer", "Adam, lr \(c.learningRate), betas (0.9, 0.999), eps 1e-8"),
+            ("optimizer", "Adam, lr \(c.learningRate), betas (0.9, 0.999), eps 1e-8"
+                + (c.shardOptimizer ? "; sharded over the ranks (reduce-scatter, 1/\(communicator.size) of the update each, allgather)" : "")),
             ("schedule", plural(c.epochs, "epoch") + (c.maxSteps.map { ", at most " + plural($0, "step") } ?? "")
                 + ", log every \(c.logEvery) steps, checkpoint "
                 + (c.checkpointEvery.map { "every \($0) steps" } ?? "each epoch") + " (keep \(c.keepCheckpoints))"),
@@ -105,23 +111,27 @@ public struct TrainingSession {
     /// Per-step breakdown, averaged over ranks (one small allreduce); also
     /// one `PROFILE {json}` line for scripts (scripts/bench.sh).
     func printProfile(_ t: StepTimings, batch: Int) throws {
-        var v = [t[.forwardBackward], t.gemm, t.im2col, t[.reduction], t[.update], t[.data], t[.pack], t.total]
+        var v = [t[.forwardBackward], t.gemm, t.layout, t[.reduction], t[.update], t[.data], t[.pack], t.total]
         try communicator.allreduceSum(&v)
         let scale = 1e3 / Double(max(t.steps, 1) * communicator.size)
         let ms = v.map { $0 * scale }
-        let (fb, gemm, im2col, allreduce, optimizer, data, pack, step) = (ms[0], ms[1], ms[2], ms[3], ms[4], ms[5], ms[6], ms[7])
-        let elementwise = fb - gemm - im2col
+        let (fb, gemm, layout, allreduce, optimizer, data, pack, step) = (ms[0], ms[1], ms[2], ms[3], ms[4], ms[5], ms[6], ms[7])
+        let elementwise = fb - gemm - layout
+        // Ranks that compute slower make the others wait inside the reduction.
+        let compute = (t[.data] + t[.forwardBackward] + t[.pack] + t[.update]) * 1e3 / Double(max(t.steps, 1))
+        let perRank = try communicator.allGather(compute.bitPattern).map { Double(bitPattern: $0) }
         let samplesPerSecond = Double(batch) / step * 1e3
         func f(_ x: Double) -> String { String(format: "%.3f", x) }
         console.print("profile: ms per step, mean over \(t.steps) steps (after \(StepTimings.warmupSteps) warm-up) "
                       + "and \(plural(communicator.size, "rank"))")
-        console.print("  forward+backward  \(f(fb))   GEMM \(f(gemm)), im2col/col2im \(f(im2col)), elementwise and other \(f(elementwise))")
-        console.print("  allreduce         \(f(allreduce))")
+        console.print("  forward+backward  \(f(fb))   GEMM and convolution kernels \(f(gemm)), reorders/bf16 rounding/im2col \(f(layout)), elementwise and other \(f(elementwise))")
+        console.print("  reduction         \(f(allreduce))   (the step's collectives, waiting for slower ranks included; "
+                      + "compute per rank \(perRank.map(f).joined(separator: ", ")))")
         console.print("  optimizer         \(f(optimizer))")
-        console.print("  other             \(f(data + pack))   (batch and noise \(f(data)), gradient packing \(f(pack)))")
+        console.print("  other             \(f(data + pack))   (batch and noise \(f(data)), gradient completion and meta \(f(pack)))")
         console.print("  step              \(f(step))   → \(String(format: "%.0f", samplesPerSecond)) samples/s; step / GEMM = \(String(format: "%.2f", step / gemm))")
         console.print("PROFILE {\"ranks\": \(communicator.size), \"steps\": \(t.steps), \"batch\": \(batch), "
-                      + "\"forward_backward_ms\": \(f(fb)), \"gemm_ms\": \(f(gemm)), \"im2col_ms\": \(f(im2col)), "
+                      + "\"forward_backward_ms\": \(f(fb)), \"gemm_ms\": \(f(gemm)), \"layout_ms\": \(f(layout)), "
                       + "\"elementwise_ms\": \(f(elementwise)), \"allreduce_ms\": \(f(allreduce)), "
                       + "\"optimizer_ms\": \(f(optimizer)), \"other_ms\": \(f(data + pack)), \"step_ms\": \(f(step)), "
                       + "\"samples_per_s\": \(String(format: "%.1f", samplesPerSecond))}")

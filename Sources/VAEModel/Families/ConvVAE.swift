@@ -8,6 +8,9 @@ import TensorCore
 /// ReLU, ConvTranspose(c1→C) to logits or means (and, for a learned-variance
 /// Gaussian, a second ConvTranspose head to log σ²). Names follow the golden
 /// module (`enc.conv1`, …, `dec.deconv2`; the variance head `dec.deconv2_logvar`).
+/// Between the convolutions images are channels-last (B, H, W, C), the
+/// layout the kernels run fastest on; flattening uses PyTorch's (C, H, W)
+/// order, so the parameters are those of the PyTorch module.
 /// Legend: B batch, D = C·H·W, Z latent, F = c2·H/4·W/4.
 public struct ConvVAE: VariationalAutoencoder {
     public var conv1: Conv2D                       // (c1, C, 3, 3)
@@ -46,10 +49,11 @@ public struct ConvVAE: VariationalAutoencoder {
     public func encode(_ x: Tensor, on backend: Backend) -> Posterior {
         let g = withoutDerivative(at: geometry)
         let b = withoutDerivative(at: x.shape[0])
-        let image = x.reshaped([b, g.channels, g.height, g.width])
-        let h1 = conv1.relu(image, stride: 2, padding: 1, on: backend)       // (B, c1, H/2, W/2)
-        let h2 = conv2.relu(h1, stride: 2, padding: 1, on: backend)          // (B, c2, H/4, W/4)
-        let flat = h2.reshaped([b, withoutDerivative(at: h2).count / max(b, 1)])
+        let image = channelsLast(x.reshaped([b, g.channels, g.height, g.width]))   // (B, H, W, C)
+        let h1 = conv1.relu(image, stride: 2, padding: 1, on: backend)              // (B, H/2, W/2, c1)
+        let h2 = conv2.relu(h1, stride: 2, padding: 1, on: backend)                 // (B, H/4, W/4, c2)
+        // PyTorch flattens (c2, H/4, W/4): back to channels first.
+        let flat = channelsFirst(h2).reshaped([b, withoutDerivative(at: h2).count / max(b, 1)])
         return Posterior(mean: fcMean(flat, on: backend), logVariance: fcLogVariance(flat, on: backend))
     }
 
@@ -58,11 +62,11 @@ public struct ConvVAE: VariationalAutoencoder {
         let g = withoutDerivative(at: geometry)
         let b = withoutDerivative(at: z.shape[0])
         let c2 = withoutDerivative(at: deconv1.weight.shape[0])
-        let h = fc.relu(z, on: backend).reshaped([b, c2, g.height / 4, g.width / 4])
-        let h1 = deconv1.relu(h, stride: 2, padding: 1, outputPadding: 1, on: backend)   // (B, c1, H/2, W/2)
+        let h = channelsLast(fc.relu(z, on: backend).reshaped([b, c2, g.height / 4, g.width / 4]))  // (B, H/4, W/4, c2)
+        let h1 = deconv1.relu(h, stride: 2, padding: 1, outputPadding: 1, on: backend)              // (B, H/2, W/2, c1)
         let d = withoutDerivative(at: g.channels * g.height * g.width)
-        let location = deconv2(h1, stride: 2, padding: 1, outputPadding: 1, on: backend).reshaped([b, d])
-        let logVariance = deconv2LogVariance(h1, stride: 2, padding: 1, outputPadding: 1, on: backend)
+        let location = channelsFirst(deconv2(h1, stride: 2, padding: 1, outputPadding: 1, on: backend)).reshaped([b, d])
+        let logVariance = channelsFirst(deconv2LogVariance(h1, stride: 2, padding: 1, outputPadding: 1, on: backend))
         return DecoderOutput(location: location,
                              logVariance: logVariance.reshaped([b, withoutDerivative(at: logVariance).count / max(b, 1)]))
     }

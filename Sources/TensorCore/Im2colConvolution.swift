@@ -1,8 +1,9 @@
 import _Differentiation
 
-// 2-D convolutions (NCHW), by im2col + one sgemm per op, each forward op
-// followed by its VJPs. Layouts follow PyTorch: Conv2d weight (O, C, kh, kw);
-// ConvTranspose2d weight (C, O, kh, kw), where C is the input channels.
+// The OpenBLAS implementation of the convolutions (see Convolutions.swift for
+// the ops): NCHW, by im2col + one sgemm per op. Layouts follow PyTorch:
+// Conv2d weight (O, C, kh, kw); ConvTranspose2d weight (C, O, kh, kw), where
+// C is the input channels.
 // Legend: B batch, C input channels, O output channels, H×W input size,
 // Ho×Wo output size, K = C·kh·kw (conv) or O·kh·kw (transposed), P = Ho·Wo.
 //
@@ -65,7 +66,7 @@ public struct ConvGeometry: Equatable, Sendable {
     /// into a zero-bordered scratch plane once, then every kernel tap is a
     /// branch-free gather through the window offsets.
     func im2col(_ x: UnsafePointer<Float>, batch: Int, into cols: UnsafeMutablePointer<Float>, on backend: Backend) {
-        backend.timingIm2col { gather(x, batch: batch, into: cols) }
+        backend.timingLayout { gather(x, batch: batch, into: cols) }
     }
 
     private func gather(_ x: UnsafePointer<Float>, batch: Int, into cols: UnsafeMutablePointer<Float>) {
@@ -96,7 +97,7 @@ public struct ConvGeometry: Equatable, Sendable {
 
     /// dx (B, C, H, W) = Σ over windows of cols (K, B·P); the adjoint of im2col.
     func col2im(_ cols: UnsafePointer<Float>, batch: Int, into x: UnsafeMutablePointer<Float>, on backend: Backend) {
-        backend.timingIm2col { scatter(cols, batch: batch, into: x) }
+        backend.timingLayout { scatter(cols, batch: batch, into: x) }
     }
 
     private func scatter(_ cols: UnsafePointer<Float>, batch: Int, into x: UnsafeMutablePointer<Float>) {
@@ -185,132 +186,13 @@ func channelSums(_ dy: Tensor, batch: Int, channels o: Int, positions p: Int) ->
     }
 }
 
-// MARK: - conv2d
-
-/// Cross-correlation as PyTorch's `F.conv2d`: x (B, C, H, W), weight
-/// (O, C, kh, kw), bias (O) → (B, O, Ho, Wo).
-@differentiable(reverse)
-public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int, on backend: Backend) -> Tensor {
-    ConvKernels.conv2dForward(x, weight: weight, bias: bias, stride: stride, padding: padding, on: backend)
-}
-
-@derivative(of: conv2d)
-@usableFromInline
-func _vjpConv2d(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int, on backend: Backend)
-    -> (value: Tensor, pullback: (Tensor) -> (Tensor, Tensor, Tensor))
-{
-    (conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, on: backend), { dy in
-        ConvKernels.conv2dBackward(dy, x: x, weight: weight, stride: stride, padding: padding, inputGradient: true, on: backend)
-    })
-}
-
-/// The derivative when x is data (the first layer): no input gradient.
-@derivative(of: conv2d, wrt: (weight, bias))
-@usableFromInline
-func _vjpConv2dParameters(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int, on backend: Backend)
-    -> (value: Tensor, pullback: (Tensor) -> (Tensor, Tensor))
-{
-    (conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, on: backend), { dy in
-        let (_, dw, db) = ConvKernels.conv2dBackward(dy, x: x, weight: weight, stride: stride, padding: padding,
-                                                     inputGradient: false, on: backend)
-        return (dw, db)
-    })
-}
-
-// MARK: - conv2d + ReLU (fused)
-
-/// relu(conv2d(x)) in one pass over the output: the bias and the ReLU are
-/// applied while the GEMM's result is copied out, and the pullback masks dy
-/// while copying it in.
-@differentiable(reverse)
-public func conv2dReLU(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int, on backend: Backend) -> Tensor {
-    ConvKernels.conv2dForward(x, weight: weight, bias: bias, stride: stride, padding: padding, relu: true, on: backend)
-}
-
-@derivative(of: conv2dReLU)
-@usableFromInline
-func _vjpConv2dReLU(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int, on backend: Backend)
-    -> (value: Tensor, pullback: (Tensor) -> (Tensor, Tensor, Tensor))
-{
-    let y = conv2dReLU(x, weight: weight, bias: bias, stride: stride, padding: padding, on: backend)
-    return (y, { dy in
-        ConvKernels.conv2dBackward(dy, x: x, weight: weight, stride: stride, padding: padding, inputGradient: true,
-                                   reluOutput: y, on: backend)
-    })
-}
-
-@derivative(of: conv2dReLU, wrt: (weight, bias))
-@usableFromInline
-func _vjpConv2dReLUParameters(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int, on backend: Backend)
-    -> (value: Tensor, pullback: (Tensor) -> (Tensor, Tensor))
-{
-    let y = conv2dReLU(x, weight: weight, bias: bias, stride: stride, padding: padding, on: backend)
-    return (y, { dy in
-        let (_, dw, db) = ConvKernels.conv2dBackward(dy, x: x, weight: weight, stride: stride, padding: padding,
-                                                     inputGradient: false, reluOutput: y, on: backend)
-        return (dw, db)
-    })
-}
-
-// MARK: - convTranspose2d
-
-/// PyTorch's `F.conv_transpose2d`: x (B, C, H, W), weight (C, O, kh, kw),
-/// bias (O) → (B, O, Ho, Wo) with Ho = (H−1)·stride − 2·padding + kh + outputPadding.
-/// It is the input gradient of the convolution that maps (O, Ho, Wo) to (C, H, W).
-@differentiable(reverse)
-public func convTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int,
-                            outputPadding: Int, on backend: Backend) -> Tensor {
-    ConvKernels.convTransposeForward(x, weight: weight, bias: bias, stride: stride, padding: padding,
-                                     outputPadding: outputPadding, on: backend)
-}
-
-@derivative(of: convTranspose2d)
-@usableFromInline
-func _vjpConvTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int, outputPadding: Int,
-                         on backend: Backend)
-    -> (value: Tensor, pullback: (Tensor) -> (Tensor, Tensor, Tensor))
-{
-    let y = convTranspose2d(x, weight: weight, bias: bias, stride: stride, padding: padding, outputPadding: outputPadding,
-                           on: backend)
-    let outputShape = y.shape
-    return (y, { dy in
-        ConvKernels.convTransposeBackward(dy, x: x, weight: weight, outputShape: outputShape, stride: stride,
-                                          padding: padding, on: backend)
-    })
-}
-
-// MARK: - convTranspose2d + ReLU (fused)
-
-/// relu(convTranspose2d(x)), the ReLU applied in the pass that adds the bias.
-@differentiable(reverse)
-public func convTranspose2dReLU(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int,
-                                outputPadding: Int, on backend: Backend) -> Tensor {
-    ConvKernels.convTransposeForward(x, weight: weight, bias: bias, stride: stride, padding: padding,
-                                     outputPadding: outputPadding, relu: true, on: backend)
-}
-
-@derivative(of: convTranspose2dReLU)
-@usableFromInline
-func _vjpConvTranspose2dReLU(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int, outputPadding: Int,
-                             on backend: Backend)
-    -> (value: Tensor, pullback: (Tensor) -> (Tensor, Tensor, Tensor))
-{
-    let y = convTranspose2dReLU(x, weight: weight, bias: bias, stride: stride, padding: padding,
-                                outputPadding: outputPadding, on: backend)
-    let outputShape = y.shape
-    return (y, { dy in
-        ConvKernels.convTransposeBackward(reluBackward(dy, output: y), x: x, weight: weight, outputShape: outputShape,
-                                          stride: stride, padding: padding, on: backend)
-    })
-}
-
-/// The kernels work through the batch a few images at a time, so that each
+/// NCHW convolutions by im2col + sgemm. The kernels work through the batch a few images at a time, so that each
 /// chunk's im2col matrix (K, n·P) stays in the core's L2 cache between being
 /// built and being read by its GEMM (a whole batch's can be 7 MB). Nothing
 /// of that size is kept for the backward pass: it rebuilds the columns per
 /// chunk, which costs less than storing and re-reading them from memory.
 @usableFromInline
-enum ConvKernels {
+enum Im2colKernels {
     /// Images per chunk: as many as fit the backend's im2col budget.
     static func chunkSize(columnsPerImage: Int, batch: Int, on backend: Backend) -> Int {
         max(1, min(batch, backend.convolutionColumnBudget / max(columnsPerImage, 1)))
@@ -349,7 +231,7 @@ enum ConvKernels {
                     let n = min(chunk, b - start)
                     g.im2col(xs.baseAddress! + start * g.inputSize, batch: n, into: cols, on: backend)
                     // Z (O, n·P) = W (O, K) · cols (K, n·P)
-                    backend.gemm(transposeA: false, transposeB: false, m: o, n: n * p, k: k,
+                    backend.sgemm(transposeA: false, transposeB: false, m: o, n: n * p, k: k,
                               w.baseAddress!, lda: k, cols, ldb: n * p, beta: 0, z, ldc: n * p)
                     channelMajorToNCHW(z, batch: n, channels: o, positions: p, bias: bb.baseAddress!, relu: relu,
                                        into: out.baseAddress! + start * o * p)
@@ -390,12 +272,12 @@ enum ConvKernels {
                             nchwToChannelMajor(gy.baseAddress! + start * o * p, batch: n, channels: o, positions: p, into: dz)
                         }
                         // dW (O, K) += dZ (O, n·P) · colsᵀ (n·P, K)
-                        backend.gemm(transposeA: false, transposeB: true, m: o, n: k, k: n * p,
+                        backend.sgemm(transposeA: false, transposeB: true, m: o, n: k, k: n * p,
                                   dz, lda: n * p, cols, ldb: n * p, beta: start == 0 ? 0 : 1, dW.baseAddress!, ldc: k)
                         for ch in 0..<o { db[ch] += vectorSum(dz + ch * n * p, count: n * p) }
                         guard inputGradient else { continue }
                         // dcols (K, n·P) = Wᵀ (K, O) · dZ (O, n·P)
-                        backend.gemm(transposeA: true, transposeB: false, m: k, n: n * p, k: o,
+                        backend.sgemm(transposeA: true, transposeB: false, m: k, n: n * p, k: o,
                                   w.baseAddress!, lda: k, dz, ldb: n * p, beta: 0, dCols, ldc: n * p)
                         g.col2im(dCols, batch: n, into: dxs.baseAddress! + start * g.inputSize, on: backend)
                     }
@@ -441,7 +323,7 @@ enum ConvKernels {
                     let n = min(chunk, b - start)
                     nchwToChannelMajor(xs.baseAddress! + start * c * p, batch: n, channels: c, positions: p, into: xc)
                     // cols (O·kh·kw, n·H·W) = Wᵀ · X (C, n·H·W), W viewed as (C, O·kh·kw)
-                    backend.gemm(transposeA: true, transposeB: false, m: k, n: n * p, k: c,
+                    backend.sgemm(transposeA: true, transposeB: false, m: k, n: n * p, k: c,
                               wt.baseAddress!, lda: k, xc, ldb: n * p, beta: 0, cols, ldc: n * p)
                     g.col2im(cols, batch: n, into: out.baseAddress! + start * o * plane, on: backend)
                 }
@@ -481,10 +363,10 @@ enum ConvKernels {
                         g.im2col(gy.baseAddress! + start * g.inputSize, batch: n, into: dCols, on: backend)
                         nchwToChannelMajor(xs.baseAddress! + start * c * p, batch: n, channels: c, positions: p, into: xc)
                         // dW (C, O·kh·kw) += X (C, n·H·W) · dColsᵀ
-                        backend.gemm(transposeA: false, transposeB: true, m: c, n: k, k: n * p,
+                        backend.sgemm(transposeA: false, transposeB: true, m: c, n: k, k: n * p,
                                   xc, lda: n * p, dCols, ldb: n * p, beta: start == 0 ? 0 : 1, dW.baseAddress!, ldc: k)
                         // dX (C, n·H·W) = W (C, O·kh·kw) · dCols
-                        backend.gemm(transposeA: false, transposeB: false, m: c, n: n * p, k: k,
+                        backend.sgemm(transposeA: false, transposeB: false, m: c, n: n * p, k: k,
                                   wt.baseAddress!, lda: k, dCols, ldb: n * p, beta: 0, dxc, ldc: n * p)
                         channelMajorToNCHW(dxc, batch: n, channels: c, positions: p, bias: nil,
                                            into: dxs.baseAddress! + start * c * p)

@@ -1,0 +1,33 @@
+#ifndef VAE_MPI_KERNELS_H
+#define VAE_MPI_KERNELS_H
+// Kernels that need instruction sets chosen at run time (AVX-512, AVX512_BF16),
+// written in C with per-function target attributes, and the CPU feature checks
+// that choose them. Swift code is compiled for the build host's baseline
+// (AVX2), so these are the only places that use wider vectors.
+
+#include <stddef.h>
+#include <stdint.h>
+
+// CPU features, from CPUID and XGETBV (the OS must save the vector state).
+int ck_cpu_has_avx512f(void);
+int ck_cpu_has_avx512_bf16(void);
+int ck_cpu_has_amx_bf16(void);
+
+// bfloat16 rounding of n floats (round to nearest even, as AVX512_BF16's
+// VCVTNEPS2BF16 and oneDNN do; NaN stays NaN).
+void ck_f32_to_bf16(const float *source, uint16_t *destination, size_t n);
+
+// One Adam step (PyTorch's torch.optim.Adam semantics, see Adam.swift) over n
+// elements: g' = g·scale; m = m + (1−β1)(g' − m); v = β2·v + (1−β2)·g'²;
+// p −= stepSize · m / (√v · inverseBiasCorrection2Sqrt + ε).
+// Products and sums are rounded separately (no fused multiply-add), so the
+// AVX-512 and the portable paths give the same bits.
+typedef struct {
+    float gradient_scale, one_minus_beta1, beta2, one_minus_beta2, step_size, inverse_bias_correction2_sqrt, epsilon;
+} ck_adam_constants;
+void ck_adam_update(float *parameters, const float *gradient, float *m, float *v, size_t n, ck_adam_constants c);
+
+// 1 if any of the n floats is infinite or NaN.
+int ck_any_non_finite(const float *x, size_t n);
+
+#endif

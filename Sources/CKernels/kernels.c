@@ -1,0 +1,147 @@
+#include "kernels.h"
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+
+static unsigned long long xgetbv0(void) {
+    unsigned int eax, edx;
+    __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+    return ((unsigned long long)edx << 32) | eax;
+}
+
+// AVX-512 needs the OS to save opmask, ZMM_Hi256 and Hi16_ZMM state (XCR0 bits 5–7) as well as XMM/YMM (1–2).
+static int os_saves_avx512(void) {
+    unsigned int a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return 0;  // OSXSAVE
+    return (xgetbv0() & 0xE6) == 0xE6;
+}
+
+static int detect_avx512f(void) {
+    unsigned int a, b, c, d;
+    if (!os_saves_avx512() || !__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    return (b >> 16) & 1;
+}
+
+static int detect_avx512_bf16(void) {
+    unsigned int a, b, c, d;
+    if (!detect_avx512f() || !__get_cpuid_count(7, 1, &a, &b, &c, &d)) return 0;
+    return (a >> 5) & 1;
+}
+
+// The answers are properties of the machine; asked once (CPUID is slow in VMs).
+int ck_cpu_has_avx512f(void) {
+    static int known = -1;
+    if (known < 0) known = detect_avx512f();
+    return known;
+}
+
+int ck_cpu_has_avx512_bf16(void) {
+    static int known = -1;
+    if (known < 0) known = detect_avx512_bf16();
+    return known;
+}
+
+int ck_cpu_has_amx_bf16(void) {
+    unsigned int a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    // AMX tile state must be enabled by the OS too (XCR0 bits 17, 18).
+    return ((d >> 22) & 1) && (xgetbv0() & 0x60000) == 0x60000;
+}
+#else
+int ck_cpu_has_avx512f(void) { return 0; }
+int ck_cpu_has_avx512_bf16(void) { return 0; }
+int ck_cpu_has_amx_bf16(void) { return 0; }
+#endif
+
+static inline int non_finite_bits(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    return (u & 0x7F800000u) == 0x7F800000u;
+}
+
+static void adam_portable(float *restrict p, const float *restrict g, float *restrict m, float *restrict v, size_t n,
+                          ck_adam_constants c) {
+    for (size_t i = 0; i < n; i++) {
+        float gi = g[i] * c.gradient_scale;
+        float mi = m[i] + c.one_minus_beta1 * (gi - m[i]);
+        float g2 = c.one_minus_beta2 * gi;
+        float vi = v[i] * c.beta2 + g2 * gi;
+        m[i] = mi;
+        v[i] = vi;
+        float denominator = sqrtf(vi) * c.inverse_bias_correction2_sqrt + c.epsilon;
+        p[i] -= c.step_size * (mi / denominator);
+    }
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f")))
+static void adam_avx512(float *restrict p, const float *restrict g, float *restrict m, float *restrict v, size_t n,
+                       ck_adam_constants c) {
+    const __m512 scale = _mm512_set1_ps(c.gradient_scale), omb1 = _mm512_set1_ps(c.one_minus_beta1);
+    const __m512 b2 = _mm512_set1_ps(c.beta2), omb2 = _mm512_set1_ps(c.one_minus_beta2);
+    const __m512 step = _mm512_set1_ps(c.step_size), ibc2 = _mm512_set1_ps(c.inverse_bias_correction2_sqrt);
+    const __m512 eps = _mm512_set1_ps(c.epsilon);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 gi = _mm512_mul_ps(_mm512_loadu_ps(g + i), scale);
+        __m512 mo = _mm512_loadu_ps(m + i), vo = _mm512_loadu_ps(v + i);
+        __m512 mi = _mm512_add_ps(mo, _mm512_mul_ps(omb1, _mm512_sub_ps(gi, mo)));
+        __m512 vi = _mm512_add_ps(_mm512_mul_ps(vo, b2), _mm512_mul_ps(_mm512_mul_ps(omb2, gi), gi));
+        _mm512_storeu_ps(m + i, mi);
+        _mm512_storeu_ps(v + i, vi);
+        __m512 denominator = _mm512_add_ps(_mm512_mul_ps(_mm512_sqrt_ps(vi), ibc2), eps);
+        __m512 update = _mm512_mul_ps(step, _mm512_div_ps(mi, denominator));
+        _mm512_storeu_ps(p + i, _mm512_sub_ps(_mm512_loadu_ps(p + i), update));
+    }
+    adam_portable(p + i, g + i, m + i, v + i, n - i, c);
+}
+#endif
+
+void ck_adam_update(float *p, const float *g, float *m, float *v, size_t n, ck_adam_constants c) {
+#if defined(__x86_64__)
+    if (ck_cpu_has_avx512f()) {
+        adam_avx512(p, g, m, v, n, c);
+        return;
+    }
+#endif
+    adam_portable(p, g, m, v, n, c);
+}
+
+static inline uint16_t bf16_round(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((u >> 16) | 0x0040u);  // quiet NaN
+    u += 0x7FFFu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f,avx512bf16")))
+static void f32_to_bf16_avx512(const float *restrict s, uint16_t *restrict d, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256bh packed = _mm512_cvtneps_pbh(_mm512_loadu_ps(s + i));
+        _mm256_storeu_si256((__m256i *)(d + i), (__m256i)packed);
+    }
+    for (; i < n; i++) d[i] = bf16_round(s[i]);
+}
+#endif
+
+void ck_f32_to_bf16(const float *s, uint16_t *d, size_t n) {
+#if defined(__x86_64__)
+    if (ck_cpu_has_avx512_bf16()) {
+        f32_to_bf16_avx512(s, d, n);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < n; i++) d[i] = bf16_round(s[i]);
+}
+
+int ck_any_non_finite(const float *x, size_t n) {
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) bad |= non_finite_bits(x[i]);
+    return bad;
+}

@@ -1,0 +1,36 @@
+import CKernels
+
+/// Adam's elementwise update over flat buffers (AVX-512 when the CPU has it,
+/// portable C otherwise; the same bits either way, see kernels.h):
+/// g' = g·scale; m ← m + (1−β1)(g' − m); v ← β2·v + (1−β2)·g'²;
+/// p ← p − stepSize · m / (√v · inverseBiasCorrection2Sqrt + ε).
+public enum AdamKernel {
+    public struct Constants: Sendable {
+        public var gradientScale, oneMinusBeta1, beta2, oneMinusBeta2, stepSize, inverseBiasCorrection2Sqrt, epsilon: Float
+
+        public init(gradientScale: Float, oneMinusBeta1: Float, beta2: Float, oneMinusBeta2: Float, stepSize: Float,
+                    inverseBiasCorrection2Sqrt: Float, epsilon: Float) {
+            self.gradientScale = gradientScale
+            self.oneMinusBeta1 = oneMinusBeta1
+            self.beta2 = beta2
+            self.oneMinusBeta2 = oneMinusBeta2
+            self.stepSize = stepSize
+            self.inverseBiasCorrection2Sqrt = inverseBiasCorrection2Sqrt
+            self.epsilon = epsilon
+        }
+    }
+
+    public static func apply(parameters p: UnsafeMutablePointer<Float>, gradient g: UnsafePointer<Float>,
+                             m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, count: Int, _ c: Constants) {
+        ck_adam_update(p, g, m, v, count,
+                       ck_adam_constants(gradient_scale: c.gradientScale, one_minus_beta1: c.oneMinusBeta1,
+                                         beta2: c.beta2, one_minus_beta2: c.oneMinusBeta2, step_size: c.stepSize,
+                                         inverse_bias_correction2_sqrt: c.inverseBiasCorrection2Sqrt,
+                                         epsilon: c.epsilon))
+    }
+}
+
+/// 1 if any of `count` floats is infinite or NaN.
+public func anyNonFinite(_ x: UnsafePointer<Float>, count: Int) -> Bool {
+    ck_any_non_finite(x, count) != 0
+}
