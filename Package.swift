@@ -9,8 +9,12 @@ import PackageDescription
 // compiled for the build host, so this follows the machine that builds.
 #if arch(x86_64)
 let kernelSettings: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "haswell", "-Xcc", "-fno-math-errno"])]
+// The C kernels: the same baseline; wider paths are chosen at run time. No
+// fused multiply-add contraction, so every path gives the same bits.
+let cKernelFlags = ["-O3", "-march=haswell", "-ffp-contract=off", "-fno-math-errno"]
 #else
 let kernelSettings: [SwiftSetting] = []
+let cKernelFlags = ["-O3", "-ffp-contract=off", "-fno-math-errno"]
 #endif
 
 
@@ -37,7 +41,7 @@ let package = Package(
 
         // Kernels that choose their instruction set at run time (AVX-512, AVX512_BF16),
         // and the CPU feature checks; no fused multiply-add, so every path gives the same bits.
-        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3", "-ffp-contract=off"])]),
+        .target(name: "CKernels", cSettings: [.unsafeFlags(cKernelFlags)]),
 
         // Header-only: FTZ/DAZ control (float_control.h), allocator tuning (malloc_control.h).
         .systemLibrary(name: "CFloatControl"),

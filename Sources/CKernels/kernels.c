@@ -145,3 +145,145 @@ int ck_any_non_finite(const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) bad |= non_finite_bits(x[i]);
     return bad;
 }
+
+void ck_transpose_batch(const float *restrict s, float *restrict d, size_t batch, size_t rows, size_t cols) {
+    enum { T = 16 };
+    for (size_t n = 0; n < batch; n++) {
+        const float *src = s + n * rows * cols;
+        float *dst = d + n * rows * cols;
+        for (size_t i0 = 0; i0 < rows; i0 += T) {
+            size_t i1 = i0 + T < rows ? i0 + T : rows;
+            for (size_t j0 = 0; j0 < cols; j0 += T) {
+                size_t j1 = j0 + T < cols ? j0 + T : cols;
+                for (size_t i = i0; i < i1; i++)
+                    for (size_t j = j0; j < j1; j++) dst[j * rows + i] = src[i * cols + j];
+            }
+        }
+    }
+}
+
+void ck_relu_backward(const float *restrict dy, const float *restrict y, float *restrict out, size_t n) {
+    // Both loads unconditional, so the select vectorizes.
+    for (size_t i = 0; i < n; i++) {
+        float g = dy[i];
+        out[i] = y[i] > 0 ? g : 0.0f;
+    }
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f,avx512bf16")))
+static void relu_backward_bf16_avx512(const float *restrict dy, const float *restrict y, uint16_t *restrict out, size_t n) {
+    size_t i = 0;
+    const __m512 zero = _mm512_setzero_ps();
+    for (; i + 16 <= n; i += 16) {
+        __mmask16 positive = _mm512_cmp_ps_mask(_mm512_loadu_ps(y + i), zero, _CMP_GT_OQ);
+        __m512 g = _mm512_maskz_mov_ps(positive, _mm512_loadu_ps(dy + i));
+        _mm256_storeu_si256((__m256i *)(out + i), (__m256i)_mm512_cvtneps_pbh(g));
+    }
+    for (; i < n; i++) {
+        float g = dy[i];
+        out[i] = bf16_round(y[i] > 0 ? g : 0.0f);
+    }
+}
+#endif
+
+void ck_relu_backward_bf16(const float *dy, const float *y, uint16_t *out, size_t n) {
+#if defined(__x86_64__)
+    if (ck_cpu_has_avx512_bf16()) {
+        relu_backward_bf16_avx512(dy, y, out, n);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < n; i++) out[i] = bf16_round(y[i] > 0 ? dy[i] : 0.0f);
+}
+
+void ck_column_sums(const float *restrict x, size_t rows, size_t cols, float *restrict out) {
+    for (size_t j = 0; j < cols; j++) out[j] = 0;
+    for (size_t i = 0; i < rows; i++) {
+        const float *r = x + i * cols;
+        for (size_t j = 0; j < cols; j++) out[j] += r[j];
+    }
+}
+
+void ck_add_bias(float *restrict x, const float *restrict bias, size_t rows, size_t cols, int relu) {
+    for (size_t i = 0; i < rows; i++) {
+        float *r = x + i * cols;
+        if (relu) {
+            for (size_t j = 0; j < cols; j++) { float v = r[j] + bias[j]; r[j] = v > 0 ? v : 0.0f; }
+        } else {
+            for (size_t j = 0; j < cols; j++) r[j] += bias[j];
+        }
+    }
+}
+
+void ck_im2col_nhwc(const float *restrict x, size_t batch, size_t height, size_t width, size_t channels,
+                    size_t kh, size_t kw, size_t stride, size_t padding, size_t oh, size_t ow, float *restrict cols) {
+    const size_t k = channels * kh * kw;
+    const long H = (long)height, W = (long)width;
+    for (size_t b = 0; b < batch; b++) {
+        const float *image = x + b * height * width * channels;
+        for (size_t oy = 0; oy < oh; oy++) {
+            const long y0 = (long)(oy * stride) - (long)padding;
+            for (size_t ox = 0; ox < ow; ox++) {
+                const long x0 = (long)(ox * stride) - (long)padding;
+                float *row = cols + ((b * oh + oy) * ow + ox) * k;
+                if (y0 >= 0 && x0 >= 0 && y0 + (long)kh <= H && x0 + (long)kw <= W) {
+                    // The whole window is inside the image: no bounds checks.
+                    for (size_t i = 0; i < kh; i++) {
+                        const float *line = image + ((size_t)y0 + i) * width * channels + (size_t)x0 * channels;
+                        if (channels == 1) {
+                            for (size_t j = 0; j < kw; j++) row[i * kw + j] = line[j];
+                        } else {
+                            for (size_t j = 0; j < kw; j++)
+                                for (size_t c = 0; c < channels; c++) row[(c * kh + i) * kw + j] = line[j * channels + c];
+                        }
+                    }
+                    continue;
+                }
+                for (size_t i = 0; i < kh; i++) {
+                    const long iy = y0 + (long)i;
+                    for (size_t j = 0; j < kw; j++) {
+                        const long ix = x0 + (long)j;
+                        if (iy >= 0 && iy < H && ix >= 0 && ix < W) {
+                            const float *pixel = image + ((size_t)iy * width + (size_t)ix) * channels;
+                            for (size_t c = 0; c < channels; c++) row[(c * kh + i) * kw + j] = pixel[c];
+                        } else {
+                            for (size_t c = 0; c < channels; c++) row[(c * kh + i) * kw + j] = 0.0f;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+void ck_col2im_nhwc(const float *restrict cols, size_t batch, size_t height, size_t width, size_t channels,
+                    size_t kh, size_t kw, size_t stride, size_t padding, size_t oh, size_t ow, float *restrict dx) {
+    const size_t k = channels * kh * kw;
+    const long H = (long)height, W = (long)width;
+    memset(dx, 0, batch * height * width * channels * sizeof(float));
+    for (size_t b = 0; b < batch; b++) {
+        float *image = dx + b * height * width * channels;
+        for (size_t oy = 0; oy < oh; oy++) {
+            const long y0 = (long)(oy * stride) - (long)padding;
+            for (size_t ox = 0; ox < ow; ox++) {
+                const long x0 = (long)(ox * stride) - (long)padding;
+                const float *row = cols + ((b * oh + oy) * ow + ox) * k;
+                for (size_t i = 0; i < kh; i++) {
+                    const long iy = y0 + (long)i;
+                    if (iy < 0 || iy >= H) continue;
+                    for (size_t j = 0; j < kw; j++) {
+                        const long ix = x0 + (long)j;
+                        if (ix < 0 || ix >= W) continue;
+                        float *pixel = image + ((size_t)iy * width + (size_t)ix) * channels;
+                        if (channels == 1) {
+                            pixel[0] += row[i * kw + j];
+                        } else {
+                            for (size_t c = 0; c < channels; c++) pixel[c] += row[(c * kh + i) * kw + j];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -140,12 +140,14 @@ public struct Backend: @unchecked Sendable {
             }
             return
         }
-        let start = profiler == nil ? 0 : KernelProfiler.now()
-        if let dnnl {
-            let key = MatmulKey(m: m, n: n, k: k, lda: a.columns, ldb: b.columns, ldc: ldc,
+        // Made once per shape, before the clock starts: creation JIT-compiles the kernel.
+        let primitive = dnnl.map {
+            $0.matmul(MatmulKey(m: m, n: n, k: k, lda: a.columns, ldb: b.columns, ldc: ldc,
                                 transposeA: transposeA, transposeB: transposeB, bf16: bf16,
-                                bias: bias != nil, relu: relu, accumulate: accumulate)
-            let primitive = dnnl.matmul(key)
+                                bias: bias != nil, relu: relu, accumulate: accumulate))
+        }
+        let start = profiler == nil ? 0 : KernelProfiler.now()
+        if let primitive {
             a.withPointer { pa in b.withPointer { pb in primitive.run(a: pa, b: pb, bias: bias, c: c) } }
         } else {
             if let bias, !accumulate {
@@ -162,8 +164,11 @@ public struct Backend: @unchecked Sendable {
             if relu { for i in 0..<m { for j in 0..<n { c[i * ldc + j] = max(c[i * ldc + j], 0) } } }
         }
         if let profiler {
-            profiler.gemmNanoseconds += KernelProfiler.now() - start
+            let elapsed = KernelProfiler.now() - start
+            profiler.gemmNanoseconds += elapsed
             profiler.gemmFlops += 2 * m * n * k
+            profiler.record("matmul \(m)×\(k)\(transposeA ? "ᵀ" : "")·\(k)×\(n)\(transposeB ? "ᵀ" : "")", nanoseconds: elapsed,
+                            flops: 2 * m * n * k)
         }
     }
 
@@ -185,12 +190,14 @@ public struct Backend: @unchecked Sendable {
 
     /// Runs `body`, adding its duration to the profiler's GEMM/convolution total.
     @inline(__always)
-    func timingKernel<R>(flops: Int, _ body: () -> R) -> R {
+    func timingKernel<R>(flops: Int, _ name: @autoclosure () -> String = "", _ body: () -> R) -> R {
         guard let profiler else { return body() }
         let start = KernelProfiler.now()
         let result = body()
-        profiler.gemmNanoseconds += KernelProfiler.now() - start
+        let elapsed = KernelProfiler.now() - start
+        profiler.gemmNanoseconds += elapsed
         profiler.gemmFlops += flops
+        profiler.record(name(), nanoseconds: elapsed, flops: flops)
         return result
     }
 
@@ -214,8 +221,24 @@ public final class KernelProfiler: @unchecked Sendable {
     public var gemmNanoseconds: UInt64 = 0
     public var gemmFlops = 0
     public var layoutNanoseconds: UInt64 = 0
+    /// Per kernel (named by operation and shape): calls, time, FLOPs.
+    public private(set) var kernels: [String: (calls: Int, nanoseconds: UInt64, flops: Int)] = [:]
 
     public init() {}
+
+    func record(_ name: String, nanoseconds: UInt64, flops: Int) {
+        guard !name.isEmpty else { return }
+        let old = kernels[name] ?? (0, 0, 0)
+        kernels[name] = (old.calls + 1, old.nanoseconds + nanoseconds, old.flops + flops)
+    }
+
+    /// The kernels by total time, longest first.
+    public func summary(top: Int = 20) -> [(name: String, calls: Int, millisecondsPerCall: Double, gflops: Double)] {
+        kernels.sorted { $0.value.nanoseconds > $1.value.nanoseconds }.prefix(top).map { name, k in
+            (name, k.calls, Double(k.nanoseconds) / Double(max(k.calls, 1)) * 1e-6,
+             k.nanoseconds > 0 ? Double(k.flops) / Double(k.nanoseconds) : 0)
+        }
+    }
 
     @usableFromInline
     static func now() -> UInt64 {

@@ -1,4 +1,5 @@
 import _Differentiation
+import CKernels
 
 // 2-D convolutions and transposed convolutions on channels-last images, each
 // forward op followed by its VJPs. Semantics and weight layouts are PyTorch's
@@ -21,44 +22,47 @@ import _Differentiation
 
 /// (B, C, H, W) → (B, H, W, C): channels last.
 @differentiable(reverse)
-public func channelsLast(_ x: Tensor) -> Tensor {
+public func channelsLast(_ x: Tensor, on backend: Backend) -> Tensor {
     precondition(x.rank == 4, "channelsLast of shape \(x.shape)")
-    return permuted(x, to: [x.shape[0], x.shape[2], x.shape[3], x.shape[1]], channelsLast: true)
+    return permuted(x, toChannelsLast: true, on: backend)
 }
 
 @derivative(of: channelsLast)
 @usableFromInline
-func _vjpChannelsLast(_ x: Tensor) -> (value: Tensor, pullback: (Tensor) -> Tensor) {
-    (channelsLast(x), { dy in dy.isSymbolicZero ? .zero : channelsFirst(dy) })
+func _vjpChannelsLast(_ x: Tensor, on backend: Backend) -> (value: Tensor, pullback: (Tensor) -> Tensor) {
+    (channelsLast(x, on: backend), { dy in dy.isSymbolicZero ? .zero : channelsFirst(dy, on: backend) })
 }
 
 /// (B, H, W, C) → (B, C, H, W): channels first.
 @differentiable(reverse)
-public func channelsFirst(_ x: Tensor) -> Tensor {
+public func channelsFirst(_ x: Tensor, on backend: Backend) -> Tensor {
     precondition(x.rank == 4, "channelsFirst of shape \(x.shape)")
-    return permuted(x, to: [x.shape[0], x.shape[3], x.shape[1], x.shape[2]], channelsLast: false)
+    return permuted(x, toChannelsLast: false, on: backend)
 }
 
 @derivative(of: channelsFirst)
 @usableFromInline
-func _vjpChannelsFirst(_ x: Tensor) -> (value: Tensor, pullback: (Tensor) -> Tensor) {
-    (channelsFirst(x), { dy in dy.isSymbolicZero ? .zero : channelsLast(dy) })
+func _vjpChannelsFirst(_ x: Tensor, on backend: Backend) -> (value: Tensor, pullback: (Tensor) -> Tensor) {
+    (channelsFirst(x, on: backend), { dy in dy.isSymbolicZero ? .zero : channelsLast(dy, on: backend) })
 }
 
 /// Moves the channel axis; with one channel or one pixel the order of the
 /// elements does not change, so only the shape does.
-func permuted(_ x: Tensor, to shape: [Int], channelsLast: Bool) -> Tensor {
-    let b = x.shape[0]
-    let (c, p) = channelsLast ? (x.shape[1], x.shape[2] * x.shape[3]) : (x.shape[3], x.shape[1] * x.shape[2])
-    if c == 1 || p == 1 { return Tensor(shape: shape, scalars: x.scalars) }
+func permuted(_ x: Tensor, toChannelsLast: Bool, on backend: Backend) -> Tensor {
+    let s = x.shape
+    let (b, c, h, w) = toChannelsLast ? (s[0], s[1], s[2], s[3]) : (s[0], s[3], s[1], s[2])
+    let shape = toChannelsLast ? [b, h, w, c] : [b, c, h, w]
+    if c == 1 || h * w == 1 || x.count == 0 { return Tensor(shape: shape, scalars: x.scalars) }
     return Tensor(shape: shape) { out in
-        x.scalars.withUnsafeBufferPointer { src in
-            for n in 0..<b {
-                let s = src.baseAddress! + n * c * p, d = out.baseAddress! + n * c * p
-                if channelsLast {
-                    for ch in 0..<c { for q in 0..<p { d[q * c + ch] = s[ch * p + q] } }
+        backend.timingLayout {
+            x.scalars.withUnsafeBufferPointer { src in
+                if let dnnl = backend.dnnl {
+                    dnnl.permute(src.baseAddress!, dimensions: [b, c, h, w], toChannelsLast: toChannelsLast,
+                                 into: out.baseAddress!)
                 } else {
-                    for q in 0..<p { for ch in 0..<c { d[ch * p + q] = s[q * c + ch] } }
+                    // Each image is a (C, H·W) matrix one way and an (H·W, C) matrix the other.
+                    ck_transpose_batch(src.baseAddress, out.baseAddress, b, toChannelsLast ? c : h * w,
+                                       toChannelsLast ? h * w : c)
                 }
             }
         }
@@ -273,16 +277,69 @@ struct ParameterGradientTargets {
     }
 }
 
+/// The geometry of one convolution (in its forward direction): input
+/// (B, H, W, C), output (B, Ho, Wo, O), kernel kh×kw, stride, padding.
+struct ConvolutionShape {
+    let batch, height, width, channels: Int
+    let outputHeight, outputWidth, outputChannels: Int
+    let kernelHeight, kernelWidth, stride, padding: Int
+
+    /// Columns of its im2col matrix: C·kh·kw.
+    var columnLength: Int { channels * kernelHeight * kernelWidth }
+    /// Output positions of the batch: B·Ho·Wo.
+    var positions: Int { batch * outputHeight * outputWidth }
+    var flops: Int { 2 * positions * outputChannels * columnLength }
+
+    /// cols (B·Ho·Wo, C·kh·kw) of x (B, H, W, C).
+    func im2col(_ x: Tensor, on backend: Backend) -> Tensor {
+        Tensor(shape: [positions, columnLength]) { cols in
+            backend.timingLayout {
+                x.scalars.withUnsafeBufferPointer {
+                    ck_im2col_nhwc($0.baseAddress, batch, height, width, channels, kernelHeight, kernelWidth, stride,
+                                   padding, outputHeight, outputWidth, cols.baseAddress)
+                }
+            }
+        }
+    }
+
+    /// dx (B, H, W, C) = the sum over windows of cols.
+    func col2im(_ cols: UnsafePointer<Float>, into dx: UnsafeMutablePointer<Float>, on backend: Backend) {
+        backend.timingLayout {
+            ck_col2im_nhwc(cols, batch, height, width, channels, kernelHeight, kernelWidth, stride, padding,
+                           outputHeight, outputWidth, dx)
+        }
+    }
+
+    /// The kernels of oneDNN reach a few GFLOP/s when the image has one or
+    /// two channels (conv1 of an MNIST model: 25 GFLOP/s, the last transposed
+    /// convolution's forward pass: 11); one GEMM over the im2col matrix is
+    /// several times faster there (see the README's performance section).
+    var prefersGEMM: Bool { channels <= 4 }
+}
+
+/// db = Σ over rows of a (rows, cols) gradient, into `targets`' bias.
+func columnSums(_ dy: Tensor, rows: Int, columns: Int, into db: UnsafeMutablePointer<Float>) {
+    dy.scalars.withUnsafeBufferPointer { ck_column_sums($0.baseAddress, rows, columns, db) }
+}
+
 @usableFromInline
 enum ConvolutionOps {
     @usableFromInline
     struct Forward {
         let y: Tensor  // (B, Ho, Wo, O)
-        let x: ActivationOperand?
-        let weights: PreparedWeights?
-        let primitive: DNNLConvolution?
-        let input: Tensor  // (B, H, W, C), for the im2col path
-        let stride, padding: Int
+        let shape: ConvolutionShape
+        let path: Path
+        let input: Tensor  // (B, H, W, C)
+    }
+
+    /// How a convolution runs, with what its forward pass prepared for the backward one.
+    enum Path {
+        /// oneDNN's direct convolution: the input and weights as its kernels take them.
+        case direct(DNNLConvolution, ActivationOperand, PreparedWeights)
+        /// One GEMM over the im2col matrix: it and the weights (O, C·kh·kw) as operands.
+        case gemm(columns: Backend.MatrixOperand, weight: Backend.MatrixOperand)
+        /// OpenBLAS: NCHW im2col kernels between transposes.
+        case openBLAS
     }
 
     static func outputSize(_ size: Int, kernel: Int, stride: Int, padding: Int) -> Int {
@@ -297,14 +354,28 @@ enum ConvolutionOps {
         precondition(bias.shape == [weight.shape[0]], "conv2d: bias \(bias.shape) for weight \(weight.shape)")
         precondition(stride >= 1 && padding >= 0, "conv2d: stride \(stride), padding \(padding)")
         let (b, h, w, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-        let o = weight.shape[0]
-        let oh = outputSize(h, kernel: weight.shape[2], stride: stride, padding: padding)
-        let ow = outputSize(w, kernel: weight.shape[3], stride: stride, padding: padding)
-        precondition(oh >= 1 && ow >= 1, "conv2d: \(h)×\(w) input too small for a \(weight.shape[2])×\(weight.shape[3]) kernel")
+        let (o, kh, kw) = (weight.shape[0], weight.shape[2], weight.shape[3])
+        let oh = outputSize(h, kernel: kh, stride: stride, padding: padding)
+        let ow = outputSize(w, kernel: kw, stride: stride, padding: padding)
+        precondition(oh >= 1 && ow >= 1, "conv2d: \(h)×\(w) input too small for a \(kh)×\(kw) kernel")
+        let shape = ConvolutionShape(batch: b, height: h, width: w, channels: c, outputHeight: oh, outputWidth: ow,
+                                     outputChannels: o, kernelHeight: kh, kernelWidth: kw, stride: stride, padding: padding)
         guard let dnnl = backend.dnnl, b > 0 else {
-            let y = channelsLast(Im2colKernels.conv2dForward(channelsFirst(x), weight: weight, bias: bias, stride: stride,
-                                                             padding: padding, relu: relu, on: backend))
-            return Forward(y: y, x: nil, weights: nil, primitive: nil, input: x, stride: stride, padding: padding)
+            let y = channelsLast(Im2colKernels.conv2dForward(channelsFirst(x, on: backend), weight: weight, bias: bias, stride: stride,
+                                                             padding: padding, relu: relu, on: backend), on: backend)
+            return Forward(y: y, shape: shape, path: .openBLAS, input: x)
+        }
+        if shape.prefersGEMM {
+            let columns = backend.operand(shape.im2col(x, on: backend), rows: shape.positions, columns: shape.columnLength)
+            let w = backend.operand(weight, rows: o, columns: shape.columnLength)
+            // y (B·Ho·Wo, O) = cols · Wᵀ + bias, ReLU in the epilogue
+            let y = Tensor(shape: [b, oh, ow, o]) { y in
+                bias.scalars.withUnsafeBufferPointer { pb in
+                    backend.matmul(columns, transposed: false, w, transposed: true, into: y.baseAddress!, ldc: o,
+                                   bias: pb.baseAddress!, relu: relu)
+                }
+            }
+            return Forward(y: y, shape: shape, path: .gemm(columns: columns, weight: w), input: x)
         }
         let primitive = dnnl.convolution(convolutionKey(batch: b, channels: c, height: h, width: w, weight: weight,
                                                         stride: stride, padding: padding, outputHeight: oh,
@@ -313,7 +384,7 @@ enum ConvolutionOps {
         let weights = PreparedWeights(weight, for: primitive, on: backend)
         let y = Tensor(shape: [b, oh, ow, o]) { y in
             bias.scalars.withUnsafeBufferPointer { pb in
-                backend.timingKernel(flops: 2 * b * oh * ow * o * c * weight.shape[2] * weight.shape[3]) {
+                backend.timingKernel(flops: shape.flops, "conv fwd \(x.shape)→\(o)") {
                     operand.withPointer { px in
                         weights.withForward { pw in
                             primitive.forward(source: px, weights: pw, bias: pb.baseAddress!, destination: y.baseAddress!)
@@ -322,7 +393,7 @@ enum ConvolutionOps {
                 }
             }
         }
-        return Forward(y: y, x: operand, weights: weights, primitive: primitive, input: x, stride: stride, padding: padding)
+        return Forward(y: y, shape: shape, path: .direct(primitive, operand, weights), input: x)
     }
 
     /// (dx or .zero, dW, db) for dy (B, Ho, Wo, O) (already masked by a fused ReLU).
@@ -330,41 +401,62 @@ enum ConvolutionOps {
     static func backward(_ dy: Tensor, _ f: Forward, weight: Tensor, bias: Tensor, inputGradient: Bool,
                          on backend: Backend) -> (Tensor, Tensor, Tensor) {
         if dy.isSymbolicZero { return (.zero, .zero, .zero) }
-        guard let primitive = f.primitive, let operand = f.x, let weights = f.weights else {
-            let (dx, dw, db) = Im2colKernels.conv2dBackward(channelsFirst(dy), x: channelsFirst(f.input), weight: weight,
-                                                            stride: f.stride, padding: f.padding,
-                                                            inputGradient: inputGradient, on: backend)
-            return (inputGradient ? channelsLast(dx) : .zero, dw, db)
-        }
-        let key = primitive.key
-        let flops = 2 * key.batch * key.outputHeight * key.outputWidth * key.outputChannels * key.channels
-            * key.kernelHeight * key.kernelWidth
-        let gradient = ActivationOperand(dy, on: backend)
-        var dx = Tensor.zero
-        if inputGradient {
-            dx = Tensor(shape: f.input.shape) { dx in
-                backend.timingKernel(flops: flops) {
-                    gradient.withPointer { pdy in
-                        weights.withBackwardData { pw in primitive.backwardData(diffDestination: pdy, weights: pw, diffSource: dx.baseAddress!) }
-                    }
-                }
-            }
-        }
+        let shape = f.shape
         var targets = ParameterGradientTargets(weight: weight, bias: bias, on: backend)
-        var scratch = [UInt8](repeating: 0, count: primitive.diffWeightsBytes)
-        targets.fill(weightCount: weight.count, biasCount: bias.count) { dw, db in
-            backend.timingKernel(flops: flops) {
-                operand.withPointer { px in
-                    gradient.withPointer { pdy in
-                        scratch.withUnsafeMutableBytes { s in
-                            primitive.backwardWeights(source: px, diffDestination: pdy, diffWeights: dw, diffBias: db,
-                                                      scratch: s.baseAddress!)
+        switch f.path {
+        case .openBLAS:
+            let (dx, dw, db) = Im2colKernels.conv2dBackward(channelsFirst(dy, on: backend), x: channelsFirst(f.input, on: backend),
+                                                            weight: weight,
+                                                            stride: shape.stride, padding: shape.padding,
+                                                            inputGradient: inputGradient, on: backend)
+            return (inputGradient ? channelsLast(dx, on: backend) : .zero, dw, db)
+
+        case let .gemm(columns, w):
+            let g = backend.operand(dy, rows: shape.positions, columns: shape.outputChannels)
+            targets.fill(weightCount: weight.count, biasCount: bias.count) { dw, db in
+                // dW (O, C·kh·kw) = dyᵀ · cols; db = Σ_positions dy
+                backend.matmul(g, transposed: true, columns, transposed: false, into: dw, ldc: shape.columnLength)
+                columnSums(dy, rows: shape.positions, columns: shape.outputChannels, into: db)
+            }
+            guard inputGradient else { return (.zero, targets.weight, targets.bias) }
+            // dcols (B·Ho·Wo, C·kh·kw) = dy · W, then col2im
+            let dcols = Tensor(shape: [shape.positions, shape.columnLength]) {
+                backend.matmul(g, transposed: false, w, transposed: false, into: $0.baseAddress!, ldc: shape.columnLength)
+            }
+            let dx = Tensor(shape: f.input.shape) { dx in
+                dcols.scalars.withUnsafeBufferPointer { shape.col2im($0.baseAddress!, into: dx.baseAddress!, on: backend) }
+            }
+            return (dx, targets.weight, targets.bias)
+
+        case let .direct(primitive, operand, weights):
+            let gradient = ActivationOperand(dy, on: backend)
+            var dx = Tensor.zero
+            if inputGradient {
+                dx = Tensor(shape: f.input.shape) { dx in
+                    backend.timingKernel(flops: shape.flops, "conv bwd-data \(f.input.shape)") {
+                        gradient.withPointer { pdy in
+                            weights.withBackwardData { pw in
+                                primitive.backwardData(diffDestination: pdy, weights: pw, diffSource: dx.baseAddress!)
+                            }
                         }
                     }
                 }
             }
+            var scratch = [UInt8](repeating: 0, count: primitive.diffWeightsBytes)
+            targets.fill(weightCount: weight.count, biasCount: bias.count) { dw, db in
+                backend.timingKernel(flops: shape.flops, "conv bwd-weights \(f.input.shape)") {
+                    operand.withPointer { px in
+                        gradient.withPointer { pdy in
+                            scratch.withUnsafeMutableBytes { s in
+                                primitive.backwardWeights(source: px, diffDestination: pdy, diffWeights: dw,
+                                                          diffBias: db, scratch: s.baseAddress!)
+                            }
+                        }
+                    }
+                }
+            }
+            return (dx, targets.weight, targets.bias)
         }
-        return (dx, targets.weight, targets.bias)
     }
 }
 
@@ -373,12 +465,20 @@ enum TransposedConvolutionOps {
     @usableFromInline
     struct Forward {
         let y: Tensor  // (B, Ho, Wo, O)
-        let x: ActivationOperand?
-        let weights: PreparedWeights?
         /// The convolution this is the adjoint of: (B, Ho, Wo, O) → (B, H, W, C).
-        let adjoint: DNNLConvolution?
-        let input: Tensor
-        let stride, padding: Int
+        let adjoint: ConvolutionShape
+        let path: Path
+        let input: Tensor  // (B, H, W, C)
+    }
+
+    enum Path {
+        /// oneDNN: the adjoint convolution's primitives, with the input and weights prepared.
+        case direct(DNNLConvolution, ActivationOperand, PreparedWeights)
+        /// GEMMs with the adjoint's im2col/col2im: x (B·H·W, C) and W (C, O·kh·kw) as operands.
+        case gemm(input: Backend.MatrixOperand, weight: Backend.MatrixOperand)
+        case openBLAS
+        /// A head with no output channels.
+        case empty
     }
 
     @usableFromInline
@@ -390,46 +490,57 @@ enum TransposedConvolutionOps {
         precondition(stride >= 1 && padding >= 0 && outputPadding >= 0 && outputPadding < stride,
                      "convTranspose2d: stride \(stride), padding \(padding), output padding \(outputPadding)")
         let (b, h, w, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-        let o = weight.shape[1]
-        let oh = (h - 1) * stride - 2 * padding + weight.shape[2] + outputPadding
-        let ow = (w - 1) * stride - 2 * padding + weight.shape[3] + outputPadding
+        let (o, kh, kw) = (weight.shape[1], weight.shape[2], weight.shape[3])
+        let oh = (h - 1) * stride - 2 * padding + kh + outputPadding
+        let ow = (w - 1) * stride - 2 * padding + kw + outputPadding
         precondition(oh >= 1 && ow >= 1, "convTranspose2d: empty output for a \(h)×\(w) input")
+        // The adjoint convolution maps the output shape back to the input shape.
+        let adjoint = ConvolutionShape(batch: b, height: oh, width: ow, channels: o, outputHeight: h, outputWidth: w,
+                                       outputChannels: c, kernelHeight: kh, kernelWidth: kw, stride: stride,
+                                       padding: padding)
         if o == 0 {  // an unused head
-            return Forward(y: Tensor(zeros: [b, oh, ow, 0]), x: nil, weights: nil, adjoint: nil, input: x,
-                           stride: stride, padding: padding)
+            return Forward(y: Tensor(zeros: [b, oh, ow, 0]), adjoint: adjoint, path: .empty, input: x)
         }
         guard let dnnl = backend.dnnl, b > 0 else {
-            let y = channelsLast(Im2colKernels.convTransposeForward(channelsFirst(x), weight: weight, bias: bias,
+            let y = channelsLast(Im2colKernels.convTransposeForward(channelsFirst(x, on: backend), weight: weight, bias: bias,
                                                                     stride: stride, padding: padding,
-                                                                    outputPadding: outputPadding, relu: relu, on: backend))
-            return Forward(y: y, x: nil, weights: nil, adjoint: nil, input: x, stride: stride, padding: padding)
+                                                                    outputPadding: outputPadding, relu: relu, on: backend),
+                                 on: backend)
+            return Forward(y: y, adjoint: adjoint, path: .openBLAS, input: x)
         }
-        // The adjoint convolution maps the output shape back to the input shape.
-        let adjoint = dnnl.convolution(convolutionKey(batch: b, channels: o, height: oh, width: ow, weight: weight,
-                                                      stride: stride, padding: padding, outputHeight: h, outputWidth: w,
-                                                      relu: false, on: backend))
-        let operand = ActivationOperand(x, on: backend)
-        let weights = PreparedWeights(weight, for: adjoint, on: backend)
-        let flops = 2 * b * h * w * c * o * weight.shape[2] * weight.shape[3]
-        let y = Tensor(shape: [b, oh, ow, o]) { y in
-            backend.timingKernel(flops: flops) {
-                operand.withPointer { px in
-                    weights.withBackwardData { pw in adjoint.backwardData(diffDestination: px, weights: pw, diffSource: y.baseAddress!) }
-                }
+        func addBias(_ y: UnsafeMutablePointer<Float>) {
+            bias.scalars.withUnsafeBufferPointer { ck_add_bias(y, $0.baseAddress, b * oh * ow, o, relu ? 1 : 0) }
+        }
+        if adjoint.prefersGEMM {
+            let input = backend.operand(x, rows: b * h * w, columns: c)
+            let wt = backend.operand(weight, rows: c, columns: adjoint.columnLength)
+            // dcols (B·H·W, O·kh·kw) = x · W, then the adjoint's col2im, then bias (and ReLU)
+            let dcols = Tensor(shape: [b * h * w, adjoint.columnLength]) {
+                backend.matmul(input, transposed: false, wt, transposed: false, into: $0.baseAddress!,
+                               ldc: adjoint.columnLength)
             }
-            // Bias (and ReLU) on the channel-innermost output.
-            bias.scalars.withUnsafeBufferPointer { pb in
-                for pixel in 0 ..< b * oh * ow {
-                    let row = y.baseAddress! + pixel * o
-                    if relu {
-                        for ch in 0..<o { row[ch] = Swift.max(row[ch] + pb[ch], 0) }
-                    } else {
-                        for ch in 0..<o { row[ch] += pb[ch] }
+            let y = Tensor(shape: [b, oh, ow, o]) { y in
+                dcols.scalars.withUnsafeBufferPointer { adjoint.col2im($0.baseAddress!, into: y.baseAddress!, on: backend) }
+                addBias(y.baseAddress!)
+            }
+            return Forward(y: y, adjoint: adjoint, path: .gemm(input: input, weight: wt), input: x)
+        }
+        let primitive = dnnl.convolution(convolutionKey(batch: b, channels: o, height: oh, width: ow, weight: weight,
+                                                        stride: stride, padding: padding, outputHeight: h,
+                                                        outputWidth: w, relu: false, on: backend))
+        let operand = ActivationOperand(x, on: backend)
+        let weights = PreparedWeights(weight, for: primitive, on: backend)
+        let y = Tensor(shape: [b, oh, ow, o]) { y in
+            backend.timingKernel(flops: adjoint.flops, "convT fwd \(x.shape)→\(o)") {
+                operand.withPointer { px in
+                    weights.withBackwardData { pw in
+                        primitive.backwardData(diffDestination: px, weights: pw, diffSource: y.baseAddress!)
                     }
                 }
             }
+            addBias(y.baseAddress!)
         }
-        return Forward(y: y, x: operand, weights: weights, adjoint: adjoint, input: x, stride: stride, padding: padding)
+        return Forward(y: y, adjoint: adjoint, path: .direct(primitive, operand, weights), input: x)
     }
 
     /// (dx, dW, db) for dy (B, Ho, Wo, O) (already masked by a fused ReLU).
@@ -437,57 +548,69 @@ enum TransposedConvolutionOps {
     static func backward(_ dy: Tensor, _ f: Forward, weight: Tensor, bias: Tensor, on backend: Backend)
         -> (Tensor, Tensor, Tensor)
     {
-        if dy.isSymbolicZero || weight.shape[1] == 0 { return (.zero, .zero, .zero) }
-        guard let adjoint = f.adjoint, let operand = f.x, let weights = f.weights else {
-            let y = channelsFirst(dy)
-            let (dx, dw, db) = Im2colKernels.convTransposeBackward(y, x: channelsFirst(f.input), weight: weight,
-                                                                   outputShape: y.shape, stride: f.stride,
-                                                                   padding: f.padding, on: backend)
-            return (channelsLast(dx), dw, db)
-        }
-        let key = adjoint.key
-        let flops = 2 * key.batch * key.outputHeight * key.outputWidth * key.outputChannels * key.channels
-            * key.kernelHeight * key.kernelWidth
-        let gradient = ActivationOperand(dy, on: backend)
-        let (o, pixels) = (weight.shape[1], dy.count / max(weight.shape[1], 1))
-        // dx = the adjoint convolution of dy; its bias is zero here.
-        let zeroBias = [Float](repeating: 0, count: key.outputChannels)
-        let dx = Tensor(shape: f.input.shape) { dx in
-            backend.timingKernel(flops: flops) {
-                gradient.withPointer { pdy in
-                    weights.withForward { pw in
-                        zeroBias.withUnsafeBufferPointer {
-                            adjoint.forward(source: pdy, weights: pw, bias: $0.baseAddress!, destination: dx.baseAddress!)
-                        }
-                    }
-                }
-            }
-        }
+        if dy.isSymbolicZero { return (.zero, .zero, .zero) }
+        let adjoint = f.adjoint
         var targets = ParameterGradientTargets(weight: weight, bias: bias, on: backend)
-        var scratch = [UInt8](repeating: 0, count: adjoint.diffWeightsBytes)
-        var adjointBias = [Float](repeating: 0, count: key.outputChannels)
-        targets.fill(weightCount: weight.count, biasCount: o) { dw, db in
-            backend.timingKernel(flops: flops) {
-                gradient.withPointer { pdy in
-                    operand.withPointer { px in
-                        scratch.withUnsafeMutableBytes { s in
-                            adjointBias.withUnsafeMutableBufferPointer { ab in
-                                adjoint.backwardWeights(source: pdy, diffDestination: px, diffWeights: dw,
-                                                        diffBias: ab.baseAddress!, scratch: s.baseAddress!)
+        switch f.path {
+        case .empty:
+            return (.zero, .zero, .zero)
+
+        case .openBLAS:
+            let y = channelsFirst(dy, on: backend)
+            let (dx, dw, db) = Im2colKernels.convTransposeBackward(y, x: channelsFirst(f.input, on: backend), weight: weight,
+                                                                   outputShape: y.shape, stride: adjoint.stride,
+                                                                   padding: adjoint.padding, on: backend)
+            return (channelsLast(dx, on: backend), dw, db)
+
+        case let .gemm(input, wt):
+            // cols (B·H·W, O·kh·kw) of dy in the adjoint's geometry
+            let columns = backend.operand(adjoint.im2col(dy, on: backend), rows: adjoint.positions,
+                                          columns: adjoint.columnLength)
+            // dx (B·H·W, C) = cols · Wᵀ
+            let dx = Tensor(shape: f.input.shape) {
+                backend.matmul(columns, transposed: false, wt, transposed: true, into: $0.baseAddress!,
+                               ldc: adjoint.outputChannels)
+            }
+            targets.fill(weightCount: weight.count, biasCount: bias.count) { dw, db in
+                // dW (C, O·kh·kw) = xᵀ · cols; db = Σ over output pixels of dy
+                backend.matmul(input, transposed: true, columns, transposed: false, into: dw, ldc: adjoint.columnLength)
+                columnSums(dy, rows: dy.count / max(adjoint.channels, 1), columns: adjoint.channels, into: db)
+            }
+            return (dx, targets.weight, targets.bias)
+
+        case let .direct(primitive, operand, weights):
+            let gradient = ActivationOperand(dy, on: backend)
+            // dx = the adjoint convolution of dy; its bias is zero here.
+            let zeroBias = [Float](repeating: 0, count: adjoint.outputChannels)
+            let dx = Tensor(shape: f.input.shape) { dx in
+                backend.timingKernel(flops: adjoint.flops, "convT bwd-data \(f.input.shape)") {
+                    gradient.withPointer { pdy in
+                        weights.withForward { pw in
+                            zeroBias.withUnsafeBufferPointer {
+                                primitive.forward(source: pdy, weights: pw, bias: $0.baseAddress!, destination: dx.baseAddress!)
                             }
                         }
                     }
                 }
             }
-            // db (O) = Σ over every output pixel of dy, channel by channel.
-            db.initialize(repeating: 0, count: o)
-            dy.scalars.withUnsafeBufferPointer { g in
-                for pixel in 0..<pixels {
-                    let row = g.baseAddress! + pixel * o
-                    for ch in 0..<o { db[ch] += row[ch] }
+            var scratch = [UInt8](repeating: 0, count: primitive.diffWeightsBytes)
+            var adjointBias = [Float](repeating: 0, count: adjoint.outputChannels)
+            targets.fill(weightCount: weight.count, biasCount: bias.count) { dw, db in
+                backend.timingKernel(flops: adjoint.flops, "convT bwd-weights \(f.input.shape)") {
+                    gradient.withPointer { pdy in
+                        operand.withPointer { px in
+                            scratch.withUnsafeMutableBytes { s in
+                                adjointBias.withUnsafeMutableBufferPointer { ab in
+                                    primitive.backwardWeights(source: pdy, diffDestination: px, diffWeights: dw,
+                                                              diffBias: ab.baseAddress!, scratch: s.baseAddress!)
+                                }
+                            }
+                        }
+                    }
                 }
+                columnSums(dy, rows: dy.count / max(adjoint.channels, 1), columns: adjoint.channels, into: db)
             }
+            return (dx, targets.weight, targets.bias)
         }
-        return (dx, targets.weight, targets.bias)
     }
 }

@@ -37,6 +37,7 @@ final class DNNLContext {
     let stream: dnnl_stream_t
     private var matmuls: [MatmulKey: DNNLMatmul] = [:]
     private var convolutions: [ConvolutionKey: DNNLConvolution] = [:]
+    private var permutes: [PermuteKey: DNNLReorder] = [:]
 
     init() throws {
         var engine: dnnl_engine_t? = nil
@@ -50,6 +51,7 @@ final class DNNLContext {
     deinit {
         matmuls.removeAll()
         convolutions.removeAll()
+        permutes.removeAll()
         dnnl_stream_destroy(stream)
         dnnl_engine_destroy(engine)
     }
@@ -83,6 +85,23 @@ final class DNNLContext {
         let made = DNNLConvolution(key, context: self)
         convolutions[key] = made
         return made
+    }
+
+    /// f32 (B, C, H, W) between NCHW and NHWC order (oneDNN's jit reorder:
+    /// several times faster than a tiled scalar transpose).
+    func permute(_ source: UnsafePointer<Float>, dimensions: [Int], toChannelsLast: Bool,
+                 into destination: UnsafeMutablePointer<Float>) {
+        let key = PermuteKey(dimensions: dimensions, toChannelsLast: toChannelsLast)
+        let reorder: DNNLReorder
+        if let cached = permutes[key] {
+            reorder = cached
+        } else {
+            reorder = DNNLReorder(from: tagDescriptor(dimensions, type: dnnl_f32, tag: toChannelsLast ? dnnl_nchw : dnnl_nhwc),
+                                  to: tagDescriptor(dimensions, type: dnnl_f32, tag: toChannelsLast ? dnnl_nhwc : dnnl_nchw),
+                                  context: self)
+            permutes[key] = reorder
+        }
+        reorder.run(from: source, to: destination)
     }
 
     func execute(_ primitive: dnnl_primitive_t, _ args: [dnnl_exec_arg_t], _ what: String) {
@@ -141,6 +160,43 @@ func tagDescriptor(_ dims: [Int], type: dnnl_data_type_t, tag: dnnl_format_tag_t
     mustSucceed(dnnl_memory_desc_init_by_tag(&md, Int32(dims.count), dims.map(Int64.init), type, tag),
                 "memory_desc_init_by_tag")
     return md
+}
+
+struct PermuteKey: Hashable {
+    var dimensions: [Int]
+    var toChannelsLast: Bool
+}
+
+/// A reorder between two layouts of one tensor.
+final class DNNLReorder {
+    let primitive: (dnnl_primitive_desc_t, dnnl_primitive_t)
+    let from, to: DNNLMemory
+    unowned let context: DNNLContext
+
+    init(from: dnnl_memory_desc_t, to: dnnl_memory_desc_t, context: DNNLContext) {
+        self.context = context
+        var f = from, t = to
+        var pd: dnnl_primitive_desc_t? = nil
+        mustSucceed(dnnl_reorder_primitive_desc_create(&pd, &f, context.engine, &t, context.engine, nil),
+                    "reorder_primitive_desc_create")
+        var p: dnnl_primitive_t? = nil
+        mustSucceed(dnnl_primitive_create(&p, pd), "primitive_create(reorder)")
+        primitive = (pd!, p!)
+        self.from = DNNLMemory(from, context: context)
+        self.to = DNNLMemory(to, context: context)
+    }
+
+    deinit {
+        dnnl_primitive_destroy(primitive.1)
+        dnnl_primitive_desc_destroy(primitive.0)
+    }
+
+    func run(from source: UnsafeRawPointer, to destination: UnsafeMutableRawPointer) {
+        from.bind(source)
+        to.bind(destination)
+        context.execute(primitive.1, [dnnl_exec_arg_t(arg: DNNL_ARG_FROM, memory: from.memory),
+                                      dnnl_exec_arg_t(arg: DNNL_ARG_TO, memory: to.memory)], "reorder")
+    }
 }
 
 // MARK: - matmul

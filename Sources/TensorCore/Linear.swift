@@ -1,4 +1,5 @@
 import _Differentiation
+import CKernels
 
 // Dense layers and matrix products, each forward op followed by its VJP.
 // Legend: B batch (rows), D input features, H output features.
@@ -172,11 +173,13 @@ enum LinearKernels {
             backend.matmul(g, transposed: true, f.x, transposed: false, into: dw, ldc: d, accumulate: accumulate)
         }
         func biasGradient(into db: UnsafeMutablePointer<Float>, accumulate: Bool) {
-            if !accumulate { db.initialize(repeating: 0, count: h) }
             dy.scalars.withUnsafeBufferPointer { pdy in
-                for row in 0..<b {
-                    let r = pdy.baseAddress! + row * h
-                    for j in 0..<h { db[j] += r[j] }
+                if accumulate {
+                    var sums = [Float](repeating: 0, count: h)
+                    ck_column_sums(pdy.baseAddress, b, h, &sums)
+                    for j in 0..<h { db[j] += sums[j] }
+                } else {
+                    ck_column_sums(pdy.baseAddress, b, h, db)
                 }
             }
         }
@@ -201,11 +204,10 @@ enum LinearKernels {
 @usableFromInline
 func reluBackward(_ dy: Tensor, output y: Tensor) -> Tensor {
     if dy.isSymbolicZero { return .zero }
+    precondition(dy.shape == y.shape, "reluBackward: dy \(dy.shape), y \(y.shape)")
     return Tensor(shape: y.shape) { out in
         dy.scalars.withUnsafeBufferPointer { g in
-            y.scalars.withUnsafeBufferPointer { v in
-                for i in 0..<out.count { out[i] = v[i] > 0 ? g[i] : 0 }
-            }
+            y.scalars.withUnsafeBufferPointer { v in ck_relu_backward(g.baseAddress, v.baseAddress, out.baseAddress, out.count) }
         }
     }
 }

@@ -37,8 +37,9 @@ public struct DecoderOutput: Differentiable {
 public protocol VariationalAutoencoder: Differentiable, AdditiveArithmetic, ParameterWalking
     where TangentVector == Self
 {
-    /// x (B, D) → q(z | x).
-    @differentiable(reverse)
+    /// x (B, D) → q(z | x). Differentiable with respect to the model only:
+    /// x is data, so the first layer's pullback skips the input gradient.
+    @differentiable(reverse, wrt: self)
     func encode(_ x: Tensor, on backend: Backend) -> Posterior
 
     /// z (B, Z) → p(x | z)'s parameters.

@@ -8,26 +8,26 @@ import TestSupport
 /// checked through them).
 @differentiable(reverse)
 func conv2dNCHW(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int, on backend: Backend) -> Tensor {
-    channelsFirst(conv2d(channelsLast(x), weight: weight, bias: bias, stride: stride, padding: padding, on: backend))
+    channelsFirst(conv2d(channelsLast(x, on: backend), weight: weight, bias: bias, stride: stride, padding: padding, on: backend), on: backend)
 }
 
 @differentiable(reverse)
 func conv2dReLUNCHW(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int, on backend: Backend) -> Tensor {
-    channelsFirst(conv2dReLU(channelsLast(x), weight: weight, bias: bias, stride: stride, padding: padding, on: backend))
+    channelsFirst(conv2dReLU(channelsLast(x, on: backend), weight: weight, bias: bias, stride: stride, padding: padding, on: backend), on: backend)
 }
 
 @differentiable(reverse)
 func convTranspose2dNCHW(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int, outputPadding: Int,
                          on backend: Backend) -> Tensor {
-    channelsFirst(convTranspose2d(channelsLast(x), weight: weight, bias: bias, stride: stride, padding: padding,
-                                  outputPadding: outputPadding, on: backend))
+    channelsFirst(convTranspose2d(channelsLast(x, on: backend), weight: weight, bias: bias, stride: stride, padding: padding,
+                                  outputPadding: outputPadding, on: backend), on: backend)
 }
 
 @differentiable(reverse)
 func convTranspose2dReLUNCHW(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padding: Int, outputPadding: Int,
                              on backend: Backend) -> Tensor {
-    channelsFirst(convTranspose2dReLU(channelsLast(x), weight: weight, bias: bias, stride: stride, padding: padding,
-                                      outputPadding: outputPadding, on: backend))
+    channelsFirst(convTranspose2dReLU(channelsLast(x, on: backend), weight: weight, bias: bias, stride: stride, padding: padding,
+                                      outputPadding: outputPadding, on: backend), on: backend)
 }
 
 /// The fp32 backends: oneDNN (the default) and OpenBLAS (im2col).

@@ -27,6 +27,26 @@ typedef struct {
 } ck_adam_constants;
 void ck_adam_update(float *parameters, const float *gradient, float *m, float *v, size_t n, ck_adam_constants c);
 
+// Layout and elementwise kernels of the channels-last convolutions.
+// For each of `batch` row-major (rows × cols) matrices: dst = srcᵀ.
+void ck_transpose_batch(const float *source, float *destination, size_t batch, size_t rows, size_t cols);
+// out = dy where y > 0, else 0 (the ReLU pullback); the bf16 form rounds the result.
+void ck_relu_backward(const float *dy, const float *y, float *out, size_t n);
+void ck_relu_backward_bf16(const float *dy, const float *y, uint16_t *out, size_t n);
+// out[j] = Σ_i x[i·cols + j] (a bias gradient); out is overwritten.
+void ck_column_sums(const float *x, size_t rows, size_t cols, float *out);
+// x[i·cols + j] += bias[j], then max(·, 0) when relu.
+void ck_add_bias(float *x, const float *bias, size_t rows, size_t cols, int relu);
+// im2col for channels-last images: x (B, H, W, C) → cols (B·Ho·Wo, C·kh·kw), column
+// (c, i, j) of output position (oy, ox) = x[b, oy·s − p + i, ox·s − p + j, c] (0 outside).
+void ck_im2col_nhwc(const float *x, size_t batch, size_t height, size_t width, size_t channels,
+                    size_t kernel_height, size_t kernel_width, size_t stride, size_t padding,
+                    size_t output_height, size_t output_width, float *cols);
+// Its adjoint: dx (B, H, W, C) = Σ over windows of cols; dx is overwritten.
+void ck_col2im_nhwc(const float *cols, size_t batch, size_t height, size_t width, size_t channels,
+                    size_t kernel_height, size_t kernel_width, size_t stride, size_t padding,
+                    size_t output_height, size_t output_width, float *dx);
+
 // 1 if any of the n floats is infinite or NaN.
 int ck_any_non_finite(const float *x, size_t n);
 

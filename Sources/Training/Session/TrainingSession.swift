@@ -63,7 +63,9 @@ public struct TrainingSession {
         if let note = trainer.resumeNote { console.print(note) }
         let summary = try trainer.run()
         printSummary(summary)
-        if profile { try printProfile(summary.timings, batch: configuration.batchSize) }
+        if profile {
+            try printProfile(summary.timings, batch: configuration.batchSize, kernelSummary: backend.profiler?.summary())
+        }
         return summary
     }
 
@@ -110,7 +112,8 @@ public struct TrainingSession {
 
     /// Per-step breakdown, averaged over ranks (one small allreduce); also
     /// one `PROFILE {json}` line for scripts (scripts/bench.sh).
-    func printProfile(_ t: StepTimings, batch: Int) throws {
+    func printProfile(_ t: StepTimings, batch: Int,
+                      kernelSummary: [(name: String, calls: Int, millisecondsPerCall: Double, gflops: Double)]?) throws {
         var v = [t[.forwardBackward], t.gemm, t.layout, t[.reduction], t[.update], t[.data], t[.pack], t.total]
         try communicator.allreduceSum(&v)
         let scale = 1e3 / Double(max(t.steps, 1) * communicator.size)
@@ -130,6 +133,13 @@ public struct TrainingSession {
         console.print("  optimizer         \(f(optimizer))")
         console.print("  other             \(f(data + pack))   (batch and noise \(f(data)), gradient completion and meta \(f(pack)))")
         console.print("  step              \(f(step))   → \(String(format: "%.0f", samplesPerSecond)) samples/s; step / GEMM = \(String(format: "%.2f", step / gemm))")
+        if let kernels = kernelSummary, !kernels.isEmpty {
+            console.print("  kernels on rank 0 (all steps, warm-up included):")
+            for k in kernels {
+                console.print("    " + k.name.padding(toLength: 46, withPad: " ", startingAt: 0)
+                              + String(format: "%7d calls  %8.3f ms/call  %6.1f GFLOP/s", k.calls, k.millisecondsPerCall, k.gflops))
+            }
+        }
         console.print("PROFILE {\"ranks\": \(communicator.size), \"steps\": \(t.steps), \"batch\": \(batch), "
                       + "\"forward_backward_ms\": \(f(fb)), \"gemm_ms\": \(f(gemm)), \"layout_ms\": \(f(layout)), "
                       + "\"elementwise_ms\": \(f(elementwise)), \"allreduce_ms\": \(f(allreduce)), "

@@ -45,15 +45,15 @@ public struct ConvVAE: VariationalAutoencoder {
         geometry = ImageShape(channels: channels, height: height, width: width)
     }
 
-    @differentiable(reverse)
+    @differentiable(reverse, wrt: self)
     public func encode(_ x: Tensor, on backend: Backend) -> Posterior {
         let g = withoutDerivative(at: geometry)
         let b = withoutDerivative(at: x.shape[0])
-        let image = channelsLast(x.reshaped([b, g.channels, g.height, g.width]))   // (B, H, W, C)
+        let image = channelsLast(x.reshaped([b, g.channels, g.height, g.width]), on: backend)   // (B, H, W, C)
         let h1 = conv1.relu(image, stride: 2, padding: 1, on: backend)              // (B, H/2, W/2, c1)
         let h2 = conv2.relu(h1, stride: 2, padding: 1, on: backend)                 // (B, H/4, W/4, c2)
         // PyTorch flattens (c2, H/4, W/4): back to channels first.
-        let flat = channelsFirst(h2).reshaped([b, withoutDerivative(at: h2).count / max(b, 1)])
+        let flat = channelsFirst(h2, on: backend).reshaped([b, withoutDerivative(at: h2).count / max(b, 1)])
         return Posterior(mean: fcMean(flat, on: backend), logVariance: fcLogVariance(flat, on: backend))
     }
 
@@ -62,11 +62,13 @@ public struct ConvVAE: VariationalAutoencoder {
         let g = withoutDerivative(at: geometry)
         let b = withoutDerivative(at: z.shape[0])
         let c2 = withoutDerivative(at: deconv1.weight.shape[0])
-        let h = channelsLast(fc.relu(z, on: backend).reshaped([b, c2, g.height / 4, g.width / 4]))  // (B, H/4, W/4, c2)
+        let h = channelsLast(fc.relu(z, on: backend).reshaped([b, c2, g.height / 4, g.width / 4]), on: backend)  // (B, H/4, W/4, c2)
         let h1 = deconv1.relu(h, stride: 2, padding: 1, outputPadding: 1, on: backend)              // (B, H/2, W/2, c1)
         let d = withoutDerivative(at: g.channels * g.height * g.width)
-        let location = channelsFirst(deconv2(h1, stride: 2, padding: 1, outputPadding: 1, on: backend)).reshaped([b, d])
-        let logVariance = channelsFirst(deconv2LogVariance(h1, stride: 2, padding: 1, outputPadding: 1, on: backend))
+        let location = channelsFirst(deconv2(h1, stride: 2, padding: 1, outputPadding: 1, on: backend), on: backend)
+            .reshaped([b, d])
+        let logVariance = channelsFirst(deconv2LogVariance(h1, stride: 2, padding: 1, outputPadding: 1, on: backend),
+                                        on: backend)
         return DecoderOutput(location: location,
                              logVariance: logVariance.reshaped([b, withoutDerivative(at: logVariance).count / max(b, 1)]))
     }

@@ -33,7 +33,7 @@ public struct MLPVAE: VariationalAutoencoder {
                                stream: stream(5))
     }
 
-    @differentiable(reverse)
+    @differentiable(reverse, wrt: self)
     public func encode(_ x: Tensor, on backend: Backend) -> Posterior {
         let h1 = fc1.relu(x, on: backend)
         return Posterior(mean: fc21(h1, on: backend), logVariance: fc22(h1, on: backend))

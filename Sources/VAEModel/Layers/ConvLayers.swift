@@ -20,12 +20,14 @@ public struct Conv2D: Differentiable, AdditiveArithmetic, ParameterWalking {
     }
 
     @differentiable(reverse)
+    @differentiable(reverse, wrt: self)
     public func callAsFunction(_ x: Tensor, stride: Int, padding: Int, on backend: Backend) -> Tensor {
         conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, on: backend)
     }
 
     /// relu(conv(x)), fused.
     @differentiable(reverse)
+    @differentiable(reverse, wrt: self)
     public func relu(_ x: Tensor, stride: Int, padding: Int, on backend: Backend) -> Tensor {
         conv2dReLU(x, weight: weight, bias: bias, stride: stride, padding: padding, on: backend)
     }
@@ -55,6 +57,7 @@ public struct ConvTranspose2D: Differentiable, AdditiveArithmetic, ParameterWalk
     }
 
     @differentiable(reverse)
+    @differentiable(reverse, wrt: self)
     public func callAsFunction(_ x: Tensor, stride: Int, padding: Int, outputPadding: Int, on backend: Backend) -> Tensor {
         convTranspose2d(x, weight: weight, bias: bias, stride: stride, padding: padding, outputPadding: outputPadding,
                         on: backend)
@@ -62,6 +65,7 @@ public struct ConvTranspose2D: Differentiable, AdditiveArithmetic, ParameterWalk
 
     /// relu(convTranspose(x)), fused.
     @differentiable(reverse)
+    @differentiable(reverse, wrt: self)
     public func relu(_ x: Tensor, stride: Int, padding: Int, outputPadding: Int, on backend: Backend) -> Tensor {
         convTranspose2dReLU(x, weight: weight, bias: bias, stride: stride, padding: padding, outputPadding: outputPadding,
                             on: backend)

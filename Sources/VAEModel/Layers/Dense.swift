@@ -27,12 +27,14 @@ public struct Dense: Differentiable, AdditiveArithmetic, ParameterWalking {
 
     /// x (B, I) → (B, O).
     @differentiable(reverse)
+    @differentiable(reverse, wrt: self)
     public func callAsFunction(_ x: Tensor, on backend: Backend) -> Tensor {
         linear(x, weight: weight, bias: bias, on: backend)
     }
 
     /// relu(x·Wᵀ + b), fused: x (B, I) → (B, O).
     @differentiable(reverse)
+    @differentiable(reverse, wrt: self)
     public func relu(_ x: Tensor, on backend: Backend) -> Tensor {
         linearReLU(x, weight: weight, bias: bias, on: backend)
     }
