@@ -223,7 +223,7 @@ MPIRUN_OPTS=(--allow-run-as-root --hostfile "$STATE/hostfile"
     --mca pml ob1 --mca btl tcp,self --mca mpi_yield_when_idle 1
     --mca btl_tcp_if_include "$NET.0/24" --mca oob_tcp_if_include "$NET.0/24"
     --map-by slot --bind-to none --report-bindings
-    --timeout "$MPI_TIMEOUT" -np 4)
+    --timeout "$MPI_TIMEOUT")
 
 # "sent received" bytes of host $1's switch port (rx = from the host).
 port_bytes() {
@@ -313,49 +313,68 @@ MIN_NODE_BYTES=200000
 TRAIN=(train --data "$DATA" --run-dir /tmp/run --epochs 2 --batch-size 64 --hidden-dim 32 --latent-dim 4
     --verify-replicas --log-every 5)
 
-# 1. Training across two hosts.
-run_mpi train -- "${TRAIN[@]}"
-check "train: mpirun exit code 0" test "$RC" = 0
-check "train: 4 ranks mapped 2 per node (ranks 0, 1 on node1; 2, 3 on node2)" two_per_node
-check "train: \"replicas identical on 4 ranks\"" has "replicas identical on 4 ranks"
-check "train: run dir in node1's private /tmp only (checkpoints/latest, metrics.jsonl, config.json; none on node2/head)" \
-    run_on_node1_only
-check "train: MPI traffic crossed node2's cable (>= $MIN_NODE_BYTES B each way)" node_traffic node2 "$MIN_NODE_BYTES"
-latest_before=$(cat "$node1_run/checkpoints/latest" 2>/dev/null || echo none)
-
-# 2. Resuming: only rank 0 (node1) can read /tmp/run; it broadcasts the checkpoint.
-run_mpi resume -- train --resume /tmp/run --epochs 3
-latest_after=$(cat "$node1_run/checkpoints/latest" 2>/dev/null || echo none)
-check "resume: mpirun exit code 0" test "$RC" = 0
-check "resume: 4 ranks mapped 2 per node" two_per_node
-check "resume: \"resuming from\"" has "resuming from"
-newer_checkpoint_on_node1_only() {
-    [ "$latest_after" != "$latest_before" ] && [ "$latest_after" != none ] && [ ! -e "$STATE/node2/tmp/run" ]
-}
-check "resume: a newer checkpoint on node1 ($latest_before -> $latest_after), still nothing on node2" \
-    newer_checkpoint_on_node1_only
-
-# 3. A rank on node2 fails: mpirun must end the whole job promptly.
-export VAE_MPI_FAIL_AT=3:4
-run_mpi failure -x VAE_MPI_FAIL_AT -- train --data "$DATA" --run-dir /tmp/run-fail --epochs 2 --batch-size 64 \
-    --hidden-dim 32 --latent-dim 4 --log-every 5
-unset VAE_MPI_FAIL_AT
-check "failure: mpirun exit code non-zero ($RC)" test "$RC" != 0
-check "failure: ended within 30 s ($ELAPSED s)" awk -v e="$ELAPSED" 'BEGIN { exit !(e < 30) }'
-check "failure: \"vae-mpi: error (rank 3): injected failure at step 4\"" \
-    has "vae-mpi: error (rank 3): injected failure at step 4"
-no_leftovers() {
-    local h i
-    for i in $(seq 50); do
-        leftover=
-        for h in $HOSTS; do leftover+=$(ip netns pids "$PREFIX$h" 2>/dev/null | tr '\n' ' '); done
-        [ -z "$leftover" ] && return 0
-        sleep 0.1
+# VAE_MPI_CLUSTER_BENCH=FILE: instead of the tests, time the collectives over
+# TCP between the hosts (`vae-mpi check-mpi`: 2 ranks on 2 hosts, then 4 on 2)
+# into FILE, for scripts/bench-allreduce.sh.
+run_bench() {
+    local sizes=${VAE_MPI_CLUSTER_SIZES:-1,1000,10000,100000,652824,2000000} np map
+    : > "$VAE_MPI_CLUSTER_BENCH"
+    for np in 2 4; do
+        map=(--map-by node)
+        [ "$np" = 4 ] && map=(--map-by slot)
+        run_mpi "bench-np$np" -np "$np" "${map[@]}" -- check-mpi --sizes "$sizes" --repeats 20
+        sed "s/^/tcp np$np: /" "$OUT" >> "$VAE_MPI_CLUSTER_BENCH"
+        check "bench np $np: mpirun exit code 0" test "$RC" = 0
     done
-    say "    still running in the host namespaces: $leftover"
-    return 1
 }
-check "failure: no process left on any host" no_leftovers
+
+run_tests() {
+    # 1. Training across two hosts.
+    run_mpi train -np 4 -- "${TRAIN[@]}"
+    check "train: mpirun exit code 0" test "$RC" = 0
+    check "train: 4 ranks mapped 2 per node (ranks 0, 1 on node1; 2, 3 on node2)" two_per_node
+    check "train: \"replicas identical on 4 ranks\"" has "replicas identical on 4 ranks"
+    check "train: run dir in node1's private /tmp only (checkpoints/latest, metrics.jsonl, config.json; none on node2/head)" \
+        run_on_node1_only
+    check "train: MPI traffic crossed node2's cable (>= $MIN_NODE_BYTES B each way)" node_traffic node2 "$MIN_NODE_BYTES"
+    latest_before=$(cat "$node1_run/checkpoints/latest" 2>/dev/null || echo none)
+
+    # 2. Resuming: only rank 0 (node1) can read /tmp/run; it broadcasts the checkpoint.
+    run_mpi resume -np 4 -- train --resume /tmp/run --epochs 3
+    latest_after=$(cat "$node1_run/checkpoints/latest" 2>/dev/null || echo none)
+    check "resume: mpirun exit code 0" test "$RC" = 0
+    check "resume: 4 ranks mapped 2 per node" two_per_node
+    check "resume: \"resuming from\"" has "resuming from"
+    newer_checkpoint_on_node1_only() {
+        [ "$latest_after" != "$latest_before" ] && [ "$latest_after" != none ] && [ ! -e "$STATE/node2/tmp/run" ]
+    }
+    check "resume: a newer checkpoint on node1 ($latest_before -> $latest_after), still nothing on node2" \
+        newer_checkpoint_on_node1_only
+
+    # 3. A rank on node2 fails: mpirun must end the whole job promptly.
+    export VAE_MPI_FAIL_AT=3:4
+    run_mpi failure -np 4 -x VAE_MPI_FAIL_AT -- train --data "$DATA" --run-dir /tmp/run-fail --epochs 2 --batch-size 64 \
+        --hidden-dim 32 --latent-dim 4 --log-every 5
+    unset VAE_MPI_FAIL_AT
+    check "failure: mpirun exit code non-zero ($RC)" test "$RC" != 0
+    check "failure: ended within 30 s ($ELAPSED s)" awk -v e="$ELAPSED" 'BEGIN { exit !(e < 30) }'
+    check "failure: \"vae-mpi: error (rank 3): injected failure at step 4\"" \
+        has "vae-mpi: error (rank 3): injected failure at step 4"
+    no_leftovers() {
+        local h i
+        for i in $(seq 50); do
+            leftover=
+            for h in $HOSTS; do leftover+=$(ip netns pids "$PREFIX$h" 2>/dev/null | tr '\n' ' '); done
+            [ -z "$leftover" ] && return 0
+            sleep 0.1
+        done
+        say "    still running in the host namespaces: $leftover"
+        return 1
+    }
+    check "failure: no process left on any host" no_leftovers
+}
+
+if [ -n "${VAE_MPI_CLUSTER_BENCH:-}" ]; then run_bench; else run_tests; fi
 
 # --- teardown and machine state ---------------------------------------------------
 teardown

@@ -287,3 +287,28 @@ void ck_col2im_nhwc(const float *restrict cols, size_t batch, size_t height, siz
         }
     }
 }
+
+static inline float bf16_widen(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+void ck_bf16_to_f32(const uint16_t *restrict s, float *restrict d, size_t n) {
+    for (size_t i = 0; i < n; i++) d[i] = bf16_widen(s[i]);
+}
+
+void ck_sum_bf16_blocks(const uint16_t *restrict blocks, size_t ranks, size_t n, uint16_t *restrict out) {
+    enum { CHUNK = 1024 };
+    float sums[CHUNK];
+    for (size_t i0 = 0; i0 < n; i0 += CHUNK) {
+        size_t m = n - i0 < CHUNK ? n - i0 : CHUNK;
+        for (size_t i = 0; i < m; i++) sums[i] = bf16_widen(blocks[i0 + i]);
+        for (size_t r = 1; r < ranks; r++) {
+            const uint16_t *block = blocks + r * n + i0;
+            for (size_t i = 0; i < m; i++) sums[i] += bf16_widen(block[i]);
+        }
+        ck_f32_to_bf16(sums, out + i0, m);
+    }
+}

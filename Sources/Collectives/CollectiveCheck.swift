@@ -77,6 +77,23 @@ public struct CollectiveCheck {
         results.append(("broadcast (from the last rank)", badBroadcast == nil,
                         badBroadcast.map { "element \($0): \(broadcast[$0])" } ?? ""))
 
+        // Bytes: rank r's block q holds (r, q); every rank must receive (q, r) in block q.
+        let blockBytes = 3
+        var send = [UInt8](repeating: 0, count: blockBytes * size)
+        for q in 0..<size { send[q * blockBytes] = UInt8(rank & 255); send[q * blockBytes + 1] = UInt8(q & 255); send[q * blockBytes + 2] = 7 }
+        var received = [UInt8](repeating: 0, count: blockBytes * size)
+        try send.withUnsafeBytes { s in try received.withUnsafeMutableBytes { try communicator.alltoall(s, $0, blockBytes: blockBytes) } }
+        let badExchange = (0..<size).first { q in
+            received[q * blockBytes] != UInt8(q & 255) || received[q * blockBytes + 1] != UInt8(rank & 255)
+                || received[q * blockBytes + 2] != 7
+        }
+        results.append(("alltoall (bytes)", badExchange == nil, badExchange.map { "block \($0) arrived wrong" } ?? ""))
+        var gatheredBytes = [UInt8](repeating: 0, count: blockBytes * size)
+        for i in 0..<blockBytes { gatheredBytes[rank * blockBytes + i] = UInt8((rank * 11 + i) & 255) }
+        try gatheredBytes.withUnsafeMutableBytes { try communicator.allgather($0, blockBytes: blockBytes) }
+        let badBytes = (0..<(blockBytes * size)).first { gatheredBytes[$0] != UInt8((($0 / blockBytes) * 11 + $0 % blockBytes) & 255) }
+        results.append(("allgather (bytes)", badBytes == nil, badBytes.map { "byte \($0) arrived wrong" } ?? ""))
+
         let hashes = try communicator.allGather(UInt64(rank) &* 0x9E37_79B9_7F4A_7C15)
         let badHashes = hashes.indices.first { hashes[$0] != UInt64($0) &* 0x9E37_79B9_7F4A_7C15 }
         results.append(("allgather (one value per rank)", badHashes == nil,

@@ -28,6 +28,12 @@ public protocol Communicator: AnyObject {
     /// this rank's block is read from its place. (The allgather of updated
     /// parameter slices.)
     func allgather(_ buffer: UnsafeMutableBufferPointer<Float>, counts: [Int]) throws
+    /// Rank r's block q of `send` goes to rank q, which receives it as its
+    /// block r of `receive`; every block is `blockBytes` long.
+    func alltoall(_ send: UnsafeRawBufferPointer, _ receive: UnsafeMutableRawBufferPointer, blockBytes: Int) throws
+    /// Every rank's block (`blockBytes` at offset rank·blockBytes) of `buffer`
+    /// into every rank's `buffer`, in place.
+    func allgather(_ buffer: UnsafeMutableRawBufferPointer, blockBytes: Int) throws
     /// Copies `root`'s bytes into every rank's buffer (all buffers the same size).
     func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws
     /// Every rank's `value`, indexed by rank.

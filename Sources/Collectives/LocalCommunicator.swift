@@ -31,6 +31,13 @@ public final class LocalCommunicator: Communicator {
     public func allgather(_ buffer: UnsafeMutableBufferPointer<Float>, counts: [Int]) throws {
         checkBlocks(counts, total: buffer.count, size: 1, operation: "allgather")
     }
+    public func alltoall(_ send: UnsafeRawBufferPointer, _ receive: UnsafeMutableRawBufferPointer, blockBytes: Int) throws {
+        precondition(send.count == blockBytes && receive.count == blockBytes, "alltoall: one block each")
+        if blockBytes > 0 { receive.baseAddress!.copyMemory(from: send.baseAddress!, byteCount: blockBytes) }
+    }
+    public func allgather(_ buffer: UnsafeMutableRawBufferPointer, blockBytes: Int) throws {
+        precondition(buffer.count == blockBytes, "allgather: one block")
+    }
     public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {
         precondition(root == 0, "broadcast root \(root) in a group of one")
     }

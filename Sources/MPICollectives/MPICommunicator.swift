@@ -112,6 +112,26 @@ public final class MPICommunicator: Communicator {
                                 cmpi_double(), cmpi_op_max(), cmpi_comm_world()), "MPI_Allreduce")
     }
 
+    public func alltoall(_ send: UnsafeRawBufferPointer, _ receive: UnsafeMutableRawBufferPointer, blockBytes: Int) throws {
+        precondition(send.count == blockBytes * size && receive.count == blockBytes * size, "alltoall: one block per rank")
+        precondition(blockBytes <= Int(Int32.max), "alltoall: block of \(blockBytes) bytes exceeds MPI's int count")
+        guard blockBytes > 0 else { return }
+        if size == 1 {
+            receive.baseAddress!.copyMemory(from: send.baseAddress!, byteCount: blockBytes)
+            return
+        }
+        try check(MPI_Alltoall(send.baseAddress, Int32(blockBytes), cmpi_byte(), receive.baseAddress, Int32(blockBytes),
+                               cmpi_byte(), cmpi_comm_world()), "MPI_Alltoall")
+    }
+
+    public func allgather(_ buffer: UnsafeMutableRawBufferPointer, blockBytes: Int) throws {
+        precondition(buffer.count == blockBytes * size, "allgather: one block per rank")
+        precondition(blockBytes <= Int(Int32.max), "allgather: block of \(blockBytes) bytes exceeds MPI's int count")
+        guard size > 1, blockBytes > 0 else { return }
+        try check(MPI_Allgather(cmpi_in_place(), 0, cmpi_byte(), buffer.baseAddress, Int32(blockBytes), cmpi_byte(),
+                                cmpi_comm_world()), "MPI_Allgather")
+    }
+
     public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {
         guard size > 1, !buffer.isEmpty else { return }
         try check(MPI_Bcast(buffer.baseAddress, Int32(buffer.count), cmpi_byte(), Int32(root),

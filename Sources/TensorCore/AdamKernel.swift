@@ -34,3 +34,23 @@ public enum AdamKernel {
 public func anyNonFinite(_ x: UnsafePointer<Float>, count: Int) -> Bool {
     ck_any_non_finite(x, count) != 0
 }
+
+/// bfloat16 conversions and sums of flat buffers (the gradient exchange of
+/// `--gradient-precision bf16`).
+public enum BFloat16Buffers {
+    /// Round to nearest even.
+    public static func round(_ source: UnsafePointer<Float>, into destination: UnsafeMutablePointer<UInt16>, count: Int) {
+        ck_f32_to_bf16(source, destination, count)
+    }
+
+    /// Exact.
+    public static func widen(_ source: UnsafePointer<UInt16>, into destination: UnsafeMutablePointer<Float>, count: Int) {
+        ck_bf16_to_f32(source, destination, count)
+    }
+
+    /// out = bf16(Σ over `ranks` consecutive blocks of `count`, in fp32, in block order).
+    public static func sumBlocks(_ blocks: UnsafePointer<UInt16>, ranks: Int, count: Int,
+                                 into out: UnsafeMutablePointer<UInt16>) {
+        ck_sum_bf16_blocks(blocks, ranks, count, out)
+    }
+}

@@ -61,12 +61,13 @@ public struct Backend: @unchecked Sendable {
     public var convolutionColumnBudget: Int
     let dnnl: DNNLContext?
 
-    /// Throws `BackendError` for bf16 on a CPU without native bf16, or on OpenBLAS.
+    /// Throws `BackendError` for bf16 on a CPU without native bf16 (`cpu`:
+    /// this machine's features, or others for tests), or on OpenBLAS.
     public init(library: KernelLibrary = .onednn, precision: Precision = .fp32, profiler: KernelProfiler? = nil,
-                convolutionColumnBudget: Int = 196_608) throws {
+                convolutionColumnBudget: Int = 196_608, cpu: CPU.Features = .current) throws {
         if precision == .bf16 {
             guard library == .onednn else { throw BackendError.bf16NeedsOneDNN }
-            guard CPU.hasNativeBF16 else { throw BackendError.bf16Unsupported(cpu: CPU.modelName) }
+            guard cpu.nativeBF16 else { throw BackendError.bf16Unsupported(cpu: cpu.modelName) }
         }
         self.library = library
         self.precision = precision
@@ -250,8 +251,28 @@ public final class KernelProfiler: @unchecked Sendable {
 
 /// What the processor offers, for the choices that depend on it.
 public enum CPU {
-    /// AVX512_BF16 or AMX-BF16, with the OS saving their state.
-    public static var hasNativeBF16: Bool { ck_cpu_has_avx512_bf16() != 0 || ck_cpu_has_amx_bf16() != 0 }
+    /// The features vae-mpi's choices depend on.
+    public struct Features: Sendable {
+        public var avx512BF16: Bool
+        public var amxBF16: Bool
+        public var modelName: String
+
+        public init(avx512BF16: Bool, amxBF16: Bool, modelName: String) {
+            self.avx512BF16 = avx512BF16
+            self.amxBF16 = amxBF16
+            self.modelName = modelName
+        }
+
+        /// This machine's (CPUID, with the OS saving the vector state).
+        public static var current: Features {
+            Features(avx512BF16: ck_cpu_has_avx512_bf16() != 0, amxBF16: ck_cpu_has_amx_bf16() != 0, modelName: CPU.modelName)
+        }
+
+        /// AVX512_BF16 or AMX-BF16.
+        public var nativeBF16: Bool { avx512BF16 || amxBF16 }
+    }
+
+    public static var hasNativeBF16: Bool { Features.current.nativeBF16 }
     public static var hasAVX512: Bool { ck_cpu_has_avx512f() != 0 }
 
     /// The model name /proc/cpuinfo gives, or "unknown".

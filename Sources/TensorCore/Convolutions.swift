@@ -402,7 +402,6 @@ enum ConvolutionOps {
                          on backend: Backend) -> (Tensor, Tensor, Tensor) {
         if dy.isSymbolicZero { return (.zero, .zero, .zero) }
         let shape = f.shape
-        var targets = ParameterGradientTargets(weight: weight, bias: bias, on: backend)
         switch f.path {
         case .openBLAS:
             let (dx, dw, db) = Im2colKernels.conv2dBackward(channelsFirst(dy, on: backend), x: channelsFirst(f.input, on: backend),
@@ -413,6 +412,7 @@ enum ConvolutionOps {
 
         case let .gemm(columns, w):
             let g = backend.operand(dy, rows: shape.positions, columns: shape.outputChannels)
+            var targets = ParameterGradientTargets(weight: weight, bias: bias, on: backend)
             targets.fill(weightCount: weight.count, biasCount: bias.count) { dw, db in
                 // dW (O, C·kh·kw) = dyᵀ · cols; db = Σ_positions dy
                 backend.matmul(g, transposed: true, columns, transposed: false, into: dw, ldc: shape.columnLength)
@@ -443,6 +443,7 @@ enum ConvolutionOps {
                 }
             }
             var scratch = [UInt8](repeating: 0, count: primitive.diffWeightsBytes)
+            var targets = ParameterGradientTargets(weight: weight, bias: bias, on: backend)
             targets.fill(weightCount: weight.count, biasCount: bias.count) { dw, db in
                 backend.timingKernel(flops: shape.flops, "conv bwd-weights \(f.input.shape)") {
                     operand.withPointer { px in
@@ -550,7 +551,6 @@ enum TransposedConvolutionOps {
     {
         if dy.isSymbolicZero { return (.zero, .zero, .zero) }
         let adjoint = f.adjoint
-        var targets = ParameterGradientTargets(weight: weight, bias: bias, on: backend)
         switch f.path {
         case .empty:
             return (.zero, .zero, .zero)
@@ -571,6 +571,7 @@ enum TransposedConvolutionOps {
                 backend.matmul(columns, transposed: false, wt, transposed: true, into: $0.baseAddress!,
                                ldc: adjoint.outputChannels)
             }
+            var targets = ParameterGradientTargets(weight: weight, bias: bias, on: backend)
             targets.fill(weightCount: weight.count, biasCount: bias.count) { dw, db in
                 // dW (C, O·kh·kw) = xᵀ · cols; db = Σ over output pixels of dy
                 backend.matmul(input, transposed: true, columns, transposed: false, into: dw, ldc: adjoint.columnLength)
@@ -595,6 +596,7 @@ enum TransposedConvolutionOps {
             }
             var scratch = [UInt8](repeating: 0, count: primitive.diffWeightsBytes)
             var adjointBias = [Float](repeating: 0, count: adjoint.outputChannels)
+            var targets = ParameterGradientTargets(weight: weight, bias: bias, on: backend)
             targets.fill(weightCount: weight.count, biasCount: bias.count) { dw, db in
                 backend.timingKernel(flops: adjoint.flops, "convT bwd-weights \(f.input.shape)") {
                     gradient.withPointer { pdy in

@@ -36,6 +36,7 @@ enum OptionName: String, CaseIterable, CustomStringConvertible {
     case kernels
     case precision
     case shardOptimizer = "shard-optimizer"
+    case gradientPrecision = "gradient-precision"
     case checkpointEvery = "checkpoint-every"
     case keepCheckpoints = "keep-checkpoints"
     case evalBatchSize = "eval-batch-size"

@@ -122,6 +122,9 @@ struct Train: ParsableCommand {
     @Option(name: OptionName.kernels.name, help: "Kernel library: onednn, or openblas (fp32 only, im2col convolutions) (default: onednn).")
     var kernels: KernelLibrary?
 
+    @Option(name: OptionName.gradientPrecision.name, help: "Number format of the gradients the ranks exchange: fp32, or bf16 (half the bytes; each rank's sum and the total rounded to bf16) for slow networks (default: fp32).")
+    var gradientPrecision: Precision?
+
     @Flag(name: OptionName.shardOptimizer.name, inversion: .prefixedNo,
           help: "Shard Adam over the ranks (ZeRO stage 1): reduce-scatter the gradients, update 1/np of the parameters each, allgather them (default: off).")
     var shardOptimizer: Bool?
@@ -242,6 +245,7 @@ struct Train: ParsableCommand {
         try set(precision, .precision, &c.precision)
         try set(kernels, .kernels, &c.kernels)
         try set(shardOptimizer, .shardOptimizer, &c.shardOptimizer)
+        try set(gradientPrecision, .gradientPrecision, &c.gradientPrecision)
         if let checkpointEvery { c.checkpointEvery = checkpointEvery }
         try set(keepCheckpoints, .keepCheckpoints, &c.keepCheckpoints)
         try set(evaluationBatchSize, .evalBatchSize, &c.evaluationBatchSize)

@@ -103,6 +103,17 @@ def torch_load(path, hidden, latent, size):
     print(f"ok: load_state_dict(strict=True) into the PyTorch example's VAE ({len(state)} tensors)")
 
 
+def safetensors_dtypes(path):
+    """Every tensor is float32 (bf16 runs keep fp32 parameters and moments) and finite."""
+    import numpy as np
+    from safetensors.numpy import load_file
+    tensors = load_file(path)
+    for name, array in tensors.items():
+        assert array.dtype == np.float32, (name, array.dtype)
+        assert np.isfinite(array).all(), name
+    print(f"ok: {len(tensors)} float32 tensors in {path}")
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "npy":
@@ -113,6 +124,8 @@ if __name__ == "__main__":
         tensorboard(args[0])
     elif cmd == "safetensors":
         safetensors_matches_inspect(args[0], args[1])
+    elif cmd == "safetensors-dtypes":
+        safetensors_dtypes(args[0])
     elif cmd == "torch-load":
         torch_load(args[0], int(args[1]), int(args[2]), int(args[3]))
     else:

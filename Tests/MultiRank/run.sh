@@ -450,9 +450,52 @@ collectives() {
         mpi "$np" check-mpi --sizes 1000,65539 --repeats 3 >"$out" 2>&1
         cat "$out"
         expect "$out" "check-mpi: $np rank"
-        [ "$(count_lines "$out" "^  ok ")" = 20 ]
+        [ "$(count_lines "$out" "^  ok ")" = 28 ]
         [ "$(count_lines "$out" "FAIL")" = 0 ]
         [ "$(count_lines "$out" "floats .* µs")" = 4 ]
+    done
+}
+
+# --- precision, kernel libraries, sharded optimizer, bf16 gradients -----------------
+# bf16 runs are deterministic and their replicas identical; the sharded
+# optimizer gives the bytes of the unsharded one at np 2 (each gradient element
+# is a sum of two, whatever the order); bf16 gradient exchange keeps replicas
+# identical, also with unequal slices (np 3) and sharded; every variant learns.
+precision_and_sharding() {
+    local args=(--data "$SMALL" --epochs 2 --batch-size 64 --hidden-dim 64 --latent-dim 4 --lr 3e-3 --log-every 8
+        --verify-replicas)
+    local name
+    for name in "bf16-a --precision bf16" "bf16-b --precision bf16" "fp32 --precision fp32" \
+        "sharded --precision fp32 --shard-optimizer" "bf16grad-np3 --gradient-precision bf16" \
+        "bf16grad-sharded --precision bf16 --gradient-precision bf16 --shard-optimizer"; do
+        set -- $name
+        local run="$WORK/prec-$1" np=2
+        shift
+        [[ $run == *np3 ]] && np=3
+        mpi "$np" train "${args[@]}" --run-dir "$run" "$@" >"$run.out" 2>&1 || { cat "$run.out"; return 1; }
+        expect "$run.out" "replicas identical on $np ranks"
+        helpers check-run "$run" 2 203 "$np" 12 12
+    done
+    expect "$WORK/prec-bf16-a.out" "kernels +onednn, bf16 inputs"
+    expect "$WORK/prec-sharded.out" "sharded over the ranks"
+    expect "$WORK/prec-bf16grad-np3.out" "gradients exchanged in bf16"
+    cmp "$WORK/prec-bf16-a/checkpoints/step-00000032.safetensors" "$WORK/prec-bf16-b/checkpoints/step-00000032.safetensors"
+    echo "bf16: same seed and np, byte-identical checkpoints"
+    cmp "$WORK/prec-fp32/checkpoints/step-00000032.safetensors" "$WORK/prec-sharded/checkpoints/step-00000032.safetensors"
+    echo "sharded optimizer at np 2: byte-identical to the unsharded one"
+    ! helpers same-tensors "$WORK/prec-fp32/checkpoints/step-00000032.safetensors" \
+        "$WORK/prec-bf16-a/checkpoints/step-00000032.safetensors" >/dev/null
+    # bf16 checkpoints are fp32 safetensors like any other, and resume exactly.
+    python3 "$CLIENTS" safetensors-dtypes "$WORK/prec-bf16-a/checkpoints/step-00000032.safetensors"
+    mpi 2 train "${args[@]}" --run-dir "$WORK/prec-bf16-c" --precision bf16 --max-steps 21 >/dev/null
+    mpi 2 train --resume "$WORK/prec-bf16-c" >/dev/null
+    cmp "$WORK/prec-bf16-a/checkpoints/step-00000032.safetensors" "$WORK/prec-bf16-c/checkpoints/step-00000032.safetensors"
+    echo "bf16: stopped at 21 and resumed, byte-identical at 32"
+    # The conv model on both kernel libraries.
+    for kernels in onednn openblas; do
+        mpi 2 train --data "$SMALL" --model conv --conv-channels 8,16 --epochs 1 --batch-size 64 --lr 3e-3 \
+            --kernels "$kernels" --run-dir "$WORK/prec-conv-$kernels" --verify-replicas >"$WORK/prec-conv-$kernels.out" 2>&1
+        helpers check-run "$WORK/prec-conv-$kernels" 1 203 2 12 12
     done
 }
 
@@ -480,6 +523,7 @@ run_test gaussian-likelihoods-npy gaussian_npy
 run_test kl-controls kl_controls
 run_test held-out-test-set held_out_test_set
 run_test bad-data bad_data
+run_test precision-and-sharding precision_and_sharding
 
 say "multi-rank tests: ${passed} passed, ${#failed[@]} failed${failed:+ (${failed[*]})}"
 [ ${#failed[@]} -eq 0 ] || exit 1

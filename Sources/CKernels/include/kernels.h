@@ -17,6 +17,11 @@ int ck_cpu_has_amx_bf16(void);
 // VCVTNEPS2BF16 and oneDNN do; NaN stays NaN).
 void ck_f32_to_bf16(const float *source, uint16_t *destination, size_t n);
 
+// bfloat16 to float (exact).
+void ck_bf16_to_f32(const uint16_t *source, float *destination, size_t n);
+// out[i] = bf16(Σ_{r < ranks} f32(blocks[r·n + i])): the sum in fp32, rank by rank in order, rounded once.
+void ck_sum_bf16_blocks(const uint16_t *blocks, size_t ranks, size_t n, uint16_t *out);
+
 // One Adam step (PyTorch's torch.optim.Adam semantics, see Adam.swift) over n
 // elements: g' = g·scale; m = m + (1−β1)(g' − m); v = β2·v + (1−β2)·g'²;
 // p −= stepSize · m / (√v · inverseBiasCorrection2Sqrt + ε).

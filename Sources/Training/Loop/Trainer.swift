@@ -68,7 +68,8 @@ public final class Trainer<Model: VariationalAutoencoder> {
             adam.learningRate = Float(configuration.learningRate)
             self.model = model
             optimizer = DataParallelOptimizer(model: model, layout: layout, adam: adam, termCount: termCount,
-                                              communicator: communicator, sharded: configuration.shardOptimizer)
+                                              communicator: communicator, sharded: configuration.shardOptimizer,
+                                              gradientPrecision: configuration.gradientPrecision)
         } else {
             // Rank 0 draws the initial parameters; everyone starts from its copy.
             var model = options.makeModel(for: image, seed: configuration.seed)
@@ -80,7 +81,8 @@ public final class Trainer<Model: VariationalAutoencoder> {
             optimizer = DataParallelOptimizer(
                 model: model, layout: layout,
                 adam: Adam(parameterCount: layout.count, learningRate: Float(configuration.learningRate)),
-                termCount: termCount, communicator: communicator, sharded: configuration.shardOptimizer)
+                termCount: termCount, communicator: communicator, sharded: configuration.shardOptimizer,
+                gradientPrecision: configuration.gradientPrecision)
         }
         // The steps' parameter gradients go straight into the optimizer's buffer.
         var backend = backend

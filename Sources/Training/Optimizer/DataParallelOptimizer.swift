@@ -23,6 +23,13 @@ import VAEModel
 /// allreduce the count, terms and flag), each rank updates its slice and holds
 /// Adam's moments for it only, and an allgather of the updated slices gives
 /// every rank all parameters. Replicas stay bit-identical.
+///
+/// With bf16 gradients (`--gradient-precision bf16`, for slow networks: half
+/// the bytes): each rank rounds its gradient sum to bf16 and sends slice r to
+/// rank r (an alltoall); each rank adds the np contributions to its slice in
+/// fp32, in rank order, and rounds the sum to bf16 once; an allgather of the
+/// summed slices (or, sharded, none) completes the reduction. The count, terms
+/// and flag stay exact in a small fp32 allreduce.
 public final class DataParallelOptimizer {
     public let layout: ParameterLayout
     let communicator: Communicator
@@ -40,6 +47,11 @@ public final class DataParallelOptimizer {
     private let sliceStart: Int
     private var flatParameters: [Float] = []
     private var gradientSlice: [Float] = []
+    /// The number format of the exchanged gradient, and its bf16 buffers:
+    /// np padded slices of `sliceLength` to send, to receive, and all summed slices.
+    public let gradientPrecision: Precision
+    private let sliceLength: Int
+    private var send16: [UInt16] = [], receive16: [UInt16] = [], summed16: [UInt16] = []
 
     /// The sums every rank holds after a step's reduction.
     public struct ReducedStep {
@@ -52,7 +64,8 @@ public final class DataParallelOptimizer {
     /// `adam` holds the moments of all parameters (new, or from a
     /// checkpoint); sharded, this rank keeps its slice of them.
     public init<Model: ParameterWalking>(model: Model, layout: ParameterLayout, adam: Adam, termCount: Int,
-                                         communicator: Communicator, sharded: Bool = false) {
+                                         communicator: Communicator, sharded: Bool = false,
+                                         gradientPrecision: Precision = .fp32) {
         precondition(adam.firstMoment.count == layout.count, "optimizer state does not match the parameter layout")
         self.layout = layout
         self.termCount = termCount
@@ -62,11 +75,21 @@ public final class DataParallelOptimizer {
         buffer = .allocate(capacity: bufferCount)
         buffer.initialize(repeating: 0, count: bufferCount)
         sink = GradientSink(buffer: buffer)
-        blocks = communicator.evenBlocks(layout.count)
-        sliceStart = blocks[..<communicator.rank].reduce(0, +)
+        // Slices of equal length (the last ones shorter), as the bf16 exchange's alltoall needs.
+        let np = communicator.size
+        let sliceLength = (layout.count + np - 1) / np
+        self.sliceLength = sliceLength
+        blocks = (0..<np).map { r in min(sliceLength, max(0, layout.count - r * sliceLength)) }
+        sliceStart = communicator.rank * sliceLength
+        self.gradientPrecision = gradientPrecision
+        if gradientPrecision == .bf16 {
+            send16 = [UInt16](repeating: 0, count: sliceLength * np)
+            receive16 = send16
+            summed16 = send16
+        }
         var adam = adam
         if sharded {
-            let slice = sliceStart ..< sliceStart + blocks[communicator.rank]
+            let slice = min(sliceStart, layout.count) ..< min(sliceStart, layout.count) + blocks[communicator.rank]
             adam.firstMoment = Array(adam.firstMoment[slice])
             adam.secondMoment = Array(adam.secondMoment[slice])
             flatParameters = model.flattened(layout: layout)
@@ -113,7 +136,10 @@ public final class DataParallelOptimizer {
         }
         clock.lap(.pack)
 
-        if sharded {
+        if gradientPrecision == .bf16 {
+            try exchangeBF16(gradient: buffer)
+            try communicator.allreduceSum(UnsafeMutableBufferPointer(start: meta, count: termCount + 2))
+        } else if sharded {
             let blocks = self.blocks
             try gradientSlice.withUnsafeMutableBufferPointer { slice in
                 try communicator.reduceScatterSum(UnsafeBufferPointer(start: buffer, count: p), into: slice, counts: blocks)
@@ -134,7 +160,8 @@ public final class DataParallelOptimizer {
             let count = blocks[communicator.rank]
             flatParameters.withUnsafeMutableBufferPointer { flat in
                 gradientSlice.withUnsafeBufferPointer { g in
-                    adam.update(parameters: flat.baseAddress! + sliceStart, gradient: g.baseAddress!, count: count,
+                    adam.update(parameters: flat.baseAddress! + min(sliceStart, layout.count), gradient: g.baseAddress!,
+                                count: count,
                                 gradientScale: 1 / total)
                 }
             }
@@ -151,6 +178,32 @@ public final class DataParallelOptimizer {
         return reduced
     }
 
+    /// The bf16 gradient exchange: the reduced gradient lands in `gradient`
+    /// (all of it), or, sharded, this rank's slice in `gradientSlice`.
+    private func exchangeBF16(gradient: UnsafeMutablePointer<Float>) throws {
+        let (p, np, s, rank) = (layout.count, communicator.size, sliceLength, communicator.rank)
+        send16.withUnsafeMutableBufferPointer { BFloat16Buffers.round(gradient, into: $0.baseAddress!, count: p) }
+        try send16.withUnsafeBytes { send in
+            try receive16.withUnsafeMutableBytes { try communicator.alltoall(send, $0, blockBytes: 2 * s) }
+        }
+        receive16.withUnsafeBufferPointer { received in
+            summed16.withUnsafeMutableBufferPointer { summed in
+                BFloat16Buffers.sumBlocks(received.baseAddress!, ranks: np, count: s, into: summed.baseAddress! + rank * s)
+            }
+        }
+        if sharded {
+            let count = blocks[rank]
+            summed16.withUnsafeBufferPointer { summed in
+                gradientSlice.withUnsafeMutableBufferPointer {
+                    if count > 0 { BFloat16Buffers.widen(summed.baseAddress! + rank * s, into: $0.baseAddress!, count: count) }
+                }
+            }
+            return
+        }
+        try summed16.withUnsafeMutableBytes { try communicator.allgather($0, blockBytes: 2 * s) }
+        summed16.withUnsafeBufferPointer { BFloat16Buffers.widen($0.baseAddress!, into: gradient, count: p) }
+    }
+
     /// Adam's state over all parameters, for a checkpoint. Sharded, the
     /// moments are gathered from every rank: a collective, every rank calls it.
     public func gatheredState() throws -> Adam {
@@ -158,7 +211,8 @@ public final class DataParallelOptimizer {
         var full = adam
         for moments in [\Adam.firstMoment, \Adam.secondMoment] {
             var all = [Float](repeating: 0, count: layout.count)
-            all.replaceSubrange(sliceStart ..< sliceStart + blocks[communicator.rank], with: adam[keyPath: moments])
+            let start = min(sliceStart, layout.count)
+            all.replaceSubrange(start ..< start + blocks[communicator.rank], with: adam[keyPath: moments])
             try all.withUnsafeMutableBufferPointer { try communicator.allgather($0, counts: blocks) }
             full[keyPath: moments] = all
         }

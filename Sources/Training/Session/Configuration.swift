@@ -38,6 +38,9 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
     /// Shard Adam over the ranks (ZeRO stage 1) instead of every rank taking
     /// the whole step.
     public var shardOptimizer = false
+    /// The number format of the gradients the ranks exchange (bf16: half the
+    /// bytes, for slow networks).
+    public var gradientPrecision = Precision.fp32
 
     public init() {}
 
@@ -62,6 +65,7 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         kernels = try c.decodeIfPresent(KernelLibrary.self, forKey: .kernels) ?? .openblas
         precision = try c.decodeIfPresent(Precision.self, forKey: .precision) ?? .fp32
         shardOptimizer = try c.decodeIfPresent(Bool.self, forKey: .shardOptimizer) ?? false
+        gradientPrecision = try c.decodeIfPresent(Precision.self, forKey: .gradientPrecision) ?? .fp32
     }
 
     /// The configuration a resumed run starts from: the checkpoint's, in its

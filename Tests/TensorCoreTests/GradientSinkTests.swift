@@ -1,0 +1,72 @@
+import _Differentiation
+import XCTest
+import TestSupport
+@testable import TensorCore
+
+struct SinkTestParameters: Differentiable {
+    var w1, b1, w2, b2: Tensor
+}
+
+/// Gradients written straight into a flat buffer equal the ones autodiff returns.
+final class GradientSinkTests: XCTestCase {
+    func testLinearAndConvolutionGradientsLandInTheBuffer() {
+        for backend0 in [cpu, try! Backend(library: .openblas)] {
+            let x = randomTensor([4, 5, 6, 2], seed: 1)
+            let w1 = randomTensor([3, 2, 3, 3], seed: 2), b1 = randomTensor([3], seed: 3)
+            let w2 = randomTensor([7, 27], seed: 4), b2 = randomTensor([7], seed: 5)
+            @differentiable(reverse, wrt: p)
+            func loss(_ p: SinkTestParameters, on backend: Backend) -> Float {
+                let h = conv2dReLU(x, weight: p.w1, bias: p.b1, stride: 2, padding: 1, on: backend)  // (4, 3, 3, 3)
+                return sum(linearReLU(h.reshaped([4, 27]), weight: p.w2, bias: p.b2, on: backend))
+            }
+            let point = SinkTestParameters(w1: w1, b1: b1, w2: w2, b2: b2)
+            let expected = gradient(at: point) { loss($0, on: backend0) }
+            let parameters = [w1, b1, w2, b2]
+            let offsets = [0, 54, 57, 246]
+            var buffer = [Float](repeating: .nan, count: 253)
+            buffer.withUnsafeMutableBufferPointer { flat in
+                let sink = GradientSink(buffer: flat.baseAddress!)
+                var backend = backend0
+                backend.gradientSink = sink
+                sink.begin(parameters: parameters, offsets: offsets)
+                let returned = gradient(at: point) { loss($0, on: backend) }
+                sink.complete(with: [returned.w1, returned.b1, returned.w2, returned.b2])
+                XCTAssertFalse(sink.nonFinite)
+            }
+            let flatExpected = [expected.w1, expected.b1, expected.w2, expected.b2].flatMap(\.scalars)
+            XCTAssertEqual(flatExpected.count, 253)
+            for i in 0..<253 {
+                XCTAssertEqual(buffer[i], flatExpected[i], accuracy: 1e-5 * max(1, abs(flatExpected[i])), "\(backend0.library) [\(i)]")
+            }
+        }
+    }
+
+    func testUnwrittenSlotsAreZeroedAndNonFiniteIsSeen() {
+        var buffer = [Float](repeating: 7, count: 6)
+        buffer.withUnsafeMutableBufferPointer { flat in
+            let sink = GradientSink(buffer: flat.baseAddress!)
+            let a = Tensor(shape: [2], scalars: [1, 2]), b = Tensor(shape: [4], scalars: [1, 2, 3, 4])
+            sink.begin(parameters: [a, b], offsets: [0, 2])
+            sink.complete(with: [.zero, Tensor(shape: [4], scalars: [1, .infinity, 3, 4])])
+            XCTAssertTrue(sink.nonFinite)
+        }
+        XCTAssertEqual(Array(buffer[0..<2]), [0, 0])
+        XCTAssertEqual(buffer[3], .infinity)
+    }
+
+    func testChannelPermutesAreInverseAndDifferentiable() {
+        for backend in [cpu, try! Backend(library: .openblas)] {
+            let x = randomTensor([2, 3, 4, 5], seed: 9)
+            let last = channelsLast(x, on: backend)
+            XCTAssertEqual(last.shape, [2, 4, 5, 3])
+            let (n, c, y, xx) = (1, 1, 2, 3)
+            let lastIndex: Int = ((n * 4 + y) * 5 + xx) * 3 + c
+            let firstIndex: Int = ((n * 3 + c) * 4 + y) * 5 + xx
+            XCTAssertEqual(last.scalars[lastIndex], x.scalars[firstIndex])
+            XCTAssertEqual(channelsFirst(last, on: backend), x)
+            let r = randomTensor([2, 4, 5, 3], seed: 10)
+            assertGradientMatchesFiniteDifferences(of: { sum(channelsLast($0, on: backend) * r) }, at: x, "channelsLast")
+            assertGradientMatchesFiniteDifferences(of: { sum(channelsFirst($0, on: backend) * x) }, at: r, "channelsFirst")
+        }
+    }
+}
