@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
-# Throughput of the two models on Fashion-MNIST at batch 128, at np 1 and 2
-# (and 4 when the machine has 4 cores), with the per-step breakdown from
-# `vae-mpi train --profile`: forward+backward split into GEMM, im2col/col2im
-# and elementwise work, allreduce, optimizer, other. Runs alternate between
-# world sizes and repeat; the table shows medians (timings on shared machines
-# are noisy; compare figures from the same invocation).
+# Throughput of the two models on Fashion-MNIST at global batch 128, at np 1
+# and 2 (and 4 when the machine has 4 cores), in each precision, with the
+# per-step breakdown from `vae-mpi train --profile` (forward+backward split
+# into kernels, layout work and elementwise work; the reduction; Adam;
+# other). With PyTorch installed, PyTorch's configurations run in the same
+# rounds (`torch_vae.py --threads <cores>`: eager, --compile, --compile --bf16
+# for the MLP; eager and --bf16 for the conv model). Every round runs each
+# configuration once, in turn, so that the machine's drift (±20 % from minute
+# to minute here) hits all of them alike; the table shows medians.
 #
-#   scripts/bench.sh                       # mlp (400 steps) and conv (100 steps), 3 repeats
-#   MODELS=mlp STEPS=1000 REPEATS=5 scripts/bench.sh
-#   RANKS="1 2 4" scripts/bench.sh
-#   EXTRA="--hidden-dim 1024" MODELS=mlp scripts/bench.sh
+#   scripts/bench.sh                                   # both models, fp32 and bf16, 3 rounds
+#   MODELS=mlp PRECISION=bf16 REPEATS=5 scripts/bench.sh
+#   RANKS="1 2" STEPS=1000 TORCH=0 scripts/bench.sh    # TORCH=0: without PyTorch
+#   EXTRA="--shard-optimizer" MODELS=mlp scripts/bench.sh
+#   TORCH_VAE=/path/to/torch_vae.py scripts/bench.sh   # default: ../shared/bench/torch_vae.py
 source "$(dirname "$0")/common.sh"
 ensure_packages
 ensure_swift
 build_release
 
 read -r -a models <<<"${MODELS:-mlp conv}"
+read -r -a precisions <<<"${PRECISION:-fp32 bf16}"
 repeats=${REPEATS:-3}
 if [ -n "${RANKS:-}" ]; then
     read -r -a ranks <<<"$RANKS"
@@ -23,46 +28,94 @@ else
     ranks=(1 2)
     [ "$(cores)" -ge 4 ] && ranks+=(4)
 fi
+torch_vae=${TORCH_VAE:-$VAE_MPI_ROOT/../shared/bench/torch_vae.py}
+use_torch=
+if [ "${TORCH:-1}" != 0 ] && [ -f "$torch_vae" ] && python3 -c "import torch" 2>/dev/null; then
+    use_torch=1
+elif [ "${TORCH:-1}" != 0 ]; then
+    say "PyTorch comparison skipped: $( [ -f "$torch_vae" ] && echo "torch is not installed" || echo "no $torch_vae")"
+fi
 work=$(mktemp -d /tmp/vae-mpi-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
-for model in "${models[@]}"; do
-    if [ "$model" = conv ]; then steps=${STEPS:-100}; else steps=${STEPS:-400}; fi
-    say "vae-mpi benchmark: model $model, $steps steps per run, $repeats repeats, ranks ${ranks[*]}, $(cores) cores"
-    for ((r = 1; r <= repeats; r++)); do
-        for np in "${ranks[@]}"; do
-            mapfile -t flags < <(mpirun_flags "$np")
-            out="$work/out-$model-$np-$r"
-            timeout -k 10 1800 mpirun "${flags[@]}" --timeout 1780 -np "$np" "$BINARY" train --model "$model" \
-                --max-steps "$steps" --log-every "$steps" --profile --run-dir "$work/run" ${EXTRA:-} >"$out" 2>&1 ||
-                die "run failed: $(tail -5 "$out")"
-            grep '^PROFILE ' "$out" | sed "s/^PROFILE {/{\"model\": \"$model\", /" >>"$work/profiles.jsonl"
-            rm -rf "$work/run"
+steps_for() { if [ "$1" = conv ]; then echo "${STEPS:-100}"; else echo "${STEPS:-400}"; fi; }
+torch_configs() { if [ "$1" = conv ]; then printf '%s\n' "eager" "--bf16"; else printf '%s\n' "eager" "--compile" "--compile --bf16"; fi; }
+
+say "benchmark: models ${models[*]}, precisions ${precisions[*]}, ranks ${ranks[*]}, $repeats rounds, $(cores) cores${use_torch:+, with PyTorch}"
+for ((r = 1; r <= repeats; r++)); do
+    for model in "${models[@]}"; do
+        steps=$(steps_for "$model")
+        for precision in "${precisions[@]}"; do
+            for np in "${ranks[@]}"; do
+                mapfile -t flags < <(mpirun_flags "$np")
+                out="$work/out-$model-$precision-$np-$r"
+                timeout -k 10 1800 mpirun "${flags[@]}" --timeout 1780 -np "$np" "$BINARY" train --model "$model" \
+                    --precision "$precision" --max-steps "$steps" --log-every "$steps" --profile --run-dir "$work/run" \
+                    ${EXTRA:-} >"$out" 2>&1 || die "run failed: $(tail -5 "$out")"
+                grep '^PROFILE ' "$out" | sed "s/^PROFILE {/{\"model\": \"$model\", \"precision\": \"$precision\", /" \
+                    >>"$work/profiles.jsonl"
+                rm -rf "$work/run"
+            done
         done
+        if [ -n "$use_torch" ]; then
+            while read -r config; do
+                args=()
+                [ "$config" != eager ] && read -r -a args <<<"$config"
+                out="$work/torch-$model-${config// /}-$r"
+                timeout -k 10 1800 python3 "$torch_vae" --model "$model" --threads "$(cores)" --max-steps "$steps" \
+                    "${args[@]}" >"$out" 2>&1 || die "PyTorch run failed: $(tail -5 "$out")"
+                grep '^RESULT ' "$out" | sed "s/^RESULT {/{\"config\": \"$config\", /" >>"$work/torch.jsonl"
+            done < <(torch_configs "$model")
+        fi
     done
 done
 
-python3 - "$work/profiles.jsonl" <<'PY'
-import json, statistics, sys
+python3 - "$work/profiles.jsonl" "$work/torch.jsonl" <<'PY'
+import json, os, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-keys = ["forward_backward_ms", "gemm_ms", "im2col_ms", "elementwise_ms", "allreduce_ms", "optimizer_ms",
+torch = [json.loads(l) for l in open(sys.argv[2])] if os.path.exists(sys.argv[2]) else []
+keys = ["forward_backward_ms", "gemm_ms", "layout_ms", "elementwise_ms", "allreduce_ms", "optimizer_ms",
         "other_ms", "step_ms", "samples_per_s"]
-print(f"{'model':>5} {'ranks':>5} {'samples/s':>10} {'speedup':>8} {'step ms':>8} {'fwd+bwd':>8} {'GEMM':>7} "
-      f"{'im2col':>7} {'eltwise':>7} {'allred':>7} {'adam':>6} {'other':>6} {'step/GEMM':>9}   runs (samples/s)")
+print(f"{'model':>5} {'prec':>4} {'ranks':>5} {'samples/s':>10} {'speedup':>8} {'step ms':>8} {'fwd+bwd':>8} {'kernels':>7} "
+      f"{'layout':>7} {'eltwise':>7} {'reduce':>7} {'adam':>6} {'other':>6}   runs (samples/s)")
+best_torch = {}
 for model in dict.fromkeys(r["model"] for r in rows):
-    by = {}
-    for r in rows:
-        if r["model"] == model:
-            by.setdefault(r["ranks"], []).append(r)
-    med = {np: {k: statistics.median(r[k] for r in rs) for k in keys} for np, rs in by.items()}
-    base = med.get(1, {}).get("samples_per_s")
-    for np in sorted(med):
-        m = med[np]
-        speed = f"{m['samples_per_s'] / base:.2f}x" if base else "-"
-        runs = " ".join(f"{r['samples_per_s']:.0f}" for r in by[np])
-        print(f"{model:>5} {np:>5} {m['samples_per_s']:>10.0f} {speed:>8} {m['step_ms']:>8.3f} "
-              f"{m['forward_backward_ms']:>8.3f} {m['gemm_ms']:>7.3f} {m['im2col_ms']:>7.3f} {m['elementwise_ms']:>7.3f} "
-              f"{m['allreduce_ms']:>7.3f} {m['optimizer_ms']:>6.3f} {m['other_ms']:>6.3f} {m['step_ms'] / m['gemm_ms']:>9.2f}   {runs}")
-print("(medians; ms per step and rank; eltwise = forward+backward minus GEMM and im2col/col2im;\n"
-      " other = batch assembly, noise, gradient packing; speedup = samples/s over np=1 of that model)")
+    for precision in dict.fromkeys(r["precision"] for r in rows):
+        by = {}
+        for r in rows:
+            if r["model"] == model and r["precision"] == precision:
+                by.setdefault(r["ranks"], []).append(r)
+        med = {np: {k: statistics.median(r[k] for r in rs) for k in keys} for np, rs in by.items()}
+        base = med.get(1, {}).get("samples_per_s")
+        for np in sorted(med):
+            m = med[np]
+            speed = f"{m['samples_per_s'] / base:.2f}x" if base else "-"
+            runs = " ".join(f"{r['samples_per_s']:.0f}" for r in by[np])
+            print(f"{model:>5} {precision:>4} {np:>5} {m['samples_per_s']:>10.0f} {speed:>8} {m['step_ms']:>8.3f} "
+                  f"{m['forward_backward_ms']:>8.3f} {m['gemm_ms']:>7.3f} {m['layout_ms']:>7.3f} {m['elementwise_ms']:>7.3f} "
+                  f"{m['allreduce_ms']:>7.3f} {m['optimizer_ms']:>6.3f} {m['other_ms']:>6.3f}   {runs}")
+print("(medians; ms per step and rank; kernels = GEMM and convolution kernels; layout = reorders, bf16 rounding,\n"
+      " im2col; eltwise = the rest of forward+backward; reduce = the step's collectives, waiting for slower ranks\n"
+      " included; other = batch, noise, gradient completion; speedup = samples/s over np=1 of that model and precision)")
+if torch:
+    print()
+    print(f"{'model':>5} {'PyTorch configuration':>24} {'threads':>7} {'samples/s':>10}   runs")
+    for model in dict.fromkeys(t["model"] for t in torch):
+        for config in dict.fromkeys(t["config"] for t in torch if t["model"] == model):
+            runs = [t["epochs"][0]["samples_per_s"] for t in torch if t["model"] == model and t["config"] == config]
+            m = statistics.median(runs)
+            kind = "bf16" if "bf16" in config else "fp32"
+            best_torch[(model, kind)] = max(best_torch.get((model, kind), 0), m)
+            best_torch[(model, "any")] = max(best_torch.get((model, "any"), 0), m)
+            print(f"{model:>5} {config:>24} {torch[0]['threads']:>7} {m:>10.0f}   " + " ".join(f"{v:.0f}" for v in runs))
+    print()
+    print("vae-mpi against PyTorch's best configuration of the same model (medians of the same rounds):")
+    for model in dict.fromkeys(r["model"] for r in rows):
+        for precision in dict.fromkeys(r["precision"] for r in rows):
+            for np in sorted({r["ranks"] for r in rows if r["model"] == model and r["precision"] == precision}):
+                ours = statistics.median(r["samples_per_s"] for r in rows
+                                         if r["model"] == model and r["precision"] == precision and r["ranks"] == np)
+                against = [("best fp32", best_torch.get((model, "fp32"))), ("best overall", best_torch.get((model, "any")))]
+                print(f"  {model} {precision} np={np}: {ours:.0f} samples/s = "
+                      + ", ".join(f"{ours / v:.2f}x PyTorch's {name}" for name, v in against if v))
 PY

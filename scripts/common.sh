@@ -8,7 +8,7 @@ VAE_MPI_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BINARY="$VAE_MPI_ROOT/.build/release/vae-mpi"
 
 # C libraries and tools from Debian, and the default dataset.
-APT_PACKAGES=(pkg-config libopenblas-dev libopenmpi-dev openmpi-bin zlib1g-dev libpng-dev dataset-fashion-mnist)
+APT_PACKAGES=(pkg-config libopenblas-dev libdnnl-dev libopenmpi-dev openmpi-bin zlib1g-dev libpng-dev dataset-fashion-mnist)
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -22,7 +22,7 @@ missing_packages() {
 
 ensure_packages() {
     command -v dpkg-query >/dev/null || {
-        say "not a Debian/Ubuntu system: install Open MPI, OpenBLAS, zlib and libpng development files yourself"
+        say "not a Debian/Ubuntu system: install Open MPI, OpenBLAS, oneDNN, zlib and libpng development files yourself"
         return 0
     }
     local missing

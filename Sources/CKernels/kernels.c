@@ -312,3 +312,49 @@ void ck_sum_bf16_blocks(const uint16_t *restrict blocks, size_t ranks, size_t n,
         ck_f32_to_bf16(sums, out + i0, m);
     }
 }
+
+static void adam_bf16_portable(float *restrict p, const uint16_t *restrict g, float *restrict m, float *restrict v,
+                               size_t n, ck_adam_constants c) {
+    enum { CHUNK = 512 };
+    float wide[CHUNK];
+    for (size_t i0 = 0; i0 < n; i0 += CHUNK) {
+        size_t k = n - i0 < CHUNK ? n - i0 : CHUNK;
+        for (size_t i = 0; i < k; i++) wide[i] = bf16_widen(g[i0 + i]);
+        adam_portable(p + i0, wide, m + i0, v + i0, k, c);
+    }
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f")))
+static void adam_bf16_avx512(float *restrict p, const uint16_t *restrict g, float *restrict m, float *restrict v,
+                             size_t n, ck_adam_constants c) {
+    const __m512 scale = _mm512_set1_ps(c.gradient_scale), omb1 = _mm512_set1_ps(c.one_minus_beta1);
+    const __m512 b2 = _mm512_set1_ps(c.beta2), omb2 = _mm512_set1_ps(c.one_minus_beta2);
+    const __m512 step = _mm512_set1_ps(c.step_size), ibc2 = _mm512_set1_ps(c.inverse_bias_correction2_sqrt);
+    const __m512 eps = _mm512_set1_ps(c.epsilon);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512i h = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(g + i)));
+        __m512 gi = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_slli_epi32(h, 16)), scale);
+        __m512 mo = _mm512_loadu_ps(m + i), vo = _mm512_loadu_ps(v + i);
+        __m512 mi = _mm512_add_ps(mo, _mm512_mul_ps(omb1, _mm512_sub_ps(gi, mo)));
+        __m512 vi = _mm512_add_ps(_mm512_mul_ps(vo, b2), _mm512_mul_ps(_mm512_mul_ps(omb2, gi), gi));
+        _mm512_storeu_ps(m + i, mi);
+        _mm512_storeu_ps(v + i, vi);
+        __m512 denominator = _mm512_add_ps(_mm512_mul_ps(_mm512_sqrt_ps(vi), ibc2), eps);
+        __m512 update = _mm512_mul_ps(step, _mm512_div_ps(mi, denominator));
+        _mm512_storeu_ps(p + i, _mm512_sub_ps(_mm512_loadu_ps(p + i), update));
+    }
+    adam_bf16_portable(p + i, g + i, m + i, v + i, n - i, c);
+}
+#endif
+
+void ck_adam_update_bf16_gradient(float *p, const uint16_t *g, float *m, float *v, size_t n, ck_adam_constants c) {
+#if defined(__x86_64__)
+    if (ck_cpu_has_avx512f()) {
+        adam_bf16_avx512(p, g, m, v, n, c);
+        return;
+    }
+#endif
+    adam_bf16_portable(p, g, m, v, n, c);
+}

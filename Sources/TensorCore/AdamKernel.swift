@@ -30,6 +30,19 @@ public enum AdamKernel {
     }
 }
 
+extension AdamKernel {
+    /// The same update with a bf16 gradient (widened exactly on the fly).
+    public static func apply(parameters p: UnsafeMutablePointer<Float>, bf16Gradient g: UnsafePointer<UInt16>,
+                             m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, count: Int, _ c: Constants) {
+        ck_adam_update_bf16_gradient(p, g, m, v, count,
+                                     ck_adam_constants(gradient_scale: c.gradientScale, one_minus_beta1: c.oneMinusBeta1,
+                                                       beta2: c.beta2, one_minus_beta2: c.oneMinusBeta2,
+                                                       step_size: c.stepSize,
+                                                       inverse_bias_correction2_sqrt: c.inverseBiasCorrection2Sqrt,
+                                                       epsilon: c.epsilon))
+    }
+}
+
 /// 1 if any of `count` floats is infinite or NaN.
 public func anyNonFinite(_ x: UnsafePointer<Float>, count: Int) -> Bool {
     ck_any_non_finite(x, count) != 0

@@ -58,8 +58,30 @@ public struct Adam: Sendable {
         _ model: inout Model, gradient: UnsafeBufferPointer<Float>,
         gradientScale: Float, layout: ParameterLayout
     ) {
-        precondition(gradient.count >= layout.count && firstMoment.count == layout.count,
-                     "Adam: buffers do not match the parameter layout")
+        precondition(gradient.count >= layout.count, "Adam: the gradient does not match the parameter layout")
+        update(&model, gradientScale: gradientScale, layout: layout) { p, offset, m, v, count, constants in
+            AdamKernel.apply(parameters: p, gradient: gradient.baseAddress! + offset, m: m, v: v, count: count, constants)
+        }
+    }
+
+    /// The same with a bf16 gradient.
+    public mutating func update<Model: ParameterWalking>(
+        _ model: inout Model, bf16Gradient gradient: UnsafeBufferPointer<UInt16>,
+        gradientScale: Float, layout: ParameterLayout
+    ) {
+        precondition(gradient.count >= layout.count, "Adam: the gradient does not match the parameter layout")
+        update(&model, gradientScale: gradientScale, layout: layout) { p, offset, m, v, count, constants in
+            AdamKernel.apply(parameters: p, bf16Gradient: gradient.baseAddress! + offset, m: m, v: v, count: count,
+                             constants)
+        }
+    }
+
+    private mutating func update<Model: ParameterWalking>(
+        _ model: inout Model, gradientScale: Float, layout: ParameterLayout,
+        kernel: (UnsafeMutablePointer<Float>, Int, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, Int,
+                 AdamKernel.Constants) -> Void
+    ) {
+        precondition(firstMoment.count == layout.count, "Adam: the moments do not match the parameter layout")
         let constants = nextStep(gradientScale: gradientScale)
         firstMoment.withUnsafeMutableBufferPointer { m in
             secondMoment.withUnsafeMutableBufferPointer { v in
@@ -69,8 +91,7 @@ public struct Adam: Sendable {
                     index += 1
                     tensor.scalars.withUnsafeMutableBufferPointer { p in
                         guard let base = p.baseAddress else { return }
-                        AdamKernel.apply(parameters: base, gradient: gradient.baseAddress! + offset,
-                                         m: m.baseAddress! + offset, v: v.baseAddress! + offset, count: p.count, constants)
+                        kernel(base, offset, m.baseAddress! + offset, v.baseAddress! + offset, p.count, constants)
                     }
                 }
             }

@@ -31,6 +31,9 @@ typedef struct {
     float gradient_scale, one_minus_beta1, beta2, one_minus_beta2, step_size, inverse_bias_correction2_sqrt, epsilon;
 } ck_adam_constants;
 void ck_adam_update(float *parameters, const float *gradient, float *m, float *v, size_t n, ck_adam_constants c);
+// The same step with a bf16 gradient (widened exactly on the fly).
+void ck_adam_update_bf16_gradient(float *parameters, const uint16_t *gradient, float *m, float *v, size_t n,
+                                  ck_adam_constants c);
 
 // Layout and elementwise kernels of the channels-last convolutions.
 // For each of `batch` row-major (rows × cols) matrices: dst = srcᵀ.

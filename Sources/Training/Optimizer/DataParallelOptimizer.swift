@@ -170,6 +170,11 @@ public final class DataParallelOptimizer {
             clock.lap(.reduction)
             flatParameters.withUnsafeBufferPointer { model.copy(from: $0, layout: layout) }
             clock.lap(.update)
+        } else if gradientPrecision == .bf16 {
+            summed16.withUnsafeBufferPointer {
+                adam.update(&model, bf16Gradient: $0, gradientScale: 1 / total, layout: layout)
+            }
+            clock.lap(.update)
         } else {
             adam.update(&model, gradient: UnsafeBufferPointer(start: buffer, count: p), gradientScale: 1 / total,
                         layout: layout)
@@ -178,8 +183,8 @@ public final class DataParallelOptimizer {
         return reduced
     }
 
-    /// The bf16 gradient exchange: the reduced gradient lands in `gradient`
-    /// (all of it), or, sharded, this rank's slice in `gradientSlice`.
+    /// The bf16 gradient exchange: the reduced gradient lands in `summed16`
+    /// (all of it, in bf16), or, sharded, this rank's slice in `gradientSlice`.
     private func exchangeBF16(gradient: UnsafeMutablePointer<Float>) throws {
         let (p, np, s, rank) = (layout.count, communicator.size, sliceLength, communicator.rank)
         send16.withUnsafeMutableBufferPointer { BFloat16Buffers.round(gradient, into: $0.baseAddress!, count: p) }
@@ -200,8 +205,8 @@ public final class DataParallelOptimizer {
             }
             return
         }
+        // The whole reduced gradient, in bf16: Adam reads it as it is.
         try summed16.withUnsafeMutableBytes { try communicator.allgather($0, blockBytes: 2 * s) }
-        summed16.withUnsafeBufferPointer { BFloat16Buffers.widen($0.baseAddress!, into: gradient, count: p) }
     }
 
     /// Adam's state over all parameters, for a checkpoint. Sharded, the
