@@ -36,6 +36,12 @@ let package = Package(
                        providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CPNG", pkgConfig: "libpng",
                        providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(name: "CTurboJPEG", pkgConfig: "libturbojpeg",
+                       providers: [.apt(["libturbojpeg0-dev"])]),
+        // Image decoding in C: libpng's full API needs setjmp, which Swift cannot call.
+        .target(name: "CImageCodecs", dependencies: ["CPNG", "CTurboJPEG"],
+                cSettings: [.unsafeFlags(["-O2"])],
+                linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("turbojpeg")]),
 
         .systemLibrary(name: "CDNNL", providers: [.apt(["libdnnl-dev"])]),
 
@@ -50,7 +56,7 @@ let package = Package(
         .target(name: "TensorCore", dependencies: ["CBLAS", "CDNNL", "CKernels", "CFloatControl"],
                 swiftSettings: kernelSettings),
         .target(name: "VAEModel", dependencies: ["TensorCore"], swiftSettings: kernelSettings),
-        .target(name: "Imaging", dependencies: ["CPNG"]),
+        .target(name: "Imaging", dependencies: ["CPNG", "CImageCodecs"]),
         .target(name: "Datasets", dependencies: ["TensorCore", "Imaging", "CZlib"]),
         .target(name: "Collectives"),
         .target(name: "MPICollectives", dependencies: ["Collectives", "CMPI"]),

@@ -8,7 +8,7 @@ VAE_MPI_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BINARY="$VAE_MPI_ROOT/.build/release/vae-mpi"
 
 # C libraries and tools from Debian, and the default dataset.
-APT_PACKAGES=(pkg-config libopenblas-dev libdnnl-dev libopenmpi-dev openmpi-bin zlib1g-dev libpng-dev dataset-fashion-mnist)
+APT_PACKAGES=(pkg-config libopenblas-dev libdnnl-dev libopenmpi-dev openmpi-bin zlib1g-dev libpng-dev libturbojpeg0-dev dataset-fashion-mnist)
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -22,7 +22,7 @@ missing_packages() {
 
 ensure_packages() {
     command -v dpkg-query >/dev/null || {
-        say "not a Debian/Ubuntu system: install Open MPI, OpenBLAS, oneDNN, zlib and libpng development files yourself"
+        say "not a Debian/Ubuntu system: install Open MPI, OpenBLAS, oneDNN, zlib, libpng and libjpeg-turbo (TurboJPEG) development files yourself"
         return 0
     }
     local missing
@@ -49,13 +49,15 @@ ensure_swift() {
     command -v swift >/dev/null || die "no Swift toolchain: install Swift 6 from https://swift.org/install and put it on PATH"
 }
 
-# Python packages the tests use to read vae-mpi's files with their usual clients.
+# Python packages the tests use to read vae-mpi's files with their usual
+# clients (and Pillow, to check decoded images). MODULE=PACKAGE when the
+# two names differ (PIL=pillow).
 ensure_python_packages() {
     local need=()
     local spec module
     for spec in "$@"; do
         module=${spec%%=*}
-        python3 -c "import ${module}" 2>/dev/null || need+=("$spec")
+        python3 -c "import ${module}" 2>/dev/null || need+=("${spec#*=}")
     done
     [ ${#need[@]} -eq 0 ] && return 0
     say "pip installing: ${need[*]}"

@@ -1,8 +1,12 @@
+import Foundation
+import TensorCore
+
 /// Where a run's images come from, as a value: a dataset directory (IDX or
-/// NPY files, see `DatasetDirectory`), explicit files (which override the
-/// directory's), and, when there is no test file, a seeded fraction of the
-/// training images held out as the test set. It loads both sets together
-/// with the names of their classes.
+/// NPY files, see `DatasetDirectory`, or a folder of PNG and JPEG images,
+/// see `ImageFolder`), explicit files (which override the directory's),
+/// and, when there is no test file, a seeded fraction of the training
+/// images held out as the test set. It loads both sets together with the
+/// names of their classes.
 public struct DataSource: Codable, Equatable, Sendable {
     /// A dataset directory.
     public var directory: String?
@@ -16,6 +20,17 @@ public struct DataSource: Codable, Equatable, Sendable {
     public var testFraction: Double?
     /// Names of the classes 0…K−1, when the data set says (legends, outputs).
     public var classNames: [String]?
+    /// Image folders: the channels to decode to (nil: 1 when every image is
+    /// gray, 3 otherwise), the size (H, W) to resize to, the central S×S to
+    /// crop first, and whether unreadable images are skipped (and listed)
+    /// rather than an error.
+    public var channels: Int?
+    public var imageSize: [Int]?
+    public var centerCrop: Int?
+    public var skipBadImages: Bool?
+
+    /// The test fraction of an image folder without a test folder.
+    public static let defaultImageTestFraction = 0.1
 
     public init(directory: String? = nil, trainImages: String? = nil, testImages: String? = nil,
                 trainLabels: String? = nil, testLabels: String? = nil, testFraction: Double? = nil,
@@ -39,23 +54,54 @@ public struct DataSource: Codable, Equatable, Sendable {
     /// This source with its files replaced by another directory's (keeping
     /// the hold-out and, if `keepingClassNames`, the class names).
     public func reading(directory: String, keepingClassNames: Bool = true) -> DataSource {
-        DataSource(directory: directory, testFraction: testFraction, classNames: keepingClassNames ? classNames : nil)
+        var source = DataSource(directory: directory, testFraction: testFraction,
+                                classNames: keepingClassNames ? classNames : nil)
+        source.channels = channels
+        source.imageSize = imageSize
+        source.centerCrop = centerCrop
+        source.skipBadImages = skipBadImages
+        return source
     }
 
-    /// The files to read: explicit ones first, then the directory's.
-    func resolvedFiles() throws -> (trainImages: String, testImages: String?, trainLabels: String?, testLabels: String?) {
+    /// Whether the images come from a folder of PNG and JPEG files.
+    public var isImageFolder: Bool {
+        trainImages == nil && directory.map(ImageFolder.holdsImages) == true
+    }
+
+    /// The files to read: explicit ones first, then the directory's (and its class names).
+    func resolvedFiles() throws -> (trainImages: String, testImages: String?, trainLabels: String?, testLabels: String?,
+                                    classNames: [String]?) {
         if let trainImages {
-            return (trainImages, testImages, trainLabels, testLabels)
+            return (trainImages, testImages, trainLabels, testLabels, classNames)
         }
         guard let directory else { throw DataSourceError.noTrainingImages }
         let found = try DatasetDirectory(directory)
         return (found.trainImages, testImages ?? found.testImages, trainLabels ?? found.trainLabels,
-                testLabels ?? found.testLabels)
+                testLabels ?? found.testLabels, classNames ?? found.classNames)
     }
 
-    /// Reads the training and test sets. `seed` keys the held-out fraction.
-    /// Checks that the two sets agree in image shape.
+    /// Reads the training and test sets in full. `seed` keys the held-out
+    /// fraction. Checks that the two sets agree in image shape.
     public func load(seed: UInt64) throws -> DataSplits {
+        let prepared = try prepare(seed: seed)
+        let train = try prepared.load(.train)
+        let test = try prepared.load(.test)
+        return DataSplits(train: train.images, test: test.images, classNames: prepared.classNames,
+                          testIsHeldOut: prepared.testIsHeldOut, bad: prepared.bad + train.bad + test.bad)
+    }
+
+    /// One split's images (the held-out part when the test set is held out).
+    public func load(_ split: DataSplit, seed: UInt64) throws -> ImageSet {
+        try prepare(seed: seed).load(split).images
+    }
+
+    /// Everything short of the pixels of an image folder: the files, their
+    /// headers and labels, the split, the decoding. IDX and NPY files are
+    /// read whole here. Every rank does this; each then decodes only the
+    /// images it needs (`PreparedData.load`).
+    public func prepare(seed: UInt64) throws -> PreparedData {
+        try checkImageOptions()
+        if isImageFolder, let directory { return try prepareFolder(directory, seed: seed) }
         let files = try resolvedFiles()
         let train = try ImageSet.load(images: files.trainImages, labels: files.trainLabels)
         if let testPath = files.testImages {
@@ -68,17 +114,148 @@ public struct DataSource: Codable, Equatable, Sendable {
                     path: test.source,
                     detail: "test images are \(test.shape) but training images (\(train.source)) are \(train.shape)")
             }
-            return DataSplits(train: train, test: test, classNames: classNames, testIsHeldOut: false)
+            return PreparedData(train: .loaded(train), test: .loaded(test), shape: train.shape,
+                                classNames: files.classNames, testIsHeldOut: false)
         }
         guard let testFraction else { throw DataSourceError.noTestImages(trainFile: files.trainImages) }
         let split = train.holdingOut(fraction: testFraction, seed: seed)
-        return DataSplits(train: split.train, test: split.test, classNames: classNames, testIsHeldOut: true)
+        return PreparedData(train: .loaded(split.train), test: .loaded(split.test), shape: train.shape,
+                            classNames: files.classNames, testIsHeldOut: true)
     }
 
-    /// One split's images (the held-out part when the test set is held out).
-    public func load(_ split: DataSplit, seed: UInt64) throws -> ImageSet {
-        let splits = try load(seed: seed)
-        return split == .test ? splits.test : splits.train
+    /// The image-folder options apply to image folders only, and must make sense.
+    func checkImageOptions() throws {
+        let given = [channels.map { _ in "channels" }, imageSize.map { _ in "image size" },
+                     centerCrop.map { _ in "center crop" }, skipBadImages == true ? "skipping bad images" : nil]
+            .compactMap { $0 }
+        if !given.isEmpty && !isImageFolder {
+            throw DataSourceError.imageOptionWithoutImageFolder(option: given[0],
+                                                                 data: trainImages ?? directory ?? "the data")
+        }
+        if let channels, channels != 1 && channels != 3 { throw DataSourceError.invalidImageOption("channels must be 1 or 3, not \(channels)") }
+        if let imageSize, imageSize.count != 2 || imageSize.contains(where: { $0 < 1 || $0 > 1 << 14 }) {
+            throw DataSourceError.invalidImageOption("the image size is H,W with 1 ≤ H, W ≤ 16384, not \(imageSize)")
+        }
+        if let centerCrop, centerCrop < 1 || centerCrop > 1 << 14 {
+            throw DataSourceError.invalidImageOption("the center crop must be between 1 and 16384 pixels, not \(centerCrop)")
+        }
+    }
+
+    func prepareFolder(_ directory: String, seed: UInt64) throws -> PreparedData {
+        let skip = skipBadImages == true
+        let folder = try ImageFolder(scanning: directory, skippingBadImages: skip)
+        let size = imageSize.map { (height: $0[0], width: $0[1]) }
+        var train = folder.train, test: ImageFiles
+        var heldOut = false
+        if let folderTest = folder.test {
+            if let testFraction {
+                throw DataSourceError.testFractionWithTestFile(testFile: directory + "/test", fraction: testFraction)
+            }
+            test = folderTest
+        } else {
+            guard train.count >= 2 else {
+                throw DatasetError.incompatible(path: directory, detail: "holds one image: a test set needs at least one more")
+            }
+            let (kept, held) = ImageSet.holdOut(count: train.count, fraction: testFraction ?? Self.defaultImageTestFraction,
+                                                seed: seed)
+            (train, test, heldOut) = (folder.train.selecting(kept), folder.train.selecting(held), true)
+        }
+        let decoding = try ImageDecoding(for: [train, test], channels: channels, size: size, centerCrop: centerCrop)
+        return PreparedData(train: .files(train, decoding), test: .files(test, decoding), shape: decoding.shape,
+                            classNames: classNames ?? folder.classNames, testIsHeldOut: heldOut, folder: folder,
+                            skippingBad: skip)
+    }
+}
+
+/// A data source ready to load: its image shape, class names and, per
+/// split, either images in memory (IDX, NPY) or image files still to decode.
+public struct PreparedData: Sendable {
+    public enum Images: Sendable {
+        case loaded(ImageSet)
+        case files(ImageFiles, ImageDecoding)
+
+        public var count: Int {
+            switch self {
+            case .loaded(let set): return set.count
+            case .files(let files, _): return files.count
+            }
+        }
+
+        public var labels: [Int32]? {
+            switch self {
+            case .loaded(let set): return set.labels
+            case .files(let files, _): return files.labels
+            }
+        }
+    }
+
+    public let train: Images
+    public let test: Images
+    public let shape: ImageShape
+    public let classNames: [String]?
+    public let testIsHeldOut: Bool
+    /// The scanned folder, for image folders.
+    public let folder: ImageFolder?
+    public let skippingBad: Bool
+
+    public init(train: Images, test: Images, shape: ImageShape, classNames: [String]?, testIsHeldOut: Bool,
+                folder: ImageFolder? = nil, skippingBad: Bool = false) {
+        self.train = train
+        self.test = test
+        self.shape = shape
+        self.classNames = classNames
+        self.testIsHeldOut = testIsHeldOut
+        self.folder = folder
+        self.skippingBad = skippingBad
+    }
+
+    public func images(_ split: DataSplit) -> Images { split == .test ? test : train }
+
+    /// Images whose headers could not be read (skipped while scanning).
+    public var bad: [BadImage] { folder?.bad ?? [] }
+
+    /// Where a split's images come from, for messages.
+    public func source(_ split: DataSplit) -> String {
+        switch images(split) {
+        case .loaded(let set): return set.source
+        case .files:
+            guard let folder else { return "" }
+            if folder.layout == .splits { return folder.path + "/" + split.rawValue }
+            return folder.path
+        }
+    }
+
+    /// Decodes a split, or the images of it at `indices` (in that order).
+    /// Files that fail are an error, or skipped and listed when skipping
+    /// bad images.
+    public func load(_ split: DataSplit, indices: [Int]? = nil) throws -> (images: ImageSet, bad: [BadImage]) {
+        switch images(split) {
+        case .loaded(let set):
+            return (indices.map(set.selecting) ?? set, [])
+        case let .files(files, decoding):
+            return try decoding.decode(indices.map(files.selecting) ?? files, skippingBad: skippingBad,
+                                       source: source(split))
+        }
+    }
+
+    /// K for a conditional model: the number of class names, else one more
+    /// than the largest training label; nil without labels.
+    public var classCount: Int? {
+        guard let labels = train.labels else { return nil }
+        if let classNames { return classNames.count }
+        return Int(labels.max() ?? 0) + 1
+    }
+
+    /// What scanning found that the user should hear about, once.
+    public var notes: [String] {
+        guard let folder else { return [] }
+        var notes: [String] = []
+        if !folder.otherFiles.isEmpty {
+            let example = (folder.otherFiles[0] as NSString).lastPathComponent
+            notes.append("skipped \(folder.otherFiles.count) file\(folder.otherFiles.count == 1 ? "" : "s") that "
+                         + "\(folder.otherFiles.count == 1 ? "is" : "are") not .png, .jpg or .jpeg (e.g. \(example))")
+        }
+        return notes
     }
 }
 
@@ -95,12 +272,16 @@ public struct DataSplits: Sendable {
     public var classNames: [String]?
     /// Whether the test set was held out of the training file.
     public var testIsHeldOut: Bool
+    /// Images skipped as unreadable (when skipping bad images).
+    public var bad: [BadImage]
 
-    public init(train: ImageSet, test: ImageSet, classNames: [String]? = nil, testIsHeldOut: Bool = false) {
+    public init(train: ImageSet, test: ImageSet, classNames: [String]? = nil, testIsHeldOut: Bool = false,
+                bad: [BadImage] = []) {
         self.train = train
         self.test = test
         self.classNames = classNames
         self.testIsHeldOut = testIsHeldOut
+        self.bad = bad
     }
 }
 
@@ -109,6 +290,8 @@ public enum DataSourceError: Error, CustomStringConvertible, Equatable {
     case noTrainingImages
     case noTestImages(trainFile: String)
     case testFractionWithTestFile(testFile: String, fraction: Double)
+    case imageOptionWithoutImageFolder(option: String, data: String)
+    case invalidImageOption(String)
 
     public var description: String {
         switch self {
@@ -119,6 +302,10 @@ public enum DataSourceError: Error, CustomStringConvertible, Equatable {
                 + "or hold out a fraction of the training set"
         case let .testFractionWithTestFile(testFile, fraction):
             return "there is a test file (\(testFile)); a test fraction (\(fraction)) holds out a test set only when there is none"
+        case let .imageOptionWithoutImageFolder(option, data):
+            return "\(option) applies to folders of PNG and JPEG images; \(data) is not one"
+        case let .invalidImageOption(detail):
+            return detail
         }
     }
 }

@@ -1,3 +1,4 @@
+import Foundation
 /// The files of a dataset directory. Either the MNIST family's IDX names
 /// (Debian's `dataset-fashion-mnist` installs /usr/share/datasets/fashion-mnist):
 /// `train-images-idx3-ubyte[.gz]`, `t10k-images-idx3-ubyte[.gz]`, and when
@@ -7,12 +8,17 @@
 /// here (a run can hold out part of the training set instead).
 public struct DatasetDirectory: Equatable, Sendable {
     public static let debianFashionMNIST = "/usr/share/datasets/fashion-mnist"
+    /// The names of a training file that make a folder a dataset directory.
+    public static let trainingFileNames = ["train-images-idx3-ubyte", "train-images-idx3-ubyte.gz",
+                                           "train-images.npy", "train-images.npy.gz"]
 
     public let path: String
     public let trainImages: String
     public let testImages: String?
     public let trainLabels: String?
     public let testLabels: String?
+    /// The names of classes 0…K−1 from classes.txt (one per line), if there is one.
+    public let classNames: [String]?
 
     /// Finds the files in `path`, preferring the uncompressed name when both exist.
     public init(_ path: String) throws {
@@ -41,5 +47,8 @@ public struct DatasetDirectory: Equatable, Sendable {
         testImages = find(["t10k-images-idx3-ubyte", "test-images.npy"])
         trainLabels = find(["train-labels-idx1-ubyte", "train-labels.npy"])
         testLabels = find(["t10k-labels-idx1-ubyte", "test-labels.npy"])
+        classNames = (try? String(contentsOfFile: "\(path)/classes.txt", encoding: .utf8))
+            .map { $0.split(separator: "\n", omittingEmptySubsequences: false).map(String.init) }
+            .map { $0.last == "" ? Array($0.dropLast()) : $0 }
     }
 }

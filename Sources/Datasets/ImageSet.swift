@@ -165,11 +165,16 @@ extension ImageSet {
     /// Splits off a seeded random `fraction` of the images as a test set:
     /// (training part, held-out part), each keeping its order.
     public func holdingOut(fraction: Double, seed: UInt64) -> (train: ImageSet, test: ImageSet) {
+        let (kept, held) = Self.holdOut(count: count, fraction: fraction, seed: seed)
+        return (selecting(kept), selecting(held))
+    }
+
+    /// The indices a seeded hold-out of `fraction` of `count` items keeps
+    /// and holds out, each in order: at least one of each.
+    public static func holdOut(count: Int, fraction: Double, seed: UInt64) -> (kept: [Int], held: [Int]) {
         let testCount = max(1, min(count - 1, Int((fraction * Double(count)).rounded())))
         let permutation = RandomStream(seed: seed, domain: .dataPermutation, 1).permutation(count)
-        let held = Array(permutation[0..<testCount]).sorted()
-        let kept = Array(permutation[testCount...]).sorted()
-        return (selecting(kept), selecting(held))
+        return (Array(permutation[testCount...]).sorted(), Array(permutation[0..<testCount]).sorted())
     }
 
     /// Checks that every value is finite and, if `unitInterval`, in [0, 1]

@@ -13,11 +13,16 @@ import TensorCore
 /// empty batches. Each step reduces gradient *sums* and the sample count
 /// together, so the update is the exact mean over the samples actually in
 /// the step: nothing is padded or dropped, and no rank waits for another.
+///
+/// When ranks drop unreadable images from their blocks (`--skip-bad-images`),
+/// the plan takes the blocks' actual sizes (`keeping(shardSizes:)`).
 public struct ShardPlan: Equatable, Sendable {
     public let sampleCount: Int
     public let worldSize: Int
     public let globalBatch: Int
     public let seed: UInt64
+    /// Each rank's shard size, when they are not the even blocks.
+    public let explicitShardSizes: [Int]?
 
     public init(sampleCount: Int, worldSize: Int, globalBatch: Int, seed: UInt64) {
         precondition(worldSize >= 1 && globalBatch >= worldSize && sampleCount >= 0,
@@ -26,6 +31,21 @@ public struct ShardPlan: Equatable, Sendable {
         self.worldSize = worldSize
         self.globalBatch = globalBatch
         self.seed = seed
+        explicitShardSizes = nil
+    }
+
+    private init(_ plan: ShardPlan, shardSizes: [Int]) {
+        precondition(shardSizes.count == plan.worldSize && shardSizes.allSatisfy { $0 >= 0 })
+        sampleCount = shardSizes.reduce(0, +)
+        worldSize = plan.worldSize
+        globalBatch = plan.globalBatch
+        seed = plan.seed
+        explicitShardSizes = shardSizes
+    }
+
+    /// This plan after each rank r kept `shardSizes[r]` of its block's samples.
+    public func keeping(shardSizes: [Int]) -> ShardPlan {
+        shardSizes == (0..<worldSize).map(shardSize) ? self : ShardPlan(self, shardSizes: shardSizes)
     }
 
     /// Rank r's contiguous block of positions [⌊rN/size⌋, ⌊(r+1)N/size⌋).
@@ -35,12 +55,14 @@ public struct ShardPlan: Equatable, Sendable {
 
     /// Sample indices (into the full training set) that `rank` keeps.
     public func shardIndices(rank: Int) -> [Int] {
+        precondition(explicitShardSizes == nil, "a plan with explicit shard sizes has no blocks to index")
         let permutation = RandomStream(seed: seed, domain: .dataPermutation).permutation(sampleCount)
         return Array(permutation[Self.block(count: sampleCount, rank: rank, size: worldSize)])
     }
 
     public func shardSize(rank: Int) -> Int {
-        Self.block(count: sampleCount, rank: rank, size: worldSize).count
+        if let explicitShardSizes { return explicitShardSizes[rank] }
+        return Self.block(count: sampleCount, rank: rank, size: worldSize).count
     }
 
     /// Rank r's share of the global batch.
@@ -66,5 +88,36 @@ public struct ShardPlan: Equatable, Sendable {
     public func epochOrder(epoch: Int, rank: Int) -> [Int] {
         RandomStream(seed: seed, domain: .epochShuffle, UInt32(epoch), UInt32(rank))
             .permutation(shardSize(rank: rank))
+    }
+}
+
+/// This rank's training data: its shard of the training set under `plan`
+/// (and no other rank's images) and the whole test set.
+public struct ShardedData: Sendable {
+    public let plan: ShardPlan
+    public let shard: ImageSet
+    public let test: ImageSet
+    public let shape: ImageShape
+    public let classNames: [String]?
+    public let testIsHeldOut: Bool
+    public let trainSource: String
+
+    public init(plan: ShardPlan, shard: ImageSet, test: ImageSet, shape: ImageShape, classNames: [String]?,
+                testIsHeldOut: Bool, trainSource: String) {
+        self.plan = plan
+        self.shard = shard
+        self.test = test
+        self.shape = shape
+        self.classNames = classNames
+        self.testIsHeldOut = testIsHeldOut
+        self.trainSource = trainSource
+    }
+
+    /// Rank `rank`'s share of fully loaded splits.
+    public init(_ data: DataSplits, batchSize: Int, seed: UInt64, rank: Int, worldSize: Int) {
+        let plan = ShardPlan(sampleCount: data.train.count, worldSize: worldSize, globalBatch: batchSize, seed: seed)
+        self.init(plan: plan, shard: data.train.selecting(plan.shardIndices(rank: rank)), test: data.test,
+                  shape: data.train.shape, classNames: data.classNames, testIsHeldOut: data.testIsHeldOut,
+                  trainSource: data.train.source)
     }
 }

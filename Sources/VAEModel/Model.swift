@@ -32,7 +32,8 @@ public struct DecoderOutput: Differentiable {
 /// A VAE: an encoder to q(z | x) and a decoder to p(x | z)'s parameters.
 ///
 /// Inputs are flat, (B, D) with D = C·H·W; convolutional models reshape
-/// inside. The tangent of a model is the model type itself, so one parameter
+/// inside. The condition is (B, K): the one-hot label of a conditional VAE
+/// (Sohn et al. 2015), (B, 0) for an unconditional one. The tangent of a model is the model type itself, so one parameter
 /// walk serves parameters, gradients and optimizer moments.
 public protocol VariationalAutoencoder: Differentiable, AdditiveArithmetic, ParameterWalking
     where TangentVector == Self
@@ -40,14 +41,30 @@ public protocol VariationalAutoencoder: Differentiable, AdditiveArithmetic, Para
     /// x (B, D) → q(z | x). Differentiable with respect to the model only:
     /// x is data, so the first layer's pullback skips the input gradient.
     @differentiable(reverse, wrt: self)
-    func encode(_ x: Tensor, on backend: Backend) -> Posterior
+    func encode(_ x: Tensor, condition: Tensor, on backend: Backend) -> Posterior
 
     /// z (B, Z) → p(x | z)'s parameters.
-    @differentiable(reverse)
-    func decode(_ z: Tensor, on backend: Backend) -> DecoderOutput
+    @differentiable(reverse, wrt: (self, z))
+    func decode(_ z: Tensor, condition: Tensor, on backend: Backend) -> DecoderOutput
 
     /// Z.
     var latentSize: Int { get }
     /// D.
     var dataSize: Int { get }
+    /// K: the classes a conditional model takes; 0 for an unconditional one.
+    var classes: Int { get }
+}
+
+extension VariationalAutoencoder {
+    /// An unconditional model's encoder: the condition is (B, 0).
+    @differentiable(reverse, wrt: self)
+    public func encode(_ x: Tensor, on backend: Backend) -> Posterior {
+        encode(x, condition: withoutDerivative(at: Tensor(zeros: [x.shape[0], 0])), on: backend)
+    }
+
+    /// An unconditional model's decoder: the condition is (B, 0).
+    @differentiable(reverse, wrt: (self, z))
+    public func decode(_ z: Tensor, on backend: Backend) -> DecoderOutput {
+        decode(z, condition: withoutDerivative(at: Tensor(zeros: [z.shape[0], 0])), on: backend)
+    }
 }

@@ -39,7 +39,9 @@ struct DataOptions: ParsableArguments {
             help: ArgumentHelp("Dataset directory (default: the data the checkpoint was trained on).", valueName: "dir"))
     var data: String?
 
-    @Option(name: OptionName.images.name, help: ArgumentHelp("An image file (IDX or .npy) instead of a dataset's split.", valueName: "file"))
+    @Option(name: OptionName.images.name, help: ArgumentHelp(
+        "Images instead of a dataset's split: an IDX or .npy file, or a folder of PNG and JPEG images (all of them, in class folders or not; in the train/test layout, those of \(OptionName.split)).",
+        valueName: "path"))
     var images: String?
 
     @Option(name: OptionName.labels.name, help: ArgumentHelp("Labels of \(OptionName.images) (IDX or .npy).", valueName: "file"))
@@ -89,19 +91,44 @@ struct Sample: ParsableCommand {
     @Option(name: OptionName.seed.name, help: "Seed of the latent draws (default: the checkpoint's seed).")
     var seed: UInt64?
 
+    @Option(name: OptionName.label.name, help: ArgumentHelp(
+        "A conditional model: draw class k (0…K−1). Without it, one row per class, each column one latent draw decoded for every class.",
+        valueName: "k"))
+    var label: Int?
+
     func validate() throws {
         try require(count, atLeast: 1, .count)
         try require(columns, atLeast: 1, .columns)
+        try require(label, atLeast: 0, .label)
     }
 
     func run() throws {
-        let (options, count, columns, out, seed) = (model, count, columns, out, seed)
+        let (options, count, columns, out, seed, label) = (model, count, columns, out, seed, label)
         Execution.run { communicator in
             let context = try options.open(communicator)
+            let model = context.model
+            let seed = seed ?? context.seed
+            if let label {
+                guard model.isConditional else {
+                    throw optionError(.label, "\(context.checkpoint.path) holds an unconditional model; "
+                                      + "\(OptionName.label) needs one trained with \(OptionName.conditional)", communicator)
+                }
+                guard label < model.classes else {
+                    throw optionError(.label, "\(label) is out of range: the model has \(model.classes) classes (0…\(model.classes - 1))",
+                                      communicator)
+                }
+            }
+            if model.isConditional && label == nil {
+                let columns = columns ?? min(count, 8)
+                let samples = Inference.classSamples(model, columns: columns, seed: seed)
+                try context.write(Inference.grid(samples, image: model.image, columns: columns), to: out,
+                                  what: "\(columns) samples of each of the \(model.classes) classes (one row per class)")
+                return
+            }
             let columns = columns ?? Int(Double(count).squareRoot().rounded(.up))
-            let samples = Inference.samples(context.model, count: count, seed: seed ?? context.seed)
-            try context.write(Inference.grid(samples, image: context.model.image, columns: columns),
-                              to: out, what: "\(count) samples from the prior")
+            let samples = Inference.samples(model, count: count, seed: seed, label: label.map(Int32.init))
+            let what = label.map { "\(count) samples of class \($0)" + context.className($0) } ?? "\(count) samples from the prior"
+            try context.write(Inference.grid(samples, image: model.image, columns: columns), to: out, what: what)
         }
     }
 }
@@ -141,8 +168,10 @@ struct Reconstruct: ParsableCommand {
                                   + "\(dataOptions.setName) has \(images.count)", communicator)
             }
             let x = images.batch(start ..< start + count)
+            let condition = context.model.condition(of: images, start ..< start + count)
             try context.write(
-                Inference.reconstructionGrid(inputs: x, reconstructions: Inference.reconstructions(context.model, of: x),
+                Inference.reconstructionGrid(inputs: x, reconstructions: Inference.reconstructions(context.model, of: x,
+                                                                                                   condition: condition),
                                              image: images.shape, columns: columns),
                 to: out, what: "\(count) \(dataOptions.split.rawValue) images above their reconstructions")
         }
@@ -153,10 +182,12 @@ struct Encode: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write the posterior means of a dataset as an N×Z float32 .npy file.",
         discussion: """
-            The VAE as dimension reduction. When the dataset has a label file, the labels \
-            (int64, N) are written beside the latents: latents.npy → labels.npy, \
-            other names get a .labels.npy suffix (or give \(OptionName.labelsOut)). Under mpirun the \
-            images are split over the ranks.
+            The VAE as dimension reduction. When the images have labels (a label file, or \
+            class folders), the labels (int64, N) are written beside the latents: \
+            latents.npy → labels.npy, other names get a .labels.npy suffix (or give \
+            \(OptionName.labelsOut)); with class names, those go into labels.txt beside them, \
+            line k naming label k. A conditional model encodes each image with its label. \
+            Under mpirun the images are split over the ranks.
             """)
 
     @OptionGroup var model: CheckpointOptions
@@ -182,6 +213,14 @@ struct Encode: ParsableCommand {
             if let labels = images.labels {
                 try context.write(NPYWriter.encode(labels.map(Int64.init), shape: [labels.count]), to: labelsOut)
                 context.console.print("wrote \(labelsOut): labels, \(labels.count) int64")
+                let names = context.classNames
+                if !names.isEmpty {
+                    let namesOut = Inference.classNamesPath(forLabels: labelsOut)
+                    try context.write(Array(names.map { $0 + "\n" }.joined().utf8), to: namesOut)
+                    context.console.print("wrote \(namesOut): class names, line k names label k ("
+                                          + names.enumerated().prefix(10).map { "\($0.offset) \($0.element)" }.joined(separator: ", ")
+                                          + (names.count > 10 ? ", …" : "") + ")")
+                }
             }
         }
     }
@@ -190,7 +229,7 @@ struct Encode: ParsableCommand {
 struct Interpolate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Decode the straight line between two images' posterior means.",
-        discussion: "The strip shows image \(OptionName.from), the decoded path (\(OptionName.steps) points, both ends included), and image \(OptionName.to).")
+        discussion: "The strip shows image \(OptionName.from), the decoded path (\(OptionName.steps) points, both ends included), and image \(OptionName.to). A conditional model moves from the first image's label to the second's along the way.")
 
     @OptionGroup var model: CheckpointOptions
     @OptionGroup var data: DataOptions
@@ -219,7 +258,10 @@ struct Interpolate: ParsableCommand {
             try requireIndex(from, below: images.count, .from, in: dataOptions.setName, communicator)
             try requireIndex(to, below: images.count, .to, in: dataOptions.setName, communicator)
             let a = images.batch([from]), b = images.batch([to])
-            let path = Inference.interpolation(context.model, from: a, to: b, steps: steps)
+            let model = context.model
+            let conditions = model.isConditional
+                ? (model.condition(of: images, from ..< from + 1), model.condition(of: images, to ..< to + 1)) : nil
+            let path = Inference.interpolation(model, from: a, to: b, steps: steps, conditions: conditions)
             try context.write(Inference.interpolationStrip(from: a, path: path, to: b, image: images.shape),
                               to: out, what: "image \(from), \(steps) decoded points, image \(to)")
         }
@@ -328,12 +370,16 @@ struct LatentMap: ParsableCommand {
     @Option(name: OptionName.labelNames.name, help: "Comma-separated class names for the legend (default: the training data's class names, else numbers).")
     var labelNames: String?
 
+    @Option(name: OptionName.label.name, help: ArgumentHelp("A conditional model: the class whose manifold to draw (default: 0).", valueName: "k"))
+    var label: Int?
+
     func validate() throws {
         try require(side, atLeast: 2, .side)
+        try require(label, atLeast: 0, .label)
     }
 
     func run() throws {
-        let (options, dataOptions, out, side, names) = (model, data, out, side, labelNames)
+        let (options, dataOptions, out, side, names, label) = (model, data, out, side, labelNames, label)
         Execution.run { communicator in
             let context = try options.open(communicator)
             guard context.model.latentSize == 2 else {
@@ -344,8 +390,16 @@ struct LatentMap: ParsableCommand {
             let images = try dataOptions.images(in: context)
             let means = try Inference.encodeMeans(context.model, images: images, batchSize: dataOptions.batchSize,
                                                   communicator: communicator)
-            try context.write(Inference.manifold(context.model, side: side), to: out + "-manifold.png",
-                              what: "\(side)×\(side) decoded latent grid")
+            let model = context.model
+            if let label, !model.isConditional || label >= model.classes {
+                throw optionError(.label, model.isConditional
+                                  ? "\(label) is out of range: the model has \(model.classes) classes (0…\(model.classes - 1))"
+                                  : "the model is unconditional; \(OptionName.label) needs one trained with \(OptionName.conditional)",
+                                  communicator)
+            }
+            let drawn: Int32? = model.isConditional ? Int32(label ?? 0) : nil
+            try context.write(Inference.manifold(model, side: side, label: drawn), to: out + "-manifold.png",
+                              what: "\(side)×\(side) decoded latent grid" + (drawn.map { ", class \($0)" + context.className(Int($0)) } ?? ""))
             let labelNames = names.map { $0.split(separator: ",").map(String.init) } ?? context.classNames
             try context.write(
                 Inference.scatter(means: means, labels: images.labels, labelNames: labelNames,

@@ -11,6 +11,9 @@ enum Messages {
             return failure.describe(text(for:))
         case TrainingError.batchSmallerThanRanks:
             return "\(OptionName.batchSize): \(error)"
+        case let TrainingError.unsupportedImages(_, family, _, requirement) where requirement.contains("stride-2 stages"):
+            return "\(OptionName.model) \(family): \(error) (resize the images with \(OptionName.imageSize), "
+                + "or use fewer \(OptionName.convChannels) stages)"
         case let TrainingError.unsupportedImages(_, family, _, _):
             return "\(OptionName.model) \(family): \(error)"
         case let TrainingError.runDirectoryInUse(path):
@@ -26,6 +29,12 @@ enum Messages {
                 + "holds out a test set only when there is none"
         case DataSourceError.noTrainingImages:
             return "\(OptionName.data): \(error)"
+        case let DataSourceError.imageOptionWithoutImageFolder(option, data):
+            let name: OptionName = ["channels": .channels, "image size": .imageSize, "center crop": .centerCrop][option]
+                ?? .skipBadImages
+            return "\(name) applies to folders of PNG and JPEG images; \(data) is not one"
+        case TrainingError.conditionalWithoutLabels:
+            return "\(OptionName.conditional): \(error)"
         default:
             return "\(error)"
         }

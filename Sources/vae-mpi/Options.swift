@@ -12,6 +12,10 @@ enum OptionName: String, CaseIterable, CustomStringConvertible {
     case trainLabels = "train-labels"
     case testLabels = "test-labels"
     case testFraction = "test-fraction"
+    case channels
+    case imageSize = "image-size"
+    case centerCrop = "center-crop"
+    case skipBadImages = "skip-bad-images"
     // train: architecture
     case model
     case likelihood
@@ -19,6 +23,7 @@ enum OptionName: String, CaseIterable, CustomStringConvertible {
     case convChannels = "conv-channels"
     case latentDim = "latent-dim"
     case hiddenDim = "hidden-dim"
+    case conditional
     // train: objective and optimizer
     case beta
     case klWarmupSteps = "kl-warmup-steps"
@@ -46,6 +51,7 @@ enum OptionName: String, CaseIterable, CustomStringConvertible {
     case checkpoint
     case images
     case labels
+    case label
     case split
     case count
     case columns

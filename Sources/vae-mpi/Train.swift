@@ -30,12 +30,14 @@ struct Train: ParsableCommand {
 
     /// The options a resumed run must leave as the checkpoint has them.
     static let fixedOnResume: [OptionName] = [.model, .likelihood, .sigma, .hiddenDim, .latentDim, .convChannels,
-                                          .batchSize, .seed]
+                                          .conditional, .batchSize, .seed]
 
     @Option(name: OptionName.data.name, help: ArgumentHelp(
-        "Dataset directory: train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz], or train-images.npy and test-images.npy; labels optional (default: \(DatasetDirectory.debianFashionMNIST)).",
+        "Dataset directory: train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz], or train-images.npy and test-images.npy, labels optional; or a folder of PNG and JPEG images: DIR/train and DIR/test, DIR/<class>/…, or flat (default: \(DatasetDirectory.debianFashionMNIST)).",
         valueName: "dir"))
     var data: String?
+
+    @OptionGroup var images: ImageFolderOptions
 
     @Option(name: OptionName.trainFile.name, help: ArgumentHelp(
         "Training images: IDX (N×H×W, N×C×H×W) or .npy (uint8 or float32; N×H×W, N×C×H×W or N×D), raw or .gz. Overrides \(OptionName.data).",
@@ -56,7 +58,7 @@ struct Train: ParsableCommand {
     var testFraction: Double?
 
     @Option(name: OptionName.model.name, help: ArgumentHelp(
-        "Architecture: mlp (PyTorch's example VAE) or conv (two stride-2 convolutions; H and W divisible by 4) (default: mlp).",
+        "Architecture: mlp (PyTorch's example VAE) or conv (one stride-2 convolution per \(OptionName.convChannels) entry; H and W divisible by 2^stages) (default: mlp).",
         valueName: Architecture.familyNames.joined(separator: "|")))
     var model: String?
 
@@ -66,8 +68,14 @@ struct Train: ParsableCommand {
     @Option(name: OptionName.sigma.name, help: "σ of \(OptionName.likelihood) gaussian (default: 1).")
     var sigma: Double?
 
-    @Option(name: OptionName.convChannels.name, help: ArgumentHelp("Channels of the conv model's two convolutions (default: 32,64).", valueName: "c1,c2"))
+    @Option(name: OptionName.convChannels.name, help: ArgumentHelp(
+        "Channels of the conv model's stride-2 convolutions, one stage each, mirrored by the decoder (default: 32,64; e.g. 32,64,128,256 for 64×64 images).",
+        valueName: "c1,c2,…"))
     var convChannels: String?
+
+    @Flag(name: OptionName.conditional.name,
+          help: "Conditional VAE (Sohn et al. 2015): the one-hot label enters the encoder and, beside z, the decoder. Needs labelled data.")
+    var conditional = false
 
     @Option(name: OptionName.klWarmupSteps.name, help: "Ramp the KL weight linearly from 0 to β over this many steps (default: 0, no ramp).")
     var klWarmupSteps: Int?
@@ -176,12 +184,14 @@ struct Train: ParsableCommand {
 
     func parsedConvChannels() throws -> [Int]? {
         guard let convChannels else { return nil }
-        let parts = convChannels.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
-        guard parts.count == 2, let c1 = parts[0], let c2 = parts[1], c1 >= 1, c2 >= 1 else {
-            throw invalid(.convChannels, "must be two positive integers, like 32,64 (got \(convChannels))")
+        let parts = convChannels.split(separator: ",", omittingEmptySubsequences: false)
+            .map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !parts.isEmpty, parts.count <= 16, parts.allSatisfy({ ($0 ?? 0) >= 1 }) else {
+            throw invalid(.convChannels, "must be 1 to 16 positive integers, one per stride-2 stage, like 32,64,128 (got \(convChannels))")
         }
-        return [c1, c2]
+        return parts.map { $0! }
     }
+
 
     /// Applies the options given to `c`: the defaults of a new run, or the
     /// configuration of the checkpoint `resuming` continues, where the
@@ -207,7 +217,11 @@ struct Train: ParsableCommand {
         if let trainLabels { c.data.trainLabels = trainLabels }
         if let testLabels { c.data.testLabels = testLabels }
         if let testFraction { c.data.testFraction = testFraction }
-        // Architecture: a family's defaults, then its options.
+        try images.apply(to: &c.data)
+        if let checkpoint, conditional, c.architecture.conditionalClasses == 0 {
+            throw optionError(.conditional, "cannot change when resuming: the model in \(checkpoint.path) is unconditional",
+                              communicator)
+        }        // Architecture: a family's defaults, then its options.
         var family = c.architecture.family
         try set(model, .model, &family)
         if family != c.architecture.family, let defaults = Architecture.defaults(family: family) {
@@ -258,8 +272,10 @@ struct Train: ParsableCommand {
             var configuration = checkpoint.map(TrainingConfiguration.init(resuming:)) ?? TrainingConfiguration()
             try options.configure(&configuration, resuming: checkpoint, communicator: communicator)
             BLAS.setThreads(configuration.threads)
-            try TrainingSession(configuration: configuration, resumingFrom: checkpoint, communicator: communicator,
-                                profile: options.profile, faults: .fromEnvironment).run()
+            var session = TrainingSession(configuration: configuration, resumingFrom: checkpoint,
+                                          communicator: communicator, profile: options.profile, faults: .fromEnvironment,
+                                          conditional: options.conditional)
+            try session.run()
         }
     }
 }

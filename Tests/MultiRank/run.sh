@@ -424,14 +424,14 @@ bad_data() {
 import numpy as np; a = np.load('$data/test-images.npy'); a[3, 0, 2, 2] = np.nan; np.save('$data/test-images.npy', a)"
     if mpi 2 train --data "$data" --likelihood gaussian --run-dir "$WORK/b2" >"$out" 2>&1; then return 1; fi
     expect "$out" "$data/test-images.npy: value nan at image 3, element 18 is not finite"
-    # Conv needs H, W divisible by 4.
+    # Conv needs H, W divisible by 2^stages.
     python3 "$HELPERS" make-npy-dataset "$WORK/odd" 40 10 1 8 8 with-test 1.0 0.0
     python3 -c "
 import numpy as np
 for s in ('train', 'test'):
     p = '$WORK/odd/%s-images.npy' % s; np.save(p, np.load(p)[:, :, :, :6])"
     if mpi 2 train --data "$WORK/odd" --model conv --run-dir "$WORK/b3" >"$out" 2>&1; then return 1; fi
-    expect "$out" "--model conv: the conv VAE needs image height and width divisible by 4; .* has 1×8×6 images"
+    expect "$out" "--model conv: the conv VAE needs image height and width divisible by 2.2 = 4 for 2 stride-2 stages .8 × 6 is not.; .* has 1×8×6 images .resize the images with --image-size, or use fewer --conv-channels stages."
     # Fortran-order arrays, and a test fraction when there is a test file.
     python3 -c "
 import numpy as np; a = np.load('$WORK/odd/train-images.npy'); np.save('$WORK/odd/train-images.npy', np.asfortranarray(a))"

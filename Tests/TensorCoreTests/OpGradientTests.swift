@@ -9,6 +9,22 @@ import TestSupport
 final class OpGradientTests: XCTestCase {
     let r34 = randomTensor([3, 4], seed: 100)
 
+    func testConcatenatingLastDimension() {
+        let a = randomTensor([3, 2], seed: 1), c = Tensor(oneHot: [1, 0, 1], classes: 2)
+        let joined = concatenatingLastDimension(a, c)
+        XCTAssertEqual(joined.shape, [3, 4])
+        XCTAssertEqual(Array(joined.scalars[0..<4]), [a.scalars[0], a.scalars[1], 0, 1])
+        let r = r34
+        assertGradientMatchesFiniteDifferences(of: { a in sum(concatenatingLastDimension(a, c) * r) }, at: a, "concat ∂a")
+        // Leading dimensions: a channels-last image (B, H, W, C) with K constant channels.
+        let image = randomTensor([2, 3, 2, 2], seed: 4)
+        let channels = Tensor(oneHot: [0, 2], classes: 3).repeatingRows(6).reshaped([2, 3, 2, 3])
+        let r5 = randomTensor([2, 3, 2, 5], seed: 5)
+        assertGradientMatchesFiniteDifferences(of: { x in sum(concatenatingLastDimension(x, channels) * r5) }, at: image,
+                                               "concat channels ∂x")
+        XCTAssertEqual(concatenatingLastDimension(a, Tensor(zeros: [3, 0])), a, "no condition: the input itself")
+    }
+
     func testMatmul() {
         let a = randomTensor([3, 5], seed: 1), b = randomTensor([5, 4], seed: 2)
         let r = r34

@@ -9,7 +9,7 @@ import TensorCore
 final class ConvVAEGoldenTests: XCTestCase {
     func testForwardLossAndGradients() throws {
         let g = try Golden("conv_vae")
-        var model = ConvVAE(channels: 1, height: 8, width: 8, convChannels: (4, 6), latentSize: 2, seed: 0)
+        var model = ConvVAE(channels: 1, height: 8, width: 8, convChannels: [4, 6], latentSize: 2, seed: 0)
         model.load(try g.tensors("parameters"))
         let x = try g.tensor("x").reshaped([2, 64]), eps = try g.tensor("eps")
         let q = model.encode(x, on: cpu)
@@ -33,7 +33,7 @@ final class ConvVAEGoldenTests: XCTestCase {
     }
 
     func testGeometryIsAConstant() {
-        let model = ConvVAE(channels: 3, height: 12, width: 8, convChannels: (5, 7), latentSize: 3, seed: 1)
+        let model = ConvVAE(channels: 3, height: 12, width: 8, convChannels: [5, 7], latentSize: 3, seed: 1)
         XCTAssertEqual(model.dataSize, 3 * 12 * 8)
         XCTAssertEqual(model.fcMean.weight.shape, [3, 7 * 3 * 2])
         let x = Tensor(uniformFrom: RandomStream(seed: 1, domain: .sampling), shape: [4, 288], low: 0, high: 1)

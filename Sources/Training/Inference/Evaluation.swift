@@ -82,10 +82,11 @@ extension Inference {
             let end = min(start + batchSize, block.upperBound)
             let b = end - start
             let x = images.batch(start..<end)
-            let q = model.encode(x)
+            let condition = model.condition(of: images, start..<end)
+            let q = model.encode(x, condition: condition)
             let noise = Tensor(normalsFrom: elboNoise, shape: [b, z], offset: start * z)
             let sample = reparameterize(mean: q.mean, logVariance: q.logVariance, noise: noise)
-            let terms = ELBOTerms(reconstruction: model.likelihood.negativeLogLikelihood(x, given: model.decode(sample)),
+            let terms = ELBOTerms(reconstruction: model.likelihood.negativeLogLikelihood(x, given: model.decode(sample, condition: condition)),
                                   klPerDimension: gaussianKLPerDimension(mean: q.mean, logVariance: q.logVariance))
             for (i, value) in terms.reportedValues.enumerated() { sums[i] += Double(value) }
             let klPerDimension = terms.klPerDimension.scalars
@@ -105,7 +106,7 @@ extension Inference {
                         for i in 0..<b { for j in 0..<z { out[i * z + j] = normals[(i * k + kk) * z + j] } }
                     })
                 }
-                sums[iw] -= model.importanceWeightedEstimate(x, noise: noise).logLikelihood.reduce(0, +)
+                sums[iw] -= model.importanceWeightedEstimate(x, condition: condition, noise: noise).logLikelihood.reduce(0, +)
             }
             start = end
         }

@@ -9,28 +9,50 @@ import VAEModel
 /// The operations of the inference subcommands. Distributed ones split the
 /// images into one contiguous block per rank and combine exact sums.
 public enum Inference {
-    /// E[x | z] for `count` draws z ~ N(0, I) from the stream (seed, .sampling, 1).
-    public static func samples(_ model: LoadedModel, count: Int, seed: UInt64) -> Tensor {
+    /// E[x | z] for `count` draws z ~ N(0, I) from the stream (seed, .sampling, 1);
+    /// a conditional model draws them all of class `label`.
+    public static func samples(_ model: LoadedModel, count: Int, seed: UInt64, label: Int32? = nil) -> Tensor {
         let z = Tensor(normalsFrom: RandomStream(seed: seed, domain: .sampling, 1), shape: [count, model.latentSize])
-        return model.decodeMean(z)
+        return model.decodeMean(z, condition: model.condition(labels: label.map { [Int32](repeating: $0, count: count) },
+                                                              count: count))
     }
 
-    /// E[x | z = posterior mean] for each row of x.
-    public static func reconstructions(_ model: LoadedModel, of x: Tensor) -> Tensor {
-        model.decodeMean(model.encode(x).mean)
+    /// A conditional model's samples, one row of `columns` per class: column
+    /// j decodes the same z_j (the stream (seed, .sampling, 1)) for every
+    /// class, so a column shows one style across classes. (K·columns, D).
+    public static func classSamples(_ model: LoadedModel, columns: Int, seed: UInt64) -> Tensor {
+        let k = model.classes
+        let z = RandomStream(seed: seed, domain: .sampling, 1).normals(count: columns * model.latentSize)
+        let codes = Tensor(shape: [k * columns, model.latentSize], scalars: Array((0..<k).map { _ in z }.joined()))
+        let labels = (0..<k).flatMap { [Int32](repeating: Int32($0), count: columns) }
+        return model.decodeMean(codes, condition: model.condition(labels: labels, count: k * columns))
+    }
+
+    /// E[x | z = posterior mean] for each row of x (conditioned on their labels' one-hot rows).
+    public static func reconstructions(_ model: LoadedModel, of x: Tensor, condition: Tensor? = nil) -> Tensor {
+        let q = model.encode(x, condition: condition)
+        return model.decodeMean(q.mean, condition: condition)
     }
 
     /// `steps` points on the straight line between the posterior means of a
-    /// and b (both ends included), decoded: (steps, D).
-    public static func interpolation(_ model: LoadedModel, from a: Tensor, to b: Tensor, steps: Int) -> Tensor {
-        let means = model.encode(Tensor(shape: [2, a.count], scalars: a.scalars + b.scalars)).mean.scalars
+    /// and b (both ends included), decoded: (steps, D). A conditional model
+    /// moves along the line between their conditions too (from a's one-hot
+    /// label to b's).
+    public static func interpolation(_ model: LoadedModel, from a: Tensor, to b: Tensor, steps: Int,
+                                     conditions: (Tensor, Tensor)? = nil) -> Tensor {
+        let pair = conditions.map { Tensor(shape: [2, $0.0.count], scalars: $0.0.scalars + $0.1.scalars) }
+        let means = model.encode(Tensor(shape: [2, a.count], scalars: a.scalars + b.scalars), condition: pair).mean.scalars
         let z = model.latentSize
+        let k = model.classes
         var path: [Float] = []
+        var blend: [Float] = []
         for s in 0..<steps {
             let t = steps == 1 ? 0 : Float(s) / Float(steps - 1)
             for j in 0..<z { path.append((1 - t) * means[j] + t * means[z + j]) }
+            if let pair { for j in 0..<k { blend.append((1 - t) * pair.scalars[j] + t * pair.scalars[k + j]) } }
         }
-        return model.decodeMean(Tensor(shape: [steps, z], scalars: path))
+        return model.decodeMean(Tensor(shape: [steps, z], scalars: path),
+                                condition: pair == nil ? nil : Tensor(shape: [steps, k], scalars: blend))
     }
 
     /// Posterior means of every image, (N, Z), on every rank: each rank
@@ -43,7 +65,8 @@ public enum Inference {
         var start = block.lowerBound
         while start < block.upperBound {
             let end = min(start + batchSize, block.upperBound)
-            let means = model.encode(images.batch(start..<end)).mean.scalars
+            let means = model.encode(images.batch(start..<end), condition: model.condition(of: images, start..<end))
+                .mean.scalars
             all.replaceSubrange(start * z ..< end * z, with: means)
             start = end
         }
@@ -54,15 +77,18 @@ public enum Inference {
     /// The decoded manifold of a 2-D latent space: a `side`×`side` grid of
     /// E[x | z] at the standard-normal quantiles 0.05 … 0.95 in each
     /// coordinate (Kingma & Welling 2014, fig. 4), z₁ left to right, z₂
-    /// bottom to top.
-    public static func manifold(_ model: LoadedModel, side: Int = 20) -> Raster {
+    /// bottom to top; a conditional model's, for class `label`.
+    public static func manifold(_ model: LoadedModel, side: Int = 20, label: Int32? = nil) -> Raster {
         precondition(model.latentSize == 2, "the manifold picture needs a 2-D latent space")
         let q = (0..<side).map { normalQuantile(0.05 + 0.9 * Double($0) / Double(max(side - 1, 1))) }
         var z: [Float] = []
         for row in 0..<side {
             for column in 0..<side { z += [Float(q[column]), Float(q[side - 1 - row])] }
         }
-        let images = model.decodeMean(Tensor(shape: [side * side, 2], scalars: z))
+        let count = side * side
+        let images = model.decodeMean(Tensor(shape: [count, 2], scalars: z),
+                                      condition: model.condition(labels: label.map { [Int32](repeating: $0, count: count) },
+                                                                 count: count))
         let image = model.image
         return ImageGrid.raster(images: images.scalars, count: side * side, channels: image.channels,
                                 height: image.height, width: image.width, columns: side, padding: 0)
@@ -108,6 +134,12 @@ public enum Inference {
         let labels = name.contains("latents") ? name.replacingOccurrences(of: "latents", with: "labels")
             : (name.hasSuffix(".npy") ? String(name.dropLast(4)) : name) + ".labels.npy"
         return directory.isEmpty ? labels : directory + "/" + labels
+    }
+
+    /// Where `encode` writes the class names beside a labels file:
+    /// labels.npy → labels.txt.
+    public static func classNamesPath(forLabels labelsPath: String) -> String {
+        (labelsPath.hasSuffix(".npy") ? String(labelsPath.dropLast(4)) : labelsPath) + ".txt"
     }
 
     /// Scatter of posterior means (N, 2) coloured by label.

@@ -33,17 +33,50 @@ public struct InferenceContext {
     public var classNames: [String] { trainingData.classNames ?? [] }
 
     /// The images of `split` from `source` (default: the data the model was
-    /// trained on), or the images of `file` (with `labels`). They must have
-    /// the model's image shape and suit its likelihood.
+    /// trained on), or the images of `file` (with `labels`): an IDX or .npy
+    /// file, or a folder of PNG and JPEG images (all of them; of the `split`
+    /// folder in the train/test layout), decoded as the training images
+    /// were. They must have the model's image shape and suit its
+    /// likelihood; a conditional model needs their labels.
     public func images(from source: DataSource? = nil, file: String? = nil, labels: String? = nil,
                        split: DataSplit) throws -> ImageSet {
         let source = source ?? trainingData
-        let (seed, architecture, image) = (checkpoint.configuration.seed, model.architecture, model.image)
+        let (seed, architecture, image, model) = (checkpoint.configuration.seed, model.architecture, self.model.image, self.model)
+        let trainingData = self.trainingData
         return try communicator.collectively {
-            let set = try file.map { try ImageSet.load(images: $0, labels: labels) } ?? source.load(split, seed: seed)
+            let set: ImageSet
+            if let file, ImageFolder.holdsImages(file) {
+                set = try Self.folderImages(file, split: split, trainedOn: trainingData, image: image)
+            } else {
+                set = try file.map { try ImageSet.load(images: $0, labels: labels) } ?? source.load(split, seed: seed)
+            }
             try set.validate(for: architecture, image: image)
+            if model.isConditional {
+                guard let labels = set.labels else { throw TrainingError.conditionalWithoutLabels(source: set.source) }
+                if let bad = labels.first(where: { $0 < 0 || Int($0) >= model.classes }) {
+                    throw TrainingError.labelOutOfRange(source: set.source, label: bad, classes: model.classes)
+                }
+            }
             return set
         }
+    }
+
+    /// Every image of a folder (of `split` in the train/test layout),
+    /// decoded with the training data's crop and size to the model's
+    /// channels. Class folders named as the training classes take their
+    /// labels; others keep the folder's own.
+    static func folderImages(_ path: String, split: DataSplit, trainedOn training: DataSource,
+                             image: ImageShape) throws -> ImageSet {
+        let folder = try ImageFolder(scanning: path, skippingBadImages: training.skipBadImages == true)
+        var files = split == .test && folder.test != nil ? folder.test! : folder.train
+        if let names = folder.classNames, let trained = training.classNames, let labels = files.labels,
+           names.allSatisfy(trained.contains) {
+            files.labels = labels.map { Int32(trained.firstIndex(of: names[Int($0)])!) }
+        }
+        let decoding = try ImageDecoding(for: [files], channels: image.channels,
+                                         size: training.imageSize.map { ($0[0], $0[1]) }, centerCrop: training.centerCrop)
+        let source = folder.layout == .splits ? path + "/" + (folder.test != nil && split == .test ? "test" : "train") : path
+        return try decoding.decode(files, skippingBad: training.skipBadImages == true, source: source).images
     }
 
     /// Rank 0 writes `bytes` to `path` atomically; every rank learns whether it worked.
@@ -63,6 +96,11 @@ public struct InferenceContext {
             return try image.pngData()
         }(), to: path)
         console.print("wrote \(path): \(what), \(size)")
+    }
+
+    /// " (name)" for class k when the training data names it, else "".
+    public func className(_ k: Int) -> String {
+        k < classNames.count ? " (\(classNames[k]))" : ""
     }
 
     /// The seed the checkpoint's run used (the default for sampling).

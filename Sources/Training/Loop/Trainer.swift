@@ -48,8 +48,20 @@ public final class Trainer<Model: VariationalAutoencoder> {
     /// initialises the model: drawn on rank 0 and broadcast, or from
     /// `checkpoint` (which every rank holds). Setup errors on any rank end
     /// every rank cleanly (see `Communicator.collectively`).
-    public init<Options: ArchitectureOptions>(
+    public convenience init<Options: ArchitectureOptions>(
         _ options: Options, configuration: TrainingConfiguration, data: DataSplits, communicator: Communicator,
+        console: Console, resumingFrom checkpoint: Checkpoint? = nil, backend: Backend,
+        faults: FaultInjection = FaultInjection()
+    ) throws where Options.Model == Model {
+        try self.init(options, configuration: configuration,
+                      data: ShardedData(data, batchSize: configuration.batchSize, seed: configuration.seed,
+                                        rank: communicator.rank, worldSize: communicator.size),
+                      communicator: communicator, console: console, resumingFrom: checkpoint, backend: backend,
+                      faults: faults)
+    }
+
+    public init<Options: ArchitectureOptions>(
+        _ options: Options, configuration: TrainingConfiguration, data: ShardedData, communicator: Communicator,
         console: Console, resumingFrom checkpoint: Checkpoint? = nil, backend: Backend,
         faults: FaultInjection = FaultInjection()
     ) throws where Options.Model == Model {
@@ -57,9 +69,9 @@ public final class Trainer<Model: VariationalAutoencoder> {
         self.communicator = communicator
         self.faults = faults
         architecture = options.architecture
-        image = data.train.shape
-        self.data = TrainingData(data, batchSize: configuration.batchSize, seed: configuration.seed,
-                                 rank: communicator.rank, worldSize: communicator.size)
+        image = data.shape
+        self.data = TrainingData(data, seed: configuration.seed, rank: communicator.rank,
+                                 classes: options.conditionalClasses)
         let termCount = ELBOTerms.reported.count
         if let checkpoint {
             let model = try communicator.collectively { try checkpoint.model(options) }
@@ -92,6 +104,11 @@ public final class Trainer<Model: VariationalAutoencoder> {
         recorder = try RunRecorder(configuration: configuration, communicator: communicator, console: console,
                                    classNames: data.classNames, resumingAt: checkpoint?.sidecar.step)
         if let checkpoint { restorePosition(checkpoint) }
+    }
+
+    /// Lists the images the data loading skipped in the run's metrics.
+    func recordSkippedImages(_ bad: [BadImage]) throws {
+        try recorder.skippedImages(bad, step: position.step)
     }
 
     public var layout: ParameterLayout { optimizer.layout }
@@ -155,13 +172,14 @@ public final class Trainer<Model: VariationalAutoencoder> {
         var clock = PhaseClock()
         let kernelsBefore = backend.profiler?.seconds
         let x = data.batch(stepInEpoch: position.stepInEpoch, order: order)                 // (b, D)
+        let condition = data.condition(stepInEpoch: position.stepInEpoch, order: order)     // (b, K)
         let count = x.shape[0]
         let noise = data.noise(count: count, latentSize: model.latentSize, step: position.step)  // (b, Z)
         try faults.failIfDue(rank: rank, step: position.step + 1)
         clock.lap(.data)
 
         let beta = configuration.kl.weight(atStep: position.step + 1)
-        let (terms, gradient, globalKL) = try forwardBackward(x, noise: noise, beta: beta, clock: &clock)
+        let (terms, gradient, globalKL) = try forwardBackward(x, condition: condition, noise: noise, beta: beta, clock: &clock)
         let reduced = try optimizer.step(&model, gradient: gradient, samples: count,
                                          terms: terms?.reportedValues ?? Array(repeating: 0, count: ELBOTerms.reported.count),
                                          step: position.step + 1, clock: &clock)
@@ -187,7 +205,7 @@ public final class Trainer<Model: VariationalAutoencoder> {
     /// backward pass gives every rank the global batch's KL per latent
     /// dimension, so the constraint max(KL_j, λ) applies to the global batch
     /// exactly as in Kingma et al. (2016).
-    func forwardBackward(_ x: Tensor, noise: Tensor, beta: Double, clock: inout PhaseClock) throws
+    func forwardBackward(_ x: Tensor, condition: Tensor, noise: Tensor, beta: Double, clock: inout PhaseClock) throws
         -> (terms: ELBOTerms?, gradient: Model?, globalKL: (klPerDimension: [Float], count: Float)?)
     {
         let z = model.latentSize, count = x.shape[0]
@@ -197,7 +215,7 @@ public final class Trainer<Model: VariationalAutoencoder> {
         // writes them in place (otherwise each write would copy its tensor).
         optimizer.beginStep(model)
         let forward = count > 0 ? valueWithPullback(at: model) { m in
-            negativeELBO(m, x: x, noise: noise, likelihood: likelihood, on: backend)
+            negativeELBO(m, x: x, condition: condition, noise: noise, likelihood: likelihood, on: backend)
         } : nil
         var globalKL: (klPerDimension: [Float], count: Float)? = nil
         if configuration.kl.needsGlobalKLPerDimension {

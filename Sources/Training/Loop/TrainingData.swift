@@ -10,13 +10,16 @@ struct TrainingData {
     let test: ImageSet
     let rank: Int
     let seed: UInt64
+    /// K: the classes of a conditional model (0: unconditional).
+    let classes: Int
 
-    init(_ data: DataSplits, batchSize: Int, seed: UInt64, rank: Int, worldSize: Int) {
-        plan = ShardPlan(sampleCount: data.train.count, worldSize: worldSize, globalBatch: batchSize, seed: seed)
-        shard = data.train.selecting(plan.shardIndices(rank: rank))
+    init(_ data: ShardedData, seed: UInt64, rank: Int, classes: Int) {
+        plan = data.plan
+        shard = data.shard
         test = data.test
         self.rank = rank
         self.seed = seed
+        self.classes = classes
     }
 
     var stepsPerEpoch: Int { plan.stepsPerEpoch }
@@ -26,7 +29,19 @@ struct TrainingData {
 
     /// x (b, D): this rank's images for step `stepInEpoch` of an epoch (possibly none).
     func batch(stepInEpoch: Int, order: [Int]) -> Tensor {
-        shard.batch(plan.localRange(step: stepInEpoch, rank: rank).map { order[$0] })
+        shard.batch(indices(stepInEpoch: stepInEpoch, order: order))
+    }
+
+    func indices(stepInEpoch: Int, order: [Int]) -> [Int] {
+        plan.localRange(step: stepInEpoch, rank: rank).map { order[$0] }
+    }
+
+    /// (b, K): the one-hot labels of the step's images for a conditional
+    /// model; (b, 0) otherwise.
+    func condition(stepInEpoch: Int, order: [Int]) -> Tensor {
+        let indices = indices(stepInEpoch: stepInEpoch, order: order)
+        guard classes > 0, let labels = shard.labels else { return Tensor(zeros: [indices.count, 0]) }
+        return Tensor(oneHot: indices.map { labels[$0] }, classes: classes)
     }
 
     /// ε (b, Z): the reparameterisation noise of global step `step`

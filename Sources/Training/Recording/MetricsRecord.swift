@@ -7,10 +7,12 @@ struct MetricsRecord: Encodable {
         case int(Int)
         case double(Double)
         case doubles([Double])
+        case strings([String])
 
         func encode(to encoder: Encoder) throws {
             var c = encoder.singleValueContainer()
             switch self {
+            case .strings(let v): try c.encode(v)
             case .string(let v): try c.encode(v)
             case .int(let v): try c.encode(v)
             case .double(let v): try c.encode(v)

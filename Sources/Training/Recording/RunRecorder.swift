@@ -103,6 +103,17 @@ final class RunRecorder {
         try outputs.tensorboard.scalars(tags, step: step, wallTime: Date().timeIntervalSince1970)
     }
 
+    /// Rank 0: one metrics line listing the images skipped as unreadable
+    /// (`--skip-bad-images`): "path: what failed" each.
+    func skippedImages(_ bad: [BadImage], step: Int) throws {
+        guard let outputs, !bad.isEmpty else { return }
+        var record = MetricsRecord(type: "skipped_images")
+        record.add("step", step)
+        record.add("count", bad.count)
+        record.add("images", .strings(bad.map { "\($0.path): \($0.reason)" }))
+        try outputs.log(record)
+    }
+
     // MARK: - Evaluation
 
     func evaluation(_ result: EvaluationResult, at position: TrainingPosition) throws {
@@ -141,17 +152,26 @@ final class RunRecorder {
         let image = model.image
         let z = Tensor(normalsFrom: RandomStream(seed: configuration.seed, domain: .sampling),
                        shape: [64, model.latentSize])
-        let inputs = testSet.batch(0..<min(8, testSet.count))
+        let shown = 0..<min(8, testSet.count)
+        let inputs = testSet.batch(shown)
+        // A conditional model: one row per class, column j decoding the same z_j in every row.
+        let samples = model.isConditional
+            ? model.decodeMean(Tensor(shape: [8 * model.classes, model.latentSize],
+                                      scalars: Array(repeatElement(z.scalars[0..<(8 * model.latentSize)], count: model.classes).joined())),
+                               condition: model.condition(labels: (0..<model.classes).flatMap { [Int32](repeating: Int32($0), count: 8) },
+                                                          count: 8 * model.classes))
+            : model.decodeMean(z)
         var pictures: [(String, Raster)] = [
-            ("samples", Inference.grid(model.decodeMean(z), image: image, columns: 8)),
+            ("samples", Inference.grid(samples, image: image, columns: 8)),
             ("reconstructions", Inference.reconstructionGrid(
-                inputs: inputs, reconstructions: Inference.reconstructions(model, of: inputs), image: image,
-                columns: inputs.shape[0])),
+                inputs: inputs, reconstructions: Inference.reconstructions(model, of: inputs,
+                                                                           condition: model.condition(of: testSet, shown)),
+                image: image, columns: inputs.shape[0])),
         ]
         if model.latentSize == 2 {
             let means = try Inference.encodeMeans(model, images: testSet, batchSize: configuration.evaluationBatchSize,
                                                   communicator: LocalCommunicator())
-            pictures.append(("latent-manifold", Inference.manifold(model)))
+            pictures.append(("latent-manifold", Inference.manifold(model, label: model.isConditional ? 0 : nil)))
             pictures.append(("latent-scatter", Inference.scatter(
                 means: means, labels: testSet.labels, labelNames: classNames,
                 title: "posterior means of \(testSet.count) test images, epoch \(position.epoch), step \(position.step)")))

@@ -29,3 +29,16 @@ extension DataSplits {
         try test.validate(for: architecture, image: image)
     }
 }
+
+extension ShardedData {
+    /// This rank's shard and the test set checked against the model (see
+    /// `ImageSet.validate(for:image:)`); the shape first, which every rank
+    /// sees the same even when its shard is empty.
+    public func validate(for architecture: Architecture, image: ImageShape) throws {
+        guard shape == image else {
+            throw DatasetError.incompatible(path: trainSource, detail: "images are \(shape) but the model takes \(image)")
+        }
+        try shard.validate(for: architecture, image: image)
+        try test.validate(for: architecture, image: image)
+    }
+}

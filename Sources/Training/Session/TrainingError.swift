@@ -15,6 +15,12 @@ public enum TrainingError: Error, CustomStringConvertible {
     /// family cannot model.
     case unsupportedImages(source: String, family: String, image: ImageShape, requirement: String)
     case injectedFailure(step: Int)
+    /// A conditional VAE on data without labels.
+    case conditionalWithoutLabels(source: String)
+    /// Labels outside the classes of a conditional model.
+    case labelOutOfRange(source: String, label: Int32, classes: Int)
+    /// A resumed conditional model on data with another number of classes.
+    case classCountChanged(checkpoint: Int, data: Int, source: String)
 
     public var description: String {
         switch self {
@@ -33,6 +39,13 @@ public enum TrainingError: Error, CustomStringConvertible {
             return "the \(family) VAE needs \(requirement); \(source) has \(image) images"
         case let .injectedFailure(step):
             return "injected failure at step \(step) (VAE_MPI_FAIL_AT)"
+        case let .conditionalWithoutLabels(source):
+            return "a conditional VAE needs labelled images, and \(source) has no labels "
+                + "(give a label file, or put the images in one folder per class)"
+        case let .labelOutOfRange(source, label, classes):
+            return "\(source): label \(label) is outside the \(classes) classes 0…\(classes - 1) of the conditional model"
+        case let .classCountChanged(checkpoint, data, source):
+            return "the checkpoint's conditional model has \(checkpoint) classes but \(source) has \(data)"
         }
     }
 }

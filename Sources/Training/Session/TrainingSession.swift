@@ -16,19 +16,25 @@ public struct TrainingSession {
     /// Time the steps' kernels and print a per-step breakdown at the end.
     public var profile: Bool
     public var faults: FaultInjection
+    /// Make a new run's model conditional on the data's labels (`--conditional`).
+    public var conditional: Bool
+    /// Images skipped as unreadable, as rank 0 heard of them.
+    var skippedImages: [BadImage] = []
 
     public init(configuration: TrainingConfiguration, resumingFrom checkpoint: Checkpoint? = nil,
-                communicator: Communicator, profile: Bool = false, faults: FaultInjection = FaultInjection()) {
+                communicator: Communicator, profile: Bool = false, faults: FaultInjection = FaultInjection(),
+                conditional: Bool = false) {
         self.configuration = configuration
         self.checkpoint = checkpoint
         self.communicator = communicator
         console = Console(rank: communicator.rank)
         self.profile = profile
         self.faults = faults
+        self.conditional = conditional
     }
 
     @discardableResult
-    public func run() throws -> TrainingSummary {
+    public mutating func run() throws -> TrainingSummary {
         let rank = communicator.rank
         var configuration = self.configuration
         if let checkpoint, let change = configuration.changeOnResume(from: checkpoint) {
@@ -45,20 +51,109 @@ public struct TrainingSession {
             configuration.runDirectory = String(decoding: name, as: UTF8.self)
         }
         let settled = configuration
-        let data = try communicator.collectively { try settled.data.load(seed: settled.seed) }
-        let image = checkpoint?.sidecar.image ?? data.train.shape
-        try communicator.collectively { try data.validate(for: settled.architecture, image: image) }
+        let prepared = try communicator.collectively { try settled.data.prepare(seed: settled.seed) }
+        for note in prepared.notes { console.print(note) }
+        // Class names found in the data (an image folder's class folders) go into config.json and the checkpoints.
+        if configuration.data.classNames == nil { configuration.data.classNames = prepared.classNames }
+        if conditional || configuration.architecture.conditionalClasses > 0 {
+            let classes = try communicator.collectively { try Self.classCount(prepared, architecture: settled.architecture) }
+            configuration.architecture.conditionalClasses = classes
+        }
+        let image = checkpoint?.sidecar.image ?? prepared.shape
+        let data = try loadShard(prepared, configuration: configuration)
+        let architecture = configuration.architecture
+        try communicator.collectively { try data.validate(for: architecture, image: image) }
         return try train(configuration.architecture.options, configuration: configuration, data: data)
     }
 
+    /// K for a conditional model: the data's classes (the checkpoint's, when
+    /// resuming, must agree), with every label inside them.
+    static func classCount(_ prepared: PreparedData, architecture: Architecture) throws -> Int {
+        guard let k = prepared.classCount, let trainLabels = prepared.train.labels else {
+            throw TrainingError.conditionalWithoutLabels(source: prepared.source(.train))
+        }
+        if architecture.conditionalClasses > 0 && architecture.conditionalClasses != k {
+            throw TrainingError.classCountChanged(checkpoint: architecture.conditionalClasses, data: k,
+                                                  source: prepared.source(.train))
+        }
+        for split in DataSplit.allCases {
+            let labels = split == .train ? trainLabels : prepared.test.labels
+            guard let labels else { throw TrainingError.conditionalWithoutLabels(source: prepared.source(split)) }
+            if let bad = labels.first(where: { $0 < 0 || Int($0) >= k }) {
+                throw TrainingError.labelOutOfRange(source: prepared.source(split), label: bad, classes: k)
+            }
+        }
+        return k
+    }
+
+    /// This rank's shard of the training set and the whole test set: an
+    /// image folder's ranks each decode only their own shard's files. With
+    /// bad images skipped, the shards keep what decoded, and rank 0 lists
+    /// what did not.
+    mutating func loadShard(_ prepared: PreparedData, configuration c: TrainingConfiguration) throws -> ShardedData {
+        let rank = communicator.rank
+        let t0 = monotonicSeconds()
+        let plan = ShardPlan(sampleCount: prepared.train.count, worldSize: communicator.size, globalBatch: c.batchSize,
+                             seed: c.seed)
+        let (shard, test) = try communicator.collectively {
+            (try prepared.load(.train, indices: plan.shardIndices(rank: rank)), try prepared.load(.test))
+        }
+        let seconds = monotonicSeconds() - t0
+        var finalPlan = plan
+        if case .files = prepared.train {
+            let counts = try communicator.allGather(UInt64(shard.images.count)).map { Int($0) }
+            let badCounts = try communicator.allGather(UInt64(shard.bad.count)).map { Int($0) }
+            let slowest = try communicator.allGather(seconds.bitPattern).map { Double(bitPattern: $0) }.max() ?? seconds
+            finalPlan = plan.keeping(shardSizes: counts)
+            let decoded = zip(counts, badCounts).map { $0 + $1 }
+            console.print("decoded \(prepared.train.count) training images in \(String(format: "%.2f", slowest)) s "
+                          + "(\(String(format: "%.0f", Double(decoded.max() ?? 0) / max(slowest, 1e-9))) images/s per rank; "
+                          + "each rank decodes only its shard: \(decoded.map(String.init).joined(separator: ", ")) "
+                          + "on ranks 0…\(communicator.size - 1)), and \(test.images.count + test.bad.count) test images on every rank")
+            try reportBadImages(prepared.bad + test.bad, shardBad: shard.bad)
+            guard finalPlan.sampleCount > 0 else {
+                throw CollectiveFailure.unanimous(DatasetError.incompatible(path: prepared.source(.train),
+                                                                            detail: "no training image could be decoded"),
+                                                  rank: rank)
+            }
+            if test.images.count == 0 {
+                throw CollectiveFailure.unanimous(DatasetError.incompatible(path: prepared.source(.test),
+                                                                            detail: "no test image could be decoded"),
+                                                  rank: rank)
+            }
+        }
+        return ShardedData(plan: finalPlan, shard: shard.images, test: test.images, shape: prepared.shape,
+                           classNames: prepared.classNames, testIsHeldOut: prepared.testIsHeldOut,
+                           trainSource: prepared.source(.train))
+    }
+
+    /// Rank 0 prints how many images were skipped as unreadable and lists
+    /// them; every rank's own list reaches it (`shardBad`; `common` is the
+    /// same on every rank).
+    mutating func reportBadImages(_ common: [BadImage], shardBad: [BadImage]) throws {
+        let counts = try communicator.allGather(UInt64(shardBad.count))
+        guard !common.isEmpty || counts.contains(where: { $0 > 0 }) else { return }
+        var all = common
+        for r in 0..<communicator.size where counts[r] > 0 {
+            let mine = communicator.rank == r ? Array((try? JSONEncoder().encode(shardBad)) ?? Data()) : []
+            let bytes = try communicator.broadcast(bytes: mine, root: r)
+            all += (try? JSONDecoder().decode([BadImage].self, from: Data(bytes))) ?? []
+        }
+        skippedImages = all
+        console.print("skipped \(all.count) unreadable image\(all.count == 1 ? "" : "s") (--skip-bad-images):")
+        for bad in all.prefix(20) { console.print("  \(bad.path): \(bad.reason)") }
+        if all.count > 20 { console.print("  … and \(all.count - 20) more (all listed in metrics.jsonl)") }
+    }
+
     private func train<Options: ArchitectureOptions>(_ options: Options, configuration: TrainingConfiguration,
-                                                     data: DataSplits) throws -> TrainingSummary {
+                                                     data: ShardedData) throws -> TrainingSummary {
         let backend = try communicator.collectively {
             try Backend(library: configuration.kernels, precision: configuration.precision,
                         profiler: profile ? KernelProfiler() : nil)
         }
         let trainer = try Trainer(options, configuration: configuration, data: data, communicator: communicator,
                                   console: console, resumingFrom: checkpoint, backend: backend, faults: faults)
+        try trainer.recordSkippedImages(skippedImages)
         printConfiguration(configuration, data: data, trainer: trainer)
         if let note = trainer.resumeNote { console.print(note) }
         let summary = try trainer.run()
@@ -69,7 +164,7 @@ public struct TrainingSession {
         return summary
     }
 
-    func printConfiguration<Model>(_ c: TrainingConfiguration, data: DataSplits, trainer: Trainer<Model>) {
+    func printConfiguration<Model>(_ c: TrainingConfiguration, data: ShardedData, trainer: Trainer<Model>) {
         let image = trainer.image
         let kl = c.kl
         let rows: [(String, String)] = [
@@ -78,8 +173,9 @@ public struct TrainingSession {
             ("likelihood", "\(c.architecture.likelihood), β = \(kl.beta)"
                 + (kl.warmupSteps > 0 ? " after a \(kl.warmupSteps)-step warm-up" : "")
                 + (kl.freeBits > 0 ? ", free bits \(kl.freeBits) nats per dimension" : "")),
-            ("data", "\(data.train.count) train (\(data.train.source)), \(data.test.count) test"
-                + (data.testIsHeldOut ? " (held out)" : " (\(data.test.source))") + " images of \(image)"),
+            ("data", "\(data.plan.sampleCount) train (\(data.trainSource)), \(data.test.count) test"
+                + (data.testIsHeldOut ? " (held out)" : " (\(data.test.source))") + " images of \(image)"
+                + (data.classNames.map { ", \($0.count) classes (\(Self.listing($0)))" } ?? "")),
             ("ranks", "\(communicator.size) (rank 0 on \(communicator.hostName)), "
                 + "\(plural(c.threads, "kernel thread")) each"),
             ("kernels", "\(c.kernels.rawValue), \(c.precision.rawValue)"
@@ -100,6 +196,10 @@ public struct TrainingSession {
         for (key, value) in rows {
             console.print("  " + key + String(repeating: " ", count: width - key.count) + "  " + value)
         }
+    }
+
+    static func listing(_ names: [String]) -> String {
+        names.count <= 6 ? names.joined(separator: ", ") : names.prefix(5).joined(separator: ", ") + ", …, " + names.last!
     }
 
     func printSummary(_ s: TrainingSummary) {

@@ -12,6 +12,8 @@ public protocol ArchitectureOptions: Codable, Equatable, Sendable {
     /// Z.
     var latentSize: Int { get set }
     var likelihood: Likelihood { get set }
+    /// K, the classes of a conditional VAE (Sohn et al. 2015); 0 for an unconditional one.
+    var conditionalClasses: Int { get set }
 
     /// Throws `ArchitectureError` when the family cannot model images of this shape.
     func validate(for image: ImageShape) throws
@@ -69,6 +71,15 @@ public enum Architecture: Equatable, Sendable {
         set {
             var o = options
             o.likelihood = newValue
+            self = o.architecture
+        }
+    }
+
+    public var conditionalClasses: Int {
+        get { options.conditionalClasses }
+        set {
+            var o = options
+            o.conditionalClasses = newValue
             self = o.architecture
         }
     }

@@ -1,73 +1,105 @@
 import _Differentiation
 import TensorCore
 
-/// The convolutional VAE of DESIGN.md §4, for C×H×W images with H and W
-/// divisible by 4: encoder Conv(C→c1, 3×3, stride 2, pad 1) ReLU,
-/// Conv(c1→c2) ReLU, flatten, Dense to μ and to log σ²; decoder Dense to
-/// c2×H/4×W/4 ReLU, ConvTranspose(c2→c1, 3×3, stride 2, pad 1, output pad 1)
-/// ReLU, ConvTranspose(c1→C) to logits or means (and, for a learned-variance
-/// Gaussian, a second ConvTranspose head to log σ²). Names follow the golden
-/// module (`enc.conv1`, …, `dec.deconv2`; the variance head `dec.deconv2_logvar`).
+/// The convolutional VAE of DESIGN.md §4, with any number N ≥ 1 of stride-2
+/// stages, for C×H×W images with H and W divisible by 2^N. Encoder:
+/// Conv(C→c1, 3×3, stride 2, pad 1) ReLU, …, Conv(c(N−1)→cN) ReLU, flatten,
+/// Dense to μ and to log σ². Decoder, the mirror: Dense to cN×H/2^N×W/2^N
+/// ReLU, ConvTranspose(cN→c(N−1), 3×3, stride 2, pad 1, output pad 1) ReLU,
+/// …, ConvTranspose(c1→C) to logits or means (and, for a learned-variance
+/// Gaussian, a second ConvTranspose head to log σ²). Names follow the PyTorch
+/// module (`enc.conv1` … `enc.convN`, `dec.deconv1` … `dec.deconvN`, the
+/// variance head `dec.deconvN_logvar`), with PyTorch's layouts.
+///
+/// Conditional (Sohn et al. 2015) with K > 0 classes: the one-hot label
+/// enters the encoder as K constant channels after the image's (conv1 takes
+/// C + K channels) and the decoder beside z (the Dense takes [z, one-hot]).
+///
 /// Between the convolutions images are channels-last (B, H, W, C), the
 /// layout the kernels run fastest on; flattening uses PyTorch's (C, H, W)
 /// order, so the parameters are those of the PyTorch module.
-/// Legend: B batch, D = C·H·W, Z latent, F = c2·H/4·W/4.
+/// Legend: B batch, D = C·H·W, Z latent, K classes, F = cN·H/2^N·W/2^N.
 public struct ConvVAE: VariationalAutoencoder {
-    public var conv1: Conv2D                       // (c1, C, 3, 3)
-    public var conv2: Conv2D                       // (c2, c1, 3, 3)
+    /// conv1 … convN; conv i: (c_i, c_(i−1), 3, 3), c_0 = C + K.
+    public var encoder: ConvStages<Conv2D>
     public var fcMean: Dense                       // (Z, F)
     public var fcLogVariance: Dense                // (Z, F)
-    public var fc: Dense                           // (F, Z)
-    public var deconv1: ConvTranspose2D            // (c2, c1, 3, 3)
-    public var deconv2: ConvTranspose2D            // (c1, C, 3, 3)
+    public var fc: Dense                           // (F, Z + K)
+    /// deconv1 … deconv(N−1), each followed by ReLU: deconv i (c_(N−i+1), c_(N−i), 3, 3).
+    public var decoder: ConvStages<ConvTranspose2D>
+    /// deconvN: (c1, C, 3, 3), to logits or means.
+    public var output: ConvTranspose2D
     /// (c1, C, 3, 3) for a learned-variance Gaussian; (c1, 0, 3, 3) and left
     /// out of checkpoints otherwise.
-    public var deconv2LogVariance: ConvTranspose2D
+    public var outputLogVariance: ConvTranspose2D
     /// The input images' shape: a constant, not walked (see `ImageShape`).
     public var geometry: ImageShape
 
-    public init(channels: Int, height: Int, width: Int, convChannels: (Int, Int), latentSize: Int,
-                learnsVariance: Bool = false, seed: UInt64) {
-        precondition(height % 4 == 0 && width % 4 == 0 && height >= 4 && width >= 4,
-                     "the conv VAE needs H and W divisible by 4 (got \(height)×\(width))")
-        let (c1, c2) = convChannels
-        let features = c2 * (height / 4) * (width / 4)
-        func stream(_ layer: UInt32) -> RandomStream { RandomStream(seed: seed, domain: .initialization, layer) }
-        conv1 = Conv2D(inputChannels: channels, outputChannels: c1, kernel: 3, stream: stream(0))
-        conv2 = Conv2D(inputChannels: c1, outputChannels: c2, kernel: 3, stream: stream(1))
-        fcMean = Dense(inputSize: features, outputSize: latentSize, stream: stream(2))
-        fcLogVariance = Dense(inputSize: features, outputSize: latentSize, stream: stream(3))
-        fc = Dense(inputSize: latentSize, outputSize: features, stream: stream(4))
-        deconv1 = ConvTranspose2D(inputChannels: c2, outputChannels: c1, kernel: 3, stream: stream(5))
-        deconv2 = ConvTranspose2D(inputChannels: c1, outputChannels: channels, kernel: 3, stream: stream(6))
-        deconv2LogVariance = ConvTranspose2D(inputChannels: c1, outputChannels: learnsVariance ? channels : 0,
-                                             kernel: 3, stream: stream(7))
+    /// Layer streams: conv i ↦ i − 1, then fc_mu, fc_logvar, fc, deconv 1…N, the
+    /// variance head (for two stages, the streams of the two-stage model before).
+    public init(channels: Int, height: Int, width: Int, convChannels: [Int], latentSize: Int,
+                learnsVariance: Bool = false, classes: Int = 0, seed: UInt64) {
+        let n = convChannels.count
+        precondition(n >= 1 && height % (1 << n) == 0 && width % (1 << n) == 0 && height > 0 && width > 0,
+                     "the conv VAE needs H and W divisible by 2^\(n) (got \(height)×\(width))")
+        let features = convChannels[n - 1] * (height >> n) * (width >> n)
+        func stream(_ layer: Int) -> RandomStream { RandomStream(seed: seed, domain: .initialization, UInt32(layer)) }
+        let inputs = [channels + classes] + convChannels.dropLast()
+        encoder = ConvStages((0..<n).map { i in
+            Conv2D(inputChannels: inputs[i], outputChannels: convChannels[i], kernel: 3, stream: stream(i))
+        })
+        fcMean = Dense(inputSize: features, outputSize: latentSize, stream: stream(n))
+        fcLogVariance = Dense(inputSize: features, outputSize: latentSize, stream: stream(n + 1))
+        fc = Dense(inputSize: latentSize + classes, outputSize: features, stream: stream(n + 2))
+        let reversed = Array(convChannels.reversed())   // cN … c1
+        decoder = ConvStages((0..<(n - 1)).map { i in
+            ConvTranspose2D(inputChannels: reversed[i], outputChannels: reversed[i + 1], kernel: 3,
+                            stream: stream(n + 3 + i))
+        })
+        output = ConvTranspose2D(inputChannels: convChannels[0], outputChannels: channels, kernel: 3,
+                                 stream: stream(2 * n + 2))
+        outputLogVariance = ConvTranspose2D(inputChannels: convChannels[0], outputChannels: learnsVariance ? channels : 0,
+                                            kernel: 3, stream: stream(2 * n + 3))
         geometry = ImageShape(channels: channels, height: height, width: width)
     }
 
     @differentiable(reverse, wrt: self)
-    public func encode(_ x: Tensor, on backend: Backend) -> Posterior {
+    public func encode(_ x: Tensor, condition: Tensor, on backend: Backend) -> Posterior {
         let g = withoutDerivative(at: geometry)
         let b = withoutDerivative(at: x.shape[0])
-        let image = channelsLast(x.reshaped([b, g.channels, g.height, g.width]), on: backend)   // (B, H, W, C)
-        let h1 = conv1.relu(image, stride: 2, padding: 1, on: backend)              // (B, H/2, W/2, c1)
-        let h2 = conv2.relu(h1, stride: 2, padding: 1, on: backend)                 // (B, H/4, W/4, c2)
-        // PyTorch flattens (c2, H/4, W/4): back to channels first.
-        let flat = channelsFirst(h2, on: backend).reshaped([b, withoutDerivative(at: h2).count / max(b, 1)])
+        // x is data: nothing here is differentiated with respect to it.
+        let image = withoutDerivative(at: Self.conditionedImage(x, condition: condition, geometry: g, on: backend))
+        let h = encoder(image, on: backend)                                          // (B, H/2^N, W/2^N, cN)
+        // PyTorch flattens (cN, H/2^N, W/2^N): back to channels first.
+        let flat = channelsFirst(h, on: backend).reshaped([b, withoutDerivative(at: h).count / max(b, 1)])
         return Posterior(mean: fcMean(flat, on: backend), logVariance: fcLogVariance(flat, on: backend))
     }
 
-    @differentiable(reverse)
-    public func decode(_ z: Tensor, on backend: Backend) -> DecoderOutput {
+    /// (B, H, W, C + K): the channels-last image with the condition's K
+    /// constant channels after its own.
+    static func conditionedImage(_ x: Tensor, condition: Tensor, geometry g: ImageShape, on backend: Backend) -> Tensor {
+        let b = x.shape[0]
+        let image = channelsLast(x.reshaped([b, g.channels, g.height, g.width]), on: backend)   // (B, H, W, C)
+        let k = condition.shape.last ?? 0
+        guard k > 0 else { return image }
+        let pixels = g.height * g.width
+        return concatenatingLastDimension(image.reshaped([b * pixels, g.channels]), condition.repeatingRows(pixels))
+            .reshaped([b, g.height, g.width, g.channels + k])
+    }
+
+    @differentiable(reverse, wrt: (self, z))
+    public func decode(_ z: Tensor, condition: Tensor, on backend: Backend) -> DecoderOutput {
         let g = withoutDerivative(at: geometry)
         let b = withoutDerivative(at: z.shape[0])
-        let c2 = withoutDerivative(at: deconv1.weight.shape[0])
-        let h = channelsLast(fc.relu(z, on: backend).reshaped([b, c2, g.height / 4, g.width / 4]), on: backend)  // (B, H/4, W/4, c2)
-        let h1 = deconv1.relu(h, stride: 2, padding: 1, outputPadding: 1, on: backend)              // (B, H/2, W/2, c1)
+        let n = withoutDerivative(at: encoder.count)
+        let top = withoutDerivative(at: fc.outputSize / max((g.height >> n) * (g.width >> n), 1))
+        let input = concatenatingLastDimension(z, condition)                       // (B, Z + K)
+        let h = channelsLast(fc.relu(input, on: backend).reshaped([b, top, g.height >> n, g.width >> n]), on: backend)
+        let h1 = decoder(h, on: backend)                                             // (B, H/2, W/2, c1)
         let d = withoutDerivative(at: g.channels * g.height * g.width)
-        let location = channelsFirst(deconv2(h1, stride: 2, padding: 1, outputPadding: 1, on: backend), on: backend)
+        let location = channelsFirst(output(h1, stride: 2, padding: 1, outputPadding: 1, on: backend), on: backend)
             .reshaped([b, d])
-        let logVariance = channelsFirst(deconv2LogVariance(h1, stride: 2, padding: 1, outputPadding: 1, on: backend),
+        let logVariance = channelsFirst(outputLogVariance(h1, stride: 2, padding: 1, outputPadding: 1, on: backend),
                                         on: backend)
         return DecoderOutput(location: location,
                              logVariance: logVariance.reshaped([b, withoutDerivative(at: logVariance).count / max(b, 1)]))
@@ -75,67 +107,100 @@ public struct ConvVAE: VariationalAutoencoder {
 
     public var latentSize: Int { fcMean.outputSize }
     public var dataSize: Int { geometry.channels * geometry.height * geometry.width }
-    public var learnsVariance: Bool { deconv2LogVariance.weight.shape[1] > 0 }
+    public var classes: Int { fc.inputSize - latentSize }
+    public var learnsVariance: Bool { outputLogVariance.weight.shape[1] > 0 }
 
     public mutating func walkParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows {
-        try conv1.walkParameters { try visit("enc.conv1." + $0, &$1) }
-        try conv2.walkParameters { try visit("enc.conv2." + $0, &$1) }
+        let n = encoder.count
+        try encoder.walkParameters { try visit("enc.conv" + $0, &$1) }
         try fcMean.walkParameters { try visit("enc.fc_mu." + $0, &$1) }
         try fcLogVariance.walkParameters { try visit("enc.fc_logvar." + $0, &$1) }
         try fc.walkParameters { try visit("dec.fc." + $0, &$1) }
-        try deconv1.walkParameters { try visit("dec.deconv1." + $0, &$1) }
-        try deconv2.walkParameters { try visit("dec.deconv2." + $0, &$1) }
-        try deconv2LogVariance.walkParameters { try visit("dec.deconv2_logvar." + $0, &$1) }
+        try decoder.walkParameters { try visit("dec.deconv" + $0, &$1) }
+        try output.walkParameters { try visit("dec.deconv\(n)." + $0, &$1) }
+        try outputLogVariance.walkParameters { try visit("dec.deconv\(n)_logvar." + $0, &$1) }
     }
 }
 
 extension ConvVAE {
-    /// The conv family: two stride-2 convolutions of `channels[0]` and
-    /// `channels[1]` channels, mirrored by two transposed convolutions, for
-    /// C×H×W images with H and W divisible by 4.
+    /// The conv family: one stride-2 convolution per entry of `channels`,
+    /// mirrored by transposed convolutions, for C×H×W images with H and W
+    /// divisible by 2^stages.
     public struct Options: ArchitectureOptions {
         public static let family = "conv"
-        /// c1, c2: channels of the two convolutions.
+        /// c1 … cN: channels of the encoder's stages.
         public var channels = [32, 64]
         public var latentSize = 16
         public var likelihood = Likelihood.bernoulli
+        public var conditionalClasses = 0
 
-        public init(channels: [Int] = [32, 64], latentSize: Int = 16, likelihood: Likelihood = .bernoulli) {
+        public init(channels: [Int] = [32, 64], latentSize: Int = 16, likelihood: Likelihood = .bernoulli,
+                    conditionalClasses: Int = 0) {
             self.channels = channels
             self.latentSize = latentSize
             self.likelihood = likelihood
+            self.conditionalClasses = conditionalClasses
         }
 
         public func validate(for image: ImageShape) throws {
-            guard channels.count == 2, channels.allSatisfy({ $0 >= 1 }), latentSize >= 1 else {
+            guard !channels.isEmpty, channels.allSatisfy({ $0 >= 1 }), latentSize >= 1, conditionalClasses >= 0 else {
                 throw ArchitectureError.invalidOptions(
-                    family: Self.family, detail: "needs two positive channel counts and a latent size of at least 1 "
+                    family: Self.family, detail: "needs at least one positive channel count and a latent size of at least 1 "
                         + "(got channels \(channels), latent size \(latentSize))")
             }
-            guard image.height % 4 == 0, image.width % 4 == 0, image.height >= 4, image.width >= 4 else {
-                throw ArchitectureError.unsupportedImage(family: Self.family, image: image,
-                                                         requirement: "image height and width divisible by 4")
+            let n = channels.count
+            guard n < 31, image.height % (1 << n) == 0, image.width % (1 << n) == 0, image.height > 0, image.width > 0 else {
+                let factor = n < 31 ? "\(1 << n)" : "2^\(n)"
+                throw ArchitectureError.unsupportedImage(
+                    family: Self.family, image: image,
+                    requirement: "image height and width divisible by 2^\(n) = \(factor) for \(n) stride-2 stage\(n == 1 ? "" : "s") "
+                        + "(\(image.height) × \(image.width) is not)")
             }
         }
 
         public func summary(for image: ImageShape) -> String {
             "conv \(image) → \(channels.map(String.init).joined(separator: ", ")) → \(latentSize)"
+                + (conditionalClasses > 0 ? ", conditional on \(conditionalClasses) classes" : "")
         }
 
         public func parameterCount(for image: ImageShape) -> Int {
-            let (c, c1, c2, z) = (image.channels, channels[0], channels[1], latentSize)
-            let f = c2 * (image.height / 4) * (image.width / 4)
-            let head = c1 * c * 9 + c
-            return (c1 * c * 9 + c1) + (c2 * c1 * 9 + c2) + 2 * (z * f + z) + (f * z + f)
-                + (c2 * c1 * 9 + c1) + head + (likelihood.learnsVariance ? head : 0)
+            let (c, z, k, n) = (image.channels, latentSize, conditionalClasses, channels.count)
+            let f = channels[n - 1] * (image.height >> n) * (image.width >> n)
+            let inputs = [c + k] + channels.dropLast()
+            var count = 0
+            for i in 0..<n { count += channels[i] * inputs[i] * 9 + channels[i] }         // enc.conv
+            for i in 1..<n { count += channels[i] * channels[i - 1] * 9 + channels[i - 1] } // dec.deconv
+            count += 2 * (z * f + z) + (f * (z + k) + f)                                   // fc_mu, fc_logvar, fc
+            let head = channels[0] * c * 9 + c
+            return count + head + (likelihood.learnsVariance ? head : 0)
         }
 
         public func makeModel(for image: ImageShape, seed: UInt64) -> ConvVAE {
             ConvVAE(channels: image.channels, height: image.height, width: image.width,
-                    convChannels: (channels[0], channels[1]), latentSize: latentSize,
-                    learnsVariance: likelihood.learnsVariance, seed: seed)
+                    convChannels: channels, latentSize: latentSize,
+                    learnsVariance: likelihood.learnsVariance, classes: conditionalClasses, seed: seed)
         }
 
         public var architecture: Architecture { .conv(self) }
+
+        enum CodingKeys: String, CodingKey { case channels, latentSize, likelihood, conditionalClasses }
+
+        public init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            channels = try c.decode([Int].self, forKey: .channels)
+            latentSize = try c.decode(Int.self, forKey: .latentSize)
+            likelihood = try c.decode(Likelihood.self, forKey: .likelihood)
+            conditionalClasses = try c.decodeIfPresent(Int.self, forKey: .conditionalClasses) ?? 0
+        }
+
+        /// An unconditional model's options are written as before the
+        /// conditional VAE existed.
+        public func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(channels, forKey: .channels)
+            try c.encode(latentSize, forKey: .latentSize)
+            try c.encode(likelihood, forKey: .likelihood)
+            if conditionalClasses > 0 { try c.encode(conditionalClasses, forKey: .conditionalClasses) }
+        }
     }
 }

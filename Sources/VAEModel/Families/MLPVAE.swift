@@ -4,12 +4,14 @@ import TensorCore
 /// The VAE of PyTorch's `examples/vae` (Kingma & Welling 2014):
 /// encoder D → H (ReLU) → (Z μ, Z log σ²); decoder Z → H (ReLU) → D.
 /// Property names follow the PyTorch module, so checkpoints load into it.
-/// Legend: B batch, D data dimensions, H hidden units, Z latent.
+/// Conditional (Sohn et al. 2015) with K > 0 classes: fc1 takes
+/// [x, one-hot(label)] and fc3 takes [z, one-hot(label)].
+/// Legend: B batch, D data dimensions, H hidden units, Z latent, K classes.
 public struct MLPVAE: VariationalAutoencoder {
-    public var fc1: Dense            // (H, D)
+    public var fc1: Dense            // (H, D + K)
     public var fc21: Dense           // (Z, H) → μ
     public var fc22: Dense           // (Z, H) → log σ²
-    public var fc3: Dense            // (H, Z)
+    public var fc3: Dense            // (H, Z + K)
     public var fc4: Dense            // (D, H) → logits or mean
     /// Learned per-dimension log σ² of a Gaussian decoder, (D, H); (0, H) and
     /// left out of checkpoints when the likelihood does not learn its variance.
@@ -18,35 +20,37 @@ public struct MLPVAE: VariationalAutoencoder {
     /// A freshly initialised model (PyTorch's default Linear initialisation),
     /// each layer drawn from its own stream `(seed, .initialization, layer)`.
     public init(dataSize: Int, hiddenSize: Int, latentSize: Int,
-                learnsVariance: Bool = false, seed: UInt64) {
-        precondition(dataSize > 0 && hiddenSize > 0 && latentSize > 0,
-                     "MLPVAE sizes must be positive (D \(dataSize), H \(hiddenSize), Z \(latentSize))")
+                learnsVariance: Bool = false, classes: Int = 0, seed: UInt64) {
+        precondition(dataSize > 0 && hiddenSize > 0 && latentSize > 0 && classes >= 0,
+                     "MLPVAE sizes must be positive (D \(dataSize), H \(hiddenSize), Z \(latentSize), K \(classes))")
         func stream(_ layer: UInt32) -> RandomStream {
             RandomStream(seed: seed, domain: .initialization, layer)
         }
-        fc1 = Dense(inputSize: dataSize, outputSize: hiddenSize, stream: stream(0))
+        fc1 = Dense(inputSize: dataSize + classes, outputSize: hiddenSize, stream: stream(0))
         fc21 = Dense(inputSize: hiddenSize, outputSize: latentSize, stream: stream(1))
         fc22 = Dense(inputSize: hiddenSize, outputSize: latentSize, stream: stream(2))
-        fc3 = Dense(inputSize: latentSize, outputSize: hiddenSize, stream: stream(3))
+        fc3 = Dense(inputSize: latentSize + classes, outputSize: hiddenSize, stream: stream(3))
         fc4 = Dense(inputSize: hiddenSize, outputSize: dataSize, stream: stream(4))
         fc4LogVariance = Dense(inputSize: hiddenSize, outputSize: learnsVariance ? dataSize : 0,
                                stream: stream(5))
     }
 
     @differentiable(reverse, wrt: self)
-    public func encode(_ x: Tensor, on backend: Backend) -> Posterior {
-        let h1 = fc1.relu(x, on: backend)
+    public func encode(_ x: Tensor, condition: Tensor, on backend: Backend) -> Posterior {
+        // x is data: nothing here is differentiated with respect to it.
+        let h1 = fc1.relu(withoutDerivative(at: concatenatingLastDimension(x, condition)), on: backend)
         return Posterior(mean: fc21(h1, on: backend), logVariance: fc22(h1, on: backend))
     }
 
-    @differentiable(reverse)
-    public func decode(_ z: Tensor, on backend: Backend) -> DecoderOutput {
-        let h3 = fc3.relu(z, on: backend)
+    @differentiable(reverse, wrt: (self, z))
+    public func decode(_ z: Tensor, condition: Tensor, on backend: Backend) -> DecoderOutput {
+        let h3 = fc3.relu(concatenatingLastDimension(z, condition), on: backend)
         return DecoderOutput(location: fc4(h3, on: backend), logVariance: fc4LogVariance(h3, on: backend))
     }
 
     public var latentSize: Int { fc21.outputSize }
-    public var dataSize: Int { fc1.inputSize }
+    public var dataSize: Int { fc4.outputSize }
+    public var classes: Int { fc3.inputSize - latentSize }
     public var hiddenSize: Int { fc1.outputSize }
     public var learnsVariance: Bool { fc4LogVariance.outputSize > 0 }
 
@@ -69,15 +73,38 @@ extension MLPVAE {
         public var hiddenSize = 400
         public var latentSize = 20
         public var likelihood = Likelihood.bernoulli
+        public var conditionalClasses = 0
 
-        public init(hiddenSize: Int = 400, latentSize: Int = 20, likelihood: Likelihood = .bernoulli) {
+        public init(hiddenSize: Int = 400, latentSize: Int = 20, likelihood: Likelihood = .bernoulli,
+                    conditionalClasses: Int = 0) {
             self.hiddenSize = hiddenSize
             self.latentSize = latentSize
             self.likelihood = likelihood
+            self.conditionalClasses = conditionalClasses
+        }
+
+        enum CodingKeys: String, CodingKey { case hiddenSize, latentSize, likelihood, conditionalClasses }
+
+        public init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            hiddenSize = try c.decode(Int.self, forKey: .hiddenSize)
+            latentSize = try c.decode(Int.self, forKey: .latentSize)
+            likelihood = try c.decode(Likelihood.self, forKey: .likelihood)
+            conditionalClasses = try c.decodeIfPresent(Int.self, forKey: .conditionalClasses) ?? 0
+        }
+
+        /// An unconditional model's options are written as before the
+        /// conditional VAE existed.
+        public func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(hiddenSize, forKey: .hiddenSize)
+            try c.encode(latentSize, forKey: .latentSize)
+            try c.encode(likelihood, forKey: .likelihood)
+            if conditionalClasses > 0 { try c.encode(conditionalClasses, forKey: .conditionalClasses) }
         }
 
         public func validate(for image: ImageShape) throws {
-            guard hiddenSize >= 1, latentSize >= 1 else {
+            guard hiddenSize >= 1, latentSize >= 1, conditionalClasses >= 0 else {
                 throw ArchitectureError.invalidOptions(
                     family: Self.family, detail: "hidden size \(hiddenSize) and latent size \(latentSize) must be at least 1")
             }
@@ -86,17 +113,20 @@ extension MLPVAE {
             }
         }
 
-        public func summary(for image: ImageShape) -> String { "mlp \(image.size)-\(hiddenSize)-\(latentSize)" }
+        public func summary(for image: ImageShape) -> String {
+            "mlp \(image.size)-\(hiddenSize)-\(latentSize)"
+                + (conditionalClasses > 0 ? ", conditional on \(conditionalClasses) classes" : "")
+        }
 
         public func parameterCount(for image: ImageShape) -> Int {
-            let (d, h, z) = (image.size, hiddenSize, latentSize)
+            let (d, h, z, k) = (image.size, hiddenSize, latentSize, conditionalClasses)
             let variance = likelihood.learnsVariance ? d * h + d : 0
-            return (d * h + h) + 2 * (h * z + z) + (z * h + h) + (h * d + d) + variance
+            return ((d + k) * h + h) + 2 * (h * z + z) + ((z + k) * h + h) + (h * d + d) + variance
         }
 
         public func makeModel(for image: ImageShape, seed: UInt64) -> MLPVAE {
             MLPVAE(dataSize: image.size, hiddenSize: hiddenSize, latentSize: latentSize,
-                   learnsVariance: likelihood.learnsVariance, seed: seed)
+                   learnsVariance: likelihood.learnsVariance, classes: conditionalClasses, seed: seed)
         }
 
         public var architecture: Architecture { .mlp(self) }

@@ -14,17 +14,18 @@ public struct ImportanceWeightedEstimate: Equatable {
 
 /// `noise` holds K tensors of standard normals, each (B, Z).
 public func importanceWeightedLogLikelihood<Model: VariationalAutoencoder>(
-    _ model: Model, x: Tensor, noise: [Tensor], likelihood: Likelihood, on backend: Backend
+    _ model: Model, x: Tensor, condition: Tensor = Tensor(zeros: [0, 0]), noise: [Tensor], likelihood: Likelihood,
+    on backend: Backend
 ) -> ImportanceWeightedEstimate {
     precondition(!noise.isEmpty, "importance weighting needs at least one sample")
-    let q = model.encode(x, on: backend)
+    let q = model.encode(x, condition: condition, on: backend)
     let b = x.shape[0]
     let z = q.mean.count / max(b, 1)
     let halfLog2Pi = 0.5 * 1.837_877_066_409_345_5  // ½ log 2π
     var logWeights: [[Double]] = []
     for eps in noise {
         let zk = reparameterize(mean: q.mean, logVariance: q.logVariance, noise: eps)
-        let logPxz = likelihood.logLikelihoodPerSample(x, given: model.decode(zk, on: backend))
+        let logPxz = likelihood.logLikelihoodPerSample(x, given: model.decode(zk, condition: condition, on: backend))
         var w = [Double](repeating: 0, count: b)
         for i in 0..<b {
             var logPz = 0.0, logQz = 0.0

@@ -59,17 +59,19 @@ extension ELBOTerms {
 }
 
 /// The negative ELBO's terms for a batch x (B, D) with reparameterisation
-/// noise (B, Z), summed over the batch. The loss is `reconstruction + β·kl`;
+/// noise (B, Z) and, for a conditional model, the one-hot labels (B, K),
+/// summed over the batch. The loss is `reconstruction + β·kl`;
 /// its gradient is the pullback of `ELBOTerms(reconstruction: 1,
 /// klPerDimension: β)` (a per-dimension β implements free bits; see
 /// `KLControls`).
 @differentiable(reverse, wrt: model)
 public func negativeELBO<Model: VariationalAutoencoder>(
-    _ model: Model, x: Tensor, noise: Tensor, likelihood: Likelihood, on backend: Backend
+    _ model: Model, x: Tensor, condition: Tensor = Tensor(zeros: [0, 0]), noise: Tensor, likelihood: Likelihood,
+    on backend: Backend
 ) -> ELBOTerms {
-    let q = model.encode(x, on: backend)
+    let q = model.encode(x, condition: condition, on: backend)
     let z = reparameterize(mean: q.mean, logVariance: q.logVariance, noise: noise)
-    let reconstruction = likelihood.negativeLogLikelihood(x, given: model.decode(z, on: backend))
+    let reconstruction = likelihood.negativeLogLikelihood(x, given: model.decode(z, condition: condition, on: backend))
     return ELBOTerms(reconstruction: reconstruction,
                      klPerDimension: gaussianKLPerDimension(mean: q.mean, logVariance: q.logVariance))
 }
