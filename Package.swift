@@ -76,7 +76,7 @@ let package = Package(
         .testTarget(name: "VAEModelTests", dependencies: ["VAEModel", "TensorCore", "TestSupport"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "CollectivesTests", dependencies: ["Collectives"]),
-        .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TensorCore", "CZlib", "TestSupport"]),
+        .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "Imaging", "TensorCore", "CZlib", "TestSupport"]),
         .testTarget(name: "ArtifactsTests", dependencies: ["Artifacts", "Imaging", "TestSupport"]),
         .testTarget(name: "TrainingTests",
                     dependencies: ["Training", "Collectives", "Datasets", "Artifacts", "Imaging", "VAEModel", "TensorCore", "TestSupport"],

@@ -135,6 +135,7 @@ private final class HeaderReader {
     func corrupt(_ detail: String) -> ImageError { .corrupt(path: path, detail: detail) }
 
     func bytes(at offset: Int, count: Int, what: String) throws -> [UInt8] {
+        guard size > 0 else { throw corrupt("the file is empty") }
         guard offset >= 0, count >= 0, offset + count <= size else {
             throw corrupt("the file ends before its \(what) (truncated, \(size) bytes)")
         }

@@ -7,9 +7,10 @@ public struct ImageTransform: Equatable, Sendable {
     public var channels: Int
     /// S: crop the central S×S first (torchvision's CenterCrop offsets).
     public var centerCrop: Int?
-    /// (H, W) to resize to: a box filter (area average) along an axis that
-    /// shrinks, bilinear interpolation (half-pixel centres, edges clamped)
-    /// along one that grows.
+    /// (H, W) to resize to: a box filter along an axis that shrinks (each
+    /// output pixel the mean of the input pixels whose centres fall in its
+    /// footprint, as Pillow's BOX), bilinear interpolation (half-pixel
+    /// centres, edges clamped, as Pillow's BILINEAR) along one that grows.
     public var size: (height: Int, width: Int)?
 
     public init(channels: Int, centerCrop: Int? = nil, size: (height: Int, width: Int)? = nil) {
@@ -98,7 +99,7 @@ public struct ImageTransform: Equatable, Sendable {
     }
 
     /// Python's round(): halves to even (torchvision's CenterCrop offsets).
-    static func roundHalfEven(_ x: Double) -> Int { Int(x.rounded(.toNearestOrEven)) }
+    public static func roundHalfEven(_ x: Double) -> Int { Int(x.rounded(.toNearestOrEven)) }
 
     /// For each output position along an axis of `input` → `output`
     /// samples: the input positions and their weights.
@@ -106,17 +107,21 @@ public struct ImageTransform: Equatable, Sendable {
         if input == output { return (0..<output).map { [(index: $0, weight: Float(1))] } }
         let scale = Double(input) / Double(output)
         if output < input {
-            // Box: the input interval [o·s, (o+1)·s) averaged by overlap.
+            // Box (Pillow's BOX): the mean of the input pixels whose centres
+            // lie within the output pixel's footprint, centre (o + ½)·s,
+            // half-width s/2 (Pillow's coefficients, without its fixed point).
             return (0..<output).map { o in
-                let (start, end) = (Double(o) * scale, Double(o + 1) * scale)
+                let centre = (Double(o) + 0.5) * scale
+                let support = 0.5 * scale
+                let first = max(Int(centre - support + 0.5), 0)
+                let last = min(Int(centre + support + 0.5), input)
                 var taps: [(index: Int, weight: Float)] = []
-                var i = Int(start.rounded(.down))
-                while Double(i) < end && i < input {
-                    let overlap = min(end, Double(i + 1)) - max(start, Double(i))
-                    if overlap > 0 { taps.append((index: i, weight: Float(overlap / scale))) }
-                    i += 1
+                for i in first..<last {
+                    let x = (Double(i) - centre + 0.5) / scale
+                    if x > -0.5 && x <= 0.5 { taps.append((index: i, weight: 1)) }
                 }
-                return taps
+                let n = Float(taps.count)
+                return taps.map { (index: $0.index, weight: 1 / n) }
             }
         }
         // Bilinear: centre (o + ½)·s − ½, clamped to the edge pixels.

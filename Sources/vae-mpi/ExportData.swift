@@ -50,7 +50,11 @@ struct ExportData: ParsableCommand {
             try communicator.collectively {
                 guard rank == 0 else { return }
                 let t0 = monotonicSeconds()
-                let splits = try settled.load(seed: seed)
+                let prepared = try settled.prepare(seed: seed)
+                for note in prepared.notes { console.print(note) }
+                let (train, test) = (try prepared.load(.train), try prepared.load(.test))
+                let splits = DataSplits(train: train.images, test: test.images, classNames: prepared.classNames,
+                                        testIsHeldOut: prepared.testIsHeldOut, bad: prepared.bad + train.bad + test.bad)
                 let seconds = monotonicSeconds() - t0
                 try Files.createDirectory(out)
                 for (name, set) in [("train", splits.train), ("test", splits.test)] {
@@ -65,7 +69,7 @@ struct ExportData: ParsableCommand {
                         try Files.writeAtomically(NPYWriter.encode(labels.map(Int64.init), shape: [labels.count]),
                                                   to: "\(out)/\(name)-labels.npy")
                     }
-                    console.print("wrote \(out)/\(name)-images.npy: \(set.count) images of \(set.shape)"
+                    console.print("wrote \(out)/\(name)-images.npy: \(set.count) image\(set.count == 1 ? "" : "s") of \(set.shape)"
                                   + (set.labels == nil ? "" : ", with \(name)-labels.npy"))
                 }
                 if let names = splits.classNames {

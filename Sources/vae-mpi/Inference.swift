@@ -85,7 +85,8 @@ struct Sample: ParsableCommand {
     @Option(name: OptionName.columns.name, help: "Images per row of the grid (default: ⌈√count⌉).")
     var columns: Int?
 
-    @Option(name: OptionName.out.name, help: ArgumentHelp("Output PNG file.", valueName: "png"))
+    @Option(name: OptionName.out.name, help: ArgumentHelp(
+        "Output PNG file (a grid), or .npy file (the samples' pixel means as N×C×H×W float32).", valueName: "file"))
     var out: String
 
     @Option(name: OptionName.seed.name, help: "Seed of the latent draws (default: the checkpoint's seed).")
@@ -128,6 +129,13 @@ struct Sample: ParsableCommand {
             let columns = columns ?? Int(Double(count).squareRoot().rounded(.up))
             let samples = Inference.samples(model, count: count, seed: seed, label: label.map(Int32.init))
             let what = label.map { "\(count) samples of class \($0)" + context.className($0) } ?? "\(count) samples from the prior"
+            if out.hasSuffix(".npy") {
+                let image = model.image
+                try context.write(NPYWriter.encode(samples.scalars, shape: [count, image.channels, image.height, image.width]),
+                                  to: out)
+                context.console.print("wrote \(out): \(what), \(count)×\(image) float32")
+                return
+            }
             try context.write(Inference.grid(samples, image: model.image, columns: columns), to: out, what: what)
         }
     }

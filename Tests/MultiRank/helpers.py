@@ -111,23 +111,27 @@ def check_run(run, epochs, test_samples, world, image, channels=1):
     if len(train) > 1:
         assert train[-1]["loss"] < train[0]["loss"], "loss did not decrease"
     c = 3 if channels == 3 else 1
+    config = json.load(open(f"{run}/config.json"))
+    rows = config["architecture"].get("conditional_classes") or 8   # a conditional model: one row per class
     for e in range(1, epochs + 1):
-        assert png_size(f"{run}/samples/epoch-{e:04d}.png") == (8 * w + 18, 8 * h + 18, c)
-        assert png_size(f"{run}/reconstructions/epoch-{e:04d}.png") == (8 * w + 18, 2 * h + 6, c)
+        assert png_size(f"{run}/samples/epoch-{e:04d}.png") == (8 * w + 18, rows * h + 2 * rows + 2, c)
+        shown = min(8, test_samples)   # the first test images, above their reconstructions
+        assert png_size(f"{run}/reconstructions/epoch-{e:04d}.png") == (shown * w + 2 * shown + 2, 2 * h + 6, c)
     stem = open(f"{run}/checkpoints/latest").read().strip()
     tensors, meta = safetensors(f"{run}/checkpoints/{stem}.safetensors")
     sidecar = json.load(open(f"{run}/checkpoints/{stem}.json"))
     assert sidecar["world_size"] == world, sidecar["world_size"]
     assert sidecar["step"] == evals[-1]["step"]
     if "fc1.weight" in tensors:
-        assert tensors["fc1.weight"][0][1] == h * w * channels, tensors["fc1.weight"][0]
+        k = config["architecture"].get("conditional_classes", 0)
+        assert tensors["fc1.weight"][0][1] == h * w * channels + k, tensors["fc1.weight"][0]
     else:
-        assert tensors["enc.conv1.weight"][0][1] == channels, tensors["enc.conv1.weight"][0]
+        k = config["architecture"].get("conditional_classes", 0)
+        assert tensors["enc.conv1.weight"][0][1] == channels + k, tensors["enc.conv1.weight"][0]
     for name, (_, values) in tensors.items():
         want = sidecar["checksums"][name]
         got = "crc32:%08x" % zlib.crc32(struct.pack(f"<{len(values)}f", *values))
         assert got == want, f"checksum of {name}"
-    config = json.load(open(f"{run}/config.json"))
     assert config["epochs"] >= epochs
     print(f"ok: {len(train)} train and {len(evals)} eval entries, checkpoint {stem}, final test loss {evals[-1]['test_loss']:.3f}")
 

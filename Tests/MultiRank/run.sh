@@ -2,6 +2,7 @@
 # Multi-rank tests: the release binary under `mpirun --timeout`, inside an
 # outer `timeout`, so a hang fails its test instead of stalling CI.
 # Run by scripts/test.sh (after the release build); alone: bash Tests/MultiRank/run.sh
+# (ONLY=REGEX for the tests whose names match, KEEP_WORK=1 to keep their files).
 source "$(dirname "$0")/../../scripts/common.sh"
 set +e  # each test decides; failures are counted, not fatal
 
@@ -35,6 +36,8 @@ count_lines() { grep -cE -- "$2" "$1" || true; }
 run_test() {
     local name=$1
     shift
+    # ONLY=REGEX runs just the tests whose names match (while developing).
+    if [ -n "${ONLY:-}" ] && ! [[ $name =~ $ONLY ]]; then return 0; fi
     local log="$WORK/$name.log"
     local start=$SECONDS
     # Not in an `if`: errexit is ignored inside a condition, even in a subshell.
@@ -499,6 +502,8 @@ precision_and_sharding() {
     done
 }
 
+source "$VAE_MPI_ROOT/Tests/MultiRank/image_tests.sh"
+
 say "multi-rank tests in $WORK"
 helpers make-dataset "$SMALL" 997 203 12 12 || die "could not write the test dataset"
 run_test collectives-np1-to-4 collectives
@@ -524,6 +529,12 @@ run_test kl-controls kl_controls
 run_test held-out-test-set held_out_test_set
 run_test bad-data bad_data
 run_test precision-and-sharding precision_and_sharding
+run_test image-formats-vs-pillow image_formats
+run_test image-crop-and-resize image_resize
+run_test image-folder-layouts image_layouts
+run_test image-bad-files image_bad_files
+run_test image-conv-deep-resume image_conv
+run_test image-conditional-vae image_conditional
 
 say "multi-rank tests: ${passed} passed, ${#failed[@]} failed${failed:+ (${failed[*]})}"
 [ ${#failed[@]} -eq 0 ] || exit 1

@@ -51,7 +51,13 @@ public struct TrainingSession {
             configuration.runDirectory = String(decoding: name, as: UTF8.self)
         }
         let settled = configuration
+        let scanStart = monotonicSeconds()
         let prepared = try communicator.collectively { try settled.data.prepare(seed: settled.seed) }
+        if let folder = prepared.folder {
+            console.print("found \(prepared.train.count + prepared.test.count) images in \(folder.path) (\(folder.layout.rawValue)"
+                          + (prepared.classNames.map { ", \($0.count) classes" } ?? ", no labels")
+                          + "); headers read in \(String(format: "%.2f", monotonicSeconds() - scanStart)) s")
+        }
         for note in prepared.notes { console.print(note) }
         // Class names found in the data (an image folder's class folders) go into config.json and the checkpoints.
         if configuration.data.classNames == nil { configuration.data.classNames = prepared.classNames }
@@ -106,10 +112,12 @@ public struct TrainingSession {
             let slowest = try communicator.allGather(seconds.bitPattern).map { Double(bitPattern: $0) }.max() ?? seconds
             finalPlan = plan.keeping(shardSizes: counts)
             let decoded = zip(counts, badCounts).map { $0 + $1 }
-            console.print("decoded \(prepared.train.count) training images in \(String(format: "%.2f", slowest)) s "
-                          + "(\(String(format: "%.0f", Double(decoded.max() ?? 0) / max(slowest, 1e-9))) images/s per rank; "
-                          + "each rank decodes only its shard: \(decoded.map(String.init).joined(separator: ", ")) "
-                          + "on ranks 0…\(communicator.size - 1)), and \(test.images.count + test.bad.count) test images on every rank")
+            let testCount = test.images.count + test.bad.count
+            let rate = Double((decoded.max() ?? 0) + testCount) / max(slowest, 1e-9)
+            console.print("decoded \(decoded.reduce(0, +)) training images (each rank only its shard: "
+                          + "\(decoded.map(String.init).joined(separator: ", ")) on ranks 0…\(communicator.size - 1)) "
+                          + "and \(plural(testCount, "test image")) (on every rank) in \(String(format: "%.2f", slowest)) s, "
+                          + "\(String(format: "%.0f", rate)) images/s per rank")
             try reportBadImages(prepared.bad + test.bad, shardBad: shard.bad)
             guard finalPlan.sampleCount > 0 else {
                 throw CollectiveFailure.unanimous(DatasetError.incompatible(path: prepared.source(.train),
