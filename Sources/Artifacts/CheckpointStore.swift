@@ -1,13 +1,16 @@
 import CZlib
+import Foundation
 
 /// The checkpoint directory of a run: `step-NNNNNNNN.safetensors` (tensors)
 /// with a `step-NNNNNNNN.json` sidecar, and `latest`, a one-line text file
-/// naming the newest complete checkpoint's stem.
+/// naming the newest complete checkpoint's stem; with `--keep-best`, `best`
+/// names the one with the lowest test loss.
 ///
 /// Writes are ordered so that a crash or `kill -9` at any moment leaves the
-/// previous `latest` loadable: tensors, then sidecar (each written to a
-/// temporary file, fsynced and renamed), then the `latest` pointer, and only
-/// then the removal of checkpoints beyond the retention count.
+/// previous `latest` (and `best`) loadable: tensors, then sidecar (each
+/// written to a temporary file, fsynced and renamed), then the pointers,
+/// and only then the removal of checkpoints beyond the retention count,
+/// which never removes the one `best` names.
 public struct CheckpointStore {
     public let directory: String
 
@@ -21,11 +24,25 @@ public struct CheckpointStore {
     }
 
     public var latestPointer: String { "\(directory)/latest" }
+    public var bestPointer: String { "\(directory)/best" }
 
-    /// Writes one checkpoint and moves `latest` to it, then keeps only the
-    /// newest `keep` checkpoints. Returns the safetensors path.
+    /// The stem `best` names, if there is one.
+    public func bestStem() -> String? {
+        guard Files.exists(bestPointer), let text = try? Files.readText(bestPointer) else { return nil }
+        let stem = text.trimmingWhitespace()
+        return stem.isEmpty ? nil : stem
+    }
+
+    /// Moves `best` to the checkpoint of `step` (which must be complete).
+    public func markBest(step: Int) throws {
+        try Files.writeAtomically(Self.stem(step: step) + "\n", to: bestPointer)
+    }
+
+    /// Writes one checkpoint and moves `latest` to it (and `best`, if
+    /// `best`), then keeps only the newest `keep` checkpoints and the best.
+    /// Returns the safetensors path.
     @discardableResult
-    public func write(step: Int, tensors: SafetensorsFile, sidecar: String, keep: Int) throws -> String {
+    public func write(step: Int, tensors: SafetensorsFile, sidecar: String, keep: Int, best: Bool = false) throws -> String {
         try Files.createDirectory(directory)
         // Temporary files of a writer killed mid-write are garbage: this
         // process is the directory's only writer.
@@ -37,6 +54,7 @@ public struct CheckpointStore {
         try Files.writeAtomically(tensors.encoded(), to: tensorsPath)
         try Files.writeAtomically(sidecar, to: "\(directory)/\(stem).json")
         try Files.writeAtomically(stem + "\n", to: latestPointer)
+        if best { try markBest(step: step) }
         try prune(keep: keep, protecting: stem)
         return tensorsPath
     }
@@ -54,7 +72,8 @@ public struct CheckpointStore {
     private func prune(keep: Int, protecting current: String) throws {
         guard keep > 0 else { return }
         let all = try stems()
-        for stem in all.dropLast(keep) where stem != current {
+        let best = bestStem()
+        for stem in all.dropLast(keep) where stem != current && stem != best {
             try Files.remove("\(directory)/\(stem).json")
             try Files.remove("\(directory)/\(stem).safetensors")
         }
@@ -62,10 +81,19 @@ public struct CheckpointStore {
 
     /// Resolves what a user passed to `--resume` or `--checkpoint`: a run
     /// directory, a checkpoints directory, a `.safetensors` file or its
-    /// `.json` sidecar. Returns (safetensors path, sidecar path).
+    /// `.json` sidecar, or a pointer (`checkpoints/latest`, `checkpoints/best`).
+    /// Returns (safetensors path, sidecar path).
     public static func resolve(_ path: String) throws -> (tensors: String, sidecar: String) {
         var p = path
         while p.count > 1 && p.hasSuffix("/") { p.removeLast() }
+        let name = (p as NSString).lastPathComponent
+        if (name == "latest" || name == "best") && Files.exists(p) && !Files.isDirectory(p) {
+            let stem = try Files.readText(p).trimmingWhitespace()
+            guard !stem.isEmpty, !stem.contains("/") else {
+                throw ArtifactError.corrupt(path: p, check: "does not name a checkpoint")
+            }
+            return try resolve((p as NSString).deletingLastPathComponent + "/\(stem).safetensors")
+        }
         if Files.isDirectory(p) {
             let checkpoints = Files.isDirectory("\(p)/checkpoints") ? "\(p)/checkpoints" : p
             let pointer = "\(checkpoints)/latest"

@@ -12,6 +12,14 @@ public enum NPYWriter {
         return out
     }
 
+    /// float64 data of the given shape.
+    public static func encode(_ values: [Double], shape: [Int]) -> [UInt8] {
+        precondition(shape.reduce(1, *) == values.count, "npy: shape \(shape) vs \(values.count) values")
+        var out = header(descr: "<f8", shape: shape)
+        for v in values { withUnsafeBytes(of: v.bitPattern.littleEndian) { out += $0 } }
+        return out
+    }
+
     /// int64 data of the given shape.
     public static func encode(_ values: [Int64], shape: [Int]) -> [UInt8] {
         precondition(shape.reduce(1, *) == values.count, "npy: shape \(shape) vs \(values.count) values")

@@ -28,6 +28,9 @@ public struct DataSource: Codable, Equatable, Sendable {
     public var imageSize: [Int]?
     public var centerCrop: Int?
     public var skipBadImages: Bool?
+    /// Keep only these classes (labels, or class names) in both sets: a
+    /// model of "normal" data, for anomaly scores.
+    public var trainClasses: [String]?
 
     /// The test fraction of an image folder without a test folder.
     public static let defaultImageTestFraction = 0.1
@@ -60,6 +63,14 @@ public struct DataSource: Codable, Equatable, Sendable {
         source.imageSize = imageSize
         source.centerCrop = centerCrop
         source.skipBadImages = skipBadImages
+        source.trainClasses = trainClasses
+        return source
+    }
+
+    /// This source with every class (no `trainClasses` filter).
+    public var allClasses: DataSource {
+        var source = self
+        source.trainClasses = nil
         return source
     }
 
@@ -100,6 +111,12 @@ public struct DataSource: Codable, Equatable, Sendable {
     /// read whole here. Every rank does this; each then decodes only the
     /// images it needs (`PreparedData.load`).
     public func prepare(seed: UInt64) throws -> PreparedData {
+        let prepared = try prepareAll(seed: seed)
+        guard let trainClasses else { return prepared }
+        return try prepared.keeping(classes: trainClasses)
+    }
+
+    func prepareAll(seed: UInt64) throws -> PreparedData {
         try checkImageOptions()
         if isImageFolder, let directory { return try prepareFolder(directory, seed: seed) }
         let files = try resolvedFiles()
@@ -198,8 +215,12 @@ public struct PreparedData: Sendable {
     public let folder: ImageFolder?
     public let skippingBad: Bool
 
+    /// K as the unfiltered data has it (a class filter keeps the labels' meaning).
+    let classCountOverride: Int?
+
     public init(train: Images, test: Images, shape: ImageShape, classNames: [String]?, testIsHeldOut: Bool,
-                folder: ImageFolder? = nil, skippingBad: Bool = false) {
+                folder: ImageFolder? = nil, skippingBad: Bool = false, classCountOverride: Int? = nil) {
+        self.classCountOverride = classCountOverride
         self.train = train
         self.test = test
         self.shape = shape
@@ -238,9 +259,46 @@ public struct PreparedData: Sendable {
         }
     }
 
+    /// The same data with only the images of `classes` (labels, or class
+    /// names) in both sets.
+    public func keeping(classes: [String]) throws -> PreparedData {
+        guard let trainLabels = train.labels else {
+            throw DataSourceError.classesWithoutLabels(source: source(.train))
+        }
+        var kept = Set<Int32>()
+        for token in classes {
+            if let label = Int32(token) {
+                kept.insert(label)
+            } else if let index = classNames?.firstIndex(of: token) {
+                kept.insert(Int32(index))
+            } else {
+                throw DataSourceError.unknownClass(token, known: classNames ?? [], source: source(.train))
+            }
+        }
+        for label in kept.sorted() where !trainLabels.contains(label) {
+            throw DataSourceError.unknownClass(String(label), known: classNames ?? [], source: source(.train))
+        }
+        func filtered(_ images: Images, _ split: DataSplit) throws -> Images {
+            guard let labels = images.labels else { throw DataSourceError.classesWithoutLabels(source: source(split)) }
+            let indices = labels.indices.filter { kept.contains(labels[$0]) }
+            switch images {
+            case .loaded(let set): return .loaded(set.selecting(indices))
+            case let .files(files, decoding): return .files(files.selecting(indices), decoding)
+            }
+        }
+        let test = try filtered(self.test, .test)
+        guard test.count > 0 else {
+            throw DatasetError.incompatible(path: source(.test), detail: "has no test images of classes \(classes.joined(separator: ", "))")
+        }
+        return PreparedData(train: try filtered(train, .train), test: test, shape: shape, classNames: classNames,
+                            testIsHeldOut: testIsHeldOut, folder: folder, skippingBad: skippingBad,
+                            classCountOverride: classCount)
+    }
+
     /// K for a conditional model: the number of class names, else one more
     /// than the largest training label; nil without labels.
     public var classCount: Int? {
+        if let classCountOverride { return classCountOverride }
         guard let labels = train.labels else { return nil }
         if let classNames { return classNames.count }
         return Int(labels.max() ?? 0) + 1
@@ -292,6 +350,8 @@ public enum DataSourceError: Error, CustomStringConvertible, Equatable {
     case testFractionWithTestFile(testFile: String, fraction: Double)
     case imageOptionWithoutImageFolder(option: String, data: String)
     case invalidImageOption(String)
+    case classesWithoutLabels(source: String)
+    case unknownClass(String, known: [String], source: String)
 
     public var description: String {
         switch self {
@@ -306,6 +366,11 @@ public enum DataSourceError: Error, CustomStringConvertible, Equatable {
             return "\(option) applies to folders of PNG and JPEG images; \(data) is not one"
         case let .invalidImageOption(detail):
             return detail
+        case let .classesWithoutLabels(source):
+            return "\(source) has no labels to choose classes by"
+        case let .unknownClass(name, known, source):
+            return "\(source) has no class \(name)" + (known.isEmpty ? "" : " (its classes: "
+                + known.enumerated().map { "\($0.offset) \($0.element)" }.joined(separator: ", ") + ")")
         }
     }
 }

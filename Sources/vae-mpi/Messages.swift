@@ -33,6 +33,8 @@ enum Messages {
             let name: OptionName = ["channels": .channels, "image size": .imageSize, "center crop": .centerCrop][option]
                 ?? .skipBadImages
             return "\(name) applies to folders of PNG and JPEG images; \(data) is not one"
+        case DataSourceError.classesWithoutLabels, DataSourceError.unknownClass:
+            return "\(OptionName.trainClasses): \(error)"
         case TrainingError.conditionalWithoutLabels:
             return "\(OptionName.conditional): \(error)"
         default:

@@ -12,6 +12,7 @@ enum OptionName: String, CaseIterable, CustomStringConvertible {
     case trainLabels = "train-labels"
     case testLabels = "test-labels"
     case testFraction = "test-fraction"
+    case trainClasses = "train-classes"
     case channels
     case imageSize = "image-size"
     case centerCrop = "center-crop"
@@ -29,6 +30,11 @@ enum OptionName: String, CaseIterable, CustomStringConvertible {
     case klWarmupSteps = "kl-warmup-steps"
     case freeBits = "free-bits"
     case lr
+    case lrSchedule = "lr-schedule"
+    case lrWarmupSteps = "lr-warmup-steps"
+    case lrDecayEpochs = "lr-decay-epochs"
+    case lrDecay = "lr-decay"
+    case accumulate
     // train: schedule and outputs
     case epochs
     case batchSize = "batch-size"
@@ -44,6 +50,8 @@ enum OptionName: String, CaseIterable, CustomStringConvertible {
     case gradientPrecision = "gradient-precision"
     case checkpointEvery = "checkpoint-every"
     case keepCheckpoints = "keep-checkpoints"
+    case keepBest = "keep-best"
+    case earlyStop = "early-stop"
     case evalBatchSize = "eval-batch-size"
     case resume
     case profile
@@ -67,6 +75,9 @@ enum OptionName: String, CaseIterable, CustomStringConvertible {
     case labelNames = "label-names"
     case sizes
     case repeats
+    case histogram
+    case normalClasses = "normal-classes"
+    case contamination
 
     var name: NameSpecification { .customLong(rawValue) }
     var description: String { "--" + rawValue }

@@ -9,6 +9,7 @@ import VAEModel
 extension Likelihood.Kind: ExpressibleByArgument {}
 extension Precision: ExpressibleByArgument {}
 extension KernelLibrary: ExpressibleByArgument {}
+extension LearningRateSchedule.Kind: ExpressibleByArgument {}
 
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -38,6 +39,11 @@ struct Train: ParsableCommand {
     var data: String?
 
     @OptionGroup var images: ImageFolderOptions
+
+    @Option(name: OptionName.trainClasses.name, help: ArgumentHelp(
+        "Keep only these classes (labels or class names) in the training and test sets: a model of normal data, for vae-mpi score.",
+        valueName: "a,b,…"))
+    var trainClasses: String?
 
     @Option(name: OptionName.trainFile.name, help: ArgumentHelp(
         "Training images: IDX (N×H×W, N×C×H×W) or .npy (uint8 or float32; N×H×W, N×C×H×W or N×D), raw or .gz. Overrides \(OptionName.data).",
@@ -94,6 +100,23 @@ struct Train: ParsableCommand {
     @Option(name: OptionName.lr.name, help: ArgumentHelp("Adam learning rate (default: 0.001).", valueName: "lr"))
     var learningRate: Double?
 
+    @Option(name: OptionName.lrSchedule.name, help: "Learning rate over the run: constant, cosine (to 0 over --epochs), or step (× \(OptionName.lrDecay) after each of \(OptionName.lrDecayEpochs)) (default: constant).")
+    var lrSchedule: LearningRateSchedule.Kind?
+
+    @Option(name: OptionName.lrWarmupSteps.name, help: "Ramp the learning rate linearly from 0 over the first N steps (Goyal et al. 2017, for large global batches) (default: 0).")
+    var lrWarmupSteps: Int?
+
+    @Option(name: OptionName.lrDecayEpochs.name, help: ArgumentHelp("\(OptionName.lrSchedule) step: the epochs after which the rate drops.", valueName: "e1,e2,…"))
+    var lrDecayEpochs: String?
+
+    @Option(name: OptionName.lrDecay.name, help: ArgumentHelp("\(OptionName.lrSchedule) step: the factor γ of each drop (default: 0.1).", valueName: "γ"))
+    var lrDecay: Double?
+
+    @Option(name: OptionName.accumulate.name, help: ArgumentHelp(
+        "Gradient accumulation: each optimizer step takes K micro-batches on every rank (one reduction per step); \(OptionName.batchSize) stays the global batch of a step (default: 1).",
+        valueName: "k"))
+    var accumulate: Int?
+
     @Option(name: OptionName.latentDim.name, help: ArgumentHelp("Latent dimensions Z (default: 20; conv: 16).", valueName: "z"))
     var latentDim: Int?
 
@@ -143,6 +166,13 @@ struct Train: ParsableCommand {
     @Option(name: OptionName.keepCheckpoints.name, help: "How many of the newest checkpoints to keep (default: 3).")
     var keepCheckpoints: Int?
 
+    @Flag(name: OptionName.keepBest.name, inversion: .prefixedNo,
+          help: "Keep the checkpoint with the lowest test loss as checkpoints/best (never pruned) (default: off).")
+    var keepBest: Bool?
+
+    @Option(name: OptionName.earlyStop.name, help: ArgumentHelp("Stop after N evaluations (epoch ends) without a lower test loss.", valueName: "n"))
+    var earlyStop: Int?
+
     @Option(name: OptionName.evalBatchSize.name, help: "Test images per forward pass during evaluation (default: 500).")
     var evaluationBatchSize: Int?
 
@@ -165,6 +195,19 @@ struct Train: ParsableCommand {
         try require(maxSteps, atLeast: 1, .maxSteps)
         try require(checkpointEvery, atLeast: 1, .checkpointEvery)
         try require(klWarmupSteps, atLeast: 0, .klWarmupSteps)
+        try require(lrWarmupSteps, atLeast: 0, .lrWarmupSteps)
+        try require(accumulate, atLeast: 1, .accumulate)
+        try require(earlyStop, atLeast: 1, .earlyStop)
+        if let lrDecay, !(lrDecay.isFinite && lrDecay > 0) { throw invalid(.lrDecay, "must be a positive number (got \(lrDecay))") }
+        if let epochs = try parsedDecayEpochs() {
+            guard lrSchedule == .step || lrSchedule == nil else {
+                throw invalid(.lrDecayEpochs, "applies to \(OptionName.lrSchedule) step")
+            }
+            _ = epochs
+        }
+        if lrSchedule == .step && lrDecayEpochs == nil {
+            throw invalid(.lrSchedule, "step needs \(OptionName.lrDecayEpochs), e.g. \(OptionName.lrDecayEpochs) 30,60")
+        }
         if let learningRate, !(learningRate.isFinite && learningRate > 0) {
             throw invalid(.lr, "must be a positive number (got \(learningRate))")
         }
@@ -180,6 +223,17 @@ struct Train: ParsableCommand {
             throw invalid(.model, "must be one of \(Architecture.familyNames.joined(separator: ", ")) (got \(model))")
         }
         _ = try parsedConvChannels()
+    }
+
+    func parsedDecayEpochs() throws -> [Int]? {
+        guard let lrDecayEpochs else { return nil }
+        let parts = lrDecayEpochs.split(separator: ",", omittingEmptySubsequences: false)
+            .map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !parts.isEmpty, parts.allSatisfy({ ($0 ?? 0) >= 1 }), parts.map({ $0! }) == parts.map({ $0! }).sorted(),
+              Set(parts.map { $0! }).count == parts.count else {
+            throw invalid(.lrDecayEpochs, "must be increasing positive epoch numbers, like 30,60 (got \(lrDecayEpochs))")
+        }
+        return parts.map { $0! }
     }
 
     func parsedConvChannels() throws -> [Int]? {
@@ -218,6 +272,11 @@ struct Train: ParsableCommand {
         if let testLabels { c.data.testLabels = testLabels }
         if let testFraction { c.data.testFraction = testFraction }
         try images.apply(to: &c.data)
+        if let trainClasses {
+            let names = trainClasses.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            guard !names.isEmpty else { throw optionError(.trainClasses, "names no class", communicator) }
+            c.data.trainClasses = names
+        }
         if let checkpoint, conditional, c.architecture.conditionalClasses == 0 {
             throw optionError(.conditional, "cannot change when resuming: the model in \(checkpoint.path) is unconditional",
                               communicator)
@@ -248,6 +307,16 @@ struct Train: ParsableCommand {
         try set(klWarmupSteps, .klWarmupSteps, &c.kl.warmupSteps)
         try set(freeBits, .freeBits, &c.kl.freeBits)
         try set(learningRate, .lr, &c.learningRate)
+        try set(lrSchedule, .lrSchedule, &c.schedule.kind)
+        try set(lrWarmupSteps, .lrWarmupSteps, &c.schedule.warmupSteps)
+        try set(try parsedDecayEpochs(), .lrDecayEpochs, &c.schedule.decayEpochs)
+        try set(lrDecay, .lrDecay, &c.schedule.decay)
+        if c.schedule.kind == .step && c.schedule.decayEpochs.isEmpty {
+            throw optionError(.lrSchedule, "step needs \(OptionName.lrDecayEpochs)", communicator)
+        }
+        try set(accumulate, .accumulate, &c.accumulate)
+        try set(keepBest, .keepBest, &c.keepBest)
+        if let earlyStop { c.earlyStop = earlyStop }
         try set(epochs, .epochs, &c.epochs)
         try set(batchSize, .batchSize, &c.batchSize)
         try set(seed, .seed, &c.seed)

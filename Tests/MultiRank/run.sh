@@ -503,6 +503,7 @@ precision_and_sharding() {
 }
 
 source "$VAE_MPI_ROOT/Tests/MultiRank/image_tests.sh"
+source "$VAE_MPI_ROOT/Tests/MultiRank/control_tests.sh"
 
 say "multi-rank tests in $WORK"
 helpers make-dataset "$SMALL" 997 203 12 12 || die "could not write the test dataset"
@@ -535,6 +536,11 @@ run_test image-folder-layouts image_layouts
 run_test image-bad-files image_bad_files
 run_test image-conv-deep-resume image_conv
 run_test image-conditional-vae image_conditional
+run_test lr-schedules lr_schedules
+run_test accumulation-np2 accumulation_np2
+run_test best-checkpoint-and-early-stop best_and_early_stop
+run_test curves-picture curves_picture
+run_test score-and-anomaly-metrics scoring
 
 say "multi-rank tests: ${passed} passed, ${#failed[@]} failed${failed:+ (${failed[*]})}"
 [ ${#failed[@]} -eq 0 ] || exit 1

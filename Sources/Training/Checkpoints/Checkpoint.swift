@@ -34,6 +34,26 @@ struct CheckpointContents {
     }
 }
 
+/// The lowest test loss so far, where it was, and how many evaluations
+/// have passed without a lower one.
+public struct EvaluationProgress: Codable, Equatable, Sendable {
+    public var bestStep: Int?
+    public var bestTestLoss: Double?
+    public var evaluationsWithoutImprovement = 0
+
+    public init() {}
+
+    /// Records an evaluation; true if it is the best so far.
+    public mutating func record(testLoss: Double, step: Int) -> Bool {
+        if let best = bestTestLoss, !(testLoss < best) {
+            evaluationsWithoutImprovement += 1
+            return false
+        }
+        (bestStep, bestTestLoss, evaluationsWithoutImprovement) = (step, testLoss, 0)
+        return true
+    }
+}
+
 /// The JSON sidecar beside each checkpoint's safetensors file.
 public struct CheckpointSidecar: Codable, Sendable {
     static let currentFormat = "vae-mpi-checkpoint"
@@ -93,9 +113,14 @@ public struct CheckpointSidecar: Codable, Sendable {
     /// "crc32:xxxxxxxx" of each tensor's little-endian bytes.
     public var checksums: [String: String]
     public var createdAt: String
+    /// The best test loss so far and the evaluations since (for
+    /// `--keep-best` and `--early-stop` to continue after a resume).
+    public var progress: EvaluationProgress?
 
     init(tensorsFile: String, position: TrainingPosition, stepsPerEpoch: Int, worldSize: Int, adam: Adam,
-         configuration: TrainingConfiguration, image: ImageShape, checksums: [String: String]) {
+         configuration: TrainingConfiguration, image: ImageShape, checksums: [String: String],
+         progress: EvaluationProgress? = nil) {
+        self.progress = progress
         self.tensorsFile = tensorsFile
         step = position.step
         epoch = position.epoch

@@ -13,6 +13,9 @@ public struct TrainingSummary: Sendable {
     public var timings: StepTimings
     public var trainingSeconds: Double
     public var runDirectory: String
+    /// Set when `--early-stop` ended the run: why.
+    public var earlyStop: String? = nil
+    public var progress = EvaluationProgress()
 }
 
 /// The data-parallel training loop of DESIGN.md §6, and nothing else: every
@@ -39,6 +42,10 @@ public final class Trainer<Model: VariationalAutoencoder> {
     /// The step at which the epoch-end duties last ran, and the last checkpoint's.
     var lastFinishedStep: Int? = nil
     var lastCheckpointStep: Int? = nil
+    /// The best test loss so far, and evaluations since (best checkpoint, early stopping).
+    var progress = EvaluationProgress()
+    /// Why the run stopped early, once it has.
+    var earlyStop: String? = nil
     /// What resuming did, for rank 0 to print.
     public private(set) var resumeNote: String? = nil
 
@@ -124,6 +131,7 @@ public final class Trainer<Model: VariationalAutoencoder> {
         position = s.position
         lastFinishedStep = s.step
         lastCheckpointStep = s.step
+        progress = s.progress ?? EvaluationProgress()
         let sameBatches = s.worldSize == communicator.size && s.stepsPerEpoch == stepsPerEpoch
         if !sameBatches && s.stepInEpoch != 0 { position.startNextEpoch() }
         if position.stepInEpoch >= stepsPerEpoch { position.startNextEpoch() }
@@ -157,31 +165,41 @@ public final class Trainer<Model: VariationalAutoencoder> {
             }
             lastEvaluation = try finishPoint() ?? lastEvaluation
             position.startNextEpoch()
+            if earlyStop != nil { break training }
         }
-        if position.step > 0 { lastEvaluation = try finishPoint() ?? lastEvaluation }
+        if position.step > 0 && earlyStop == nil { lastEvaluation = try finishPoint() ?? lastEvaluation }
         recorder.console.clearLiveLine()
         return TrainingSummary(steps: position.step, epochsCompleted: position.epoch - 1,
                                samplesSeen: position.samplesSeen, finalEvaluation: lastEvaluation, timings: timings,
-                               trainingSeconds: recorder.elapsed, runDirectory: configuration.runDirectory)
+                               trainingSeconds: recorder.elapsed, runDirectory: configuration.runDirectory,
+                               earlyStop: earlyStop, progress: progress)
     }
 
     // MARK: - One step
 
-    /// batch, noise; forward and backward; reduce; update.
+    /// The learning rate of the next step (see `LearningRateSchedule`).
+    var nextLearningRate: Double {
+        configuration.schedule.rate(base: configuration.learningRate, step: position.step + 1, epoch: position.epoch,
+                                    totalSteps: configuration.epochs * stepsPerEpoch)
+    }
+
+    /// batch, noise; forward and backward (over `accumulate` micro-batches);
+    /// reduce; update.
     func step(order: [Int]) throws -> StepReport {
         var clock = PhaseClock()
         let kernelsBefore = backend.profiler?.seconds
-        let x = data.batch(stepInEpoch: position.stepInEpoch, order: order)                 // (b, D)
-        let condition = data.condition(stepInEpoch: position.stepInEpoch, order: order)     // (b, K)
-        let count = x.shape[0]
+        let indices = data.indices(stepInEpoch: position.stepInEpoch, order: order)     // this rank's b images
+        let count = indices.count
         let noise = data.noise(count: count, latentSize: model.latentSize, step: position.step)  // (b, Z)
         try faults.failIfDue(rank: rank, step: position.step + 1)
         clock.lap(.data)
 
         let beta = configuration.kl.weight(atStep: position.step + 1)
-        let (terms, gradient, globalKL) = try forwardBackward(x, condition: condition, noise: noise, beta: beta, clock: &clock)
-        let reduced = try optimizer.step(&model, gradient: gradient, samples: count,
-                                         terms: terms?.reportedValues ?? Array(repeating: 0, count: ELBOTerms.reported.count),
+        let learningRate = nextLearningRate
+        optimizer.learningRate = Float(learningRate)
+        let (terms, hasGradient, globalKL) = try forwardBackward(indices, noise: noise, beta: beta, clock: &clock)
+        let reduced = try optimizer.step(&model, hasGradient: hasGradient, samples: count,
+                                         terms: terms ?? Array(repeating: 0, count: ELBOTerms.reported.count),
                                          step: position.step + 1, clock: &clock)
 
         position.finishStep(samples: Int(reduced.samples))
@@ -197,42 +215,80 @@ public final class Trainer<Model: VariationalAutoencoder> {
                           objective: configuration.kl.objective(reconstruction: sums[ELBOTerms.Term.reconstruction.rawValue],
                                                                 kl: sums[ELBOTerms.Term.kl.rawValue], beta: beta,
                                                                 global: globalKL),
-                          beta: beta)
+                          beta: beta, learningRate: learningRate)
     }
 
-    /// The local gradient sum of the negative ELBO (nil for an empty batch).
+    /// The micro-batches of a local batch of `count` images: `accumulate`
+    /// contiguous ranges whose sizes differ by at most one (empty ones left out).
+    func microBatches(_ count: Int) -> [Range<Int>] {
+        let k = configuration.accumulate
+        return (0..<k).map { ShardPlan.block(count: count, rank: $0, size: k) }.filter { !$0.isEmpty }
+    }
+
+    /// This rank's gradient sum of the negative ELBO over the step's images,
+    /// left in the optimizer's buffer, and the sums of the reported terms
+    /// (nil terms and false for an empty batch). The images go through in
+    /// `accumulate` micro-batches, each a forward and a backward pass, their
+    /// gradients added in the buffer; the step still makes one reduction.
     /// With free bits, one small reduction between the forward and the
-    /// backward pass gives every rank the global batch's KL per latent
+    /// backward passes gives every rank the global batch's KL per latent
     /// dimension, so the constraint max(KL_j, λ) applies to the global batch
-    /// exactly as in Kingma et al. (2016).
-    func forwardBackward(_ x: Tensor, condition: Tensor, noise: Tensor, beta: Double, clock: inout PhaseClock) throws
-        -> (terms: ELBOTerms?, gradient: Model?, globalKL: (klPerDimension: [Float], count: Float)?)
+    /// exactly as in Kingma et al. (2016); the micro-batches' forward passes
+    /// then all come first.
+    func forwardBackward(_ indices: [Int], noise: Tensor, beta: Double, clock: inout PhaseClock) throws
+        -> (terms: [Float]?, hasGradient: Bool, globalKL: (klPerDimension: [Float], count: Float)?)
     {
-        let z = model.latentSize, count = x.shape[0]
+        let z = model.latentSize, count = indices.count
         let likelihood = architecture.likelihood, backend = self.backend
-        // The pullback holds on to the parameters (the linear ops' VJPs keep
-        // their weights); it is gone when this function returns, before Adam
-        // writes them in place (otherwise each write would copy its tensor).
+        // The pullbacks hold on to the parameters (the linear ops' VJPs keep
+        // their weights); they are gone when this function returns, before
+        // Adam writes them in place (otherwise each write would copy its tensor).
         optimizer.beginStep(model)
-        let forward = count > 0 ? valueWithPullback(at: model) { m in
-            negativeELBO(m, x: x, condition: condition, noise: noise, likelihood: likelihood, on: backend)
-        } : nil
-        var globalKL: (klPerDimension: [Float], count: Float)? = nil
-        if configuration.kl.needsGlobalKLPerDimension {
-            clock.lap(.forwardBackward)
-            var sums = (forward?.value.klPerDimension.scalars ?? [Float](repeating: 0, count: z)) + [Float(count)]
-            try optimizer.reduce(&sums)
-            globalKL = (Array(sums[0..<z]), sums[z])
-            clock.lap(.reduction)
+        typealias Forward = (value: ELBOTerms, pullback: (ELBOTerms.TangentVector) -> Model)
+        func forward(_ chunk: Range<Int>) -> Forward {
+            let picked = Array(indices[chunk])
+            let x = data.shard.batch(picked)
+            let condition = data.condition(of: picked)
+            let eps = chunk.count == count ? noise
+                : Tensor(shape: [chunk.count, z], scalars: Array(noise.scalars[chunk.lowerBound * z ..< chunk.upperBound * z]))
+            let model = self.model
+            return valueWithPullback(at: model) { m in
+                negativeELBO(m, x: x, condition: condition, noise: eps, likelihood: likelihood, on: backend)
+            }
         }
-        guard let (terms, pullback) = forward else {
-            clock.lap(.forwardBackward)
-            return (nil, nil, globalKL)
+        var termSums: [Float]? = nil
+        func add(_ terms: ELBOTerms) {
+            let values = terms.reportedValues
+            termSums = termSums.map { zip($0, values).map { $0 + $1 } } ?? values
         }
-        let seed = configuration.kl.klSeed(beta: beta, latentSize: z, global: globalKL)
-        let gradient = pullback(ELBOTerms.TangentVector(reconstruction: 1, klPerDimension: seed))
+        let chunks = microBatches(count)
+        guard configuration.kl.needsGlobalKLPerDimension else {
+            for chunk in chunks {
+                let (terms, pullback) = forward(chunk)
+                add(terms)
+                let seed = configuration.kl.klSeed(beta: beta, latentSize: z, global: nil)
+                optimizer.addGradient(pullback(ELBOTerms.TangentVector(reconstruction: 1, klPerDimension: seed)))
+            }
+            clock.lap(.forwardBackward)
+            return (termSums, !chunks.isEmpty, nil)
+        }
+        let forwards = chunks.map(forward)
         clock.lap(.forwardBackward)
-        return (terms, gradient, globalKL)
+        var sums = [Float](repeating: 0, count: z) + [Float(count)]
+        for f in forwards {
+            add(f.value)
+            let kl = f.value.klPerDimension.scalars
+            for j in 0..<z { sums[j] += kl[j] }
+        }
+        try optimizer.reduce(&sums)
+        let globalKL = (klPerDimension: Array(sums[0..<z]), count: sums[z])
+        clock.lap(.reduction)
+        let seed = configuration.kl.klSeed(beta: beta, latentSize: z, global: globalKL)
+        for f in forwards {
+            optimizer.addGradient(f.pullback(ELBOTerms.TangentVector(reconstruction: 1, klPerDimension: seed)))
+        }
+        clock.lap(.forwardBackward)
+        return (termSums, !forwards.isEmpty, globalKL)
     }
 
     // MARK: - Epoch-end duties
@@ -245,11 +301,24 @@ public final class Trainer<Model: VariationalAutoencoder> {
         let t0 = monotonicSeconds()
         let loaded = loadedModel
         let result = try evaluate()
+        let improved = progress.record(testLoss: result.loss, step: position.step)
         try recorder.pictures(of: loaded, testSet: data.test, at: position)
-        if lastCheckpointStep != position.step { try checkpoint() }
+        let best = improved && configuration.keepBest
+        if lastCheckpointStep != position.step {
+            try checkpoint(best: best)
+        } else if configuration.keepBest || configuration.earlyStop != nil {
+            // This step's checkpoint is written (--checkpoint-every): it records the progress too, and may be the best.
+            try checkpoint(best: best)
+        }
         if configuration.verifyReplicas { try recorder.verifyReplicas(model) }
         recorder.excludeFromThroughput(monotonicSeconds() - t0)
-        try recorder.evaluation(result, at: position)
+        try recorder.evaluation(result, at: position, progress: progress, best: best)
+        if let patience = configuration.earlyStop, progress.evaluationsWithoutImprovement >= patience {
+            earlyStop = "early stop at step \(position.step): the test loss has not improved for "
+                + plural(patience, "evaluation") + " (best \(String(format: "%.3f", progress.bestTestLoss ?? .nan)) "
+                + "at step \(progress.bestStep ?? 0)" + (configuration.keepBest ? ", kept as checkpoints/best)" : ")")
+            try recorder.earlyStop(earlyStop!, at: position, progress: progress)
+        }
         return result
     }
 
@@ -262,10 +331,9 @@ public final class Trainer<Model: VariationalAutoencoder> {
                                batchSize: configuration.evaluationBatchSize, communicator: communicator)
     }
 
-    func checkpoint() throws {
+    func checkpoint(best: Bool = false) throws {
         lastCheckpointStep = position.step
         try recorder.checkpoint(model: model, adam: try optimizer.gatheredState(), layout: layout, image: image,
-                                position: position,
-                                stepsPerEpoch: stepsPerEpoch)
+                                position: position, stepsPerEpoch: stepsPerEpoch, progress: progress, best: best)
     }
 }

@@ -36,10 +36,9 @@ struct TrainingData {
         plan.localRange(step: stepInEpoch, rank: rank).map { order[$0] }
     }
 
-    /// (b, K): the one-hot labels of the step's images for a conditional
+    /// (b, K): the one-hot labels of these shard images for a conditional
     /// model; (b, 0) otherwise.
-    func condition(stepInEpoch: Int, order: [Int]) -> Tensor {
-        let indices = indices(stepInEpoch: stepInEpoch, order: order)
+    func condition(of indices: [Int]) -> Tensor {
         guard classes > 0, let labels = shard.labels else { return Tensor(zeros: [indices.count, 0]) }
         return Tensor(oneHot: indices.map { labels[$0] }, classes: classes)
     }

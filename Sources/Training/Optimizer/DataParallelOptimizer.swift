@@ -123,11 +123,25 @@ public final class DataParallelOptimizer {
     /// or gradient on any rank is thrown on every rank, before any update.
     public func step<Model: ParameterWalking>(_ model: inout Model, gradient: Model?, samples: Int, terms: [Float],
                                               step: Int, clock: inout PhaseClock) throws -> ReducedStep {
+        if let gradient { addGradient(gradient) }
+        return try self.step(&model, hasGradient: gradient != nil, samples: samples, terms: terms, step: step,
+                             clock: &clock)
+    }
+
+    /// Adds one (micro-)batch's gradient to the step's buffer: what its
+    /// kernels wrote there already, and what the pullback returned as tensors.
+    public func addGradient<Model: ParameterWalking>(_ gradient: Model) {
+        sink.complete(with: gradient.namedParameters.map(\.tensor))
+    }
+
+    /// The update from the gradients added since `beginStep` (none: this
+    /// rank's batch was empty).
+    public func step<Model: ParameterWalking>(_ model: inout Model, hasGradient: Bool, samples: Int, terms: [Float],
+                                              step: Int, clock: inout PhaseClock) throws -> ReducedStep {
         precondition(terms.count == termCount, "the objective reports \(termCount) terms")
         let p = layout.count
         let meta = buffer + p
-        if let gradient {
-            sink.complete(with: gradient.namedParameters.map(\.tensor))
+        if hasGradient {
             meta[0] = Float(samples)
             for (i, value) in terms.enumerated() { meta[1 + i] = value }
             meta[1 + termCount] = (!sink.nonFinite && terms.reduce(0, +).isFinite) ? 0 : 1

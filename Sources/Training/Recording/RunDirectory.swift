@@ -5,12 +5,13 @@ import Foundation
 ///
 ///     config.json                       resolved configuration
 ///     metrics.jsonl                     one JSON object per log event
-///     samples/epoch-NNNN.png            8×8 grid decoded from the prior
+///     samples/epoch-NNNN.png            8×8 grid decoded from the prior (conditional: a row per class)
 ///     reconstructions/epoch-NNNN.png    8 test images above their reconstructions
 ///     latent-manifold/epoch-NNNN.png    (2-D latent) decoded 20×20 grid of the latent plane
 ///     latent-scatter/epoch-NNNN.png     (2-D latent) test-set posterior means by label
+///     curves.png                        −ELBO, reconstruction, KL and learning rate per step
 ///     events.out.tfevents.*             TensorBoard scalars and images
-///     checkpoints/step-NNNNNNNN.{safetensors,json}, checkpoints/latest
+///     checkpoints/step-NNNNNNNN.{safetensors,json}, checkpoints/latest (and best)
 final class RunDirectory {
     let root: String
     private let metrics: AppendingFile

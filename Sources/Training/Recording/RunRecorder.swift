@@ -14,6 +14,8 @@ struct StepReport {
     /// What the step minimised: reconstruction + β·KL, with free bits applied.
     var objective: Double
     var beta: Double
+    /// The step's learning rate (see `LearningRateSchedule`).
+    var learningRate: Double
 }
 
 /// Rank 0's duties (DESIGN.md §7), in one place: metrics.jsonl, TensorBoard,
@@ -28,6 +30,8 @@ final class RunRecorder {
     let classNames: [String]
     let started = monotonicSeconds()
     private var window: LogWindow
+    /// Rank 0: what curves.png shows.
+    private var curves = TrainingCurves()
 
     /// Creates the run directory (rank 0), or reopens it `resumingAt` a step;
     /// every rank learns whether that worked.
@@ -43,6 +47,7 @@ final class RunRecorder {
                                          resumingAt: resumeStep) : nil
         }
         window = LogWindow(start: started)
+        if let outputs, resumeStep != nil { curves = TrainingCurves(metricsPath: outputs.root + "/metrics.jsonl") }
     }
 
     var elapsed: Double { monotonicSeconds() - started }
@@ -74,8 +79,12 @@ final class RunRecorder {
         for (name, sum) in zip(ELBOTerms.reported, window.terms) { record.add(name.key, sum / n) }
         record.add("beta", window.beta)
         record.add("samples_per_s", window.samples / window.seconds)
-        record.add("learning_rate", configuration.learningRate)
+        record.add("learning_rate", window.learningRate)
         record.add("elapsed_s", elapsed)
+        if outputs != nil {
+            curves.train.append(.init(step: Double(position.step), reconstruction: record.number("reconstruction") ?? .nan,
+                                      kl: record.number("kl") ?? .nan, learningRate: window.learningRate))
+        }
         let scalars = ["loss"] + ELBOTerms.reported.map(\.key) + ["beta", "learning_rate", "samples_per_s"]
         try write(record, scalars: scalars.map { ($0, "train/" + $0) }, step: position.step)
         console.progress(progressLine(at: position, totalSteps: totalSteps))
@@ -116,7 +125,8 @@ final class RunRecorder {
 
     // MARK: - Evaluation
 
-    func evaluation(_ result: EvaluationResult, at position: TrainingPosition) throws {
+    func evaluation(_ result: EvaluationResult, at position: TrainingPosition,
+                    progress: EvaluationProgress = EvaluationProgress(), best: Bool = false) throws {
         var record = MetricsRecord(type: "eval")
         record.add("step", position.step)
         record.add("epoch", position.epoch)
@@ -126,12 +136,24 @@ final class RunRecorder {
         record.add("test_samples", result.samples)
         record.add("test_kl_per_dim", .doubles(result.klPerDimension))
         record.add("active_units", result.activeUnits)
+        if configuration.keepBest || configuration.earlyStop != nil {
+            record.add("best_test_loss", progress.bestTestLoss ?? result.loss)
+            record.add("best_step", progress.bestStep ?? position.step)
+            record.add("evaluations_without_improvement", progress.evaluationsWithoutImprovement)
+        }
         record.add("elapsed_s", elapsed)
         // TensorBoard: test/loss, test/<term>, test/bits_per_dim, test/active_units, test/kl_dim_j.
         let scalars = ["test_loss"] + ELBOTerms.reported.map { "test_" + $0.key } + ["test_bits_per_dim", "active_units"]
         try write(record, scalars: scalars.map { ($0, "test/" + ($0.hasPrefix("test_") ? String($0.dropFirst(5)) : $0)) },
                   extraScalars: result.klPerDimension.enumerated().map { ("test/kl_dim_\($0.offset)", $0.element) },
                   step: position.step)
+        if let outputs {
+            curves.test.append(.init(step: Double(position.step), reconstruction: record.number("test_reconstruction") ?? .nan,
+                                     kl: record.number("test_kl") ?? .nan))
+            let name = (outputs.root as NSString).lastPathComponent
+            let png = try curves.render(title: "\(name): epoch \(position.epoch), step \(position.step)").pngData()
+            try Files.writeAtomically(png, to: outputs.root + "/curves.png")
+        }
         let terms = zip(ELBOTerms.reported, result.terms)
             .map { "\($0.name) \(String(format: "%.3f", $1))" }
         console.print(
@@ -190,15 +212,36 @@ final class RunRecorder {
     /// Rank 0 writes parameters (PyTorch names), Adam moments (under
     /// `optimizer.`) and the sidecar; every rank's state is identical.
     func checkpoint<Model: ParameterWalking>(model: Model, adam: Adam, layout: ParameterLayout, image: ImageShape,
-                                             position: TrainingPosition, stepsPerEpoch: Int) throws {
+                                             position: TrainingPosition, stepsPerEpoch: Int,
+                                             progress: EvaluationProgress, best: Bool) throws {
         guard let outputs else { return }
         let contents = CheckpointContents(model: model, optimizer: adam, layout: layout)
         let sidecar = CheckpointSidecar(
             tensorsFile: CheckpointStore.stem(step: position.step) + ".safetensors", position: position,
             stepsPerEpoch: stepsPerEpoch, worldSize: communicator.size, adam: adam,
-            configuration: configuration, image: image, checksums: contents.checksums)
+            configuration: configuration, image: image, checksums: contents.checksums,
+            progress: progress.bestStep == nil ? nil : progress)
         try outputs.checkpoints.write(step: position.step, tensors: contents.file(metadata: ["format": "vae-mpi"]),
-                                      sidecar: try JSONText.pretty(sidecar), keep: configuration.keepCheckpoints)
+                                      sidecar: try JSONText.pretty(sidecar), keep: configuration.keepCheckpoints,
+                                      best: best)
+    }
+
+    /// Rank 0 moves checkpoints/best to the (written) checkpoint of `step`.
+    func markBest(step: Int) throws {
+        try outputs?.checkpoints.markBest(step: step)
+    }
+
+    /// Rank 0 says why the run stopped early, and records it in metrics.jsonl.
+    func earlyStop(_ reason: String, at position: TrainingPosition, progress: EvaluationProgress) throws {
+        guard let outputs else { return }
+        var record = MetricsRecord(type: "early_stop")
+        record.add("step", position.step)
+        record.add("epoch", position.epoch)
+        record.add("best_step", progress.bestStep ?? 0)
+        record.add("best_test_loss", progress.bestTestLoss ?? .nan)
+        record.add("evaluations_without_improvement", progress.evaluationsWithoutImprovement)
+        try outputs.log(record)
+        console.print(reason)
     }
 
     /// Compares a hash of every rank's parameters; all ranks learn the result.
@@ -237,6 +280,7 @@ private struct LogWindow {
     var terms = [Double](repeating: 0, count: ELBOTerms.reported.count)
     var objective = 0.0
     var beta = 0.0
+    var learningRate = 0.0
 
     init(start: Double) {
         self.start = start
@@ -252,6 +296,7 @@ private struct LogWindow {
         for i in terms.indices { terms[i] += s.terms[i] }
         objective += s.objective
         beta = s.beta
+        learningRate = s.learningRate
     }
 }
 

@@ -9,8 +9,16 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
     public var data = DataSource.debianFashionMNIST
     public var architecture = Architecture.mlp(.init())
     public var kl = KLControls()
-    /// Adam's learning rate.
+    /// Adam's base learning rate, and how it changes over the run.
     public var learningRate = 1e-3
+    public var schedule = LearningRateSchedule()
+    /// Micro-batches per optimizer step on every rank (gradient accumulation):
+    /// `batchSize` stays the global batch of one optimizer step.
+    public var accumulate = 1
+    /// Keep the checkpoint with the lowest test loss as checkpoints/best.
+    public var keepBest = false
+    /// Stop after this many evaluations without a lower test loss.
+    public var earlyStop: Int? = nil
     public var epochs = 10
     /// Global batch: samples per step summed over all ranks.
     public var batchSize = 128
@@ -51,6 +59,10 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         architecture = try c.decode(Architecture.self, forKey: .architecture)
         kl = try c.decode(KLControls.self, forKey: .kl)
         learningRate = try c.decode(Double.self, forKey: .learningRate)
+        schedule = try c.decodeIfPresent(LearningRateSchedule.self, forKey: .schedule) ?? LearningRateSchedule()
+        accumulate = try c.decodeIfPresent(Int.self, forKey: .accumulate) ?? 1
+        keepBest = try c.decodeIfPresent(Bool.self, forKey: .keepBest) ?? false
+        earlyStop = try c.decodeIfPresent(Int.self, forKey: .earlyStop)
         epochs = try c.decode(Int.self, forKey: .epochs)
         batchSize = try c.decode(Int.self, forKey: .batchSize)
         seed = try c.decode(UInt64.self, forKey: .seed)

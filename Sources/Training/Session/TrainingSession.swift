@@ -54,11 +54,15 @@ public struct TrainingSession {
         let scanStart = monotonicSeconds()
         let prepared = try communicator.collectively { try settled.data.prepare(seed: settled.seed) }
         if let folder = prepared.folder {
-            console.print("found \(prepared.train.count + prepared.test.count) images in \(folder.path) (\(folder.layout.rawValue)"
+            console.print("found \(folder.train.count + (folder.test?.count ?? 0)) images in \(folder.path) (\(folder.layout.rawValue)"
                           + (prepared.classNames.map { ", \($0.count) classes" } ?? ", no labels")
                           + "); headers read in \(String(format: "%.2f", monotonicSeconds() - scanStart)) s")
         }
         for note in prepared.notes { console.print(note) }
+        if let classes = settled.data.trainClasses {
+            console.print("keeping \(prepared.train.count) training and \(prepared.test.count) test images of classes "
+                          + classes.joined(separator: ", ") + " (--train-classes)")
+        }
         // Class names found in the data (an image folder's class folders) go into config.json and the checkpoints.
         if configuration.data.classNames == nil { configuration.data.classNames = prepared.classNames }
         if conditional || configuration.architecture.conditionalClasses > 0 {
@@ -188,14 +192,19 @@ public struct TrainingSession {
                 + "\(plural(c.threads, "kernel thread")) each"),
             ("kernels", "\(c.kernels.rawValue), \(c.precision.rawValue)"
                 + (c.precision == .bf16 ? " inputs to matrix products and convolutions (fp32 accumulation, parameters, gradients, optimizer)" : "")),
-            ("batch", "\(c.batchSize) global (\(trainer.localBatchOfRankZero) on rank 0), "
+            ("batch", "\(c.batchSize) global (\(trainer.localBatchOfRankZero) on rank 0"
+                + (c.accumulate > 1 ? ", in \(c.accumulate) micro-batches" : "") + "), "
                 + plural(trainer.stepsPerEpoch, "step") + " per epoch"),
-            ("optimizer", "Adam, lr \(c.learningRate), betas (0.9, 0.999), eps 1e-8"
+            ("optimizer", "Adam, lr \(c.learningRate)"
+                + (c.schedule == LearningRateSchedule() ? "" : " (\(c.schedule.summary(totalSteps: c.epochs * trainer.stepsPerEpoch)))")
+                + ", betas (0.9, 0.999), eps 1e-8"
                 + (c.shardOptimizer ? "; sharded over the ranks (reduce-scatter, 1/\(communicator.size) of the update each, allgather)" : "")
                 + (c.gradientPrecision == .bf16 ? "; gradients exchanged in bf16" : "")),
             ("schedule", plural(c.epochs, "epoch") + (c.maxSteps.map { ", at most " + plural($0, "step") } ?? "")
                 + ", log every \(c.logEvery) steps, checkpoint "
-                + (c.checkpointEvery.map { "every \($0) steps" } ?? "each epoch") + " (keep \(c.keepCheckpoints))"),
+                + (c.checkpointEvery.map { "every \($0) steps" } ?? "each epoch") + " (keep \(c.keepCheckpoints)"
+                + (c.keepBest ? " and the best" : "") + ")"
+                + (c.earlyStop.map { ", early stop after \(plural($0, "evaluation")) without improvement" } ?? "")),
             ("seed", "\(c.seed)"),
             ("run directory", c.runDirectory),
         ]
@@ -211,6 +220,9 @@ public struct TrainingSession {
     }
 
     func printSummary(_ s: TrainingSummary) {
+        if configuration.keepBest, let step = s.progress.bestStep, let loss = s.progress.bestTestLoss {
+            console.print("best test loss \(String(format: "%.3f", loss)) at step \(step): checkpoints/best")
+        }
         var line = "done: \(s.steps) steps, \(s.samplesSeen) samples in \(formatDuration(s.trainingSeconds))"
         if let e = s.finalEvaluation {
             line += "; final test loss \(String(format: "%.3f", e.loss)) nats/sample, "
