@@ -23,6 +23,8 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "vae-mpi", targets: ["vae-mpi"]),
+        // For the fuzz harnesses (Fuzz/, scripts/fuzz.sh): the parsers of every file vae-mpi reads.
+        .library(name: "VAEMPIParsers", targets: ["Datasets", "Imaging", "Artifacts", "Training"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -49,6 +51,9 @@ let package = Package(
         // and the CPU feature checks; no fused multiply-add, so every path gives the same bits.
         .target(name: "CKernels", cSettings: [.unsafeFlags(cKernelFlags)]),
 
+        // Signal handling for graceful stops (async-signal-safe C).
+        .target(name: "CSystem"),
+
         // Header-only: FTZ/DAZ control (float_control.h), allocator tuning (malloc_control.h).
         .systemLibrary(name: "CFloatControl"),
         .systemLibrary(name: "CMalloc"),
@@ -66,7 +71,7 @@ let package = Package(
         .executableTarget(
             name: "vae-mpi",
             dependencies: [
-                "Training", "MPICollectives", "CMalloc", "TensorCore", "VAEModel", "Datasets", "Artifacts", "Imaging",
+                "Training", "MPICollectives", "CMalloc", "CSystem", "TensorCore", "VAEModel", "Datasets", "Artifacts", "Imaging",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 

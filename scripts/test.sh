@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test: installs what is missing, builds, runs the unit tests
-# (swift test), the multi-rank tests (the release binary under mpirun) and the
-# multi-host test (ranks on two network-namespace hosts over TCP).
+# (swift test), the multi-rank tests (the release binary under mpirun), the
+# multi-host test (ranks on two network-namespace hosts over TCP), and the
+# fuzz regressions (every saved crasher) with a short fuzz pass per parser.
 source "$(dirname "$0")/common.sh"
 APT_PACKAGES+=(iproute2 util-linux)   # the multi-host test's network namespaces
 ensure_packages
@@ -24,3 +25,6 @@ bash "$VAE_MPI_ROOT/Tests/MultiRank/run.sh"
 
 say "== multi-host test (network namespaces as hosts)"
 bash "$VAE_MPI_ROOT/scripts/cluster-test.sh"
+
+say "== fuzzing: saved crashers, then ${FUZZ_SECONDS:-10} s per parser"
+FUZZ_SECONDS=${FUZZ_SECONDS:-10} bash "$VAE_MPI_ROOT/scripts/fuzz.sh"

@@ -7,6 +7,8 @@ public enum ArtifactError: Error, CustomStringConvertible, Equatable {
     case missingTensor(path: String, name: String)
     case unexpectedTensor(path: String, name: String)
     case incompatible(path: String, detail: String)
+    /// Another process writes to this directory.
+    case locked(path: String, holder: String)
 
     public var description: String {
         switch self {
@@ -22,6 +24,8 @@ public enum ArtifactError: Error, CustomStringConvertible, Equatable {
             return "\(path): tensor \(name) is not a parameter of this model"
         case let .incompatible(path, detail):
             return "\(path): \(detail)"
+        case let .locked(path, holder):
+            return "\(path) is in use by another run (\(holder)); choose another run directory, or wait for that run to end"
         }
     }
 }

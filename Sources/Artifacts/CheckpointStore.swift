@@ -98,6 +98,11 @@ public struct CheckpointStore {
             let checkpoints = Files.isDirectory("\(p)/checkpoints") ? "\(p)/checkpoints" : p
             let pointer = "\(checkpoints)/latest"
             guard Files.exists(pointer) else {
+                if Files.exists("\(p)/config.json") {
+                    throw ArtifactError.io(path: pointer, operation: "open",
+                                           reason: "the run in \(p) stopped before its first checkpoint, so there is nothing "
+                                               + "to resume; train again in the same run directory to start it over")
+                }
                 throw ArtifactError.io(path: pointer, operation: "open",
                                        reason: "no checkpoint here (expected a `latest` pointer written by vae-mpi)")
             }
@@ -128,6 +133,13 @@ public func tensorChecksum(_ scalars: [Float]) -> String {
     let crc = scalars.withUnsafeBytes { raw -> UInt in
         crc32(0, raw.bindMemory(to: UInt8.self).baseAddress, UInt32(raw.count))
     }
+    let hex = String(crc, radix: 16)
+    return "crc32:" + String(repeating: "0", count: max(0, 8 - hex.count)) + hex
+}
+
+/// CRC-32 of bytes, "crc32:xxxxxxxx".
+public func byteChecksum(_ bytes: [UInt8]) -> String {
+    let crc = bytes.withUnsafeBufferPointer { crc32(0, $0.baseAddress, UInt32($0.count)) }
     let hex = String(crc, radix: 16)
     return "crc32:" + String(repeating: "0", count: max(0, 8 - hex.count)) + hex
 }

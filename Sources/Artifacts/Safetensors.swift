@@ -1,4 +1,5 @@
 import Foundation
+import TensorCore
 
 /// The safetensors format (huggingface/safetensors, docs "Format"): an 8-byte
 /// little-endian header length N, N bytes of JSON header (padded with spaces
@@ -97,8 +98,9 @@ public struct SafetensorsFile: Equatable, Sendable {
             guard dtype == "F32" else {
                 throw ArtifactError.incompatible(path: path, detail: "tensor \(name) has dtype \(dtype); only F32 is supported")
             }
-            guard shape.allSatisfy({ $0 >= 0 }), offsets[0] >= 0, offsets[1] >= offsets[0],
-                  offsets[1] - offsets[0] == 4 * shape.reduce(1, *)
+            // Sizes from the file: checked arithmetic (a shape like [2^62, 4] must not trap).
+            guard let count = checkedProduct(shape), let byteCount = checkedOffset(0, plus: count, times: 4),
+                  offsets[0] >= 0, offsets[1] >= offsets[0], offsets[1] - offsets[0] == byteCount
             else { throw corrupt("tensor \(name): data_offsets \(offsets) do not hold shape \(shape) of F32") }
             spans.append((name, shape, offsets[0], offsets[1]))
         }
@@ -110,7 +112,7 @@ public struct SafetensorsFile: Equatable, Sendable {
             }
             expected = s.end
         }
-        guard dataStart + expected == bytes.count else {
+        guard expected <= bytes.count - dataStart, dataStart + expected == bytes.count else {
             throw corrupt("tensors cover \(expected) data bytes but the file holds \(bytes.count - dataStart)")
         }
         var entries: [Entry] = []

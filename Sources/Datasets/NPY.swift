@@ -1,4 +1,5 @@
 import Foundation
+import TensorCore
 
 /// NumPy's `.npy` format (numpy.lib.format, versions 1.0, 2.0 and 3.0): the
 /// magic `\x93NUMPY`, two version bytes, a little-endian header length
@@ -58,7 +59,9 @@ public struct NPYArray: Equatable {
             guard let v = Int(d), v >= 0 else { throw bad("shape \(shapeText[...close])") }
             shape.append(v)
         }
-        let count = shape.reduce(1, *)
+        guard let count = checkedProduct(shape) else {
+            throw bad("shape \(shapeText[...close]) holds more elements than this machine can address")
+        }
 
         // descr: byte order (<, >, |, =) then kind and size, e.g. '<f4', '|u1'.
         var code = Substring(descr)
@@ -67,9 +70,16 @@ public struct NPYArray: Equatable {
             bigEndian = first == ">"
             code = code.dropFirst()
         }
-        guard let kind = code.first, let size = Int(code.dropFirst()) else { throw bad("dtype '\(descr)'") }
+        // The dtype first: a valid file of another dtype is "not supported", not "damaged".
+        let supported: Set<String> = ["u1", "f4", "f8", "i1", "i2", "i4", "i8", "u2", "u4", "u8"]
+        guard supported.contains(String(code)), let kind = code.first, let size = Int(code.dropFirst()) else {
+            throw DatasetError.incompatible(
+                path: path, detail: "dtype '\(descr)' is not supported (images: uint8, float32 or float64; labels: integers)")
+        }
         let start = headerStart + headerLength
-        let expected = start + count * size
+        guard let expected = checkedOffset(start, plus: count, times: size) else {
+            throw bad("shape \(shapeText[...close]) of '\(descr)' needs more bytes than this machine can address")
+        }
         if data.count < expected { throw DatasetError.truncated(path: path, expectedBytes: expected, foundBytes: data.count) }
         if data.count > expected { throw DatasetError.trailingBytes(path: path, expectedBytes: expected, foundBytes: data.count) }
 

@@ -44,7 +44,11 @@ public final class MPICommunicator: Communicator {
         MPI_Finalize()
     }
 
-    private func check(_ rc: Int32, _ operation: String) throws {
+    /// Runs one MPI call (bracketed for the stall watchdog) and throws its error.
+    private func check(_ call: @autoclosure () -> Int32, _ operation: String) throws {
+        CollectiveWatchdog.shared.entering(operation)
+        let rc = call()
+        CollectiveWatchdog.shared.left()
         if rc != cmpi_success() {
             throw CommunicationError(operation: operation, rank: rank, message: Self.errorString(rc))
         }

@@ -35,3 +35,24 @@ public struct ImageShape: Differentiable, AdditiveArithmetic, Equatable, Codable
 
     public mutating func move(by offset: ImageShape) { self = self + offset }
 }
+
+/// The product of sizes read from a file, or nil when it overflows Int (or
+/// a size is negative): every element count that comes from a file goes
+/// through this before memory is reserved or offsets are computed.
+public func checkedProduct(_ values: [Int]) -> Int? {
+    var product = 1
+    for v in values {
+        guard v >= 0 else { return nil }
+        let (p, overflow) = product.multipliedReportingOverflow(by: v)
+        if overflow { return nil }
+        product = p
+    }
+    return product
+}
+
+/// a + b·c for sizes read from a file, or nil on overflow.
+public func checkedOffset(_ a: Int, plus b: Int, times c: Int) -> Int? {
+    let (bc, o1) = b.multipliedReportingOverflow(by: c)
+    let (sum, o2) = a.addingReportingOverflow(bc)
+    return o1 || o2 ? nil : sum
+}

@@ -2,21 +2,41 @@ import Collectives
 import Foundation
 import MPICollectives
 import TensorCore
+import Training
 
 /// Runs a subcommand's work on every rank and turns its outcome into the
-/// process's exit, the one place errors become exit codes:
+/// process's exit, the one place errors become exit codes (`ExitStatus`):
 ///
 /// - success: finalize MPI, exit 0;
 /// - an error every rank knows about (`CollectiveFailure`, `PeerFailure`):
-///   one rank prints it, all finalize and exit 1, nobody hangs;
+///   one rank prints it, all finalize and exit 2 (a user error: the same
+///   input fails the same way, so restarting does not help);
 /// - an error only this rank knows about: print it with the rank and host,
-///   then `MPI_Abort`, which ends every rank at once, including those waiting
-///   in a collective for this one.
+///   then `MPI_Abort` with 3, which ends every rank at once, including those
+///   waiting in a collective for this one (restartable);
+/// - a stop request (SIGTERM, SIGINT) honoured with a checkpoint: exit 75,
+///   "interrupted, resumable", after printing the resume command.
 ///
 /// It also makes the process's math settings before any work: subnormal
 /// floats flushed to zero (see `BLAS.flushSubnormalsToZero`) and one BLAS
 /// thread per rank unless the work sets another count.
+/// The exit statuses of vae-mpi (also in README, *Exit status*).
+enum ExitStatus {
+    static let success: Int32 = 0
+    /// Every rank agrees the input is wrong (options, data, checkpoint).
+    static let userError: Int32 = 2
+    /// One rank failed (or MPI did): the job was aborted; restarting may help.
+    static let rankFailure: Int32 = 3
+    /// The stall watchdog found a collective waiting past --collective-timeout.
+    static let stalled: Int32 = 4
+    /// A signal stopped training after a checkpoint: resume it.
+    static let interrupted: Int32 = 75
+}
+
 enum Execution {
+    /// Seconds a collective may wait before the stall watchdog ends the job (0: no watchdog).
+    nonisolated(unsafe) static var collectiveTimeout = 600.0
+
     static func run(_ work: (Communicator) throws -> Void) -> Never {
         BLAS.flushSubnormalsToZero()
         BLAS.setThreads(1)
@@ -28,28 +48,39 @@ enum Execution {
                 communicator = mpi!
             } catch {
                 printError(Messages.text(for: error), rank: nil)
-                exit(1)
+                exit(ExitStatus.rankFailure)
             }
         } else {
             communicator = LocalCommunicator()
         }
         let rankLabel = communicator.size > 1 ? communicator.rank : nil
+        if communicator.size > 1 {
+            CollectiveWatchdog.shared.start(timeout: collectiveTimeout, rank: communicator.rank, host: communicator.hostName)
+        }
         do {
             try work(communicator)
             mpi?.finalize()
             exit(0)
+        } catch let interrupted as RunInterrupted {
+            if communicator.rank == 0 {
+                let launcher = communicator.size > 1 ? "mpirun -np \(communicator.size) " : ""
+                FileHandle.standardError.write(Data(("vae-mpi: \(interrupted); resume with:\n    \(launcher)"
+                    + "\(CommandLine.arguments[0]) train --resume \(interrupted.runDirectory)\n").utf8))
+            }
+            mpi?.finalize()
+            exit(ExitStatus.interrupted)
         } catch let failure as CollectiveFailure {
             if failure.reporter { printError(Messages.text(for: failure), rank: failure.concernsRank ? rankLabel : nil) }
             mpi?.finalize()
-            exit(1)
+            exit(ExitStatus.userError)
         } catch is PeerFailure {
             mpi?.finalize()
-            exit(1)
+            exit(ExitStatus.userError)
         } catch {
             let host = communicator.size > 1 ? " on \(communicator.hostName)" : ""
             printError(Messages.text(for: error) + host, rank: rankLabel)
-            if communicator.size > 1 { communicator.abort(exitCode: 1) }
-            exit(1)
+            if communicator.size > 1 { communicator.abort(exitCode: ExitStatus.rankFailure) }
+            exit(ExitStatus.userError)
         }
     }
 

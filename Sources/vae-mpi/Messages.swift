@@ -19,7 +19,9 @@ enum Messages {
         case let TrainingError.runDirectoryInUse(path):
             return "\(path) already holds a run (config.json); choose another \(OptionName.runDir), "
                 + "or continue it with \(OptionName.resume) \(path)"
-        case let TrainingError.nonFinite(step):
+        case TrainingError.nonFinite(_, _?):
+            return "\(error)"
+        case let TrainingError.nonFinite(step, nil):
             return "non-finite loss or gradient at step \(step); training stopped on every rank (try a lower \(OptionName.lr))"
         case let DataSourceError.noTestImages(trainFile):
             return "\(OptionName.testFile): no test images for \(trainFile): give \(OptionName.testFile), put a test file "

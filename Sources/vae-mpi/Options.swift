@@ -55,6 +55,7 @@ enum OptionName: String, CaseIterable, CustomStringConvertible {
     case evalBatchSize = "eval-batch-size"
     case resume
     case profile
+    case collectiveTimeout = "collective-timeout"
     // subcommands
     case checkpoint
     case images

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Collectives
+import CSystem
 import Datasets
 import Foundation
 import TensorCore
@@ -180,6 +181,11 @@ struct Train: ParsableCommand {
                                                          valueName: "checkpoint"))
     var resume: String?
 
+    @Option(name: OptionName.collectiveTimeout.name, help: ArgumentHelp(
+        "Stall watchdog: a rank that waits this long in one collective prints its rank, host, step and phase, and the job ends with status 4 (0: off) (default: 600).",
+        valueName: "seconds"))
+    var collectiveTimeout: Double = 600
+
     @Flag(name: OptionName.profile.name, help: "Print the per-step time breakdown (forward+backward with its GEMM share, allreduce, optimizer, other) at the end.")
     var profile = false
 
@@ -198,6 +204,9 @@ struct Train: ParsableCommand {
         try require(lrWarmupSteps, atLeast: 0, .lrWarmupSteps)
         try require(accumulate, atLeast: 1, .accumulate)
         try require(earlyStop, atLeast: 1, .earlyStop)
+        if !(collectiveTimeout.isFinite && collectiveTimeout >= 0) {
+            throw invalid(.collectiveTimeout, "must be a number of seconds ≥ 0 (got \(collectiveTimeout))")
+        }
         if let lrDecay, !(lrDecay.isFinite && lrDecay > 0) { throw invalid(.lrDecay, "must be a positive number (got \(lrDecay))") }
         if let epochs = try parsedDecayEpochs() {
             guard lrSchedule == .step || lrSchedule == nil else {
@@ -336,6 +345,7 @@ struct Train: ParsableCommand {
 
     func run() throws {
         let options = self
+        Execution.collectiveTimeout = collectiveTimeout
         Execution.run { communicator in
             let checkpoint = try options.resume.map { try Checkpoint.load($0, communicator: communicator) }
             var configuration = checkpoint.map(TrainingConfiguration.init(resuming:)) ?? TrainingConfiguration()
@@ -344,6 +354,9 @@ struct Train: ParsableCommand {
             var session = TrainingSession(configuration: configuration, resumingFrom: checkpoint,
                                           communicator: communicator, profile: options.profile, faults: .fromEnvironment,
                                           conditional: options.conditional)
+            // SIGTERM and SIGINT stop training at the next step, with a checkpoint (rank 0 announces it).
+            vm_install_stop_handlers(communicator.rank == 0 ? 1 : 0)
+            session.stopRequested = { vm_stop_signal() != 0 }
             try session.run()
         }
     }
@@ -359,6 +372,15 @@ extension FaultInjection {
             let parts = value.split(separator: ":").compactMap { Int($0) }
             return parts.count == 2 ? (parts[0], parts[1]) : nil
         }
-        return FaultInjection(failure: rankAndStep("VAE_MPI_FAIL_AT"), divergence: rankAndStep("VAE_MPI_DIVERGE_AT"))
+        var stall: (rank: Int, step: Int, phase: CollectiveWatchdog.Phase)? = nil
+        if let value = ProcessInfo.processInfo.environment["VAE_MPI_STALL_AT"] {
+            let parts = value.split(separator: ":")
+            if parts.count == 3, let r = Int(parts[0]), let s = Int(parts[1]),
+               let phase = CollectiveWatchdog.Phase(rawValue: String(parts[2])) {
+                stall = (r, s, phase)
+            }
+        }
+        return FaultInjection(failure: rankAndStep("VAE_MPI_FAIL_AT"), divergence: rankAndStep("VAE_MPI_DIVERGE_AT"),
+                              stall: stall, stopRequest: rankAndStep("VAE_MPI_SIGNAL_AT"))
     }
 }

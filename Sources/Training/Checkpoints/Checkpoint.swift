@@ -116,6 +116,39 @@ public struct CheckpointSidecar: Codable, Sendable {
     /// The best test loss so far and the evaluations since (for
     /// `--keep-best` and `--early-stop` to continue after a resume).
     public var progress: EvaluationProgress?
+    /// "crc32:xxxxxxxx" of this file's bytes with these eight digits as
+    /// zeros (absent in sidecars written before it existed).
+    public var sidecarChecksum: String?
+
+    static let checksumPlaceholder = "crc32:00000000"
+
+    /// The sidecar's JSON with its own checksum filled in.
+    func encodedWithChecksum() throws -> String {
+        var copy = self
+        copy.sidecarChecksum = Self.checksumPlaceholder
+        let text = try JSONText.pretty(copy)
+        let crc = byteChecksum(Array(text.utf8))
+        guard let range = text.range(of: "\"" + Self.checksumPlaceholder + "\"") else { return text }
+        return text.replacingCharacters(in: range, with: "\"" + crc + "\"")
+    }
+
+    /// Checks a sidecar's bytes against the checksum they carry, if any.
+    static func verifyChecksum(_ bytes: [UInt8], path: String) throws {
+        let text = String(decoding: bytes, as: UTF8.self)
+        guard let key = text.range(of: "\"sidecar_checksum\"") else { return }
+        guard let open = text.range(of: "\"crc32:", range: key.upperBound..<text.endIndex),
+              text.distance(from: key.upperBound, to: open.lowerBound) <= 4,
+              let end = text.index(open.upperBound, offsetBy: 8, limitedBy: text.endIndex) else {
+            throw ArtifactError.corrupt(path: path, check: "its sidecar_checksum is malformed")
+        }
+        let recorded = "crc32:" + text[open.upperBound..<end]
+        let zeroed = text.replacingCharacters(in: open.upperBound..<end, with: "00000000")
+        let found = byteChecksum(Array(zeroed.utf8))
+        guard found == recorded else {
+            throw ArtifactError.corrupt(path: path, check: "the sidecar fails its own checksum (recorded \(recorded), "
+                                        + "contents \(found)): it was edited or damaged")
+        }
+    }
 
     init(tensorsFile: String, position: TrainingPosition, stepsPerEpoch: Int, worldSize: Int, adam: Adam,
          configuration: TrainingConfiguration, image: ImageShape, checksums: [String: String],
@@ -217,7 +250,22 @@ public struct Checkpoint: Sendable {
     init(tensorsPath: String, tensorBytes: [UInt8], sidecarPath: String, sidecarBytes: [UInt8]) throws {
         path = tensorsPath
         self.sidecarPath = sidecarPath
+        try CheckpointSidecar.verifyChecksum(sidecarBytes, path: sidecarPath)
         let sidecar = try CheckpointSidecar.decode(sidecarBytes, path: sidecarPath)
+        // The configuration is checked by the rules of the command line (a crafted or damaged sidecar must not trap).
+        do {
+            try sidecar.configuration.validate()
+            try sidecar.configuration.architecture.validateLimits(for: sidecar.image)
+            guard sidecar.step >= 0, sidecar.epoch >= 1, sidecar.stepInEpoch >= 0, sidecar.stepsPerEpoch >= 1,
+                  sidecar.worldSize >= 1, sidecar.samplesSeen >= 0 else {
+                throw TrainingError.invalidConfiguration("the position (step \(sidecar.step), epoch \(sidecar.epoch), "
+                                                         + "\(sidecar.stepInEpoch) of \(sidecar.stepsPerEpoch) steps) is impossible")
+            }
+        } catch let error as TrainingError {
+            throw ArtifactError.incompatible(path: sidecarPath, detail: "\(error)")
+        } catch let error as ArchitectureError {
+            throw ArtifactError.incompatible(path: sidecarPath, detail: "\(error)")
+        }
         let expectedName = (tensorsPath as NSString).lastPathComponent
         guard sidecar.tensorsFile == expectedName else {
             throw ArtifactError.corrupt(path: sidecarPath,
@@ -239,6 +287,21 @@ public struct Checkpoint: Sendable {
         }
         self.sidecar = sidecar
         self.tensors = tensors
+        // The tensors are the parameters (and Adam moments) of the architecture the sidecar describes.
+        func check<Options: ArchitectureOptions>(_ options: Options) throws {
+            // Counts first: building the model allocates what the sidecar describes, so the
+            // file must hold that many parameters (a crafted sidecar must not allocate beyond it).
+            let inFile = tensors.entries.filter { !$0.name.hasPrefix("optimizer.") }.reduce(0) { $0 + $1.scalars.count }
+            let described = options.parameterCount(for: sidecar.image)
+            guard inFile == described else {
+                throw ArtifactError.incompatible(
+                    path: tensorsPath, detail: "holds \(inFile) parameters, but the architecture its sidecar describes "
+                        + "(\(options.summary(for: sidecar.image))) has \(described)")
+            }
+            let layout = try model(options).parameterLayout
+            _ = try adam(layout: layout)
+        }
+        try check(sidecar.configuration.architecture.options)
     }
 
     /// The model of `options` (this checkpoint's architecture), with every

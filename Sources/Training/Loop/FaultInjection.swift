@@ -1,9 +1,12 @@
+import Collectives
+import Foundation
 import TensorCore
 import VAEModel
 
 /// Faults a test can inject into a run, so that the multi-rank tests can
 /// check the paths that real failures take. The executable fills it from
-/// `VAE_MPI_FAIL_AT=rank:step` and `VAE_MPI_DIVERGE_AT=rank:step`.
+/// `VAE_MPI_FAIL_AT=rank:step`, `VAE_MPI_DIVERGE_AT=rank:step`,
+/// `VAE_MPI_STALL_AT=rank:step:phase` and `VAE_MPI_SIGNAL_AT=rank:step`.
 public struct FaultInjection: Sendable {
     /// This rank throws before the reduction of this (1-based) step: one
     /// rank's failure must end the whole job.
@@ -13,9 +16,29 @@ public struct FaultInjection: Sendable {
     /// do: later updates much larger than an ulp can round it away.)
     public var divergence: (rank: Int, step: Int)?
 
-    public init(failure: (rank: Int, step: Int)? = nil, divergence: (rank: Int, step: Int)? = nil) {
+    /// This rank sleeps for an hour in this phase of this step: the stall
+    /// watchdog of the other ranks must end the job.
+    public var stall: (rank: Int, step: Int, phase: CollectiveWatchdog.Phase)?
+    /// This rank raises its stop request at this step, as a signal would.
+    public var stopRequest: (rank: Int, step: Int)?
+
+    public init(failure: (rank: Int, step: Int)? = nil, divergence: (rank: Int, step: Int)? = nil,
+                stall: (rank: Int, step: Int, phase: CollectiveWatchdog.Phase)? = nil,
+                stopRequest: (rank: Int, step: Int)? = nil) {
         self.failure = failure
         self.divergence = divergence
+        self.stall = stall
+        self.stopRequest = stopRequest
+    }
+
+    func stallIfDue(rank: Int, step: Int, phase: CollectiveWatchdog.Phase) {
+        guard let s = stall, s.rank == rank, s.step == step, s.phase == phase else { return }
+        Thread.sleep(forTimeInterval: 3600)
+    }
+
+    func requestsStop(rank: Int, step: Int) -> Bool {
+        guard let s = stopRequest else { return false }
+        return s.rank == rank && s.step == step
     }
 
     func failIfDue(rank: Int, step: Int) throws {

@@ -15,6 +15,9 @@ public struct TrainingSummary: Sendable {
     public var runDirectory: String
     /// Set when `--early-stop` ended the run: why.
     public var earlyStop: String? = nil
+    /// Set when a stop request (a signal) ended the run after a checkpoint:
+    /// the run can resume from it.
+    public var interrupted = false
     public var progress = EvaluationProgress()
 }
 
@@ -46,6 +49,10 @@ public final class Trainer<Model: VariationalAutoencoder> {
     var progress = EvaluationProgress()
     /// Why the run stopped early, once it has.
     var earlyStop: String? = nil
+    /// Whether this rank has been asked to stop (a signal); the ranks agree
+    /// in the step's reduction and stop together after it.
+    public var stopRequested: () -> Bool = { false }
+    var interrupted = false
     /// What resuming did, for rank 0 to print.
     public private(set) var resumeNote: String? = nil
 
@@ -155,8 +162,25 @@ public final class Trainer<Model: VariationalAutoencoder> {
             let order = data.order(epoch: position.epoch)
             while position.stepInEpoch < stepsPerEpoch {
                 if position.step >= totalSteps { break training }
-                let report = try step(order: order)
+                let report: StepReport
+                do {
+                    report = try step(order: order)
+                } catch let failure as CollectiveFailure {
+                    // A non-finite step on data far outside [0, 1]: say what the likely cause is.
+                    guard case TrainingError.nonFinite(let step, nil) = failure.underlying else { throw failure }
+                    let range = data.shard.count > 0 ? data.shard.valueRange : data.test.valueRange
+                    guard range.lowerBound < -10 || range.upperBound > 10 else { throw failure }
+                    throw CollectiveFailure(underlying: TrainingError.nonFinite(step: step, unscaledDataRange: range),
+                                            reporter: failure.reporter, otherFailedRanks: failure.otherFailedRanks,
+                                            concernsRank: failure.concernsRank)
+                }
                 try recorder.stepFinished(report, at: position, totalSteps: totalSteps)
+                if interrupted {
+                    // Every rank learnt it in the same reduction: checkpoint here and stop.
+                    recorder.console.clearLiveLine()
+                    if lastCheckpointStep != position.step { try checkpoint() }
+                    break training
+                }
                 if let every = configuration.checkpointEvery, position.step % every == 0 {
                     let t0 = monotonicSeconds()
                     try checkpoint()
@@ -167,12 +191,12 @@ public final class Trainer<Model: VariationalAutoencoder> {
             position.startNextEpoch()
             if earlyStop != nil { break training }
         }
-        if position.step > 0 && earlyStop == nil { lastEvaluation = try finishPoint() ?? lastEvaluation }
+        if position.step > 0 && earlyStop == nil && !interrupted { lastEvaluation = try finishPoint() ?? lastEvaluation }
         recorder.console.clearLiveLine()
         return TrainingSummary(steps: position.step, epochsCompleted: position.epoch - 1,
                                samplesSeen: position.samplesSeen, finalEvaluation: lastEvaluation, timings: timings,
                                trainingSeconds: recorder.elapsed, runDirectory: configuration.runDirectory,
-                               earlyStop: earlyStop, progress: progress)
+                               earlyStop: earlyStop, interrupted: interrupted, progress: progress)
     }
 
     // MARK: - One step
@@ -188,6 +212,9 @@ public final class Trainer<Model: VariationalAutoencoder> {
     func step(order: [Int]) throws -> StepReport {
         var clock = PhaseClock()
         let kernelsBefore = backend.profiler?.seconds
+        let watchdog = CollectiveWatchdog.shared
+        watchdog.set(phase: .data, step: position.step + 1)
+        faults.stallIfDue(rank: rank, step: position.step + 1, phase: .data)
         let indices = data.indices(stepInEpoch: position.stepInEpoch, order: order)     // this rank's b images
         let count = indices.count
         let noise = data.noise(count: count, latentSize: model.latentSize, step: position.step)  // (b, Z)
@@ -197,10 +224,16 @@ public final class Trainer<Model: VariationalAutoencoder> {
         let beta = configuration.kl.weight(atStep: position.step + 1)
         let learningRate = nextLearningRate
         optimizer.learningRate = Float(learningRate)
+        watchdog.set(phase: .forward)
+        faults.stallIfDue(rank: rank, step: position.step + 1, phase: .forward)
         let (terms, hasGradient, globalKL) = try forwardBackward(indices, noise: noise, beta: beta, clock: &clock)
+        watchdog.set(phase: .reduction)
+        faults.stallIfDue(rank: rank, step: position.step + 1, phase: .reduction)
+        let stop = stopRequested() || faults.requestsStop(rank: rank, step: position.step + 1)
         let reduced = try optimizer.step(&model, hasGradient: hasGradient, samples: count,
                                          terms: terms ?? Array(repeating: 0, count: ELBOTerms.reported.count),
-                                         step: position.step + 1, clock: &clock)
+                                         step: position.step + 1, stopRequested: stop, clock: &clock)
+        if reduced.stopRequests > 0 { interrupted = true }
 
         position.finishStep(samples: Int(reduced.samples))
         faults.divergeIfDue(&model, rank: rank, step: position.step)
@@ -300,6 +333,8 @@ public final class Trainer<Model: VariationalAutoencoder> {
         lastFinishedStep = position.step
         let t0 = monotonicSeconds()
         let loaded = loadedModel
+        CollectiveWatchdog.shared.set(phase: .evaluation)
+        faults.stallIfDue(rank: rank, step: position.step, phase: .evaluation)
         let result = try evaluate()
         let improved = progress.record(testLoss: result.loss, step: position.step)
         try recorder.pictures(of: loaded, testSet: data.test, at: position)
@@ -332,6 +367,8 @@ public final class Trainer<Model: VariationalAutoencoder> {
     }
 
     func checkpoint(best: Bool = false) throws {
+        CollectiveWatchdog.shared.set(phase: .checkpoint)
+        faults.stallIfDue(rank: rank, step: position.step, phase: .checkpoint)
         lastCheckpointStep = position.step
         try recorder.checkpoint(model: model, adam: try optimizer.gatheredState(), layout: layout, image: image,
                                 position: position, stepsPerEpoch: stepsPerEpoch, progress: progress, best: best)

@@ -9,14 +9,16 @@ import VAEModel
 ///
 /// The buffer of one step is
 ///
-///     [gradient sums (P) | samples | term sums (T) | non-finite flag]
+///     [gradient sums (P) | samples | term sums (T) | non-finite flag | stop requests]
 ///
 /// The gradient kernels write into it directly (through `sink`, a
 /// `GradientSink` over its first P floats). By default one allreduce reduces
 /// it whole and every rank takes the same Adam step: sums and the count
 /// travel together, so the update is the exact mean over the global batch
 /// however it was split, and a non-finite value anywhere stops every rank at
-/// the same step, before any update.
+/// the same step, before any update. A rank that was asked to stop (a
+/// signal) says so in the same reduction, so every rank learns it at the
+/// same step and they stop together.
 ///
 /// Sharded (ZeRO stage 1, `--shard-optimizer`): a reduce-scatter leaves each
 /// rank the summed gradient of its 1/np slice of the parameters (and a small
@@ -59,6 +61,8 @@ public final class DataParallelOptimizer {
         public var samples: Float
         /// The objective's reported terms, summed over the global batch.
         public var terms: [Float]
+        /// Ranks that asked to stop after this step.
+        public var stopRequests: Int
     }
 
     /// `adam` holds the moments of all parameters (new, or from a
@@ -71,7 +75,7 @@ public final class DataParallelOptimizer {
         self.termCount = termCount
         self.communicator = communicator
         self.sharded = sharded
-        bufferCount = layout.count + termCount + 2
+        bufferCount = layout.count + termCount + 3
         buffer = .allocate(capacity: bufferCount)
         buffer.initialize(repeating: 0, count: bufferCount)
         sink = GradientSink(buffer: buffer)
@@ -122,10 +126,11 @@ public final class DataParallelOptimizer {
     /// and takes the Adam step with gradient sum / samples. A non-finite loss
     /// or gradient on any rank is thrown on every rank, before any update.
     public func step<Model: ParameterWalking>(_ model: inout Model, gradient: Model?, samples: Int, terms: [Float],
-                                              step: Int, clock: inout PhaseClock) throws -> ReducedStep {
+                                              step: Int, stopRequested: Bool = false,
+                                              clock: inout PhaseClock) throws -> ReducedStep {
         if let gradient { addGradient(gradient) }
         return try self.step(&model, hasGradient: gradient != nil, samples: samples, terms: terms, step: step,
-                             clock: &clock)
+                             stopRequested: stopRequested, clock: &clock)
     }
 
     /// Adds one (micro-)batch's gradient to the step's buffer: what its
@@ -137,7 +142,8 @@ public final class DataParallelOptimizer {
     /// The update from the gradients added since `beginStep` (none: this
     /// rank's batch was empty).
     public func step<Model: ParameterWalking>(_ model: inout Model, hasGradient: Bool, samples: Int, terms: [Float],
-                                              step: Int, clock: inout PhaseClock) throws -> ReducedStep {
+                                              step: Int, stopRequested: Bool = false,
+                                              clock: inout PhaseClock) throws -> ReducedStep {
         precondition(terms.count == termCount, "the objective reports \(termCount) terms")
         let p = layout.count
         let meta = buffer + p
@@ -148,27 +154,29 @@ public final class DataParallelOptimizer {
         } else {
             buffer.initialize(repeating: 0, count: bufferCount)
         }
+        meta[2 + termCount] = stopRequested ? 1 : 0
         clock.lap(.pack)
 
         if gradientPrecision == .bf16 {
             try exchangeBF16(gradient: buffer)
-            try communicator.allreduceSum(UnsafeMutableBufferPointer(start: meta, count: termCount + 2))
+            try communicator.allreduceSum(UnsafeMutableBufferPointer(start: meta, count: termCount + 3))
         } else if sharded {
             let blocks = self.blocks
             try gradientSlice.withUnsafeMutableBufferPointer { slice in
                 try communicator.reduceScatterSum(UnsafeBufferPointer(start: buffer, count: p), into: slice, counts: blocks)
             }
-            try communicator.allreduceSum(UnsafeMutableBufferPointer(start: meta, count: termCount + 2))
+            try communicator.allreduceSum(UnsafeMutableBufferPointer(start: meta, count: termCount + 3))
         } else {
             try communicator.allreduceSum(UnsafeMutableBufferPointer(start: buffer, count: bufferCount))
         }
         clock.lap(.reduction)
         // Every rank sees the same flag after the reduction and stops here.
         if meta[1 + termCount] != 0 {
-            throw CollectiveFailure.unanimous(TrainingError.nonFinite(step: step), rank: communicator.rank)
+            throw CollectiveFailure.unanimous(TrainingError.nonFinite(step: step, unscaledDataRange: nil), rank: communicator.rank)
         }
         let total = meta[0]
-        let reduced = ReducedStep(samples: total, terms: Array(UnsafeBufferPointer(start: meta + 1, count: termCount)))
+        let reduced = ReducedStep(samples: total, terms: Array(UnsafeBufferPointer(start: meta + 1, count: termCount)),
+                                  stopRequests: Int(meta[2 + termCount]))
 
         if sharded {
             let count = blocks[communicator.rank]

@@ -18,6 +18,25 @@ final class RunDirectory {
     let tensorboard: TensorBoardWriter
 
     var checkpoints: CheckpointStore { CheckpointStore(directory: "\(root)/checkpoints") }
+    /// Whether this directory held a run that stopped before its first checkpoint.
+    private(set) var reusedAbandonedRun = false
+
+    /// Removes what a run that stopped before its first checkpoint wrote
+    /// (only vae-mpi's own files: config, metrics, events, pictures, temporaries).
+    static func clearAbandonedRun(_ root: String) throws {
+        for name in try Files.list(root) {
+            let path = "\(root)/\(name)"
+            if ["config.json", "metrics.jsonl", "curves.png"].contains(name) || name.hasPrefix("events.out.tfevents.")
+                || name.contains(".tmp-") {
+                try Files.remove(path)
+            } else if ["samples", "reconstructions", "latent-manifold", "latent-scatter", "checkpoints"].contains(name),
+                      Files.isDirectory(path) {
+                for inner in try Files.list(path) where inner.hasSuffix(".png") || inner.contains(".tmp-") {
+                    try Files.remove("\(path)/\(inner)")
+                }
+            }
+        }
+    }
 
     /// Creates a new run directory (refusing one that already holds a run),
     /// or, `resumingAt` a step, reopens one: metrics after that step (written
@@ -28,7 +47,11 @@ final class RunDirectory {
         self.root = root
         let configPath = "\(root)/config.json"
         if resumeStep == nil && Files.exists(configPath) {
-            throw TrainingError.runDirectoryInUse(path: root)
+            // A run that died before its first checkpoint can be neither resumed
+            // nor kept: its directory is reused (the caller holds the lock).
+            guard !Files.exists("\(root)/checkpoints/latest") else { throw TrainingError.runDirectoryInUse(path: root) }
+            try Self.clearAbandonedRun(root)
+            reusedAbandonedRun = true
         }
         var subdirectories = ["", "/samples", "/reconstructions", "/checkpoints"]
         if configuration.architecture.latentSize == 2 { subdirectories += ["/latent-manifold", "/latent-scatter"] }

@@ -48,6 +48,9 @@ final class RunRecorder {
         }
         window = LogWindow(start: started)
         if let outputs, resumeStep != nil { curves = TrainingCurves(metricsPath: outputs.root + "/metrics.jsonl") }
+        if let outputs, outputs.reusedAbandonedRun {
+            console.print("\(outputs.root) held a run that stopped before its first checkpoint: starting it over there")
+        }
     }
 
     var elapsed: Double { monotonicSeconds() - started }
@@ -222,7 +225,7 @@ final class RunRecorder {
             configuration: configuration, image: image, checksums: contents.checksums,
             progress: progress.bestStep == nil ? nil : progress)
         try outputs.checkpoints.write(step: position.step, tensors: contents.file(metadata: ["format": "vae-mpi"]),
-                                      sidecar: try JSONText.pretty(sidecar), keep: configuration.keepCheckpoints,
+                                      sidecar: try sidecar.encodedWithChecksum(), keep: configuration.keepCheckpoints,
                                       best: best)
     }
 

@@ -5,7 +5,9 @@ import VAEModel
 /// `DatasetError`, `DataSourceError` and `ArtifactError`). The messages name
 /// no command-line options: the executable words those for its users.
 public enum TrainingError: Error, CustomStringConvertible {
-    case nonFinite(step: Int)
+    /// A non-finite loss or gradient: with the training images' value range
+    /// when it explains it (unscaled data), else nil (then the learning rate is the usual cause).
+    case nonFinite(step: Int, unscaledDataRange: ClosedRange<Float>?)
     case replicasDiverged(ranks: [Int], hashes: [UInt64])
     case runDirectoryInUse(path: String)
     case batchSmallerThanRanks(batch: Int, ranks: Int)
@@ -15,6 +17,8 @@ public enum TrainingError: Error, CustomStringConvertible {
     /// family cannot model.
     case unsupportedImages(source: String, family: String, image: ImageShape, requirement: String)
     case injectedFailure(step: Int)
+    /// A configuration (from a checkpoint) that breaks the command line's rules.
+    case invalidConfiguration(String)
     /// A conditional VAE on data without labels.
     case conditionalWithoutLabels(source: String)
     /// Labels outside the classes of a conditional model.
@@ -24,7 +28,11 @@ public enum TrainingError: Error, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case let .nonFinite(step):
+        case let .nonFinite(step, range?):
+            return "non-finite loss or gradient at step \(step); training stopped on every rank. The training images range "
+                + "over [\(range.lowerBound), \(range.upperBound)]: inputs that large overflow the encoder's variance "
+                + "(exp of log σ²) in the first steps at any learning rate; scale the data (to [0, 1], or standardize it)"
+        case let .nonFinite(step, nil):
             return "non-finite loss or gradient at step \(step); training stopped on every rank (try a lower learning rate)"
         case let .replicasDiverged(ranks, hashes):
             let list = ranks.map { "rank \($0) (\(String(hashes[$0], radix: 16)))" }.joined(separator: ", ")
@@ -39,6 +47,8 @@ public enum TrainingError: Error, CustomStringConvertible {
             return "the \(family) VAE needs \(requirement); \(source) has \(image) images"
         case let .injectedFailure(step):
             return "injected failure at step \(step) (VAE_MPI_FAIL_AT)"
+        case let .invalidConfiguration(detail):
+            return "its configuration is invalid: \(detail)"
         case let .conditionalWithoutLabels(source):
             return "a conditional VAE needs labelled images, and \(source) has no labels "
                 + "(give a label file, or put the images in one folder per class)"

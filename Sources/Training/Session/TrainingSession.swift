@@ -1,3 +1,4 @@
+import Artifacts
 import Collectives
 import Datasets
 import Foundation
@@ -18,6 +19,9 @@ public struct TrainingSession {
     public var faults: FaultInjection
     /// Make a new run's model conditional on the data's labels (`--conditional`).
     public var conditional: Bool
+    /// Whether this rank has been asked to stop (SIGTERM, SIGINT): the ranks
+    /// agree at the next step, checkpoint and end the run resumably.
+    public var stopRequested: () -> Bool = { false }
     /// Images skipped as unreadable, as rank 0 heard of them.
     var skippedImages: [BadImage] = []
 
@@ -50,6 +54,15 @@ public struct TrainingSession {
             let name = try communicator.broadcast(bytes: rank == 0 ? Array(RunDirectory.defaultPath().utf8) : [])
             configuration.runDirectory = String(decoding: name, as: UTF8.self)
         }
+        // One run per directory: rank 0 holds its lock until the run ends.
+        let lock = try communicator.collectively { () -> DirectoryLock? in
+            guard rank == 0 else { return nil }
+            return try DirectoryLock(directory: configuration.runDirectory, holder: Self.lockHolder(communicator))
+        }
+        defer { lock?.release() }
+        if let previous = lock?.tookOverFrom {
+            console.print("\(configuration.runDirectory): took over the lock left by \(previous), which is no longer running")
+        }
         let settled = configuration
         let scanStart = monotonicSeconds()
         let prepared = try communicator.collectively { try settled.data.prepare(seed: settled.seed) }
@@ -74,6 +87,12 @@ public struct TrainingSession {
         let architecture = configuration.architecture
         try communicator.collectively { try data.validate(for: architecture, image: image) }
         return try train(configuration.architecture.options, configuration: configuration, data: data)
+    }
+
+    /// "pid 1234 on host node07 since 2026-12-02T08:15:00Z (np 4)".
+    static func lockHolder(_ communicator: Communicator) -> String {
+        "pid \(ProcessInfo.processInfo.processIdentifier) on host \(communicator.hostName) since "
+            + ISO8601DateFormatter().string(from: Date()) + " (np \(communicator.size))"
     }
 
     /// K for a conditional model: the data's classes (the checkpoint's, when
@@ -166,9 +185,13 @@ public struct TrainingSession {
         let trainer = try Trainer(options, configuration: configuration, data: data, communicator: communicator,
                                   console: console, resumingFrom: checkpoint, backend: backend, faults: faults)
         try trainer.recordSkippedImages(skippedImages)
+        trainer.stopRequested = stopRequested
         printConfiguration(configuration, data: data, trainer: trainer)
         if let note = trainer.resumeNote { console.print(note) }
         let summary = try trainer.run()
+        if summary.interrupted {
+            throw RunInterrupted(step: summary.steps, runDirectory: configuration.runDirectory)
+        }
         printSummary(summary)
         if profile {
             try printProfile(summary.timings, batch: configuration.batchSize, kernelSummary: backend.profiler?.summary())
@@ -266,5 +289,16 @@ public struct TrainingSession {
                       + "\"elementwise_ms\": \(f(elementwise)), \"allreduce_ms\": \(f(allreduce)), "
                       + "\"optimizer_ms\": \(f(optimizer)), \"other_ms\": \(f(data + pack)), \"step_ms\": \(f(step)), "
                       + "\"samples_per_s\": \(String(format: "%.1f", samplesPerSecond))}")
+    }
+}
+
+/// The run stopped at a stop request (a signal) after writing a checkpoint
+/// at `step`: it can continue with `--resume runDirectory`.
+public struct RunInterrupted: Error, CustomStringConvertible {
+    public let step: Int
+    public let runDirectory: String
+
+    public var description: String {
+        "interrupted at step \(step); checkpoint written to \(runDirectory)/checkpoints"
     }
 }

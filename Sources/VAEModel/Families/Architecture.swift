@@ -85,6 +85,33 @@ public enum Architecture: Equatable, Sendable {
     }
 
     public func validate(for image: ImageShape) throws { try options.validate(for: image) }
+
+    /// Sizes a model of any family may have (so that a crafted
+    /// configuration can neither overflow a parameter count nor allocate
+    /// beyond reason), then the family's own checks for the image.
+    public func validateLimits(for image: ImageShape) throws {
+        func check(_ ok: Bool, _ detail: @autoclosure () -> String) throws {
+            if !ok { throw ArchitectureError.invalidOptions(family: family, detail: detail()) }
+        }
+        try check((1...4096).contains(image.channels) && (1...65536).contains(image.height) && (1...65536).contains(image.width),
+                  "the image shape \(image) is out of range")
+        try check((checkedProduct([image.channels, image.height, image.width]) ?? .max) <= 1 << 31,
+                  "the image shape \(image) has too many pixels")
+        try check((1...1 << 20).contains(latentSize), "latent size \(latentSize) is out of range 1…\(1 << 20)")
+        try check((0...1 << 20).contains(conditionalClasses), "\(conditionalClasses) classes is out of range")
+        switch self {
+        case .mlp(let o):
+            try check((1...1 << 24).contains(o.hiddenSize), "hidden size \(o.hiddenSize) is out of range 1…\(1 << 24)")
+        case .conv(let o):
+            try check((1...16).contains(o.channels.count) && o.channels.allSatisfy { (1...1 << 16).contains($0) },
+                      "conv channels \(o.channels): 1 to 16 stages of 1…65536 channels")
+            let n = o.channels.count
+            let features = checkedProduct([o.channels[n - 1], image.height >> n, image.width >> n]) ?? .max
+            try check(features <= 1 << 32, "\(features) features after the convolutions is beyond what vae-mpi trains")
+        }
+        try validate(for: image)
+        try check(parameterCount(for: image) <= 1 << 36, "\(parameterCount(for: image)) parameters is beyond what vae-mpi trains")
+    }
     public func summary(for image: ImageShape) -> String { options.summary(for: image) }
     public func parameterCount(for image: ImageShape) -> Int { options.parameterCount(for: image) }
 }
