@@ -504,6 +504,7 @@ precision_and_sharding() {
 
 source "$VAE_MPI_ROOT/Tests/MultiRank/image_tests.sh"
 source "$VAE_MPI_ROOT/Tests/MultiRank/control_tests.sh"
+source "$VAE_MPI_ROOT/Tests/MultiRank/reliability_tests.sh"
 
 say "multi-rank tests in $WORK"
 helpers make-dataset "$SMALL" 997 203 12 12 || die "could not write the test dataset"
@@ -541,6 +542,15 @@ run_test accumulation-np2 accumulation_np2
 run_test best-checkpoint-and-early-stop best_and_early_stop
 run_test curves-picture curves_picture
 run_test score-and-anomaly-metrics scoring
+run_test run-dir-race-20 run_dir_race
+run_test crafted-files crafted_files
+run_test failed-resume-untouched failed_resume_untouched
+run_test graceful-stop-and-resume graceful_stop
+run_test stall-watchdog stall_watchdog
+run_test restarts-after-killed-rank restarts
+run_test abandoned-run-dir abandoned_run_dir
+run_test true-hints true_hints
+run_test slurm-script slurm_script
 
 say "multi-rank tests: ${passed} passed, ${#failed[@]} failed${failed:+ (${failed[*]})}"
 [ ${#failed[@]} -eq 0 ] || exit 1

@@ -102,6 +102,13 @@ final class CheckpointTests: XCTestCase {
         XCTAssertThrowsError(try Checkpoint(path: dir)) { error in
             XCTAssertTrue("\(error)".contains("format version 99 is newer"), "\(error)")
         }
+        // An edited value: the sidecar's own checksum refuses it before its configuration is used.
+        try Files.writeAtomically(text.replacingOccurrences(of: "\"log_every\" : ", with: "\"log_every\" : 1"), to: sidecar)
+        XCTAssertThrowsError(try Checkpoint(path: dir)) { error in
+            XCTAssertTrue("\(error)".contains("fails its own checksum"), "\(error)")
+        }
+        try Files.writeAtomically(text, to: sidecar)
+        XCTAssertNoThrow(try Checkpoint(path: dir))
         try Files.writeAtomically("{ not json", to: sidecar)
         XCTAssertThrowsError(try Checkpoint(path: dir)) { error in
             XCTAssertTrue("\(error)".hasPrefix(sidecar), "\(error)")

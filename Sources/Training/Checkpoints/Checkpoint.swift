@@ -250,8 +250,9 @@ public struct Checkpoint: Sendable {
     init(tensorsPath: String, tensorBytes: [UInt8], sidecarPath: String, sidecarBytes: [UInt8]) throws {
         path = tensorsPath
         self.sidecarPath = sidecarPath
-        try CheckpointSidecar.verifyChecksum(sidecarBytes, path: sidecarPath)
+        // The format version first (a newer format may checksum differently), then the sidecar's own checksum.
         let sidecar = try CheckpointSidecar.decode(sidecarBytes, path: sidecarPath)
+        try CheckpointSidecar.verifyChecksum(sidecarBytes, path: sidecarPath)
         // The configuration is checked by the rules of the command line (a crafted or damaged sidecar must not trap).
         do {
             try sidecar.configuration.validate()
