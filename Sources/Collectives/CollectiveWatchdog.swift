@@ -17,7 +17,7 @@ public final class CollectiveWatchdog: @unchecked Sendable {
 
     /// What the rank is doing: "setup", "data", "forward", "reduction", "evaluation", "checkpoint".
     public enum Phase: String, Sendable {
-        case setup, data, forward, reduction, evaluation, checkpoint, inference
+        case setup, data, forward, reduction, evaluation, checkpoint, inference, finish
     }
 
     private var mutex = pthread_mutex_t()

@@ -41,6 +41,10 @@ public final class MPICommunicator: Communicator {
     public func finalize() {
         guard !finalized else { return }
         finalized = true
+        // MPI_Finalize waits for every rank without a timeout; a watched barrier
+        // first, so that a rank stalled in its last step ends the job too.
+        CollectiveWatchdog.shared.set(phase: .finish)
+        try? check(MPI_Barrier(cmpi_comm_world()), "MPI_Barrier")
         MPI_Finalize()
     }
 
