@@ -183,7 +183,7 @@ final class ConvolutionTests: XCTestCase {
         }
         for (i, (a, c)) in zip(whole, chunked).enumerated() {
             XCTAssertEqual(a.shape, c.shape)
-            for j in 0..<a.count { XCTAssertEqual(a.scalars[j], c.scalars[j], accuracy: 1e-5, "result \(i)[\(j)]") }
+            for j in 0..<a.count { XCTAssertEqual(a.scalars[j], c.scalars[j], accuracy: 1e-5 * max(1, abs(a.scalars[j])), "result \(i)[\(j)]") }
         }
     }
 }
