@@ -208,7 +208,9 @@ restarts() {
 # nor silently mixed: --resume says why it cannot, a new run reuses it.
 abandoned_run_dir() {
     local run="$WORK/abandoned" out="$WORK/abandoned.out" pid
-    mpi 2 train --run-dir "$run" --epochs 1 --hidden-dim 64 >"$out" 2>&1 &
+    # Rank 0 sleeps in step 2 (so no machine is fast enough to reach the first checkpoint); then kill -9.
+    VAE_MPI_STALL_AT=0:2:data timeout 120 mpirun $(mpirun_flags 2) -x VAE_MPI_STALL_AT -np 2 "$BINARY" train \
+        --run-dir "$run" --epochs 1 --hidden-dim 64 >"$out" 2>&1 &
     pid=$!
     for _ in $(seq 600); do [ -e "$run/config.json" ] && break; sleep 0.05; done
     sleep 0.3
