@@ -358,3 +358,36 @@ void ck_adam_update_bf16_gradient(float *p, const uint16_t *g, float *m, float *
 #endif
     adam_bf16_portable(p, g, m, v, n, c);
 }
+
+// Fixed point for --reproducible's exact gradient sums. Adding 1.5·2^52 to a
+// double of magnitude below 2^51 leaves round-half-even(x) in the low bits of
+// the sum's representation (the FPU does the rounding; it vectorizes with AVX2).
+static const double fixed_point_magic = 6755399441055744.0;
+
+void ck_fixed_point_accumulate(const float *restrict x, size_t n, double scale, int64_t *restrict acc) {
+    int64_t magic_bits;
+    memcpy(&magic_bits, &fixed_point_magic, sizeof magic_bits);
+    for (size_t i = 0; i < n; i++) {
+        double t = (double)x[i] * scale + fixed_point_magic;
+        int64_t bits;
+        memcpy(&bits, &t, sizeof bits);
+        acc[i] += bits - magic_bits;
+    }
+}
+
+void ck_fixed_point_to_float(const int64_t *restrict acc, size_t n, double inverse_scale, float *restrict out) {
+    for (size_t i = 0; i < n; i++) out[i] = (float)((double)acc[i] * inverse_scale);
+}
+
+float ck_max_abs(const float *x, size_t n) {
+    float m = 0;
+    for (size_t i = 0; i < n; i++) {
+        float a = fabsf(x[i]);
+        m = a > m ? a : m;
+    }
+    return m;
+}
+
+void ck_add_in_place(float *restrict a, const float *restrict b, size_t n) {
+    for (size_t i = 0; i < n; i++) a[i] += b[i];
+}

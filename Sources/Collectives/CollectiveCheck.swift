@@ -46,6 +46,15 @@ public struct CollectiveCheck {
         results.append(("allreduce (sum)", badReduce == nil,
                         badReduce.map { "element \($0): \(reduced[$0]), expected \(sumOverRanks($0))" } ?? ""))
 
+        // 64-bit integers beyond Float's and Double's exact range: only an exact integer sum gives these.
+        func integer(rank: Int, index: Int) -> Int64 { (Int64(1) << 60) / Int64(size) + Int64(rank * 37 + index * 11) }
+        var integers = (0..<count).map { integer(rank: rank, index: $0) }
+        try communicator.allreduceSum(&integers)
+        func integerSum(_ i: Int) -> Int64 { (0..<size).reduce(Int64(0)) { $0 + integer(rank: $1, index: i) } }
+        let badIntegers = (0..<count).first { integers[$0] != integerSum($0) }
+        results.append(("allreduce (64-bit integer sum)", badIntegers == nil,
+                        badIntegers.map { "element \($0): \(integers[$0]), expected \(integerSum($0))" } ?? ""))
+
         let blocks = communicator.evenBlocks(count)
         let offset = blocks[..<rank].reduce(0, +)
         let input = (0..<count).map { Self.value(rank: rank, index: $0) }

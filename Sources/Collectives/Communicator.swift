@@ -17,6 +17,10 @@ public protocol Communicator: AnyObject {
     func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) throws
     /// Element-wise maximum over all ranks, in place.
     func allreduceMax(_ buffer: UnsafeMutableBufferPointer<Double>) throws
+    /// Element-wise sum of 64-bit integers over all ranks, in place: exact
+    /// and associative, so the result does not depend on the grouping
+    /// (the fixed-point gradient sums of `--reproducible`).
+    func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Int64>) throws
     /// Sums `input` over all ranks and writes this rank's block of the sum to
     /// `output`. The blocks are `counts` long, in rank order: Σ counts ==
     /// input.count and output.count == counts[rank]. (The reduce-scatter of a
@@ -115,6 +119,16 @@ public func checkBlocks(_ counts: [Int], total: Int, size: Int, operation: Strin
 }
 
 extension Communicator {
+    /// One rank holds the sum already (test doubles of one rank need not
+    /// implement the integer reduction).
+    public func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Int64>) throws {
+        precondition(size == 1, "allreduceSum(Int64) is not implemented by \(type(of: self))")
+    }
+
+    public func allreduceSum(_ array: inout [Int64]) throws {
+        try array.withUnsafeMutableBufferPointer { try allreduceSum($0) }
+    }
+
     /// Block sizes that split `count` elements over the ranks as evenly as
     /// possible (the first `count % size` blocks one larger).
     public func evenBlocks(_ count: Int) -> [Int] {

@@ -20,6 +20,7 @@ public final class LocalCommunicator: Communicator {
     public func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {}
     public func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) throws {}
     public func allreduceMax(_ buffer: UnsafeMutableBufferPointer<Double>) throws {}
+    public func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Int64>) throws {}
     public func reduceScatterSum(_ input: UnsafeBufferPointer<Float>, into output: UnsafeMutableBufferPointer<Float>,
                                  counts: [Int]) throws {
         checkBlocks(counts, total: input.count, size: 1, operation: "reduceScatterSum")

@@ -77,6 +77,13 @@ public final class MPICommunicator: Communicator {
                                 cmpi_double(), cmpi_op_sum(), cmpi_comm_world()), "MPI_Allreduce")
     }
 
+    public func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Int64>) throws {
+        guard size > 1, !buffer.isEmpty else { return }
+        precondition(buffer.count <= Int(Int32.max), "allreduceSum: \(buffer.count) elements exceed MPI's int count")
+        try check(MPI_Allreduce(cmpi_in_place(), buffer.baseAddress, Int32(buffer.count),
+                                cmpi_int64(), cmpi_op_sum(), cmpi_comm_world()), "MPI_Allreduce")
+    }
+
     /// MPI counts are 32-bit: larger blocks are a programmer error here (a
     /// model of 2³¹ parameters is far beyond what a CPU trainer holds).
     private func int32Counts(_ counts: [Int], _ operation: String) -> [Int32] {

@@ -323,7 +323,7 @@ final class DNNLConvolution {
         var diffSourceMD = tagDescriptor(sourceDims, type: dnnl_f32, tag: dnnl_nhwc)
         var anyWeightsMD = tagDescriptor(weightDims, type: type, tag: dnnl_format_tag_any)
         var anyDiffWeightsMD = tagDescriptor(weightDims, type: dnnl_f32, tag: dnnl_format_tag_any)
-        var userWeightsMD = tagDescriptor(weightDims, type: dnnl_f32, tag: dnnl_oihw)
+        let userWeightsMD = tagDescriptor(weightDims, type: dnnl_f32, tag: dnnl_oihw)
         var biasMD = tagDescriptor([key.outputChannels], type: dnnl_f32, tag: dnnl_x)
         let strides: [Int64] = [Int64(key.stride), Int64(key.stride)]
         let left: [Int64] = [Int64(key.padding), Int64(key.padding)]

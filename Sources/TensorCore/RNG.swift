@@ -36,6 +36,8 @@ public enum RandomDomain: UInt32, Sendable {
     case trainingNoise = 4
     case evaluationNoise = 5
     case sampling = 6
+    /// `--reproducible`'s training noise, keyed by (image, step) instead of (rank, step).
+    case sampleNoise = 7
 }
 
 /// A stream of random numbers at fixed coordinates: (seed, domain, a, b).

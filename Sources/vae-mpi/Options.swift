@@ -48,6 +48,9 @@ enum OptionName: String, CaseIterable, CustomStringConvertible {
     case precision
     case shardOptimizer = "shard-optimizer"
     case gradientPrecision = "gradient-precision"
+    case reproducible
+    case microShards = "micro-shards"
+    case exactReduction = "exact-reduction"
     case checkpointEvery = "checkpoint-every"
     case keepCheckpoints = "keep-checkpoints"
     case keepBest = "keep-best"
@@ -78,6 +81,7 @@ enum OptionName: String, CaseIterable, CustomStringConvertible {
     case repeats
     case histogram
     case normalClasses = "normal-classes"
+    case tolerance
     case contamination
 
     var name: NameSpecification { .customLong(rawValue) }

@@ -10,6 +10,7 @@ import VAEModel
 extension Likelihood.Kind: ExpressibleByArgument {}
 extension Precision: ExpressibleByArgument {}
 extension KernelLibrary: ExpressibleByArgument {}
+extension ExactReduction: ExpressibleByArgument {}
 extension LearningRateSchedule.Kind: ExpressibleByArgument {}
 
 struct Train: ParsableCommand {
@@ -32,7 +33,8 @@ struct Train: ParsableCommand {
 
     /// The options a resumed run must leave as the checkpoint has them.
     static let fixedOnResume: [OptionName] = [.model, .likelihood, .sigma, .hiddenDim, .latentDim, .convChannels,
-                                          .conditional, .batchSize, .seed]
+                                          .conditional, .batchSize, .seed, .reproducible, .microShards,
+                                          .exactReduction]
 
     @Option(name: OptionName.data.name, help: ArgumentHelp(
         "Dataset directory: train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz], or train-images.npy and test-images.npy, labels optional; or a folder of PNG and JPEG images: DIR/train and DIR/test, DIR/<class>/…, or flat (default: \(DatasetDirectory.debianFashionMNIST)).",
@@ -161,6 +163,16 @@ struct Train: ParsableCommand {
           help: "Shard Adam over the ranks (ZeRO stage 1): reduce-scatter the gradients, update 1/np of the parameters each, allgather them (default: off).")
     var shardOptimizer: Bool?
 
+    @Flag(name: OptionName.reproducible.name, inversion: .prefixedNo,
+          help: "Results independent of the number of ranks: global batches in --micro-shards fixed pieces, noise keyed by image, exact sums; every np that divides the micro-shards gives the same bytes, and a run resumes exactly at another np (default: off).")
+    var reproducible: Bool?
+
+    @Option(name: OptionName.microShards.name, help: ArgumentHelp("With --reproducible: the fixed pieces of each global batch; the numbers of ranks that give the same results are its divisors (default: 8).", valueName: "v"))
+    var microShards: Int?
+
+    @Option(name: OptionName.exactReduction.name, help: "With --reproducible: how the micro-shards' gradients are added exactly: fixed-point (64-bit integers, any np dividing the micro-shards) or tree (a fixed binary tree, powers of two) (default: fixed-point).")
+    var exactReduction: ExactReduction?
+
     @Option(name: OptionName.checkpointEvery.name, help: "Checkpoint every this many steps, and at the end (default: at each epoch end).")
     var checkpointEvery: Int?
 
@@ -204,6 +216,16 @@ struct Train: ParsableCommand {
         try require(lrWarmupSteps, atLeast: 0, .lrWarmupSteps)
         try require(accumulate, atLeast: 1, .accumulate)
         try require(earlyStop, atLeast: 1, .earlyStop)
+        try require(microShards, atLeast: 1, .microShards)
+        if (microShards != nil || exactReduction != nil) && reproducible != true && resume == nil {
+            throw invalid(microShards != nil ? .microShards : .exactReduction, "applies with \(OptionName.reproducible)")
+        }
+        if reproducible == true && shardOptimizer == true {
+            throw invalid(.shardOptimizer, "cannot be combined with \(OptionName.reproducible) (its reduction is exact and whole)")
+        }
+        if reproducible == true && gradientPrecision == .bf16 {
+            throw invalid(.gradientPrecision, "bf16 cannot be combined with \(OptionName.reproducible) (its sums are exact)")
+        }
         if !(collectiveTimeout.isFinite && collectiveTimeout >= 0) {
             throw invalid(.collectiveTimeout, "must be a number of seconds ≥ 0 (got \(collectiveTimeout))")
         }
@@ -338,6 +360,17 @@ struct Train: ParsableCommand {
         try set(kernels, .kernels, &c.kernels)
         try set(shardOptimizer, .shardOptimizer, &c.shardOptimizer)
         try set(gradientPrecision, .gradientPrecision, &c.gradientPrecision)
+        try set(reproducible, .reproducible, &c.reproducible)
+        try set(microShards, .microShards, &c.microShards)
+        try set(exactReduction, .exactReduction, &c.exactReduction)
+        if c.reproducible && c.microShards > c.batchSize {
+            throw optionError(.microShards, "\(c.microShards) pieces of a global batch of \(c.batchSize) would leave some empty; "
+                              + "use at most \(c.batchSize)", communicator)
+        }
+        if c.reproducible && c.exactReduction == .tree && c.microShards & (c.microShards - 1) != 0 {
+            throw optionError(.microShards, "\(c.microShards) is not a power of two, as \(OptionName.exactReduction) tree needs",
+                              communicator)
+        }
         if let checkpointEvery { c.checkpointEvery = checkpointEvery }
         try set(keepCheckpoints, .keepCheckpoints, &c.keepCheckpoints)
         try set(evaluationBatchSize, .evalBatchSize, &c.evaluationBatchSize)

@@ -58,4 +58,13 @@ void ck_col2im_nhwc(const float *cols, size_t batch, size_t height, size_t width
 // 1 if any of the n floats is infinite or NaN.
 int ck_any_non_finite(const float *x, size_t n);
 
+// Fixed point (--reproducible): acc[i] += round-half-even(x[i]·scale), exact
+// for |x[i]·scale| < 2^51; and back: out[i] = (float)((double)acc[i]·inverse_scale).
+void ck_fixed_point_accumulate(const float *x, size_t n, double scale, int64_t *acc);
+void ck_fixed_point_to_float(const int64_t *acc, size_t n, double inverse_scale, float *out);
+// max |x[i]| (0 for n = 0; NaNs are not seen: check finiteness first).
+float ck_max_abs(const float *x, size_t n);
+// a[i] += b[i].
+void ck_add_in_place(float *a, const float *b, size_t n);
+
 #endif

@@ -68,18 +68,17 @@ extension Inference {
     /// noise for image i, sample k being block i·K + k of (seed,
     /// .evaluationNoise, 1).
     public static func evaluate(_ model: LoadedModel, images: ImageSet, seed: UInt64, importanceSamples k: Int = 0,
-                                batchSize: Int, communicator: Communicator) throws -> EvaluationResult {
+                                batchSize: Int, communicator: Communicator, exact: Bool = false) throws -> EvaluationResult {
         let z = model.latentSize
         let t = ELBOTerms.reported.count
-        let block = ShardPlan.block(count: images.count, rank: communicator.rank, size: communicator.size)
         let elboNoise = RandomStream(seed: seed, domain: .evaluationNoise)
         let iwNoise = RandomStream(seed: seed, domain: .evaluationNoise, 1)
         // terms (T) | −log p(x) estimate | KL_j (Z) | Σ μ_j (Z) | Σ μ_j² (Z)
-        var sums = [Double](repeating: 0, count: t + 1 + 3 * z)
+        let width = t + 1 + 3 * z
+        var sums = [Double](repeating: 0, count: width)
         let (iw, klOffset, meanOffset, squareOffset) = (t, t + 1, t + 1 + z, t + 1 + 2 * z)
-        var start = block.lowerBound
-        while start < block.upperBound {
-            let end = min(start + batchSize, block.upperBound)
+        // Adds the sums of images [start, end) (one forward pass) to `sums`.
+        func accumulate(_ start: Int, _ end: Int, into sums: inout [Double]) {
             let b = end - start
             let x = images.batch(start..<end)
             let condition = model.condition(of: images, start..<end)
@@ -108,9 +107,32 @@ extension Inference {
                 }
                 sums[iw] -= model.importanceWeightedEstimate(x, condition: condition, noise: noise).logLikelihood.reduce(0, +)
             }
-            start = end
         }
-        try communicator.allreduceSum(&sums)
+        if exact {
+            // The same sums at any number of ranks (--reproducible): the test set in fixed chunks of
+            // `batchSize`, dealt to ranks in blocks; each chunk's sums in its own row of a matrix that
+            // a sum-allreduce fills in (x + 0 is exact); every rank adds the rows in chunk order.
+            let chunks = (images.count + batchSize - 1) / max(batchSize, 1)
+            var rows = [Double](repeating: 0, count: chunks * width)
+            for c in ShardPlan.block(count: chunks, rank: communicator.rank, size: communicator.size) {
+                var row = [Double](repeating: 0, count: width)
+                accumulate(c * batchSize, min((c + 1) * batchSize, images.count), into: &row)
+                rows.replaceSubrange(c * width ..< (c + 1) * width, with: row)
+            }
+            try communicator.allreduceSum(&rows)
+            for c in 0..<chunks {
+                for j in 0..<width { sums[j] += rows[c * width + j] }
+            }
+        } else {
+            let block = ShardPlan.block(count: images.count, rank: communicator.rank, size: communicator.size)
+            var start = block.lowerBound
+            while start < block.upperBound {
+                let end = min(start + batchSize, block.upperBound)
+                accumulate(start, end, into: &sums)
+                start = end
+            }
+            try communicator.allreduceSum(&sums)
+        }
         let n = Double(max(images.count, 1))
         let d = Double(images.shape.size)
         let terms = (0..<t).map { sums[$0] / n }

@@ -69,7 +69,8 @@ public final class Trainer<Model: VariationalAutoencoder> {
     ) throws where Options.Model == Model {
         try self.init(options, configuration: configuration,
                       data: ShardedData(data, batchSize: configuration.batchSize, seed: configuration.seed,
-                                        rank: communicator.rank, worldSize: communicator.size),
+                                        rank: configuration.reproducible ? 0 : communicator.rank,
+                                        worldSize: configuration.reproducible ? 1 : communicator.size),
                       communicator: communicator, console: console, resumingFrom: checkpoint, backend: backend,
                       faults: faults)
     }
@@ -85,7 +86,11 @@ public final class Trainer<Model: VariationalAutoencoder> {
         architecture = options.architecture
         image = data.shape
         self.data = TrainingData(data, seed: configuration.seed, rank: communicator.rank,
-                                 classes: options.conditionalClasses)
+                                 classes: options.conditionalClasses,
+                                 microShards: configuration.reproducible ? configuration.microShards : nil,
+                                 worldSize: communicator.size)
+        let reproducible = configuration.reproducible
+            ? (microShards: configuration.microShards, method: configuration.exactReduction) : nil
         let termCount = ELBOTerms.reported.count
         if let checkpoint {
             let model = try communicator.collectively { try checkpoint.model(options) }
@@ -95,7 +100,8 @@ public final class Trainer<Model: VariationalAutoencoder> {
             self.model = model
             optimizer = DataParallelOptimizer(model: model, layout: layout, adam: adam, termCount: termCount,
                                               communicator: communicator, sharded: configuration.shardOptimizer,
-                                              gradientPrecision: configuration.gradientPrecision)
+                                              gradientPrecision: configuration.gradientPrecision,
+                                              reproducible: reproducible)
         } else {
             // Rank 0 draws the initial parameters; everyone starts from its copy.
             var model = options.makeModel(for: image, seed: configuration.seed)
@@ -108,7 +114,7 @@ public final class Trainer<Model: VariationalAutoencoder> {
                 model: model, layout: layout,
                 adam: Adam(parameterCount: layout.count, learningRate: Float(configuration.learningRate)),
                 termCount: termCount, communicator: communicator, sharded: configuration.shardOptimizer,
-                gradientPrecision: configuration.gradientPrecision)
+                gradientPrecision: configuration.gradientPrecision, reproducible: reproducible)
         }
         // The steps' parameter gradients go straight into the optimizer's buffer.
         var backend = backend
@@ -139,10 +145,15 @@ public final class Trainer<Model: VariationalAutoencoder> {
         lastFinishedStep = s.step
         lastCheckpointStep = s.step
         progress = s.progress ?? EvaluationProgress()
-        let sameBatches = s.worldSize == communicator.size && s.stepsPerEpoch == stepsPerEpoch
+        // Reproducible batches are global: the same at any world size.
+        let sameBatches = (configuration.reproducible || s.worldSize == communicator.size) && s.stepsPerEpoch == stepsPerEpoch
         if !sameBatches && s.stepInEpoch != 0 { position.startNextEpoch() }
         if position.stepInEpoch >= stepsPerEpoch { position.startNextEpoch() }
         var note = "resuming from \(checkpoint.path): step \(s.step), epoch \(s.epoch) (\(s.stepInEpoch) of \(s.stepsPerEpoch) steps done)"
+        if sameBatches && s.worldSize != communicator.size {
+            note += "; it was written by \(plural(s.worldSize, "rank")), this run has \(communicator.size): "
+                + "with --reproducible it continues exactly where it stopped"
+        }
         if !sameBatches {
             note += "; it was written by \(plural(s.worldSize, "rank")), this run has \(communicator.size)"
             if s.stepInEpoch != 0 && s.stepInEpoch < s.stepsPerEpoch {
@@ -164,7 +175,7 @@ public final class Trainer<Model: VariationalAutoencoder> {
                 if position.step >= totalSteps { break training }
                 let report: StepReport
                 do {
-                    report = try step(order: order)
+                    report = try data.microShards == nil ? step(order: order) : reproducibleStep(order: order)
                 } catch let failure as CollectiveFailure {
                     // A non-finite step on data far outside [0, 1]: say what the likely cause is.
                     guard case TrainingError.nonFinite(let step, nil) = failure.underlying else { throw failure }
@@ -251,11 +262,138 @@ public final class Trainer<Model: VariationalAutoencoder> {
                           beta: beta, learningRate: learningRate)
     }
 
+    /// `--reproducible`'s step: the step's global batch in V micro-shards
+    /// (their shapes fixed by the batch, not by np), this rank's computed one
+    /// by one, each gradient kept alone, then summed exactly over all ranks
+    /// (`ExactGradientSum`). The noise of an image is keyed by (image, step).
+    /// With free bits, the global KL per dimension is the micro-shards' rows
+    /// added in order, so it is exact too.
+    func reproducibleStep(order: [Int]) throws -> StepReport {
+        var clock = PhaseClock()
+        let kernelsBefore = backend.profiler?.seconds
+        let watchdog = CollectiveWatchdog.shared
+        let step = position.step + 1
+        watchdog.set(phase: .data, step: step)
+        faults.stallIfDue(rank: rank, step: step, phase: .data)
+        let global = data.indices(stepInEpoch: position.stepInEpoch, order: order)   // the whole step's B images
+        let z = model.latentSize
+        let shards = data.localMicroShards.map { v -> (v: Int, indices: [Int], noise: Tensor) in
+            let picked = Array(global[data.microShard(v, of: global.count)])
+            return (v, picked, data.sampleNoise(picked, latentSize: z, step: position.step))
+        }
+        try faults.failIfDue(rank: rank, step: step)
+        clock.lap(.data)
+
+        let beta = configuration.kl.weight(atStep: step)
+        let learningRate = nextLearningRate
+        optimizer.learningRate = Float(learningRate)
+        watchdog.set(phase: .forward)
+        faults.stallIfDue(rank: rank, step: step, phase: .forward)
+        let (rows, globalKL) = try reproducibleForwardBackward(shards, beta: beta, clock: &clock)
+        watchdog.set(phase: .reduction)
+        faults.stallIfDue(rank: rank, step: step, phase: .reduction)
+        let stop = stopRequested() || faults.requestsStop(rank: rank, step: step)
+        let reduced = try optimizer.reproducibleStep(&model, rows: rows, step: step, stopRequested: stop, clock: &clock)
+        if reduced.stopRequests > 0 { interrupted = true }
+
+        position.finishStep(samples: Int(reduced.samples))
+        faults.divergeIfDue(&model, rank: rank, step: position.step)
+        if position.step > StepTimings.warmupSteps {
+            let kernels = backend.profiler.map { p in
+                (gemm: p.seconds.gemm - kernelsBefore!.gemm, layout: p.seconds.layout - kernelsBefore!.layout)
+            } ?? (0, 0)
+            timings.add(clock, kernels: kernels)
+        }
+        let sums = reduced.terms.map(Double.init)
+        return StepReport(samples: Double(reduced.samples), terms: sums,
+                          objective: configuration.kl.objective(reconstruction: sums[ELBOTerms.Term.reconstruction.rawValue],
+                                                                kl: sums[ELBOTerms.Term.kl.rawValue], beta: beta,
+                                                                global: globalKL),
+                          beta: beta, learningRate: learningRate)
+    }
+
+    /// The forward and backward passes of this rank's micro-shards, each
+    /// gradient captured alone; their [samples, terms…] rows, and with free
+    /// bits the exact global KL per dimension. (The pullbacks are gone when it
+    /// returns, before Adam writes the parameters in place.)
+    func reproducibleForwardBackward(_ shards: [(v: Int, indices: [Int], noise: Tensor)], beta: Double,
+                                     clock: inout PhaseClock) throws
+        -> (rows: [[Float]?], globalKL: (klPerDimension: [Float], count: Float)?)
+    {
+        let termCount = ELBOTerms.reported.count
+        var rows = [[Float]?](repeating: nil, count: shards.count)
+        var globalKL: (klPerDimension: [Float], count: Float)? = nil
+        optimizer.exact!.begin()
+        let z = model.latentSize
+        if !configuration.kl.needsGlobalKLPerDimension {
+            for (i, shard) in shards.enumerated() where !shard.indices.isEmpty {
+                let (terms, _, _) = try forwardBackward(shard.indices, noise: shard.noise, beta: beta, clock: &clock)
+                optimizer.captureMicroShard(shard.v)
+                rows[i] = [Float(shard.indices.count)] + (terms ?? [Float](repeating: 0, count: termCount))
+            }
+        } else {
+            // Every micro-shard's forward passes, the exact global KL per dimension, then the backward passes.
+            let forwards = shards.map { shard in
+                shard.indices.isEmpty ? [] : microForwards(shard.indices, noise: shard.noise)
+            }
+            clock.lap(.forwardBackward)
+            var table = MicroShardRows(microShards: configuration.microShards, width: z + 1)
+            for (i, shard) in shards.enumerated() where !shard.indices.isEmpty {
+                var row = [Float](repeating: 0, count: z + 1)
+                var terms = [Float](repeating: 0, count: termCount)
+                for f in forwards[i] {
+                    let kl = f.value.klPerDimension.scalars
+                    for j in 0..<z { row[j] += kl[j] }
+                    for (t, value) in f.value.reportedValues.enumerated() { terms[t] += value }
+                }
+                row[z] = Float(shard.indices.count)
+                table.set(shard.v, row)
+                rows[i] = [Float(shard.indices.count)] + terms
+            }
+            var none: [Float] = []
+            let sums = try table.reduced(communicator, extra: &none)
+            globalKL = (klPerDimension: Array(sums[0..<z]), count: sums[z])
+            clock.lap(.reduction)
+            let seed = configuration.kl.klSeed(beta: beta, latentSize: z, global: globalKL)
+            for (i, shard) in shards.enumerated() where !shard.indices.isEmpty {
+                optimizer.beginStep(model)
+                for f in forwards[i] {
+                    optimizer.addGradient(f.pullback(ELBOTerms.TangentVector(reconstruction: 1, klPerDimension: seed)))
+                }
+                optimizer.captureMicroShard(shard.v)
+            }
+            clock.lap(.forwardBackward)
+        }
+        return (rows, globalKL)
+    }
+
     /// The micro-batches of a local batch of `count` images: `accumulate`
     /// contiguous ranges whose sizes differ by at most one (empty ones left out).
     func microBatches(_ count: Int) -> [Range<Int>] {
         let k = configuration.accumulate
         return (0..<k).map { ShardPlan.block(count: count, rank: $0, size: k) }.filter { !$0.isEmpty }
+    }
+
+    typealias Forward = (value: ELBOTerms, pullback: (ELBOTerms.TangentVector) -> Model)
+
+    /// The forward pass of images `indices[chunk]` (noise: the rows of `noise` for all of `indices`).
+    func forwardPass(_ indices: [Int], noise: Tensor, chunk: Range<Int>) -> Forward {
+        let z = model.latentSize
+        let likelihood = architecture.likelihood, backend = self.backend
+        let picked = Array(indices[chunk])
+        let x = data.shard.batch(picked)
+        let condition = data.condition(of: picked)
+        let eps = chunk.count == indices.count ? noise
+            : Tensor(shape: [chunk.count, z], scalars: Array(noise.scalars[chunk.lowerBound * z ..< chunk.upperBound * z]))
+        let model = self.model
+        return valueWithPullback(at: model) { m in
+            negativeELBO(m, x: x, condition: condition, noise: eps, likelihood: likelihood, on: backend)
+        }
+    }
+
+    /// The forward passes of these images in `accumulate` micro-batches.
+    func microForwards(_ indices: [Int], noise: Tensor) -> [Forward] {
+        microBatches(indices.count).map { forwardPass(indices, noise: noise, chunk: $0) }
     }
 
     /// This rank's gradient sum of the negative ELBO over the step's images,
@@ -272,23 +410,11 @@ public final class Trainer<Model: VariationalAutoencoder> {
         -> (terms: [Float]?, hasGradient: Bool, globalKL: (klPerDimension: [Float], count: Float)?)
     {
         let z = model.latentSize, count = indices.count
-        let likelihood = architecture.likelihood, backend = self.backend
         // The pullbacks hold on to the parameters (the linear ops' VJPs keep
         // their weights); they are gone when this function returns, before
         // Adam writes them in place (otherwise each write would copy its tensor).
         optimizer.beginStep(model)
-        typealias Forward = (value: ELBOTerms, pullback: (ELBOTerms.TangentVector) -> Model)
-        func forward(_ chunk: Range<Int>) -> Forward {
-            let picked = Array(indices[chunk])
-            let x = data.shard.batch(picked)
-            let condition = data.condition(of: picked)
-            let eps = chunk.count == count ? noise
-                : Tensor(shape: [chunk.count, z], scalars: Array(noise.scalars[chunk.lowerBound * z ..< chunk.upperBound * z]))
-            let model = self.model
-            return valueWithPullback(at: model) { m in
-                negativeELBO(m, x: x, condition: condition, noise: eps, likelihood: likelihood, on: backend)
-            }
-        }
+        func forward(_ chunk: Range<Int>) -> Forward { forwardPass(indices, noise: noise, chunk: chunk) }
         var termSums: [Float]? = nil
         func add(_ terms: ELBOTerms) {
             let values = terms.reportedValues
@@ -363,7 +489,8 @@ public final class Trainer<Model: VariationalAutoencoder> {
 
     public func evaluate() throws -> EvaluationResult {
         try Inference.evaluate(loadedModel, images: data.test, seed: configuration.seed,
-                               batchSize: configuration.evaluationBatchSize, communicator: communicator)
+                               batchSize: configuration.evaluationBatchSize, communicator: communicator,
+                               exact: configuration.reproducible)
     }
 
     func checkpoint(best: Bool = false) throws {

@@ -12,20 +12,56 @@ struct TrainingData {
     let seed: UInt64
     /// K: the classes of a conditional model (0: unconditional).
     let classes: Int
+    /// `--reproducible`: every rank holds the whole training set (`plan` is
+    /// the plan of one rank, so the batches are global), each step's batch is
+    /// cut into `microShards` fixed pieces, and this rank computes pieces
+    /// `localShards`.
+    let microShards: Int?
+    let worldSize: Int
 
-    init(_ data: ShardedData, seed: UInt64, rank: Int, classes: Int) {
+    init(_ data: ShardedData, seed: UInt64, rank: Int, classes: Int, microShards: Int? = nil, worldSize: Int = 1) {
         plan = data.plan
         shard = data.shard
         test = data.test
         self.rank = rank
         self.seed = seed
         self.classes = classes
+        self.microShards = microShards
+        self.worldSize = worldSize
+        precondition(microShards == nil || plan.worldSize == 1, "reproducible batches come from the plan of one rank")
     }
 
     var stepsPerEpoch: Int { plan.stepsPerEpoch }
 
+    /// The rank whose part of the plan this rank walks (rank 0's, the whole
+    /// training set, when the batches are global).
+    var planRank: Int { microShards == nil ? rank : 0 }
+
     /// The order in which this rank visits its shard in `epoch`.
-    func order(epoch: Int) -> [Int] { plan.epochOrder(epoch: epoch, rank: rank) }
+    func order(epoch: Int) -> [Int] { plan.epochOrder(epoch: epoch, rank: planRank) }
+
+    /// `--reproducible`: micro-shard v of a global batch of `count` images
+    /// (positions into `indices(stepInEpoch:order:)`), and this rank's micro-shards.
+    func microShard(_ v: Int, of count: Int) -> Range<Int> {
+        ShardPlan.block(count: count, rank: v, size: microShards!)
+    }
+
+    var localMicroShards: Range<Int> {
+        let perRank = microShards! / worldSize
+        return rank * perRank ..< (rank + 1) * perRank
+    }
+
+    /// ε (b, Z) of these images in step `step` (0-based), each row keyed by
+    /// (seed, image, step): the same noise whichever rank draws it.
+    func sampleNoise(_ indices: [Int], latentSize z: Int, step: Int) -> Tensor {
+        var scalars = [Float]()
+        scalars.reserveCapacity(indices.count * z)
+        for i in indices {
+            scalars += RandomStream(seed: seed, domain: .sampleNoise, UInt32(truncatingIfNeeded: i),
+                                    UInt32(truncatingIfNeeded: step)).normals(count: z)
+        }
+        return Tensor(shape: [indices.count, z], scalars: scalars)
+    }
 
     /// x (b, D): this rank's images for step `stepInEpoch` of an epoch (possibly none).
     func batch(stepInEpoch: Int, order: [Int]) -> Tensor {
@@ -33,7 +69,7 @@ struct TrainingData {
     }
 
     func indices(stepInEpoch: Int, order: [Int]) -> [Int] {
-        plan.localRange(step: stepInEpoch, rank: rank).map { order[$0] }
+        plan.localRange(step: stepInEpoch, rank: planRank).map { order[$0] }
     }
 
     /// (b, K): the one-hot labels of these shard images for a conditional

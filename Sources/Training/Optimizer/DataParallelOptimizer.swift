@@ -54,6 +54,8 @@ public final class DataParallelOptimizer {
     public let gradientPrecision: Precision
     private let sliceLength: Int
     private var send16: [UInt16] = [], receive16: [UInt16] = [], summed16: [UInt16] = []
+    /// `--reproducible`: the micro-shards' gradients and their exact sum.
+    let exact: ExactGradientSum?
 
     /// The sums every rank holds after a step's reduction.
     public struct ReducedStep {
@@ -69,8 +71,14 @@ public final class DataParallelOptimizer {
     /// checkpoint); sharded, this rank keeps its slice of them.
     public init<Model: ParameterWalking>(model: Model, layout: ParameterLayout, adam: Adam, termCount: Int,
                                          communicator: Communicator, sharded: Bool = false,
-                                         gradientPrecision: Precision = .fp32) {
+                                         gradientPrecision: Precision = .fp32,
+                                         reproducible: (microShards: Int, method: ExactReduction)? = nil) {
         precondition(adam.firstMoment.count == layout.count, "optimizer state does not match the parameter layout")
+        precondition(reproducible == nil || (!sharded && gradientPrecision == .fp32),
+                     "the reproducible reduction is neither sharded nor in bf16")
+        exact = reproducible.map {
+            ExactGradientSum(layout: layout, method: $0.method, microShards: $0.microShards, communicator: communicator)
+        }
         self.layout = layout
         self.termCount = termCount
         self.communicator = communicator
@@ -203,6 +211,46 @@ public final class DataParallelOptimizer {
             clock.lap(.update)
         }
         return reduced
+    }
+
+    // MARK: - --reproducible
+
+    /// Keeps the gradient of micro-shard `shard` (added since `beginStep`)
+    /// for the step's exact sum.
+    public func captureMicroShard(_ shard: Int) {
+        exact!.capture(buffer, shard: shard, nonFinite: sink.nonFinite)
+    }
+
+    /// The update from the captured micro-shards' gradients: their exact sum
+    /// (`ExactGradientSum`), then Adam with sum / samples. `rows` holds this
+    /// rank's micro-shards' [samples, terms…] (others zero); every rank
+    /// adds all V rows in micro-shard order, so the counts and the logged
+    /// terms do not depend on np either.
+    public func reproducibleStep<Model: ParameterWalking>(_ model: inout Model, rows: [[Float]?], step: Int,
+                                                          stopRequested: Bool = false,
+                                                          clock: inout PhaseClock) throws -> ReducedStep {
+        let exact = self.exact!
+        clock.lap(.pack)
+        let finite = try exact.reduce(into: buffer)
+        var table = MicroShardRows(microShards: exact.microShards, width: 2 + termCount)
+        for (i, row) in rows.enumerated() {
+            guard let row else { continue }
+            precondition(row.count == 1 + termCount, "a micro-shard row is [samples, terms…]")
+            let shard = exact.localShards.lowerBound + i
+            let bad: Float = (exact.anyNonFinite || !row.reduce(0, +).isFinite) ? 1 : 0
+            table.set(shard, row + [bad])
+        }
+        var extra: [Float] = [stopRequested ? 1 : 0]
+        let sums = try table.reduced(communicator, extra: &extra)
+        clock.lap(.reduction)
+        if !finite || sums[1 + termCount] != 0 {
+            throw CollectiveFailure.unanimous(TrainingError.nonFinite(step: step, unscaledDataRange: nil), rank: communicator.rank)
+        }
+        let total = sums[0]
+        adam.update(&model, gradient: UnsafeBufferPointer(start: buffer, count: layout.count), gradientScale: 1 / total,
+                    layout: layout)
+        clock.lap(.update)
+        return ReducedStep(samples: total, terms: Array(sums[1 ..< 1 + termCount]), stopRequests: Int(extra[0]))
     }
 
     /// The bf16 gradient exchange: the reduced gradient lands in `summed16`

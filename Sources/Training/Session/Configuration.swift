@@ -49,6 +49,14 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
     /// The number format of the gradients the ranks exchange (bf16: half the
     /// bytes, for slow networks).
     public var gradientPrecision = Precision.fp32
+    /// Results independent of the number of ranks: global batches cut into
+    /// `microShards` fixed pieces, noise keyed by image and step, and the
+    /// pieces' gradients, terms and evaluation sums added exactly
+    /// (`exactReduction`). Any np that divides `microShards` (and, for the
+    /// tree, is a power of two) gives the same bytes.
+    public var reproducible = false
+    public var microShards = 8
+    public var exactReduction = ExactReduction.fixedPoint
 
     public init() {}
 
@@ -78,6 +86,9 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         precision = try c.decodeIfPresent(Precision.self, forKey: .precision) ?? .fp32
         shardOptimizer = try c.decodeIfPresent(Bool.self, forKey: .shardOptimizer) ?? false
         gradientPrecision = try c.decodeIfPresent(Precision.self, forKey: .gradientPrecision) ?? .fp32
+        reproducible = try c.decodeIfPresent(Bool.self, forKey: .reproducible) ?? false
+        microShards = try c.decodeIfPresent(Int.self, forKey: .microShards) ?? 8
+        exactReduction = try c.decodeIfPresent(ExactReduction.self, forKey: .exactReduction) ?? .fixedPoint
     }
 
     /// The configuration a resumed run starts from: the checkpoint's, in its
@@ -100,7 +111,7 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
             ("log_every", logEvery, 1...Int.max), ("keep_checkpoints", keepCheckpoints, 1...1_000_000),
             ("evaluation_batch_size", evaluationBatchSize, 1...100_000_000), ("threads", threads, 1...4096),
             ("accumulate", accumulate, 1...1_000_000), ("kl.warmup_steps", kl.warmupSteps, 0...Int.max),
-            ("schedule.warmup_steps", schedule.warmupSteps, 0...Int.max),
+            ("schedule.warmup_steps", schedule.warmupSteps, 0...Int.max), ("micro_shards", microShards, 1...8192),
         ]
         for (name, value, range) in counts {
             try require(range.contains(value), "\(name) must be in \(range.lowerBound)…\(range.upperBound) (got \(value))")
@@ -114,6 +125,13 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         try require(schedule.decay.isFinite && schedule.decay > 0, "schedule.decay must be positive (got \(schedule.decay))")
         try require(schedule.decayEpochs.allSatisfy { $0 >= 1 }, "schedule.decay_epochs must be positive epochs")
         try require(schedule.kind != .step || !schedule.decayEpochs.isEmpty, "schedule step needs decay_epochs")
+        if reproducible {
+            try require(microShards <= batchSize, "micro_shards (\(microShards)) must not exceed batch_size (\(batchSize))")
+            try require(!shardOptimizer && gradientPrecision == .fp32,
+                        "reproducible runs reduce exactly in fp32: not with shard_optimizer or bf16 gradients")
+            try require(exactReduction != .tree || ExactGradientSum.isPowerOfTwo(microShards),
+                        "the tree reduction needs micro_shards to be a power of two (got \(microShards))")
+        }
         if let f = data.testFraction { try require(f > 0 && f < 1, "data.test_fraction must be in (0, 1) (got \(f))") }
         if let c = data.channels { try require(c == 1 || c == 3, "data.channels must be 1 or 3 (got \(c))") }
         if let size = data.imageSize {
@@ -135,6 +153,11 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         }
         if batchSize != before.batchSize { return "the batch size (\(before.batchSize))" }
         if seed != before.seed { return "the seed (\(before.seed))" }
+        if reproducible != before.reproducible { return "the reproducible mode (\(before.reproducible ? "on" : "off"))" }
+        if reproducible && microShards != before.microShards { return "the micro-shards (\(before.microShards))" }
+        if reproducible && exactReduction != before.exactReduction {
+            return "the exact reduction (\(before.exactReduction.rawValue))"
+        }
         return nil
     }
 }

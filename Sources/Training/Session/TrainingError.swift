@@ -11,6 +11,8 @@ public enum TrainingError: Error, CustomStringConvertible {
     case replicasDiverged(ranks: [Int], hashes: [UInt64])
     case runDirectoryInUse(path: String)
     case batchSmallerThanRanks(batch: Int, ranks: Int)
+    /// `--reproducible` at a number of ranks that does not divide the micro-shards.
+    case reproducibleWorldSize(ranks: Int, microShards: Int, method: String, valid: [Int])
     /// A resumed run would change what the checkpoint fixes.
     case changedOnResume(what: String, checkpoint: String)
     /// The data does not suit the architecture: `source` holds images the
@@ -41,6 +43,10 @@ public enum TrainingError: Error, CustomStringConvertible {
             return "\(path) already holds a run (config.json); choose another run directory, or resume that run"
         case let .batchSmallerThanRanks(batch, ranks):
             return "the global batch (\(batch)) must be at least the number of ranks (\(ranks))"
+        case let .reproducibleWorldSize(ranks, microShards, method, valid):
+            return "--reproducible cannot run on \(ranks) ranks: the \(microShards) micro-shards of each batch (--micro-shards) "
+                + "must split evenly over the ranks\(method == "tree" ? ", a power of two of them (--exact-reduction tree)" : "")"
+                + "; use np \(valid.map(String.init).joined(separator: ", ")), or another --micro-shards"
         case let .changedOnResume(what, checkpoint):
             return "cannot change \(what) when resuming: it fixes the model, the batches or the random streams of the run in \(checkpoint)"
         case let .unsupportedImages(source, family, image, requirement):

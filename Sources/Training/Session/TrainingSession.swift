@@ -45,9 +45,20 @@ public struct TrainingSession {
             throw CollectiveFailure.unanimous(TrainingError.changedOnResume(what: change, checkpoint: checkpoint.path),
                                               rank: rank)
         }
+        do { try configuration.validate() } catch { throw CollectiveFailure.unanimous(error, rank: rank) }
         guard configuration.batchSize >= communicator.size else {
             throw CollectiveFailure.unanimous(
                 TrainingError.batchSmallerThanRanks(batch: configuration.batchSize, ranks: communicator.size), rank: rank)
+        }
+        if configuration.reproducible {
+            let valid = ExactGradientSum.validWorldSizes(microShards: configuration.microShards,
+                                                         method: configuration.exactReduction)
+            guard valid.contains(communicator.size) else {
+                throw CollectiveFailure.unanimous(
+                    TrainingError.reproducibleWorldSize(ranks: communicator.size, microShards: configuration.microShards,
+                                                        method: configuration.exactReduction.rawValue, valid: valid),
+                    rank: rank)
+            }
         }
         // One run directory for all ranks: rank 0 names it.
         if configuration.runDirectory.isEmpty {
@@ -122,10 +133,12 @@ public struct TrainingSession {
     mutating func loadShard(_ prepared: PreparedData, configuration c: TrainingConfiguration) throws -> ShardedData {
         let rank = communicator.rank
         let t0 = monotonicSeconds()
-        let plan = ShardPlan(sampleCount: prepared.train.count, worldSize: communicator.size, globalBatch: c.batchSize,
-                             seed: c.seed)
+        // --reproducible: every rank holds the whole training set, walked by the plan of one rank (global batches).
+        let reproducible = c.reproducible
+        let plan = ShardPlan(sampleCount: prepared.train.count, worldSize: reproducible ? 1 : communicator.size,
+                             globalBatch: c.batchSize, seed: c.seed)
         let (shard, test) = try communicator.collectively {
-            (try prepared.load(.train, indices: plan.shardIndices(rank: rank)), try prepared.load(.test))
+            (try prepared.load(.train, indices: plan.shardIndices(rank: reproducible ? 0 : rank)), try prepared.load(.test))
         }
         let seconds = monotonicSeconds() - t0
         var finalPlan = plan
@@ -133,15 +146,23 @@ public struct TrainingSession {
             let counts = try communicator.allGather(UInt64(shard.images.count)).map { Int($0) }
             let badCounts = try communicator.allGather(UInt64(shard.bad.count)).map { Int($0) }
             let slowest = try communicator.allGather(seconds.bitPattern).map { Double(bitPattern: $0) }.max() ?? seconds
-            finalPlan = plan.keeping(shardSizes: counts)
             let decoded = zip(counts, badCounts).map { $0 + $1 }
             let testCount = test.images.count + test.bad.count
             let rate = Double((decoded.max() ?? 0) + testCount) / max(slowest, 1e-9)
-            console.print("decoded \(decoded.reduce(0, +)) training images (each rank only its shard: "
-                          + "\(decoded.map(String.init).joined(separator: ", ")) on ranks 0…\(communicator.size - 1)) "
-                          + "and \(plural(testCount, "test image")) (on every rank) in \(String(format: "%.2f", slowest)) s, "
-                          + "\(String(format: "%.0f", rate)) images/s per rank")
-            try reportBadImages(prepared.bad + test.bad, shardBad: shard.bad)
+            if reproducible {
+                // Every rank decoded the same files and kept the same ones.
+                finalPlan = plan.keeping(shardSizes: [shard.images.count])
+                console.print("decoded \(decoded[0]) training images and \(plural(testCount, "test image")) on every rank "
+                              + "(--reproducible) in \(String(format: "%.2f", slowest)) s, "
+                              + "\(String(format: "%.0f", rate)) images/s per rank")
+            } else {
+                finalPlan = plan.keeping(shardSizes: counts)
+                console.print("decoded \(decoded.reduce(0, +)) training images (each rank only its shard: "
+                              + "\(decoded.map(String.init).joined(separator: ", ")) on ranks 0…\(communicator.size - 1)) "
+                              + "and \(plural(testCount, "test image")) (on every rank) in \(String(format: "%.2f", slowest)) s, "
+                              + "\(String(format: "%.0f", rate)) images/s per rank")
+            }
+            try reportBadImages(prepared.bad + test.bad, shardBad: reproducible && rank != 0 ? [] : shard.bad)
             guard finalPlan.sampleCount > 0 else {
                 throw CollectiveFailure.unanimous(DatasetError.incompatible(path: prepared.source(.train),
                                                                             detail: "no training image could be decoded"),
@@ -215,9 +236,16 @@ public struct TrainingSession {
                 + "\(plural(c.threads, "kernel thread")) each"),
             ("kernels", "\(c.kernels.rawValue), \(c.precision.rawValue)"
                 + (c.precision == .bf16 ? " inputs to matrix products and convolutions (fp32 accumulation, parameters, gradients, optimizer)" : "")),
-            ("batch", "\(c.batchSize) global (\(trainer.localBatchOfRankZero) on rank 0"
-                + (c.accumulate > 1 ? ", in \(c.accumulate) micro-batches" : "") + "), "
-                + plural(trainer.stepsPerEpoch, "step") + " per epoch"),
+            ("batch", c.reproducible
+                ? "\(c.batchSize) global in \(c.microShards) micro-shards (\(c.microShards / communicator.size) on each rank"
+                    + (c.accumulate > 1 ? ", each in \(c.accumulate) micro-batches" : "") + "), "
+                    + plural(trainer.stepsPerEpoch, "step") + " per epoch; reproducible at np "
+                    + ExactGradientSum.validWorldSizes(microShards: c.microShards, method: c.exactReduction)
+                        .map(String.init).joined(separator: ", ")
+                    + " (\(c.exactReduction.rawValue) sums)"
+                : "\(c.batchSize) global (\(trainer.localBatchOfRankZero) on rank 0"
+                    + (c.accumulate > 1 ? ", in \(c.accumulate) micro-batches" : "") + "), "
+                    + plural(trainer.stepsPerEpoch, "step") + " per epoch"),
             ("optimizer", "Adam, lr \(c.learningRate)"
                 + (c.schedule == LearningRateSchedule() ? "" : " (\(c.schedule.summary(totalSteps: c.epochs * trainer.stepsPerEpoch)))")
                 + ", betas (0.9, 0.999), eps 1e-8"
