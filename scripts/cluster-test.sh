@@ -372,6 +372,19 @@ run_tests() {
         return 1
     }
     check "failure: no process left on any host" no_leftovers
+
+    # 4. --reproducible: 4 ranks on two hosts over TCP give the bytes of one process on this machine.
+    local repro=(train --data "$DATA" --epochs 2 --batch-size 64 --hidden-dim 32 --latent-dim 4 --log-every 1
+        --reproducible --free-bits 0.1)
+    run_mpi reproducible -np 4 -- "${repro[@]}" --run-dir /tmp/run-repro
+    check "reproducible: mpirun exit code 0" test "$RC" = 0
+    rm -rf "$STATE/repro-np1"
+    "$BINARY" "${repro[@]}" --run-dir "$STATE/repro-np1" > "$STATE/repro-np1.out" 2>&1
+    check "reproducible: one process, exit code 0" test $? = 0
+    OUT=$STATE/repro-compare.out
+    "$BINARY" compare "$node1_run-repro" "$STATE/repro-np1" > "$OUT" 2>&1
+    sed 's/^/    | /' "$OUT"
+    check "reproducible: 4 ranks on 2 hosts and 1 process are bitwise equal (vae-mpi compare)" has "are bitwise equal"
 }
 
 if [ -n "${VAE_MPI_CLUSTER_BENCH:-}" ]; then run_bench; else run_tests; fi

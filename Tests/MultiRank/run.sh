@@ -505,6 +505,7 @@ precision_and_sharding() {
 source "$VAE_MPI_ROOT/Tests/MultiRank/image_tests.sh"
 source "$VAE_MPI_ROOT/Tests/MultiRank/control_tests.sh"
 source "$VAE_MPI_ROOT/Tests/MultiRank/reliability_tests.sh"
+source "$VAE_MPI_ROOT/Tests/MultiRank/reproducible_tests.sh"
 
 say "multi-rank tests in $WORK"
 helpers make-dataset "$SMALL" 997 203 12 12 || die "could not write the test dataset"
@@ -551,6 +552,11 @@ run_test restarts-after-killed-rank restarts
 run_test abandoned-run-dir abandoned_run_dir
 run_test true-hints true_hints
 run_test slurm-script slurm_script
+run_test reproducible-mlp-np1-2-4 reproducible_mlp
+run_test reproducible-conv-np1-2-4 reproducible_conv
+run_test reproducible-free-bits-accumulate-tree reproducible_free_bits_accumulate
+run_test reproducible-resume-other-np reproducible_resume
+run_test reproducible-errors reproducible_errors
 
 say "multi-rank tests: ${passed} passed, ${#failed[@]} failed${failed:+ (${failed[*]})}"
 [ ${#failed[@]} -eq 0 ] || exit 1
