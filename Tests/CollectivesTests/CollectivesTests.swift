@@ -55,7 +55,7 @@ final class CollectivesTests: XCTestCase {
         let check = CollectiveCheck(LocalCommunicator())
         for count in [1, 7, 1000] {
             let results = try check.verify(count: count)
-            XCTAssertEqual(results.count, 7)
+            XCTAssertEqual(results.count, 8)
             for r in results { XCTAssertTrue(r.passed, "\(r.name): \(r.detail)") }
         }
         let timings = try check.time(sizes: [10, 1000], repeats: 3)

@@ -453,7 +453,7 @@ collectives() {
         mpi "$np" check-mpi --sizes 1000,65539 --repeats 3 >"$out" 2>&1
         cat "$out"
         expect "$out" "check-mpi: $np rank"
-        [ "$(count_lines "$out" "^  ok ")" = 28 ]
+        [ "$(count_lines "$out" "^  ok ")" = 32 ]
         [ "$(count_lines "$out" "FAIL")" = 0 ]
         [ "$(count_lines "$out" "floats .* µs")" = 4 ]
     done
