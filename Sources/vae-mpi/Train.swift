@@ -170,7 +170,7 @@ struct Train: ParsableCommand {
     @Option(name: OptionName.microShards.name, help: ArgumentHelp("With --reproducible: the fixed pieces of each global batch; the numbers of ranks that give the same results are its divisors (default: 8).", valueName: "v"))
     var microShards: Int?
 
-    @Option(name: OptionName.exactReduction.name, help: "With --reproducible: how the micro-shards' gradients are added exactly: fixed-point (64-bit integers, any np dividing the micro-shards) or tree (a fixed binary tree, powers of two) (default: fixed-point).")
+    @Option(name: OptionName.exactReduction.name, help: "With --reproducible: how the micro-shards' gradients are added exactly: tree (a fixed binary tree; micro-shards and np powers of two; the faster) or fixed-point (64-bit integers; any np dividing the micro-shards) (default: tree).")
     var exactReduction: ExactReduction?
 
     @Option(name: OptionName.checkpointEvery.name, help: "Checkpoint every this many steps, and at the end (default: at each epoch end).")

@@ -1,6 +1,6 @@
 # --reproducible, sourced by run.sh: the same bytes at np 1, 2 and 4
 # (oversubscribed), for the MLP and conv models, with free bits and
-# accumulation, with both exact reductions; resuming at another np mid-epoch;
+# accumulation, with both exact reductions (tree by default, fixed point); resuming at another np mid-epoch;
 # an np outside the set refused; `vae-mpi compare` naming a difference.
 
 # reproducible_matrix NAME ARGS...: runs at np 1, 2 and 4, then `vae-mpi compare` 1 with 2 and with 4.
@@ -39,7 +39,7 @@ reproducible_conv() { reproducible_matrix rep-conv --model conv --conv-channels 
 
 reproducible_free_bits_accumulate() {
     reproducible_matrix rep-fb --hidden-dim 32 --latent-dim 4 --free-bits 0.2 --accumulate 2
-    reproducible_matrix rep-tree --hidden-dim 32 --latent-dim 4 --exact-reduction tree --free-bits 0.1
+    reproducible_matrix rep-fixed --hidden-dim 32 --latent-dim 4 --exact-reduction fixed-point --free-bits 0.1
 }
 
 # Stopped at np 2 at step 5 (mid-epoch) and resumed at np 1 and at np 4:
@@ -66,11 +66,11 @@ reproducible_errors() {
     local out="$WORK/rep-err.out"
     if mpi 3 train --data "$SMALL" --reproducible --run-dir "$WORK/rep-np3" >"$out" 2>&1; then return 1; fi
     cat "$out" | grep error
-    expect "$out" "^vae-mpi: error: --reproducible cannot run on 3 ranks: the 8 micro-shards of each batch \(--micro-shards\) must split evenly over the ranks; use np 1, 2, 4, 8, or another --micro-shards"
+    expect "$out" "^vae-mpi: error: --reproducible cannot run on 3 ranks: the 8 micro-shards of each batch \(--micro-shards\) must split evenly over the ranks, a power of two of them \(--exact-reduction tree\); use np 1, 2, 4, 8, or another --micro-shards"
     [ "$(count_lines "$out" "error")" = 1 ]
     [ ! -e "$WORK/rep-np3" ]
     # With 6 micro-shards (fixed point), np 3 is in the set.
-    mpi 3 train --data "$SMALL" --reproducible --micro-shards 6 --epochs 1 --batch-size 60 --hidden-dim 16 \
+    mpi 3 train --data "$SMALL" --reproducible --exact-reduction fixed-point --micro-shards 6 --epochs 1 --batch-size 60 --hidden-dim 16 \
         --run-dir "$WORK/rep-np3-6" >"$out" 2>&1
     expect "$out" "reproducible at np 1, 2, 3, 6 \(fixed-point sums\)"
     if mpi 2 train --data "$SMALL" --reproducible --exact-reduction tree --micro-shards 6 --run-dir "$WORK/rep-no" >"$out" 2>&1; then return 1; fi

@@ -56,7 +56,7 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
     /// tree, is a power of two) gives the same bytes.
     public var reproducible = false
     public var microShards = 8
-    public var exactReduction = ExactReduction.fixedPoint
+    public var exactReduction = ExactReduction.tree
 
     public init() {}
 
@@ -88,7 +88,7 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         gradientPrecision = try c.decodeIfPresent(Precision.self, forKey: .gradientPrecision) ?? .fp32
         reproducible = try c.decodeIfPresent(Bool.self, forKey: .reproducible) ?? false
         microShards = try c.decodeIfPresent(Int.self, forKey: .microShards) ?? 8
-        exactReduction = try c.decodeIfPresent(ExactReduction.self, forKey: .exactReduction) ?? .fixedPoint
+        exactReduction = try c.decodeIfPresent(ExactReduction.self, forKey: .exactReduction) ?? .tree
     }
 
     /// The configuration a resumed run starts from: the checkpoint's, in its
