@@ -244,22 +244,8 @@ public final class Trainer<Model: VariationalAutoencoder> {
         let reduced = try optimizer.step(&model, hasGradient: hasGradient, samples: count,
                                          terms: terms ?? Array(repeating: 0, count: ELBOTerms.reported.count),
                                          step: position.step + 1, stopRequested: stop, clock: &clock)
-        if reduced.stopRequests > 0 { interrupted = true }
-
-        position.finishStep(samples: Int(reduced.samples))
-        faults.divergeIfDue(&model, rank: rank, step: position.step)
-        if position.step > StepTimings.warmupSteps {
-            let kernels = backend.profiler.map { p in
-                (gemm: p.seconds.gemm - kernelsBefore!.gemm, layout: p.seconds.layout - kernelsBefore!.layout)
-            } ?? (0, 0)
-            timings.add(clock, kernels: kernels)
-        }
-        let sums = reduced.terms.map(Double.init)
-        return StepReport(samples: Double(reduced.samples), terms: sums,
-                          objective: configuration.kl.objective(reconstruction: sums[ELBOTerms.Term.reconstruction.rawValue],
-                                                                kl: sums[ELBOTerms.Term.kl.rawValue], beta: beta,
-                                                                global: globalKL),
-                          beta: beta, learningRate: learningRate)
+        return finishStep(reduced, clock: clock, kernelsBefore: kernelsBefore, beta: beta, learningRate: learningRate,
+                          globalKL: globalKL)
     }
 
     /// `--reproducible`'s step: the step's global batch in V micro-shards
@@ -294,8 +280,15 @@ public final class Trainer<Model: VariationalAutoencoder> {
         faults.stallIfDue(rank: rank, step: step, phase: .reduction)
         let stop = stopRequested() || faults.requestsStop(rank: rank, step: step)
         let reduced = try optimizer.reproducibleStep(&model, rows: rows, step: step, stopRequested: stop, clock: &clock)
-        if reduced.stopRequests > 0 { interrupted = true }
+        return finishStep(reduced, clock: clock, kernelsBefore: kernelsBefore, beta: beta, learningRate: learningRate,
+                          globalKL: globalKL)
+    }
 
+    /// After a step's reduction and update: the position, the timings and the report.
+    func finishStep(_ reduced: DataParallelOptimizer.ReducedStep, clock: PhaseClock,
+                    kernelsBefore: (gemm: Double, layout: Double)?, beta: Double, learningRate: Double,
+                    globalKL: (klPerDimension: [Float], count: Float)?) -> StepReport {
+        if reduced.stopRequests > 0 { interrupted = true }
         position.finishStep(samples: Int(reduced.samples))
         faults.divergeIfDue(&model, rank: rank, step: position.step)
         if position.step > StepTimings.warmupSteps {
