@@ -24,7 +24,8 @@ reproducible_matrix() {
 }
 
 reproducible_mlp() {
-    reproducible_matrix rep-mlp --hidden-dim 32 --latent-dim 4
+    reproducible_matrix rep-mlp --hidden-dim 32 --latent-dim 4 --verify-replicas
+    expect "$WORK/rep-mlp-np4.out" "replicas identical on 4 ranks"
     # The default mode at np 2 is another run (batches per rank): compare says where it differs.
     mpi 2 train --data "$SMALL" --epochs 2 --batch-size 64 --log-every 1 --hidden-dim 32 --latent-dim 4 \
         --run-dir "$WORK/rep-default" >/dev/null 2>&1
