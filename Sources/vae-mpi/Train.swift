@@ -367,7 +367,7 @@ struct Train: ParsableCommand {
             throw optionError(.microShards, "\(c.microShards) pieces of a global batch of \(c.batchSize) would leave some empty; "
                               + "use at most \(c.batchSize)", communicator)
         }
-        if c.reproducible && c.exactReduction == .tree && c.microShards & (c.microShards - 1) != 0 {
+        if c.reproducible && !c.exactReduction.supports(microShards: c.microShards) {
             throw optionError(.microShards, "\(c.microShards) is not a power of two, as \(OptionName.exactReduction) tree needs",
                               communicator)
         }

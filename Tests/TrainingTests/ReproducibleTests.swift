@@ -83,9 +83,9 @@ final class ReproducibleTests: XCTestCase {
     }
 
     func testValidWorldSizes() {
-        XCTAssertEqual(ExactGradientSum.validWorldSizes(microShards: 8, method: .fixedPoint), [1, 2, 4, 8])
-        XCTAssertEqual(ExactGradientSum.validWorldSizes(microShards: 12, method: .fixedPoint), [1, 2, 3, 4, 6, 12])
-        XCTAssertEqual(ExactGradientSum.validWorldSizes(microShards: 12, method: .tree), [1, 2, 4])
+        XCTAssertEqual(ExactReduction.fixedPoint.validWorldSizes(microShards: 8), [1, 2, 4, 8])
+        XCTAssertEqual(ExactReduction.fixedPoint.validWorldSizes(microShards: 12), [1, 2, 3, 4, 6, 12])
+        XCTAssertEqual(ExactReduction.tree.validWorldSizes(microShards: 12), [1, 2, 4])
     }
 
     /// The rows of terms: each micro-shard's row in its place, summed in order.

@@ -175,7 +175,7 @@ public final class Trainer<Model: VariationalAutoencoder> {
                 if position.step >= totalSteps { break training }
                 let report: StepReport
                 do {
-                    report = try data.microShards == nil ? step(order: order) : reproducibleStep(order: order)
+                    report = try step(order: order)
                 } catch let failure as CollectiveFailure {
                     // A non-finite step on data far outside [0, 1]: say what the likely cause is.
                     guard case TrainingError.nonFinite(let step, nil) = failure.underlying else { throw failure }
@@ -220,53 +220,28 @@ public final class Trainer<Model: VariationalAutoencoder> {
 
     /// batch, noise; forward and backward (over `accumulate` micro-batches);
     /// reduce; update.
+    ///
+    /// With `--reproducible`, the step's global batch is cut into V
+    /// micro-shards (their shapes fixed by the batch, not by np); this rank
+    /// computes its own one by one, each gradient kept alone, and they are
+    /// summed exactly over all ranks (`ExactGradientSum`). The noise of an
+    /// image is then keyed by (image, step), and with free bits the global KL
+    /// per dimension is the micro-shards' rows added in order.
     func step(order: [Int]) throws -> StepReport {
-        var clock = PhaseClock()
-        let kernelsBefore = backend.profiler?.seconds
-        let watchdog = CollectiveWatchdog.shared
-        watchdog.set(phase: .data, step: position.step + 1)
-        faults.stallIfDue(rank: rank, step: position.step + 1, phase: .data)
-        let indices = data.indices(stepInEpoch: position.stepInEpoch, order: order)     // this rank's b images
-        let count = indices.count
-        let noise = data.noise(count: count, latentSize: model.latentSize, step: position.step)  // (b, Z)
-        try faults.failIfDue(rank: rank, step: position.step + 1)
-        clock.lap(.data)
-
-        let beta = configuration.kl.weight(atStep: position.step + 1)
-        let learningRate = nextLearningRate
-        optimizer.learningRate = Float(learningRate)
-        watchdog.set(phase: .forward)
-        faults.stallIfDue(rank: rank, step: position.step + 1, phase: .forward)
-        let (terms, hasGradient, globalKL) = try forwardBackward(indices, noise: noise, beta: beta, clock: &clock)
-        watchdog.set(phase: .reduction)
-        faults.stallIfDue(rank: rank, step: position.step + 1, phase: .reduction)
-        let stop = stopRequested() || faults.requestsStop(rank: rank, step: position.step + 1)
-        let reduced = try optimizer.step(&model, hasGradient: hasGradient, samples: count,
-                                         terms: terms ?? Array(repeating: 0, count: ELBOTerms.reported.count),
-                                         step: position.step + 1, stopRequested: stop, clock: &clock)
-        return finishStep(reduced, clock: clock, kernelsBefore: kernelsBefore, beta: beta, learningRate: learningRate,
-                          globalKL: globalKL)
-    }
-
-    /// `--reproducible`'s step: the step's global batch in V micro-shards
-    /// (their shapes fixed by the batch, not by np), this rank's computed one
-    /// by one, each gradient kept alone, then summed exactly over all ranks
-    /// (`ExactGradientSum`). The noise of an image is keyed by (image, step).
-    /// With free bits, the global KL per dimension is the micro-shards' rows
-    /// added in order, so it is exact too.
-    func reproducibleStep(order: [Int]) throws -> StepReport {
         var clock = PhaseClock()
         let kernelsBefore = backend.profiler?.seconds
         let watchdog = CollectiveWatchdog.shared
         let step = position.step + 1
         watchdog.set(phase: .data, step: step)
         faults.stallIfDue(rank: rank, step: step, phase: .data)
-        let global = data.indices(stepInEpoch: position.stepInEpoch, order: order)   // the whole step's B images
+        // This rank's b images, or (reproducible) the whole step's B images.
+        let indices = data.indices(stepInEpoch: position.stepInEpoch, order: order)
         let z = model.latentSize
-        let shards = data.localMicroShards.map { v -> (v: Int, indices: [Int], noise: Tensor) in
-            let picked = Array(global[data.microShard(v, of: global.count)])
+        let shards = data.microShards == nil ? nil : data.localMicroShards.map { v -> (v: Int, indices: [Int], noise: Tensor) in
+            let picked = Array(indices[data.microShard(v, of: indices.count)])
             return (v, picked, data.sampleNoise(picked, latentSize: z, step: position.step))
         }
+        let noise = shards == nil ? data.noise(count: indices.count, latentSize: z, step: position.step) : nil  // (b, Z)
         try faults.failIfDue(rank: rank, step: step)
         clock.lap(.data)
 
@@ -275,11 +250,25 @@ public final class Trainer<Model: VariationalAutoencoder> {
         optimizer.learningRate = Float(learningRate)
         watchdog.set(phase: .forward)
         faults.stallIfDue(rank: rank, step: step, phase: .forward)
-        let (rows, globalKL) = try reproducibleForwardBackward(shards, beta: beta, clock: &clock)
+        var local: (terms: [Float]?, hasGradient: Bool)? = nil, rows: [[Float]?] = []
+        let globalKL: (klPerDimension: [Float], count: Float)?
+        if let shards {
+            (rows, globalKL) = try reproducibleForwardBackward(shards, beta: beta, clock: &clock)
+        } else {
+            let computed = try forwardBackward(indices, noise: noise!, beta: beta, clock: &clock)
+            (local, globalKL) = ((computed.terms, computed.hasGradient), computed.globalKL)
+        }
         watchdog.set(phase: .reduction)
         faults.stallIfDue(rank: rank, step: step, phase: .reduction)
         let stop = stopRequested() || faults.requestsStop(rank: rank, step: step)
-        let reduced = try optimizer.reproducibleStep(&model, rows: rows, step: step, stopRequested: stop, clock: &clock)
+        let reduced: DataParallelOptimizer.ReducedStep
+        if let local {
+            reduced = try optimizer.step(&model, hasGradient: local.hasGradient, samples: indices.count,
+                                         terms: local.terms ?? Array(repeating: 0, count: ELBOTerms.reported.count),
+                                         step: step, stopRequested: stop, clock: &clock)
+        } else {
+            reduced = try optimizer.reproducibleStep(&model, rows: rows, step: step, stopRequested: stop, clock: &clock)
+        }
         return finishStep(reduced, clock: clock, kernelsBefore: kernelsBefore, beta: beta, learningRate: learningRate,
                           globalKL: globalKL)
     }

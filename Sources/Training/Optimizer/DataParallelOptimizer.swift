@@ -233,11 +233,12 @@ public final class DataParallelOptimizer {
         clock.lap(.pack)
         let finite = try exact.reduce(into: buffer)
         var table = MicroShardRows(microShards: exact.microShards, width: 2 + termCount)
+        let gradientNonFinite = exact.anyNonFinite
         for (i, row) in rows.enumerated() {
             guard let row else { continue }
             precondition(row.count == 1 + termCount, "a micro-shard row is [samples, terms…]")
             let shard = exact.localShards.lowerBound + i
-            let bad: Float = (exact.anyNonFinite || !row.reduce(0, +).isFinite) ? 1 : 0
+            let bad: Float = (gradientNonFinite || !row.reduce(0, +).isFinite) ? 1 : 0
             table.set(shard, row + [bad])
         }
         var extra: [Float] = [stopRequested ? 1 : 0]

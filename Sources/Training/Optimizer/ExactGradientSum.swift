@@ -15,6 +15,17 @@ public enum ExactReduction: String, Codable, CaseIterable, Sendable {
     /// rank the np subtree sums, and every rank adds those in the tree's
     /// order. Needs V and np to be powers of two.
     case tree
+
+    /// Whether `v` micro-shards suit this reduction (the tree: a power of two).
+    public func supports(microShards v: Int) -> Bool { self == .fixedPoint || ExactReduction.isPowerOfTwo(v) }
+
+    /// Which numbers of ranks give the same bytes: the divisors of V (and,
+    /// for the tree, powers of two).
+    public func validWorldSizes(microShards v: Int) -> [Int] {
+        (1...max(v, 1)).filter { np in v % np == 0 && supports(microShards: np) }
+    }
+
+    static func isPowerOfTwo(_ n: Int) -> Bool { n > 0 && n & (n - 1) == 0 }
 }
 
 /// The gradient half of `--reproducible`'s step. A step's global batch is cut
@@ -164,16 +175,6 @@ final class ExactGradientSum {
             width *= 2
         }
     }
-
-    /// Which numbers of ranks give the same bytes: the divisors of V (and,
-    /// for the tree, powers of two).
-    static func validWorldSizes(microShards v: Int, method: ExactReduction) -> [Int] {
-        (1...max(v, 1)).filter { np in
-            v % np == 0 && (method == .fixedPoint || (np & (np - 1)) == 0)
-        }
-    }
-
-    static func isPowerOfTwo(_ n: Int) -> Bool { n > 0 && n & (n - 1) == 0 }
 }
 
 /// Sums of small per-micro-shard rows (sample counts, loss terms, KL per

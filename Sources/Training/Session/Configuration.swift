@@ -129,7 +129,7 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
             try require(microShards <= batchSize, "micro_shards (\(microShards)) must not exceed batch_size (\(batchSize))")
             try require(!shardOptimizer && gradientPrecision == .fp32,
                         "reproducible runs reduce exactly in fp32: not with shard_optimizer or bf16 gradients")
-            try require(exactReduction != .tree || ExactGradientSum.isPowerOfTwo(microShards),
+            try require(exactReduction.supports(microShards: microShards),
                         "the tree reduction needs micro_shards to be a power of two (got \(microShards))")
         }
         if let f = data.testFraction { try require(f > 0 && f < 1, "data.test_fraction must be in (0, 1) (got \(f))") }

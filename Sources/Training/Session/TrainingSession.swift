@@ -51,8 +51,7 @@ public struct TrainingSession {
                 TrainingError.batchSmallerThanRanks(batch: configuration.batchSize, ranks: communicator.size), rank: rank)
         }
         if configuration.reproducible {
-            let valid = ExactGradientSum.validWorldSizes(microShards: configuration.microShards,
-                                                         method: configuration.exactReduction)
+            let valid = configuration.exactReduction.validWorldSizes(microShards: configuration.microShards)
             guard valid.contains(communicator.size) else {
                 throw CollectiveFailure.unanimous(
                     TrainingError.reproducibleWorldSize(ranks: communicator.size, microShards: configuration.microShards,
@@ -240,8 +239,7 @@ public struct TrainingSession {
                 ? "\(c.batchSize) global in \(c.microShards) micro-shards (\(c.microShards / communicator.size) on each rank"
                     + (c.accumulate > 1 ? ", each in \(c.accumulate) micro-batches" : "") + "), "
                     + plural(trainer.stepsPerEpoch, "step") + " per epoch; reproducible at np "
-                    + ExactGradientSum.validWorldSizes(microShards: c.microShards, method: c.exactReduction)
-                        .map(String.init).joined(separator: ", ")
+                    + c.exactReduction.validWorldSizes(microShards: c.microShards).map(String.init).joined(separator: ", ")
                     + " (\(c.exactReduction.rawValue) sums)"
                 : "\(c.batchSize) global (\(trainer.localBatchOfRankZero) on rank 0"
                     + (c.accumulate > 1 ? ", in \(c.accumulate) micro-batches" : "") + "), "
