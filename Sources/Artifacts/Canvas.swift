@@ -60,19 +60,6 @@ public struct Canvas {
 
     public static func textWidth(_ text: String) -> Int { text.unicodeScalars.count * BitmapFont.width }
     public static var lineHeight: Int { BitmapFont.height }
-
-    /// Pastes a gray or RGB raster with its top-left corner at (x, y).
-    public mutating func paste(_ image: Raster, x: Int, y: Int) {
-        for yy in 0..<image.height {
-            for xx in 0..<image.width {
-                let o = (yy * image.width + xx) * image.channels
-                let c: Color = image.channels == 3
-                    ? (image.pixels[o], image.pixels[o + 1], image.pixels[o + 2])
-                    : (image.pixels[o], image.pixels[o], image.pixels[o])
-                set(x + xx, y + yy, c)
-            }
-        }
-    }
 }
 
 /// Ten distinguishable colours (matplotlib's "tab10"), for class labels.

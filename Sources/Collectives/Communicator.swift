@@ -47,6 +47,13 @@ public protocol Communicator: AnyObject {
     /// Ends every rank of the job at once (MPI_Abort). For errors that other
     /// ranks cannot learn about because they are waiting in a collective.
     func abort(exitCode: Int32) -> Never
+    /// The stall watchdog watching this rank's collectives, if any: the
+    /// training loop tells it which phase and step the rank is in.
+    var watchdog: CollectiveWatchdog? { get }
+}
+
+extension Communicator {
+    public var watchdog: CollectiveWatchdog? { nil }
 }
 
 /// A failure of the communication layer (MPI error code and its message).

@@ -31,6 +31,22 @@ public struct DataSource: Codable, Equatable, Sendable {
     /// Keep only these classes (labels, or class names) in both sets: a
     /// model of "normal" data, for anomaly scores.
     public var trainClasses: [String]?
+    /// Integer samples: their number of levels K (values 0…K−1); uint8
+    /// implies 256.
+    public var levels: Int?
+    /// CSV files: the columns of the samples (default: all but the label
+    /// column) and the column of integer labels.
+    public var columns: [String]?
+    public var labelColumn: String?
+    /// Standardize each column (mean 0, standard deviation 1 on the
+    /// training set); the statistics, once computed, in `standardization`.
+    public var standardize: Bool?
+    public var standardization: Standardization?
+    /// For vectors (table rows): the names of the D columns, as the data
+    /// named them (a CSV header) or by position ("1", "2", …); nil for
+    /// images. Found when training and recorded, so that outputs of a
+    /// trained model carry the header.
+    public var columnNames: [String]?
 
     /// The test fraction of an image folder without a test folder.
     public static let defaultImageTestFraction = 0.1
@@ -64,6 +80,12 @@ public struct DataSource: Codable, Equatable, Sendable {
         source.centerCrop = centerCrop
         source.skipBadImages = skipBadImages
         source.trainClasses = trainClasses
+        source.levels = levels
+        source.columns = columns
+        source.labelColumn = labelColumn
+        source.standardize = standardize
+        source.standardization = standardization
+        source.columnNames = columnNames
         return source
     }
 
@@ -76,8 +98,11 @@ public struct DataSource: Codable, Equatable, Sendable {
 
     /// Whether the images come from a folder of PNG and JPEG files.
     public var isImageFolder: Bool {
-        trainImages == nil && directory.map(ImageFolder.holdsImages) == true
+        trainImages == nil && directory.flatMap { try? DataFormat.of($0) } == .imageFolder
     }
+
+    /// How the files are read.
+    public var readOptions: ReadOptions { ReadOptions(levels: levels, columns: columns, labelColumn: labelColumn) }
 
     /// The files to read: explicit ones first, then the directory's (and its class names).
     func resolvedFiles() throws -> (trainImages: String, testImages: String?, trainLabels: String?, testLabels: String?,
@@ -117,30 +142,56 @@ public struct DataSource: Codable, Equatable, Sendable {
     }
 
     func prepareAll(seed: UInt64) throws -> PreparedData {
+        do { try validate() } catch let error as InvalidSetting { throw error.inside("data") }
         try checkImageOptions()
         if isImageFolder, let directory { return try prepareFolder(directory, seed: seed) }
         let files = try resolvedFiles()
-        let train = try ImageSet.load(images: files.trainImages, labels: files.trainLabels)
+        let train = try ImageSet.load(images: files.trainImages, labels: files.trainLabels, options: readOptions)
         if let testPath = files.testImages {
             if let testFraction {
                 throw DataSourceError.testFractionWithTestFile(testFile: testPath, fraction: testFraction)
             }
-            let test = try ImageSet.load(images: testPath, labels: files.testLabels)
+            let test = try ImageSet.load(images: testPath, labels: files.testLabels, options: readOptions)
             guard train.shape == test.shape else {
                 throw DatasetError.incompatible(
                     path: test.source,
-                    detail: "test images are \(test.shape) but training images (\(train.source)) are \(train.shape)")
+                    detail: "test samples are \(test.shape) but training samples (\(train.source)) are \(train.shape)")
             }
-            return PreparedData(train: .loaded(train), test: .loaded(test), shape: train.shape,
-                                classNames: files.classNames, testIsHeldOut: false)
+            if train.columnNames != test.columnNames, let names = train.columnNames {
+                throw DatasetError.incompatible(
+                    path: test.source, detail: "has columns \((test.columnNames ?? []).joined(separator: ", ")), "
+                        + "the training file \(train.source) has \(names.joined(separator: ", "))")
+            }
+            if train.levels != test.levels {
+                throw DatasetError.incompatible(
+                    path: test.source, detail: "has \(test.levels.map { "\($0) levels" } ?? "real values") but the training "
+                        + "file \(train.source) has \(train.levels.map { "\($0) levels" } ?? "real values")")
+            }
+            let (scaledTrain, scaledTest) = standardized(train, test)
+            // Class names name labels: none without them (a data set's names never label another's samples).
+            return PreparedData(train: .loaded(scaledTrain), test: .loaded(scaledTest), shape: train.shape,
+                                classNames: train.labels == nil ? nil : files.classNames, testIsHeldOut: false)
         }
         guard let testFraction else { throw DataSourceError.noTestImages(trainFile: files.trainImages) }
+        let classNames = train.labels == nil ? nil : files.classNames
         let split = train.holdingOut(fraction: testFraction, seed: seed)
-        return PreparedData(train: .loaded(split.train), test: .loaded(split.test), shape: train.shape,
-                            classNames: files.classNames, testIsHeldOut: true)
+        let (scaledTrain, scaledTest) = standardized(split.train, split.test)
+        return PreparedData(train: .loaded(scaledTrain), test: .loaded(scaledTest), shape: train.shape,
+                            classNames: classNames, testIsHeldOut: true)
     }
 
-    /// The image-folder options apply to image folders only, and must make sense.
+    /// With `standardize`, both sets standardized by the training set's
+    /// statistics (those recorded in `standardization`, when resuming).
+    func standardized(_ train: ImageSet, _ test: ImageSet) -> (ImageSet, ImageSet) {
+        guard standardize == true else { return (train, test) }
+        let statistics = standardization ?? Standardization(fitting: train)
+        var (train, test) = (train, test)
+        train.standardization = statistics
+        test.standardization = statistics
+        return (train, test)
+    }
+
+    /// The image-folder options apply to image folders only.
     func checkImageOptions() throws {
         let given = [channels.map { _ in "channels" }, imageSize.map { _ in "image size" },
                      centerCrop.map { _ in "center crop" }, skipBadImages == true ? "skipping bad images" : nil]
@@ -149,16 +200,32 @@ public struct DataSource: Codable, Equatable, Sendable {
             throw DataSourceError.imageOptionWithoutImageFolder(option: given[0],
                                                                  data: trainImages ?? directory ?? "the data")
         }
-        if let channels, channels != 1 && channels != 3 { throw DataSourceError.invalidImageOption("channels must be 1 or 3, not \(channels)") }
-        if let imageSize, imageSize.count != 2 || imageSize.contains(where: { $0 < 1 || $0 > 1 << 14 }) {
-            throw DataSourceError.invalidImageOption("the image size is H,W with 1 ≤ H, W ≤ 16384, not \(imageSize)")
+    }
+
+    /// The rules of each value (`InvalidSetting` names the field).
+    public func validate() throws {
+        if let f = testFraction { try InvalidSetting.require(f > 0 && f < 1, "test_fraction", "must be between 0 and 1 (got \(f))") }
+        if let c = channels { try InvalidSetting.require(c == 1 || c == 3, "channels", "must be 1 or 3 (got \(c))") }
+        if let size = imageSize {
+            try InvalidSetting.require(size.count == 2 && size.allSatisfy { (1...16384).contains($0) }, "image_size",
+                                       "must be H,W: two integers from 1 to 16384, like 64,64 (got \(size))")
         }
-        if let centerCrop, centerCrop < 1 || centerCrop > 1 << 14 {
-            throw DataSourceError.invalidImageOption("the center crop must be between 1 and 16384 pixels, not \(centerCrop)")
+        if let crop = centerCrop { try InvalidSetting.check("center_crop", crop, in: 1...16384) }
+        if let levels { try InvalidSetting.check("levels", levels, in: 2...65536) }
+        if let columns { try InvalidSetting.require(!columns.isEmpty, "columns", "must name at least one column") }
+        if let labelColumn, let columns, columns.contains(labelColumn) {
+            throw InvalidSetting("label_column", "\(labelColumn) is also one of the columns of values")
+        }
+        if let s = standardization {
+            try InvalidSetting.require(s.mean.count == s.standardDeviation.count && s.mean.allSatisfy(\.isFinite)
+                                       && s.standardDeviation.allSatisfy { $0.isFinite && $0 > 0 },
+                                       "standardization", "must hold finite means and positive standard deviations")
         }
     }
 
     func prepareFolder(_ directory: String, seed: UInt64) throws -> PreparedData {
+        if standardize == true { throw DataSourceError.optionNotForImageFolders("standardization", folder: directory) }
+        if levels != nil { throw DataSourceError.optionNotForImageFolders("levels", folder: directory) }
         let skip = skipBadImages == true
         let folder = try ImageFolder(scanning: directory, skippingBadImages: skip)
         let size = imageSize.map { (height: $0[0], width: $0[1]) }
@@ -209,6 +276,11 @@ public struct PreparedData: Sendable {
     public let train: Images
     public let test: Images
     public let shape: ImageShape
+    /// The standardization of loaded sets (`--standardize`), to record in the configuration.
+    public var standardization: Standardization? {
+        if case .loaded(let set) = train { return set.standardization }
+        return nil
+    }
     public let classNames: [String]?
     public let testIsHeldOut: Bool
     /// The scanned folder, for image folders.
@@ -231,6 +303,23 @@ public struct PreparedData: Sendable {
     }
 
     public func images(_ split: DataSplit) -> Images { split == .test ? test : train }
+
+    /// The column names of vectors (see `DataSource.columnNames`); nil for images.
+    public var columnNames: [String]? {
+        guard case .loaded(let set) = train, !set.isImages else { return nil }
+        return set.columnNames ?? (1...set.shape.size).map(String.init)
+    }
+
+    /// What a likelihood is told about the training data (image folders:
+    /// 8-bit images are 256 levels, 16-bit ones real values in [0, 1]).
+    public var description: DataDescription {
+        switch train {
+        case .loaded(let set): return set.description
+        case .files(_, let decoding):
+            return DataDescription(source: source(.train), levels: decoding.sixteenBit ? nil : 256, range: 0...1,
+                                   storage: decoding.sixteenBit ? "16-bit images" : "8-bit images")
+        }
+    }
 
     /// Images whose headers could not be read (skipped while scanning).
     public var bad: [BadImage] { folder?.bad ?? [] }
@@ -349,8 +438,9 @@ public enum DataSourceError: Error, CustomStringConvertible, Equatable {
     case noTestImages(trainFile: String)
     case testFractionWithTestFile(testFile: String, fraction: Double)
     case imageOptionWithoutImageFolder(option: String, data: String)
-    case invalidImageOption(String)
     case classesWithoutLabels(source: String)
+    /// An option of arrays and tables given for a folder of images.
+    case optionNotForImageFolders(String, folder: String)
     case unknownClass(String, known: [String], source: String)
 
     public var description: String {
@@ -364,8 +454,8 @@ public enum DataSourceError: Error, CustomStringConvertible, Equatable {
             return "there is a test file (\(testFile)); a test fraction (\(fraction)) holds out a test set only when there is none"
         case let .imageOptionWithoutImageFolder(option, data):
             return "\(option) applies to folders of PNG and JPEG images; \(data) is not one"
-        case let .invalidImageOption(detail):
-            return detail
+        case let .optionNotForImageFolders(option, folder):
+            return "\(option) applies to arrays and tables; \(folder) is a folder of images (8-bit images have 256 levels)"
         case let .classesWithoutLabels(source):
             return "\(source) has no labels to choose classes by"
         case let .unknownClass(name, known, source):

@@ -269,7 +269,8 @@ public struct ImageDecoding: Sendable {
             }
         }
         let labels = files.labels.map { l in kept.map { l[$0] } }
-        let pixels: ImageSet.Pixels = sixteenBit ? .floats(floats) : .bytes(bytes)
-        return (ImageSet(shape: shape, pixels: pixels, labels: labels, source: source), bad)
+        // 8-bit images stay bytes (256 levels); 16-bit ones, scaled and possibly resized, are floats.
+        let values = sixteenBit ? SampleValues(floats: floats) : SampleValues(bytes: bytes)
+        return (ImageSet(shape: shape, values: values, labels: labels, source: source), bad)
     }
 }

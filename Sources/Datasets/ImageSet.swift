@@ -1,168 +1,156 @@
+import Foundation
 import TensorCore
 
-/// A set of images (and optional integer labels) held in memory in its
-/// source's element type: bytes stay bytes (a quarter of the memory of
-/// floats) and are scaled to [0, 1] per batch.
+/// A data set held in memory: N samples of one shape (images C×H×W, or
+/// table rows 1×1×D), their values in the type they were stored in (see
+/// `SampleValues`), optional integer labels, and what a model needs to know
+/// of the values (their levels, whether they are images).
 public struct ImageSet: Sendable {
-    public enum Pixels: Sendable {
-        /// Unsigned bytes, scaled by 1/255 when batched.
-        case bytes([UInt8])
-        /// Floats, used as they are.
-        case floats([Float])
+    /// Images (pictures can be drawn), or vectors such as table rows.
+    public enum Kind: Equatable, Sendable {
+        case images
+        /// Rows of D values; `columns` names them when the source does (a CSV header).
+        case vectors(columns: [String]?)
     }
 
     public let shape: ImageShape
     public let count: Int
-    public let pixels: Pixels
+    public let values: SampleValues
+    /// K when the values are integer levels 0…K−1 (bytes: 256 unless the
+    /// source says otherwise); nil for real values.
+    public let levels: Int?
     public let labels: [Int32]?
-    /// The file the images came from (for messages).
+    /// The file the samples came from (for messages).
     public let source: String
+    public let kind: Kind
+    /// Per-column standardization of the values the encoder sees (`--standardize`).
+    public var standardization: Standardization?
 
-    public init(shape: ImageShape, pixels: Pixels, labels: [Int32]? = nil, source: String = "") {
-        let elements: Int
-        switch pixels {
-        case .bytes(let b): elements = b.count
-        case .floats(let f): elements = f.count
-        }
-        precondition(shape.size > 0 && elements % shape.size == 0, "pixels do not divide into \(shape) images")
+    public init(shape: ImageShape, values: SampleValues, levels: Int? = nil, labels: [Int32]? = nil, source: String = "",
+                kind: Kind = .images) {
+        precondition(shape.size > 0 && values.count % shape.size == 0, "values do not divide into \(shape) samples")
+        precondition(levels == nil || values.element.isInteger, "levels need integer values")
         self.shape = shape
-        self.count = elements / shape.size
-        self.pixels = pixels
-        precondition(labels == nil || labels!.count == count, "one label per image")
+        self.count = values.count / shape.size
+        self.values = values
+        self.levels = levels ?? (values.element == .uint8 ? 256 : nil)
+        precondition(labels == nil || labels!.count == count, "one label per sample")
         self.labels = labels
         self.source = source
+        self.kind = kind
     }
 
-    /// The images at `indices` as a (b, C·H·W) tensor of floats.
-    public func batch<Indices: Collection>(_ indices: Indices) -> Tensor where Indices.Element == Int {
+    public var isImages: Bool { kind == .images }
+
+    /// Column names of a table (nil for images and unnamed vectors).
+    public var columnNames: [String]? {
+        if case .vectors(let columns) = kind { return columns }
+        return nil
+    }
+
+    /// 1/(K−1) for levels (bytes: 1/255), nil for real values.
+    var levelScale: Float? { levels.map { 1 / Float($0 - 1) } }
+
+    /// The samples at `indices` as a (b, D) tensor: the encoder's view
+    /// (`.scaled`: levels times 1/(K−1), floats as they are, then the
+    /// standardization if any) or the integer levels themselves (`.levels`).
+    public func batch<Indices: Collection>(_ indices: Indices, as representation: TargetRepresentation = .scaled) -> Tensor
+        where Indices.Element == Int
+    {
         let d = shape.size
+        let scale = representation == .scaled ? levelScale : nil
+        let standardization = representation == .scaled ? self.standardization : nil
         return Tensor(shape: [indices.count, d]) { out in
             var row = 0
-            switch pixels {
-            case .bytes(let bytes):
-                bytes.withUnsafeBufferPointer { src in
-                    for index in indices {
-                        let s = src.baseAddress! + index * d
-                        let o = out.baseAddress! + row * d
-                        for j in 0..<d { o[j] = Float(s[j]) * (1 / 255) }
-                        row += 1
-                    }
-                }
-            case .floats(let floats):
-                floats.withUnsafeBufferPointer { src in
-                    for index in indices {
-                        (out.baseAddress! + row * d).update(from: src.baseAddress! + index * d, count: d)
-                        row += 1
-                    }
-                }
+            for index in indices {
+                let o = out.baseAddress! + row * d
+                values.convert(index * d, d, into: o, scale: scale)
+                if let standardization { standardization.apply(o, count: d) }
+                row += 1
             }
         }
     }
 
-    /// A new set holding the images (and labels) at `indices`, in that order.
+    /// A new set holding the samples (and labels) at `indices`, in that order.
     public func selecting(_ indices: [Int]) -> ImageSet {
-        let d = shape.size
-        let newPixels: Pixels
-        switch pixels {
-        case .bytes(let bytes):
-            var out = [UInt8]()
-            out.reserveCapacity(indices.count * d)
-            for i in indices { out.append(contentsOf: bytes[i * d ..< (i + 1) * d]) }
-            newPixels = .bytes(out)
-        case .floats(let floats):
-            var out = [Float]()
-            out.reserveCapacity(indices.count * d)
-            for i in indices { out.append(contentsOf: floats[i * d ..< (i + 1) * d]) }
-            newPixels = .floats(out)
-        }
-        return ImageSet(shape: shape, pixels: newPixels, labels: labels.map { l in indices.map { l[$0] } }, source: source)
+        var set = ImageSet(shape: shape, values: values.selecting(rows: indices, width: shape.size), levels: levels,
+                           labels: labels.map { l in indices.map { l[$0] } }, source: source, kind: kind)
+        set.standardization = standardization
+        return set
     }
 
-    /// Smallest and largest pixel value after scaling (bytes: /255).
+    /// Smallest and largest value the encoder sees before standardization
+    /// (levels scaled by 1/(K−1)); NaN (missing values) ignored.
     public var valueRange: ClosedRange<Float> {
-        switch pixels {
-        case .bytes(let b):
-            guard let lo = b.min(), let hi = b.max() else { return 0...0 }
-            return Float(lo) / 255 ... Float(hi) / 255
-        case .floats(let f):
-            guard let lo = f.min(), let hi = f.max() else { return 0...0 }
-            return lo...hi
+        guard let range = values.range else { return 0...0 }
+        guard let scale = levelScale else { return range }
+        return range.lowerBound * scale ... range.upperBound * scale
+    }
+
+    /// What a likelihood is told about these values.
+    public var description: DataDescription {
+        DataDescription(source: source, levels: levels, range: valueRange,
+                        storage: values.element == .float32 && columnNames != nil ? "CSV numbers" : values.element.rawValue)
+    }
+}
+
+/// Per-column standardization (`--standardize`): each column minus its
+/// training-set mean, divided by its standard deviation (NumPy's `std`,
+/// ddof 0, as scikit-learn's StandardScaler; a constant column is divided
+/// by 1). Stored in the run's configuration, so that outputs can be
+/// written back in the original units.
+public struct Standardization: Codable, Equatable, Sendable {
+    public var mean: [Double]
+    public var standardDeviation: [Double]
+
+    public init(mean: [Double], standardDeviation: [Double]) {
+        self.mean = mean
+        self.standardDeviation = standardDeviation
+    }
+
+    /// The statistics of each of the D columns of `set` (levels scaled,
+    /// missing values left out), in Double, in row order.
+    public init(fitting set: ImageSet) {
+        let d = set.shape.size
+        var sum = [Double](repeating: 0, count: d), count = sum
+        var values = [Float](repeating: 0, count: d)
+        let scale = set.levelScale
+        for i in 0..<set.count {
+            values.withUnsafeMutableBufferPointer { set.values.convert(i * d, d, into: $0.baseAddress!, scale: scale) }
+            for j in 0..<d where !values[j].isNaN {
+                sum[j] += Double(values[j])
+                count[j] += 1
+            }
         }
+        let mean = (0..<d).map { count[$0] > 0 ? sum[$0] / count[$0] : 0 }
+        var squares = [Double](repeating: 0, count: d)
+        for i in 0..<set.count {
+            values.withUnsafeMutableBufferPointer { set.values.convert(i * d, d, into: $0.baseAddress!, scale: scale) }
+            for j in 0..<d where !values[j].isNaN {
+                let r = Double(values[j]) - mean[j]
+                squares[j] += r * r
+            }
+        }
+        self.init(mean: mean, standardDeviation: (0..<d).map { j in
+            let sd = count[j] > 0 ? (squares[j] / count[j]).squareRoot() : 0
+            return sd > 0 && sd.isFinite ? sd : 1
+        })
+    }
+
+    /// Standardizes one row of values in place.
+    func apply(_ row: UnsafeMutablePointer<Float>, count d: Int) {
+        for j in 0..<d { row[j] = Float((Double(row[j]) - mean[j]) / standardDeviation[j]) }
+    }
+
+    /// Original units from standardized values, (N, D) row-major.
+    public func restore(_ values: [Float]) -> [Double] {
+        let d = mean.count
+        return values.enumerated().map { i, v in Double(v) * standardDeviation[i % d] + mean[i % d] }
     }
 }
 
 extension ImageSet {
-    /// Loads images from an IDX file (N×H×W or N×C×H×W unsigned bytes) or an
-    /// .npy file (uint8 or float: N×H×W, N×C×H×W, or N×D, shown as √D×√D
-    /// images when D is a perfect square), raw or gzipped, told apart by
-    /// their magic bytes; and optionally labels (IDX or .npy, N integers).
-    public static func load(images: String, labels: String? = nil) throws -> ImageSet {
-        let data = try readPossiblyCompressedFile(images)
-        let dims: [Int]
-        let pixels: Pixels
-        if NPYArray.looksLikeNPY(data) {
-            let array = try NPYArray(parsing: data, path: images)
-            dims = array.shape
-            switch array.elements {
-            case .bytes(let b): pixels = .bytes(b)
-            case .floats(let f): pixels = .floats(f)
-            case .integers:
-                throw DatasetError.incompatible(path: images, detail: "integer images are not supported; use uint8 or float32")
-            }
-        } else {
-            let array = try IDXArray(parsing: data, path: images)
-            dims = array.dimensions
-            pixels = .bytes(array.bytes)
-        }
-        let shape: ImageShape
-        switch dims.count {
-        case 2:
-            let side = Int(Double(dims[1]).squareRoot().rounded())
-            shape = side * side == dims[1] ? ImageShape(channels: 1, height: side, width: side)
-                : ImageShape(channels: 1, height: 1, width: dims[1])
-        case 3: shape = ImageShape(channels: 1, height: dims[1], width: dims[2])
-        case 4: shape = ImageShape(channels: dims[1], height: dims[2], width: dims[3])
-        default:
-            throw DatasetError.badDimensions(
-                path: images, detail: "images need 2 (N×D), 3 (N×H×W) or 4 (N×C×H×W) dimensions, found \(dims)")
-        }
-        guard dims[0] > 0, shape.size > 0 else {
-            throw DatasetError.badDimensions(path: images, detail: "no images in \(dims)")
-        }
-        var labelValues: [Int32]? = nil
-        if let labels {
-            let values = try loadLabels(labels)
-            guard values.count == dims[0] else {
-                throw DatasetError.countMismatch(images: images, imageCount: dims[0], labels: labels, labelCount: values.count)
-            }
-            labelValues = values
-        }
-        return ImageSet(shape: shape, pixels: pixels, labels: labelValues, source: images)
-    }
-
-    /// Integer labels from an IDX (1 dimension) or .npy (N or N×1) file.
-    static func loadLabels(_ path: String) throws -> [Int32] {
-        let data = try readPossiblyCompressedFile(path)
-        if NPYArray.looksLikeNPY(data) {
-            let array = try NPYArray(parsing: data, path: path)
-            guard array.shape.count == 1 || (array.shape.count == 2 && array.shape[1] == 1) else {
-                throw DatasetError.badDimensions(path: path, detail: "labels need shape (N,), found \(array.shape)")
-            }
-            switch array.elements {
-            case .bytes(let b): return b.map { Int32($0) }
-            case .integers(let v): return v.map { Int32(clamping: $0) }
-            case .floats:
-                throw DatasetError.incompatible(path: path, detail: "labels must be integers, found floats")
-            }
-        }
-        let array = try IDXArray(parsing: data, path: path)
-        guard array.dimensions.count == 1 else {
-            throw DatasetError.badDimensions(path: path, detail: "a label file needs 1 dimension, found \(array.dimensions)")
-        }
-        return array.bytes.map { Int32($0) }
-    }
-
-    /// Splits off a seeded random `fraction` of the images as a test set:
+    /// Splits off a seeded random `fraction` of the samples as a test set:
     /// (training part, held-out part), each keeping its order.
     public func holdingOut(fraction: Double, seed: UInt64) -> (train: ImageSet, test: ImageSet) {
         let (kept, held) = Self.holdOut(count: count, fraction: fraction, seed: seed)
@@ -177,18 +165,16 @@ extension ImageSet {
         return (Array(permutation[testCount...]).sorted(), Array(permutation[0..<testCount]).sorted())
     }
 
-    /// Checks that every value is finite and, if `unitInterval`, in [0, 1]
-    /// (bytes always are: they are scaled by 1/255).
-    public func validateValues(unitInterval: Bool, requirement: String) throws {
-        guard case .floats(let values) = pixels else { return }
-        if let bad = values.firstIndex(where: { !$0.isFinite }) {
-            throw DatasetError.incompatible(
-                path: source, detail: "value \(values[bad]) at image \(bad / shape.size), element \(bad % shape.size) is not finite")
+    /// Checks that every value is finite (NaN marks a missing value, which
+    /// the models do not take yet). Errors name the file, the sample and
+    /// the element (a table: its line and column).
+    public func validateFinite() throws {
+        guard let (index, value) = values.firstNonFinite() else { return }
+        let (sample, element) = (index / shape.size, index % shape.size)
+        if value.isNaN {
+            throw DatasetError.missingValues(path: source, sample: sample, element: element, column: columnNames?[element])
         }
-        let range = valueRange
-        if unitInterval && (range.lowerBound < 0 || range.upperBound > 1) {
-            throw DatasetError.incompatible(
-                path: source, detail: "values range over [\(range.lowerBound), \(range.upperBound)]; \(requirement)")
-        }
+        throw DatasetError.incompatible(
+            path: source, detail: "value \(value) at sample \(sample), element \(element) is not finite")
     }
 }

@@ -5,8 +5,8 @@ import TensorCore
 /// magic `\x93NUMPY`, two version bytes, a little-endian header length
 /// (UInt16 in 1.0, UInt32 after), a Python dict literal with `descr`,
 /// `fortran_order` and `shape`, then the data in C order. Reads unsigned
-/// bytes, float32 and float64 (narrowed to float32) for images, and integer
-/// types for labels, either byte order. Files may be gzipped.
+/// bytes, float32 and float64 (narrowed to float32), and the other integer
+/// types (samples with their levels, labels), either byte order. Files may be gzipped.
 public struct NPYArray: Equatable {
     public enum Elements: Equatable {
         case bytes([UInt8])
@@ -16,6 +16,8 @@ public struct NPYArray: Equatable {
 
     public var shape: [Int]
     public var elements: Elements
+    /// NumPy's descr of the file's elements ("<i4", "|u1", …), for messages.
+    public var dtype: String
 
     public static let magic: [UInt8] = [0x93] + Array("NUMPY".utf8)
 
@@ -74,7 +76,7 @@ public struct NPYArray: Equatable {
         let supported: Set<String> = ["u1", "f4", "f8", "i1", "i2", "i4", "i8", "u2", "u4", "u8"]
         guard supported.contains(String(code)), let kind = code.first, let size = Int(code.dropFirst()) else {
             throw DatasetError.incompatible(
-                path: path, detail: "dtype '\(descr)' is not supported (images: uint8, float32 or float64; labels: integers)")
+                path: path, detail: "dtype '\(descr)' is not supported (samples: uint8, other integers with their levels, float32 or float64; labels: integers)")
         }
         let start = headerStart + headerLength
         guard let expected = checkedOffset(start, plus: count, times: size) else {
@@ -110,9 +112,10 @@ public struct NPYArray: Equatable {
             elements = .integers(values)
         default:
             throw DatasetError.incompatible(
-                path: path, detail: "dtype '\(descr)' is not supported (images: uint8, float32 or float64; labels: integers)")
+                path: path, detail: "dtype '\(descr)' is not supported (samples: uint8, other integers with their levels, float32 or float64; labels: integers)")
         }
         self.shape = shape
+        dtype = descr
     }
 
     static func rawValue(of key: String, in header: String) -> Substring? {

@@ -14,6 +14,8 @@ public final class MPICommunicator: Communicator {
     public let size: Int
     public let hostName: String
     private var finalized = false
+    /// Watches this rank's collectives (`--collective-timeout`); set by the executable.
+    public var watchdog: CollectiveWatchdog?
 
     /// Initializes MPI. Call once per process.
     public init() throws {
@@ -43,16 +45,16 @@ public final class MPICommunicator: Communicator {
         finalized = true
         // MPI_Finalize waits for every rank without a timeout; a watched barrier
         // first, so that a rank stalled in its last step ends the job too.
-        CollectiveWatchdog.shared.set(phase: .finish)
+        watchdog?.set(phase: .finish)
         try? check(MPI_Barrier(cmpi_comm_world()), "MPI_Barrier")
         MPI_Finalize()
     }
 
     /// Runs one MPI call (bracketed for the stall watchdog) and throws its error.
     private func check(_ call: @autoclosure () -> Int32, _ operation: String) throws {
-        CollectiveWatchdog.shared.entering(operation)
+        watchdog?.entering(operation)
         let rc = call()
-        CollectiveWatchdog.shared.left()
+        watchdog?.left()
         if rc != cmpi_success() {
             throw CommunicationError(operation: operation, rank: rank, message: Self.errorString(rc))
         }

@@ -1,31 +1,21 @@
 import _Differentiation
 import TensorCore
 
-/// The approximate posterior q(z | x) = N(mean, exp(logVariance)), per sample.
-/// Legend: B batch, Z latent.
-public struct Posterior: Differentiable {
-    public var mean: Tensor         // (B, Z)
-    public var logVariance: Tensor  // (B, Z)
-
-    @differentiable(reverse)
-    public init(mean: Tensor, logVariance: Tensor) {
-        self.mean = mean
-        self.logVariance = logVariance
-    }
-}
-
-/// What the decoder emits for each sample. Legend: B batch, D data dimensions.
+/// What the decoder emits for each sample: the likelihood's P parameters per
+/// data dimension (see `LikelihoodComponent.outputsPerDimension`).
+/// Legend: B batch, D data dimensions, P parameters per dimension.
 public struct DecoderOutput: Differentiable {
-    /// Bernoulli logits, or the Gaussian mean.                    (B, D)
+    /// Parameter 0 of every dimension (Bernoulli logits, a Gaussian's mean,
+    /// a logistic's location):                                      (B, D)
     public var location: Tensor
-    /// Per-dimension log σ² from a learned-variance head, or (B, 0) when the
-    /// model has none.
-    public var logVariance: Tensor
+    /// Parameters 1…P−1, parameter-major within each row, (B, (P−1)·D): a
+    /// learned Gaussian's log σ², a logistic's log-scale, …; (B, 0) when P = 1.
+    public var auxiliary: Tensor
 
     @differentiable(reverse)
-    public init(location: Tensor, logVariance: Tensor) {
+    public init(location: Tensor, auxiliary: Tensor) {
         self.location = location
-        self.logVariance = logVariance
+        self.auxiliary = auxiliary
     }
 }
 
@@ -38,6 +28,11 @@ public struct DecoderOutput: Differentiable {
 public protocol VariationalAutoencoder: Differentiable, AdditiveArithmetic, ParameterWalking
     where TangentVector == Self
 {
+    /// The family's approximate posterior and, with it, its prior (see
+    /// `LatentPosterior`): every model here has the diagonal Gaussian and
+    /// N(0, I).
+    associatedtype Posterior: LatentPosterior = GaussianPosterior
+
     /// x (B, D) → q(z | x). Differentiable with respect to the model only:
     /// x is data, so the first layer's pullback skips the input gradient.
     @differentiable(reverse, wrt: self)

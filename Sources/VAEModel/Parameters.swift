@@ -1,3 +1,4 @@
+import _Differentiation
 import TensorCore
 
 /// A model (or a model's gradient: the tangent of every model here is the
@@ -72,7 +73,8 @@ extension ParameterWalking {
         var finite = true
         copy.walkParameters { name, tensor in
             let entry = layout.entries[index]
-            precondition(entry.name == name, "parameter walk does not match its layout")
+            // A gradient's walk may name a head with its `ConstantName` zero ("fc4_.weight"): match by order and shape.
+            precondition(entry.name == name || name.contains("_."), "parameter walk does not match its layout")
             let dst = buffer.baseAddress! + entry.offset
             if tensor.isSymbolicZero {
                 dst.initialize(repeating: 0, count: entry.count)
@@ -126,4 +128,33 @@ extension ParameterWalking {
             index += 1
         }
     }
+}
+
+/// A name stored in a model, such as the checkpoint name of a likelihood's
+/// auxiliary head: a constant of the architecture, not a parameter. Like
+/// `ImageShape`, it is a trivial vector so that a model's tangent can be the
+/// model type itself: `zero` is the empty name and `+` keeps the non-empty
+/// operand, so a gradient's name is always `zero` and optimizer steps leave
+/// a model's name unchanged.
+public struct ConstantName: Differentiable, AdditiveArithmetic, Equatable, Sendable, CustomStringConvertible,
+    ExpressibleByStringLiteral
+{
+    public typealias TangentVector = ConstantName
+    public var value: String
+
+    public init(_ value: String) { self.value = value }
+    public init(stringLiteral value: String) { self.value = value }
+
+    public var description: String { value }
+    public static var zero: ConstantName { ConstantName("") }
+
+    public static func + (lhs: ConstantName, rhs: ConstantName) -> ConstantName {
+        if lhs.value.isEmpty { return rhs }
+        precondition(rhs.value.isEmpty || rhs == lhs, "names \(lhs) and \(rhs) differ")
+        return lhs
+    }
+
+    public static func - (lhs: ConstantName, rhs: ConstantName) -> ConstantName { lhs + rhs }
+
+    public mutating func move(by offset: ConstantName) { self = self + offset }
 }

@@ -54,8 +54,16 @@ enum Execution {
             communicator = LocalCommunicator()
         }
         let rankLabel = communicator.size > 1 ? communicator.rank : nil
-        if communicator.size > 1 {
-            CollectiveWatchdog.shared.start(timeout: collectiveTimeout, rank: communicator.rank, host: communicator.hostName)
+        if let mpi, communicator.size > 1, collectiveTimeout > 0 {
+            // A stalled collective: the report, then status 4, which makes mpirun end the job.
+            let rank = mpi.rank
+            let watchdog = CollectiveWatchdog(timeout: collectiveTimeout, rank: rank, host: mpi.hostName) { report in
+                let line = "vae-mpi: error (rank \(rank)): " + report + "\n"
+                _ = line.withCString { write(2, $0, strlen($0)) }
+                _exit(ExitStatus.stalled)
+            }
+            mpi.watchdog = watchdog
+            watchdog.start()
         }
         do {
             try work(communicator)

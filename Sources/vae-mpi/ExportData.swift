@@ -59,11 +59,7 @@ struct ExportData: ParsableCommand {
                 try Files.createDirectory(out)
                 for (name, set) in [("train", splits.train), ("test", splits.test)] {
                     let shape = [set.count, set.shape.channels, set.shape.height, set.shape.width]
-                    let bytes: [UInt8]
-                    switch set.pixels {
-                    case .bytes(let b): bytes = NPYWriter.encode(b, shape: shape)
-                    case .floats(let f): bytes = NPYWriter.encode(f, shape: shape)
-                    }
+                    let bytes = NPYWriter.encode(rawBytes: set.values.rawBytes, descr: set.values.element.numpyDescr, shape: shape)
                     try Files.writeAtomically(bytes, to: "\(out)/\(name)-images.npy")
                     if let labels = set.labels {
                         try Files.writeAtomically(NPYWriter.encode(labels.map(Int64.init), shape: [labels.count]),

@@ -67,6 +67,40 @@ struct DataOptions: ParsableArguments {
     var setName: String { images ?? "the \(split.rawValue) set" }
 }
 
+extension Observation: ExpressibleByArgument {}
+
+/// Whether an output file is a table (.csv or .npy) rather than a picture.
+func isTable(_ path: String) -> Bool {
+    let lower = path.lowercased()
+    return lower.hasSuffix(".csv") || lower.hasSuffix(".npy")
+}
+
+/// Pictures are of images: a model of table rows writes .csv or .npy instead.
+func requirePicture(_ out: String, _ context: InferenceContext, _ communicator: Communicator) throws {
+    guard context.columnNames == nil || isTable(out) else {
+        throw optionError(.out, "\(context.checkpoint.path) models rows of a table (columns "
+                          + context.columnNames!.prefix(6).joined(separator: ", ") + (context.columnNames!.count > 6 ? ", …" : "")
+                          + "), not images: write a .csv or .npy file", communicator)
+    }
+}
+
+/// Rows of samples (N, D) as a table: .csv with the training columns'
+/// header (or x1…xD) in the original units, or .npy (N×C×H×W for images,
+/// N×D for vectors, float32, in the original units).
+func writeTable(_ rows: Tensor, to out: String, what: String, _ context: InferenceContext) throws {
+    let n = rows.shape[0], image = context.model.image
+    let values = context.originalUnits(rows)
+    if out.lowercased().hasSuffix(".csv") {
+        let header = context.columnNames ?? (1...image.size).map { "x\($0)" }
+        try context.write(CSVWriter.encode(header: header, values: values), to: out)
+        context.console.print("wrote \(out): \(what), \(n) rows of \(header.count) columns")
+        return
+    }
+    let shape = context.columnNames == nil ? [n, image.channels, image.height, image.width] : [n, image.size]
+    try context.write(NPYWriter.encode(values.map { Float($0) }, shape: shape), to: out)
+    context.console.print("wrote \(out): \(what), " + shape.map(String.init).joined(separator: "×") + " float32")
+}
+
 func requireIndex(_ value: Int, below count: Int, _ option: OptionName, in set: String, _ communicator: Communicator) throws {
     guard value >= 0 && value < count else {
         throw optionError(option, "\(value) is out of range: \(set) has \(count) images (0…\(count - 1))", communicator)
@@ -86,11 +120,15 @@ struct Sample: ParsableCommand {
     var columns: Int?
 
     @Option(name: OptionName.out.name, help: ArgumentHelp(
-        "Output PNG file (a grid), or .npy file (the samples' pixel means as N×C×H×W float32).", valueName: "file"))
+        "Output PNG file (a grid of images), .npy file (N×C×H×W, or N×D for rows of a table, float32) or .csv file (one row per sample, the training columns' header, in the original units).",
+        valueName: "file"))
     var out: String
 
     @Option(name: OptionName.seed.name, help: "Seed of the latent draws (default: the checkpoint's seed).")
     var seed: UInt64?
+
+    @Option(name: OptionName.observation.name, help: "What each latent draw becomes: mean (E[x | z]) or sample (a draw x ~ p(x | z), levels for a discrete likelihood).")
+    var observation: Observation = .mean
 
     @Option(name: OptionName.label.name, help: ArgumentHelp(
         "A conditional model: draw class k (0…K−1). Without it, one row per class, each column one latent draw decoded for every class.",
@@ -104,11 +142,12 @@ struct Sample: ParsableCommand {
     }
 
     func run() throws {
-        let (options, count, columns, out, seed, label) = (model, count, columns, out, seed, label)
+        let (options, count, columns, out, seed, label, observation) = (model, count, columns, out, seed, label, observation)
         Execution.run { communicator in
             let context = try options.open(communicator)
             let model = context.model
             let seed = seed ?? context.seed
+            try requirePicture(out, context, communicator)
             if let label {
                 guard model.isConditional else {
                     throw optionError(.label, "\(context.checkpoint.path) holds an unconditional model; "
@@ -119,21 +158,18 @@ struct Sample: ParsableCommand {
                                       communicator)
                 }
             }
-            if model.isConditional && label == nil {
+            if model.isConditional && label == nil && !isTable(out) {
                 let columns = columns ?? min(count, 8)
-                let samples = Inference.classSamples(model, columns: columns, seed: seed)
+                let samples = Inference.classSamples(model, columns: columns, seed: seed, observation: observation)
                 try context.write(Inference.grid(samples, image: model.image, columns: columns), to: out,
                                   what: "\(columns) samples of each of the \(model.classes) classes (one row per class)")
                 return
             }
             let columns = columns ?? Int(Double(count).squareRoot().rounded(.up))
-            let samples = Inference.samples(model, count: count, seed: seed, label: label.map(Int32.init))
+            let samples = Inference.samples(model, count: count, seed: seed, label: label.map(Int32.init), observation: observation)
             let what = label.map { "\(count) samples of class \($0)" + context.className($0) } ?? "\(count) samples from the prior"
-            if out.hasSuffix(".npy") {
-                let image = model.image
-                try context.write(NPYWriter.encode(samples.scalars, shape: [count, image.channels, image.height, image.width]),
-                                  to: out)
-                context.console.print("wrote \(out): \(what), \(count)×\(image) float32")
+            if isTable(out) {
+                try writeTable(samples, to: out, what: what, context)
                 return
             }
             try context.write(Inference.grid(samples, image: model.image, columns: columns), to: out, what: what)
@@ -157,7 +193,9 @@ struct Reconstruct: ParsableCommand {
     @Option(name: OptionName.columns.name, help: "Pairs per row.")
     var columns: Int = 8
 
-    @Option(name: OptionName.out.name, help: ArgumentHelp("Output PNG file.", valueName: "png"))
+    @Option(name: OptionName.out.name, help: ArgumentHelp(
+        "Output PNG file (images above their reconstructions), or .npy / .csv file (the reconstructions, one row per sample; CSV with the training columns' header, in the original units).",
+        valueName: "file"))
     var out: String
 
     func validate() throws {
@@ -177,6 +215,12 @@ struct Reconstruct: ParsableCommand {
             }
             let x = images.batch(start ..< start + count)
             let condition = context.model.condition(of: images, start ..< start + count)
+            if isTable(out) {
+                try writeTable(Inference.reconstructions(context.model, of: x, condition: condition), to: out,
+                               what: "reconstructions of \(dataOptions.split.rawValue) samples \(start)…\(start + count - 1)", context)
+                return
+            }
+            try requirePicture(out, context, communicator)
             try context.write(
                 Inference.reconstructionGrid(inputs: x, reconstructions: Inference.reconstructions(context.model, of: x,
                                                                                                    condition: condition),
@@ -201,7 +245,9 @@ struct Encode: ParsableCommand {
     @OptionGroup var model: CheckpointOptions
     @OptionGroup var data: DataOptions
 
-    @Option(name: OptionName.out.name, help: ArgumentHelp("Output .npy file for the latents.", valueName: "npy"))
+    @Option(name: OptionName.out.name, help: ArgumentHelp(
+        "Output file for the latents: .npy (N×Z float32), or .csv (columns z1…zZ, and a label column when there are labels).",
+        valueName: "file"))
     var out: String
 
     @Option(name: OptionName.labelsOut.name, help: ArgumentHelp("Output .npy file for the labels.", valueName: "npy"))
@@ -216,6 +262,17 @@ struct Encode: ParsableCommand {
             let z = context.model.latentSize
             let means = try Inference.encodeMeans(context.model, images: images, batchSize: dataOptions.batchSize,
                                                   communicator: communicator)
+            if out.lowercased().hasSuffix(".csv") {
+                let names = context.classNames
+                let labelColumn = images.labels.map { labels in
+                    [(name: "label", values: labels.map { Int($0) < names.count ? names[Int($0)] : String($0) })]
+                } ?? []
+                try context.write(CSVWriter.encode(header: (1...z).map { "z\($0)" }, floats: means, extraColumns: labelColumn),
+                                  to: out)
+                context.console.print("wrote \(out): posterior means, \(images.count) rows of z1…z\(z)"
+                                      + (labelColumn.isEmpty ? "" : " and their labels"))
+                return
+            }
             try context.write(NPYWriter.encode(means, shape: [images.count, z]), to: out)
             context.console.print("wrote \(out): posterior means, \(images.count)×\(z) float32")
             if let labels = images.labels {
@@ -262,6 +319,7 @@ struct Interpolate: ParsableCommand {
         let (options, dataOptions, from, to, steps, out) = (model, data, from, to, steps, out)
         Execution.run { communicator in
             let context = try options.open(communicator)
+            try requirePicture(out, context, communicator)
             let images = try dataOptions.images(in: context)
             try requireIndex(from, below: images.count, .from, in: dataOptions.setName, communicator)
             try requireIndex(to, below: images.count, .to, in: dataOptions.setName, communicator)
@@ -317,11 +375,18 @@ struct Evaluate: ParsableCommand {
             func f(_ x: Double, _ digits: Int = 3) -> String { String(format: "%.\(digits)f", x) }
             let terms = zip(ELBOTerms.reported, e.terms).map { "\($0.name) \(f($1))" }.joined(separator: ", ")
             context.console.print("\(images.count) \(dataOptions.split.rawValue) images, checkpoint step \(context.checkpoint.sidecar.step)")
-            context.console.print("  −ELBO          \(f(e.loss)) nats/sample, \(f(e.bitsPerDimension, 4)) bits/dim (\(terms))")
+            context.console.print("  −ELBO          \(f(e.loss)) nats/sample"
+                                  + (e.bitsPerDimension.map { ", \(f($0, 4)) bits/dim" } ?? "") + " (\(terms))")
             context.console.print("  active units   \(e.activeUnits) of \(e.klPerDimension.count) latent dimensions; KL per dimension "
                                   + e.klPerDimension.map { f($0, 2) }.joined(separator: " "))
-            if let nll = e.importanceWeightedNLL, let bpd = e.importanceWeightedBitsPerDim {
-                context.console.print("  −log p(x) ≈    \(f(nll)) nats/sample, \(f(bpd, 4)) bits/dim (importance-weighted, K = \(k))")
+            if let nll = e.importanceWeightedNLL {
+                context.console.print("  −log p(x) ≈    \(f(nll)) nats/sample"
+                                      + (e.importanceWeightedBitsPerDim.map { ", \(f($0, 4)) bits/dim" } ?? "")
+                                      + " (importance-weighted, K = \(k))")
+            }
+            if e.bitsPerDimension == nil {
+                context.console.print("  (no bits/dim: the \(context.model.likelihood.name) likelihood of these values is not a "
+                                      + "distribution over them, so −log₂ p is not a code length)")
             }
         }
     }

@@ -17,10 +17,14 @@ enum OptionName: String, CaseIterable, CustomStringConvertible {
     case imageSize = "image-size"
     case centerCrop = "center-crop"
     case skipBadImages = "skip-bad-images"
+    case levels
+    case labelColumn = "label-column"
+    case standardize
     // train: architecture
     case model
     case likelihood
     case sigma
+    case logisticMixtures = "logistic-mixtures"
     case convChannels = "conv-channels"
     case latentDim = "latent-dim"
     case hiddenDim = "hidden-dim"
@@ -66,7 +70,9 @@ enum OptionName: String, CaseIterable, CustomStringConvertible {
     case label
     case split
     case count
+    /// train: a CSV file's columns; sample and reconstruct: images per row of the grid.
     case columns
+    case observation
     case out
     case start
     case labelsOut = "labels-out"
@@ -86,6 +92,31 @@ enum OptionName: String, CaseIterable, CustomStringConvertible {
 
     var name: NameSpecification { .customLong(rawValue) }
     var description: String { "--" + rawValue }
+}
+
+extension OptionName {
+    /// The option that sets a configuration field (`InvalidSetting.field`,
+    /// the key in config.json), when one does: rules live in the components,
+    /// and their errors reach users under the option's name.
+    init?(field: String) {
+        let table: [String: OptionName] = [
+            "epochs": .epochs, "batch_size": .batchSize, "log_every": .logEvery, "keep_checkpoints": .keepCheckpoints,
+            "evaluation_batch_size": .evalBatchSize, "threads": .threads, "accumulate": .accumulate,
+            "micro_shards": .microShards, "max_steps": .maxSteps, "checkpoint_every": .checkpointEvery,
+            "early_stop": .earlyStop, "learning_rate": .lr, "shard_optimizer": .shardOptimizer,
+            "gradient_precision": .gradientPrecision,
+            "kl.beta": .beta, "kl.warmup_steps": .klWarmupSteps, "kl.free_bits": .freeBits,
+            "schedule.warmup_steps": .lrWarmupSteps, "schedule.decay": .lrDecay, "schedule.decay_epochs": .lrDecayEpochs,
+            "data.test_fraction": .testFraction, "data.channels": .channels, "data.image_size": .imageSize,
+            "data.center_crop": .centerCrop, "data.levels": .levels, "data.columns": .columns,
+            "data.label_column": .labelColumn, "data.standardization": .standardize,
+            "architecture.latent_size": .latentDim, "architecture.hidden_size": .hiddenDim,
+            "architecture.channels": .convChannels, "architecture.likelihood.sigma": .sigma,
+            "architecture.likelihood.mixtures": .logisticMixtures, "architecture.likelihood.levels": .levels,
+        ]
+        guard let option = table[field] else { return nil }
+        self = option
+    }
 }
 
 /// A usage error about one option, thrown from `validate()`.

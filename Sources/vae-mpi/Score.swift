@@ -104,12 +104,14 @@ struct Score: ParsableCommand {
             let seconds = monotonicSeconds() - t0
             let console = context.console
             let d = Double(images.shape.size) * M_LN2
+            // Bits per dimension only where −log₂ p is a code length (a discrete likelihood of these values).
+            let bits = context.model.likelihood.isCodeLength(for: images.description)
             console.print("scored \(images.count) \(dataOptions.split.rawValue) images in \(String(format: "%.2f", seconds)) s"
                           + (k > 1 ? " (K = \(k) importance samples)" : "") + "; means:")
             for (name, values) in scores.columns {
                 let mean = values.reduce(0, +) / Double(max(values.count, 1))
                 console.print("  " + name.padding(toLength: 20, withPad: " ", startingAt: 0)
-                              + String(format: "%10.3f nats  %.4f bits/dim", mean, mean / d))
+                              + String(format: "%10.3f nats", mean) + (bits ? String(format: "  %.4f bits/dim", mean / d) : ""))
             }
             if let out {
                 try context.write(Self.encode(scores, labels: images.labels, asCSV: out.hasSuffix(".csv")), to: out)

@@ -7,7 +7,6 @@ import TensorCore
 import Training
 import VAEModel
 
-extension Likelihood.Kind: ExpressibleByArgument {}
 extension Precision: ExpressibleByArgument {}
 extension KernelLibrary: ExpressibleByArgument {}
 extension ExactReduction: ExpressibleByArgument {}
@@ -32,7 +31,8 @@ struct Train: ParsableCommand {
             """)
 
     /// The options a resumed run must leave as the checkpoint has them.
-    static let fixedOnResume: [OptionName] = [.model, .likelihood, .sigma, .hiddenDim, .latentDim, .convChannels,
+    static let fixedOnResume: [OptionName] = [.model, .likelihood, .sigma, .logisticMixtures, .levels, .columns,
+                                          .labelColumn, .standardize, .hiddenDim, .latentDim, .convChannels,
                                           .conditional, .batchSize, .seed, .reproducible, .microShards,
                                           .exactReduction]
 
@@ -49,9 +49,26 @@ struct Train: ParsableCommand {
     var trainClasses: String?
 
     @Option(name: OptionName.trainFile.name, help: ArgumentHelp(
-        "Training images: IDX (N×H×W, N×C×H×W) or .npy (uint8 or float32; N×H×W, N×C×H×W or N×D), raw or .gz. Overrides \(OptionName.data).",
+        "Training samples: IDX (N×H×W, N×C×H×W), .npy (uint8, other integers with \(OptionName.levels), float32 or float64; N×H×W, N×C×H×W or N×D) or CSV (a table, rows are samples), raw or .gz. Overrides \(OptionName.data).",
         valueName: "file"))
     var trainFile: String?
+
+    @Option(name: OptionName.levels.name, help: ArgumentHelp(
+        "Integer samples have K levels 0…K−1 (uint8 implies 256; other integer .npy arrays need it; 2 for 0/1 data). Discrete likelihoods model the levels.",
+        valueName: "K"))
+    var levels: Int?
+
+    @Option(name: OptionName.columns.name, help: ArgumentHelp(
+        "CSV: the columns of the samples, by header name (or 1-based position without a header), in order (default: all but \(OptionName.labelColumn)).",
+        valueName: "a,b,…"))
+    var columns: String?
+
+    @Option(name: OptionName.labelColumn.name, help: ArgumentHelp("CSV: the column of integer labels.", valueName: "name"))
+    var labelColumn: String?
+
+    @Flag(name: OptionName.standardize.name, inversion: .prefixedNo,
+          help: "Standardize each column to mean 0 and standard deviation 1 with the training set's statistics (kept in the checkpoint; encode, reconstruct and sample write the original units) (default: off).")
+    var standardize: Bool?
 
     @Option(name: OptionName.testFile.name, help: ArgumentHelp("Test images, in the same formats.", valueName: "file"))
     var testFile: String?
@@ -71,11 +88,17 @@ struct Train: ParsableCommand {
         valueName: Architecture.familyNames.joined(separator: "|")))
     var model: String?
 
-    @Option(name: OptionName.likelihood.name, help: "p(x | z): bernoulli (data in [0, 1]), gaussian (fixed \(OptionName.sigma)) or gaussian-learned (per-pixel variance head) (default: bernoulli).")
-    var likelihood: Likelihood.Kind?
+    @Option(name: OptionName.likelihood.name, help: ArgumentHelp(
+        "p(x | z): " + Likelihood.components.map { "\($0.name) (\($0.summary))" }.joined(separator: "; ") + " (default: bernoulli).",
+        valueName: Likelihood.names.joined(separator: "|")))
+    var likelihood: String?
 
     @Option(name: OptionName.sigma.name, help: "σ of \(OptionName.likelihood) gaussian (default: 1).")
     var sigma: Double?
+
+    @Option(name: OptionName.logisticMixtures.name, help: ArgumentHelp(
+        "Components N of \(OptionName.likelihood) discretized-logistic (default: 1).", valueName: "n"))
+    var logisticMixtures: Int?
 
     @Option(name: OptionName.convChannels.name, help: ArgumentHelp(
         "Channels of the conv model's stride-2 convolutions, one stage each, mirrored by the decoder (default: 32,64; e.g. 32,64,128,256 for 64×64 images).",
@@ -201,94 +224,78 @@ struct Train: ParsableCommand {
     @Flag(name: OptionName.profile.name, help: "Print the per-step time breakdown (forward+backward with its GEMM share, allreduce, optimizer, other) at the end.")
     var profile = false
 
+    /// Parses, and checks what only options can get wrong (their syntax and
+    /// combinations); every value's rule is its component's, applied to the
+    /// configuration these options make (`TrainingConfiguration.validate`).
     func validate() throws {
-        try require(epochs, atLeast: 1, .epochs)
-        try require(batchSize, atLeast: 1, .batchSize)
-        try require(latentDim, atLeast: 1, .latentDim)
-        try require(hiddenDim, atLeast: 1, .hiddenDim)
-        try require(logEvery, atLeast: 1, .logEvery)
-        try require(threads, atLeast: 1, .threads)
-        try require(keepCheckpoints, atLeast: 1, .keepCheckpoints)
-        try require(evaluationBatchSize, atLeast: 1, .evalBatchSize)
-        try require(maxSteps, atLeast: 1, .maxSteps)
-        try require(checkpointEvery, atLeast: 1, .checkpointEvery)
-        try require(klWarmupSteps, atLeast: 0, .klWarmupSteps)
-        try require(lrWarmupSteps, atLeast: 0, .lrWarmupSteps)
-        try require(accumulate, atLeast: 1, .accumulate)
-        try require(earlyStop, atLeast: 1, .earlyStop)
-        try require(microShards, atLeast: 1, .microShards)
         if (microShards != nil || exactReduction != nil) && reproducible != true && resume == nil {
             throw invalid(microShards != nil ? .microShards : .exactReduction, "applies with \(OptionName.reproducible)")
-        }
-        if reproducible == true && shardOptimizer == true {
-            throw invalid(.shardOptimizer, "cannot be combined with \(OptionName.reproducible) (its reduction is exact and whole)")
-        }
-        if reproducible == true && gradientPrecision == .bf16 {
-            throw invalid(.gradientPrecision, "bf16 cannot be combined with \(OptionName.reproducible) (its sums are exact)")
         }
         if !(collectiveTimeout.isFinite && collectiveTimeout >= 0) {
             throw invalid(.collectiveTimeout, "must be a number of seconds ≥ 0 (got \(collectiveTimeout))")
         }
-        if let lrDecay, !(lrDecay.isFinite && lrDecay > 0) { throw invalid(.lrDecay, "must be a positive number (got \(lrDecay))") }
-        if let epochs = try parsedDecayEpochs() {
-            guard lrSchedule == .step || lrSchedule == nil else {
-                throw invalid(.lrDecayEpochs, "applies to \(OptionName.lrSchedule) step")
-            }
-            _ = epochs
+        if lrDecayEpochs != nil && lrSchedule != .step && lrSchedule != nil {
+            throw invalid(.lrDecayEpochs, "applies to \(OptionName.lrSchedule) step")
         }
-        if lrSchedule == .step && lrDecayEpochs == nil {
-            throw invalid(.lrSchedule, "step needs \(OptionName.lrDecayEpochs), e.g. \(OptionName.lrDecayEpochs) 30,60")
-        }
-        if let learningRate, !(learningRate.isFinite && learningRate > 0) {
-            throw invalid(.lr, "must be a positive number (got \(learningRate))")
-        }
-        if let beta, !(beta.isFinite && beta >= 0) { throw invalid(.beta, "must be ≥ 0 (got \(beta))") }
         if let runDirectory, runDirectory.isEmpty { throw invalid(.runDir, "must not be empty") }
         if let data, data.isEmpty { throw invalid(.data, "must not be empty") }
-        if let sigma, !(sigma.isFinite && sigma > 0) { throw invalid(.sigma, "must be positive (got \(sigma))") }
-        if let freeBits, !(freeBits.isFinite && freeBits >= 0) { throw invalid(.freeBits, "must be ≥ 0 (got \(freeBits))") }
-        if let testFraction, !(testFraction > 0 && testFraction < 1) {
-            throw invalid(.testFraction, "must be between 0 and 1 (got \(testFraction))")
-        }
         if let model, Architecture.defaults(family: model) == nil {
             throw invalid(.model, "must be one of \(Architecture.familyNames.joined(separator: ", ")) (got \(model))")
         }
-        _ = try parsedConvChannels()
+        if resume == nil {
+            // A new run: the configuration these options make must obey every rule.
+            var configuration = TrainingConfiguration()
+            do {
+                try configure(&configuration, resuming: nil)
+                try configuration.validate()
+            } catch let error as OptionError {
+                throw ValidationError("\(error)")
+            } catch {
+                throw ValidationError(Messages.text(for: error))
+            }
+        }
     }
 
+    /// "30,60" → [30, 60]; the rules of the values are the schedule's.
     func parsedDecayEpochs() throws -> [Int]? {
-        guard let lrDecayEpochs else { return nil }
-        let parts = lrDecayEpochs.split(separator: ",", omittingEmptySubsequences: false)
-            .map { Int($0.trimmingCharacters(in: .whitespaces)) }
-        guard !parts.isEmpty, parts.allSatisfy({ ($0 ?? 0) >= 1 }), parts.map({ $0! }) == parts.map({ $0! }).sorted(),
-              Set(parts.map { $0! }).count == parts.count else {
-            throw invalid(.lrDecayEpochs, "must be increasing positive epoch numbers, like 30,60 (got \(lrDecayEpochs))")
-        }
-        return parts.map { $0! }
+        try lrDecayEpochs.map { try Self.integers($0, .lrDecayEpochs, example: "30,60") }
     }
 
+    /// "32,64,128" → [32, 64, 128]; the rules of the values are the architecture's.
     func parsedConvChannels() throws -> [Int]? {
-        guard let convChannels else { return nil }
-        let parts = convChannels.split(separator: ",", omittingEmptySubsequences: false)
-            .map { Int($0.trimmingCharacters(in: .whitespaces)) }
-        guard !parts.isEmpty, parts.count <= 16, parts.allSatisfy({ ($0 ?? 0) >= 1 }) else {
-            throw invalid(.convChannels, "must be 1 to 16 positive integers, one per stride-2 stage, like 32,64,128 (got \(convChannels))")
+        try convChannels.map { try Self.integers($0, .convChannels, example: "32,64,128") }
+    }
+
+    /// "a, b,c" → ["a", "b", "c"].
+    static func names(_ text: String) -> [String] {
+        text.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+    }
+
+    static func integers(_ text: String, _ option: OptionName, example: String) throws -> [Int] {
+        let parts = names(text).map { Int($0) }
+        guard !parts.isEmpty, parts.allSatisfy({ $0 != nil }) else {
+            throw OptionError(option: option, detail: "must be a comma-separated list of integers, like \(example) (got \(text))")
         }
         return parts.map { $0! }
     }
-
 
     /// Applies the options given to `c`: the defaults of a new run, or the
     /// configuration of the checkpoint `resuming` continues, where the
-    /// options of `fixedOnResume` may not change anything.
-    func configure(_ c: inout TrainingConfiguration, resuming checkpoint: Checkpoint?,
-                   communicator: Communicator) throws {
+    /// options of `fixedOnResume` may not change anything. Only maps: the
+    /// rules of the values are the configuration's (`validate()`).
+    func configure(_ c: inout TrainingConfiguration, resuming checkpoint: Checkpoint?) throws {
+        func refuse(_ option: OptionName, _ checkpoint: Checkpoint) -> OptionError {
+            OptionError(option: option, detail: "cannot change when resuming: it fixes the model, the batches or the random "
+                        + "streams of the run in \(checkpoint.path)")
+        }
         func set<Value: Equatable>(_ value: Value?, _ option: OptionName, _ target: inout Value) throws {
             guard let value else { return }
-            if let checkpoint, Self.fixedOnResume.contains(option), value != target {
-                throw optionError(option, "cannot change when resuming: it fixes the model, the batches or the random "
-                                  + "streams of the run in \(checkpoint.path)", communicator)
-            }
+            if let checkpoint, Self.fixedOnResume.contains(option), value != target { throw refuse(option, checkpoint) }
+            target = value
+        }
+        func set<Value: Equatable>(_ value: Value?, _ option: OptionName, _ target: inout Value?) throws {
+            guard let value else { return }
+            if let checkpoint, Self.fixedOnResume.contains(option), value != target { throw refuse(option, checkpoint) }
             target = value
         }
         // Data.
@@ -297,21 +304,35 @@ struct Train: ParsableCommand {
             c.data.classNames = data == DataSource.debianFashionMNIST.directory
                 ? DataSource.debianFashionMNIST.classNames : nil
         }
-        if let trainFile { c.data.trainImages = trainFile }
+        if let trainFile {
+            // The files are the data now: the default directory's class names do not name their labels.
+            if data == nil && c.data.trainImages != trainFile && c.data.directory == DataSource.debianFashionMNIST.directory {
+                c.data.classNames = nil
+            }
+            c.data.trainImages = trainFile
+        }
         if let testFile { c.data.testImages = testFile }
         if let trainLabels { c.data.trainLabels = trainLabels }
         if let testLabels { c.data.testLabels = testLabels }
         if let testFraction { c.data.testFraction = testFraction }
+        try set(levels, .levels, &c.data.levels)
+        try set(columns.map(Self.names), .columns, &c.data.columns)
+        try set(labelColumn, .labelColumn, &c.data.labelColumn)
+        if let standardize, standardize != (c.data.standardize == true) {
+            if let checkpoint { throw refuse(.standardize, checkpoint) }
+            c.data.standardize = standardize ? true : nil
+            c.data.standardization = nil
+        }
         try images.apply(to: &c.data)
         if let trainClasses {
-            let names = trainClasses.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-            guard !names.isEmpty else { throw optionError(.trainClasses, "names no class", communicator) }
+            let names = Self.names(trainClasses).filter { !$0.isEmpty }
+            guard !names.isEmpty else { throw OptionError(option: .trainClasses, detail: "names no class") }
             c.data.trainClasses = names
         }
         if let checkpoint, conditional, c.architecture.conditionalClasses == 0 {
-            throw optionError(.conditional, "cannot change when resuming: the model in \(checkpoint.path) is unconditional",
-                              communicator)
-        }        // Architecture: a family's defaults, then its options.
+            throw OptionError(option: .conditional, detail: "cannot change when resuming: the model in \(checkpoint.path) is unconditional")
+        }
+        // Architecture: a family's defaults, then its options.
         var family = c.architecture.family
         try set(model, .model, &family)
         if family != c.architecture.family, let defaults = Architecture.defaults(family: family) {
@@ -326,13 +347,31 @@ struct Train: ParsableCommand {
             try set(try parsedConvChannels(), .convChannels, &options.channels)
             c.architecture = .conv(options)
         }
-        let current = c.architecture.likelihood
-        var kind = current.kind
-        try set(likelihood, .likelihood, &kind)
-        var sigmaValue = 1.0
-        if case .gaussian(let s) = current { sigmaValue = s }
-        if kind == .gaussian { try set(sigma, .sigma, &sigmaValue) }
-        c.architecture.likelihood = Likelihood(kind, sigma: sigmaValue)
+        // The likelihood: by its name (default: the current one's) with the settings given.
+        let settings = LikelihoodSettings(sigma: sigma, mixtures: logisticMixtures)
+        if likelihood != nil || !settings.given.isEmpty {
+            let current = c.architecture.likelihood
+            let named: Likelihood
+            do {
+                named = try Likelihood(named: likelihood ?? current.name, settings: settings)
+            } catch let LikelihoodError.unknown(name, known) {
+                throw OptionError(option: .likelihood, detail: "must be one of \(known.joined(separator: ", ")) (got \(name))")
+            } catch let LikelihoodError.settingNotApplicable(setting, name, takenBy) {
+                let option: OptionName = setting == .sigma ? .sigma : .logisticMixtures
+                throw OptionError(option: option, detail: "applies to \(OptionName.likelihood) \(takenBy.joined(separator: " or ")), "
+                                  + "not to \(name)")
+            } catch let error as InvalidSetting {
+                throw OptionError(option: OptionName(field: "architecture.likelihood." + error.field) ?? .likelihood,
+                                  detail: error.detail)
+            }
+            if let checkpoint {
+                // The checkpoint's likelihood knows its data's levels; compare with those.
+                let given = named.resolved(for: DataDescription(source: "", levels: current.levels, range: 0...1, storage: ""))
+                if given != current { throw refuse(likelihood != nil ? .likelihood : settings.given[0] == .sigma ? .sigma : .logisticMixtures, checkpoint) }
+            } else {
+                c.architecture.likelihood = named
+            }
+        }
         // Objective, optimizer, schedule, outputs.
         try set(beta, .beta, &c.kl.beta)
         try set(klWarmupSteps, .klWarmupSteps, &c.kl.warmupSteps)
@@ -342,9 +381,6 @@ struct Train: ParsableCommand {
         try set(lrWarmupSteps, .lrWarmupSteps, &c.schedule.warmupSteps)
         try set(try parsedDecayEpochs(), .lrDecayEpochs, &c.schedule.decayEpochs)
         try set(lrDecay, .lrDecay, &c.schedule.decay)
-        if c.schedule.kind == .step && c.schedule.decayEpochs.isEmpty {
-            throw optionError(.lrSchedule, "step needs \(OptionName.lrDecayEpochs)", communicator)
-        }
         try set(accumulate, .accumulate, &c.accumulate)
         try set(keepBest, .keepBest, &c.keepBest)
         if let earlyStop { c.earlyStop = earlyStop }
@@ -363,14 +399,6 @@ struct Train: ParsableCommand {
         try set(reproducible, .reproducible, &c.reproducible)
         try set(microShards, .microShards, &c.microShards)
         try set(exactReduction, .exactReduction, &c.exactReduction)
-        if c.reproducible && c.microShards > c.batchSize {
-            throw optionError(.microShards, "\(c.microShards) pieces of a global batch of \(c.batchSize) would leave some empty; "
-                              + "use at most \(c.batchSize)", communicator)
-        }
-        if c.reproducible && !c.exactReduction.supports(microShards: c.microShards) {
-            throw optionError(.microShards, "\(c.microShards) is not a power of two, as \(OptionName.exactReduction) tree needs",
-                              communicator)
-        }
         if let checkpointEvery { c.checkpointEvery = checkpointEvery }
         try set(keepCheckpoints, .keepCheckpoints, &c.keepCheckpoints)
         try set(evaluationBatchSize, .evalBatchSize, &c.evaluationBatchSize)
@@ -382,7 +410,11 @@ struct Train: ParsableCommand {
         Execution.run { communicator in
             let checkpoint = try options.resume.map { try Checkpoint.load($0, communicator: communicator) }
             var configuration = checkpoint.map(TrainingConfiguration.init(resuming:)) ?? TrainingConfiguration()
-            try options.configure(&configuration, resuming: checkpoint, communicator: communicator)
+            do {
+                try options.configure(&configuration, resuming: checkpoint)
+            } catch {
+                throw CollectiveFailure.unanimous(error, rank: communicator.rank)
+            }
             BLAS.setThreads(configuration.threads)
             var session = TrainingSession(configuration: configuration, resumingFrom: checkpoint,
                                           communicator: communicator, profile: options.profile, faults: .fromEnvironment,

@@ -253,7 +253,7 @@ public struct Checkpoint: Sendable {
         // The format version first (a newer format may checksum differently), then the sidecar's own checksum.
         let sidecar = try CheckpointSidecar.decode(sidecarBytes, path: sidecarPath)
         try CheckpointSidecar.verifyChecksum(sidecarBytes, path: sidecarPath)
-        // The configuration is checked by the rules of the command line (a crafted or damaged sidecar must not trap).
+        // The configuration is checked by its components' rules, as options are (a crafted or damaged sidecar must not trap).
         do {
             try sidecar.configuration.validate()
             try sidecar.configuration.architecture.validateLimits(for: sidecar.image)
@@ -264,6 +264,8 @@ public struct Checkpoint: Sendable {
             }
         } catch let error as TrainingError {
             throw ArtifactError.incompatible(path: sidecarPath, detail: "\(error)")
+        } catch let error as InvalidSetting {
+            throw ArtifactError.incompatible(path: sidecarPath, detail: "\(TrainingError.invalidConfiguration("\(error)"))")
         } catch let error as ArchitectureError {
             throw ArtifactError.incompatible(path: sidecarPath, detail: "\(error)")
         }

@@ -14,7 +14,8 @@ struct CheckpointSidecarVersion1: Decodable {
         var testLabels: String?
         var testFraction: Double?
         var model: String
-        var likelihood: Likelihood.Kind
+        /// "bernoulli", "gaussian" or "gaussian-learned".
+        var likelihood: String
         var sigma: Double
         var hiddenSize: Int
         var latentSize: Int
@@ -62,7 +63,8 @@ struct CheckpointSidecarVersion1: Decodable {
                               trainLabels: c.trainLabels, testLabels: c.testLabels, testFraction: c.testFraction,
                               classNames: c.data == DataSource.debianFashionMNIST.directory
                                   ? DataSource.debianFashionMNIST.classNames : nil)
-        let likelihood = Likelihood(c.likelihood, sigma: c.sigma)
+        let likelihood = try Likelihood(named: c.likelihood,
+                                        settings: LikelihoodSettings(sigma: c.likelihood == GaussianLikelihood.name ? c.sigma : nil))
         switch c.model {
         case MLPVAE.Options.family:
             new.architecture = .mlp(.init(hiddenSize: c.hiddenSize, latentSize: c.latentSize, likelihood: likelihood))

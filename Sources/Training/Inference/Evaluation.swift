@@ -12,16 +12,20 @@ public struct EvaluationResult: Equatable, Sendable {
     public var terms: [Double]
     /// −ELBO = reconstruction + KL (β = 1 whatever the training β).
     public var loss: Double
-    /// −ELBO / (D · ln 2).
-    public var bitsPerDimension: Double
+    /// −ELBO / (D · ln 2): an upper bound on the code length of the data in
+    /// bits per dimension (per sub-pixel), where the likelihood is a discrete
+    /// distribution over the data's values (discrete likelihoods on integer
+    /// levels, Bernoulli on 0/1 data); nil otherwise (a density, or the
+    /// Bernoulli cross-entropy of gray levels, is not a code length).
+    public var bitsPerDimension: Double?
     public var samples: Int
     /// KL per latent dimension (mean per sample): which dimensions carry information.
     public var klPerDimension: [Double]
     /// Latent dimensions whose posterior mean varies over the images,
     /// Cov_x(E_q[z_j]) > 0.01 (Burda et al. 2016).
     public var activeUnits: Int
-    /// K, −log p(x) estimated with K importance samples, and in bits/dim,
-    /// when that bound was computed.
+    /// K, −log p(x) estimated with K importance samples, and in bits/dim
+    /// (where that is a code length), when that bound was computed.
     public var importanceSamples: Int?
     public var importanceWeightedNLL: Double?
     public var importanceWeightedBitsPerDim: Double?
@@ -49,7 +53,7 @@ extension EvaluationResult: Encodable {
         var c = encoder.container(keyedBy: Key.self)
         for (name, value) in zip(ELBOTerms.reported, terms) { try c.encode(value, forKey: Key(name.key)) }
         try c.encode(loss, forKey: Key("loss"))
-        try c.encode(bitsPerDimension, forKey: Key("bitsPerDimension"))
+        try c.encodeIfPresent(bitsPerDimension, forKey: Key("bitsPerDimension"))
         try c.encode(samples, forKey: Key("samples"))
         try c.encode(klPerDimension, forKey: Key("klPerDimension"))
         try c.encode(activeUnits, forKey: Key("activeUnits"))
@@ -80,19 +84,16 @@ extension Inference {
         // Adds the sums of images [start, end) (one forward pass) to `sums`.
         func accumulate(_ start: Int, _ end: Int, into sums: inout [Double]) {
             let b = end - start
-            let x = images.batch(start..<end)
-            let condition = model.condition(of: images, start..<end)
-            let q = model.encode(x, condition: condition)
+            let batch = model.batch(of: images, start..<end)
             let noise = Tensor(normalsFrom: elboNoise, shape: [b, z], offset: start * z)
-            let sample = reparameterize(mean: q.mean, logVariance: q.logVariance, noise: noise)
-            let terms = ELBOTerms(reconstruction: model.likelihood.negativeLogLikelihood(x, given: model.decode(sample, condition: condition)),
-                                  klPerDimension: gaussianKLPerDimension(mean: q.mean, logVariance: q.logVariance))
-            for (i, value) in terms.reportedValues.enumerated() { sums[i] += Double(value) }
+            let terms = model.terms(batch, noise: noise)
+            for (i, value) in terms.elbo.reportedValues.enumerated() { sums[i] += Double(value) }
             let klPerDimension = terms.klPerDimension.scalars
+            let means = terms.posteriorMean.scalars
             for j in 0..<z {
                 sums[klOffset + j] += Double(klPerDimension[j])
                 for i in 0..<b {
-                    let m = Double(q.mean.scalars[i * z + j])
+                    let m = Double(means[i * z + j])
                     sums[meanOffset + j] += m
                     sums[squareOffset + j] += m * m
                 }
@@ -105,7 +106,7 @@ extension Inference {
                         for i in 0..<b { for j in 0..<z { out[i * z + j] = normals[(i * k + kk) * z + j] } }
                     })
                 }
-                sums[iw] -= model.importanceWeightedEstimate(x, condition: condition, noise: noise).logLikelihood.reduce(0, +)
+                sums[iw] -= model.importanceWeightedEstimate(batch, noise: noise).logLikelihood.reduce(0, +)
             }
         }
         if exact {
@@ -141,13 +142,14 @@ extension Inference {
             let mean = sums[meanOffset + j] / n
             return sums[squareOffset + j] / n - mean * mean > 0.01
         }.count
+        let codeLength = model.likelihood.isCodeLength(for: images.description)
         var result = EvaluationResult(
-            terms: terms, loss: loss, bitsPerDimension: loss / (d * M_LN2), samples: images.count,
+            terms: terms, loss: loss, bitsPerDimension: codeLength ? loss / (d * M_LN2) : nil, samples: images.count,
             klPerDimension: (0..<z).map { sums[klOffset + $0] / n }, activeUnits: active)
         if k > 0 {
             result.importanceSamples = k
             result.importanceWeightedNLL = sums[iw] / n
-            result.importanceWeightedBitsPerDim = sums[iw] / n / (d * M_LN2)
+            result.importanceWeightedBitsPerDim = codeLength ? sums[iw] / n / (d * M_LN2) : nil
         }
         return result
     }

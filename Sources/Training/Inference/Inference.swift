@@ -9,29 +9,32 @@ import VAEModel
 /// The operations of the inference subcommands. Distributed ones split the
 /// images into one contiguous block per rank and combine exact sums.
 public enum Inference {
-    /// E[x | z] for `count` draws z ~ N(0, I) from the stream (seed, .sampling, 1);
-    /// a conditional model draws them all of class `label`.
-    public static func samples(_ model: LoadedModel, count: Int, seed: UInt64, label: Int32? = nil) -> Tensor {
+    /// E[x | z] (or, with `.sample`, a draw x ~ p(x | z)) for `count` draws
+    /// z ~ N(0, I) from the stream (seed, .sampling, 1); a conditional model
+    /// draws them all of class `label`.
+    public static func samples(_ model: LoadedModel, count: Int, seed: UInt64, label: Int32? = nil,
+                               observation: Observation = .mean) -> Tensor {
         let z = Tensor(normalsFrom: RandomStream(seed: seed, domain: .sampling, 1), shape: [count, model.latentSize])
-        return model.decodeMean(z, condition: model.condition(labels: label.map { [Int32](repeating: $0, count: count) },
-                                                              count: count))
+        return model.observe(z, condition: model.condition(labels: label.map { [Int32](repeating: $0, count: count) },
+                                                           count: count),
+                             as: observation, seed: seed)
     }
 
     /// A conditional model's samples, one row of `columns` per class: column
     /// j decodes the same z_j (the stream (seed, .sampling, 1)) for every
     /// class, so a column shows one style across classes. (K·columns, D).
-    public static func classSamples(_ model: LoadedModel, columns: Int, seed: UInt64) -> Tensor {
+    public static func classSamples(_ model: LoadedModel, columns: Int, seed: UInt64,
+                                    observation: Observation = .mean) -> Tensor {
         let k = model.classes
         let z = RandomStream(seed: seed, domain: .sampling, 1).normals(count: columns * model.latentSize)
         let codes = Tensor(shape: [k * columns, model.latentSize], scalars: Array((0..<k).map { _ in z }.joined()))
         let labels = (0..<k).flatMap { [Int32](repeating: Int32($0), count: columns) }
-        return model.decodeMean(codes, condition: model.condition(labels: labels, count: k * columns))
+        return model.observe(codes, condition: model.condition(labels: labels, count: k * columns), as: observation, seed: seed)
     }
 
     /// E[x | z = posterior mean] for each row of x (conditioned on their labels' one-hot rows).
     public static func reconstructions(_ model: LoadedModel, of x: Tensor, condition: Tensor? = nil) -> Tensor {
-        let q = model.encode(x, condition: condition)
-        return model.decodeMean(q.mean, condition: condition)
+        model.decodeMean(model.posteriorMean(x, condition: condition), condition: condition)
     }
 
     /// `steps` points on the straight line between the posterior means of a
@@ -41,7 +44,7 @@ public enum Inference {
     public static func interpolation(_ model: LoadedModel, from a: Tensor, to b: Tensor, steps: Int,
                                      conditions: (Tensor, Tensor)? = nil) -> Tensor {
         let pair = conditions.map { Tensor(shape: [2, $0.0.count], scalars: $0.0.scalars + $0.1.scalars) }
-        let means = model.encode(Tensor(shape: [2, a.count], scalars: a.scalars + b.scalars), condition: pair).mean.scalars
+        let means = model.posteriorMean(Tensor(shape: [2, a.count], scalars: a.scalars + b.scalars), condition: pair).scalars
         let z = model.latentSize
         let k = model.classes
         var path: [Float] = []
@@ -65,8 +68,8 @@ public enum Inference {
         var start = block.lowerBound
         while start < block.upperBound {
             let end = min(start + batchSize, block.upperBound)
-            let means = model.encode(images.batch(start..<end), condition: model.condition(of: images, start..<end))
-                .mean.scalars
+            let means = model.posteriorMean(images.batch(start..<end), condition: model.condition(of: images, start..<end))
+                .scalars
             all.replaceSubrange(start * z ..< end * z, with: means)
             start = end
         }

@@ -29,6 +29,16 @@ public struct InferenceContext {
     /// The data source the model was trained on.
     public var trainingData: DataSource { checkpoint.configuration.data }
 
+    /// The names of the D columns when the model's data are vectors (rows of
+    /// a table); nil for images.
+    public var columnNames: [String]? { trainingData.columnNames }
+
+    /// Values in the training data's original units: standardized values
+    /// restored (`Standardization.restore`), others as they are. (N, D) row-major.
+    public func originalUnits(_ values: Tensor) -> [Double] {
+        trainingData.standardization.map { $0.restore(values.scalars) } ?? values.scalars.map(Double.init)
+    }
+
     /// Names of the classes the model's training data has (possibly none).
     public var classNames: [String] { trainingData.classNames ?? [] }
 
@@ -44,11 +54,15 @@ public struct InferenceContext {
         let (seed, architecture, image, model) = (checkpoint.configuration.seed, model.architecture, self.model.image, self.model)
         let trainingData = self.trainingData
         return try communicator.collectively {
-            let set: ImageSet
-            if let file, ImageFolder.holdsImages(file) {
+            var set: ImageSet
+            if let file, try DataFormat.of(file) == .imageFolder {
                 set = try Self.folderImages(file, split: split, trainedOn: trainingData, image: image)
+            } else if let file {
+                // Read as the training files were (their levels, a table's columns), standardized by the training statistics.
+                set = try ImageSet.load(images: file, labels: labels, options: trainingData.readOptions)
+                set.standardization = trainingData.standardization
             } else {
-                set = try file.map { try ImageSet.load(images: $0, labels: labels) } ?? source.load(split, seed: seed)
+                set = try source.load(split, seed: seed)
             }
             try set.validate(for: architecture, image: image)
             if model.isConditional {

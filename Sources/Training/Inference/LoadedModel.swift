@@ -2,10 +2,16 @@ import Datasets
 import TensorCore
 import VAEModel
 
+/// What a decoded latent becomes: the mean E[x | z], or a draw from p(x | z).
+public enum Observation: String, CaseIterable, Sendable {
+    case mean
+    case sample
+}
+
 /// A trained model for inference, whatever its architecture: the encoder,
-/// the decoder and the likelihood behind plain closures, run on a backend.
-/// A conditional model takes each image's one-hot label (B, K) as its
-/// condition; an unconditional one takes (B, 0).
+/// the decoder and the objective's terms behind plain closures, run on a
+/// backend. A conditional model takes each image's one-hot label (B, K) as
+/// its condition; an unconditional one takes (B, 0).
 /// Legend: B batch, D data dimensions (C·H·W), Z latent, K classes.
 public struct LoadedModel {
     public let architecture: Architecture
@@ -15,9 +21,10 @@ public struct LoadedModel {
     public let latentSize: Int
     /// K: the classes of a conditional model; 0 for an unconditional one.
     public let classes: Int
-    private let encodeFunction: (Tensor, Tensor) -> Posterior
+    private let encodeMeanFunction: (Tensor, Tensor) -> Tensor
     private let decodeFunction: (Tensor, Tensor) -> DecoderOutput
-    private let importanceWeighted: (Tensor, Tensor, [Tensor]) -> ImportanceWeightedEstimate
+    private let termsFunction: (DataBatch, Tensor) -> SampleTerms
+    private let importanceWeighted: (DataBatch, [Tensor]) -> ImportanceWeightedEstimate
 
     public init<Model: VariationalAutoencoder>(_ model: Model, architecture: Architecture, image: ImageShape,
                                                backend: Backend) {
@@ -27,10 +34,11 @@ public struct LoadedModel {
         self.likelihood = likelihood
         latentSize = model.latentSize
         classes = model.classes
-        encodeFunction = { model.encode($0, condition: $1, on: backend) }
+        encodeMeanFunction = { model.encode($0, condition: $1, on: backend).mean }
         decodeFunction = { model.decode($0, condition: $1, on: backend) }
+        termsFunction = { sampleTerms(model, batch: $0, noise: $1, likelihood: likelihood, on: backend) }
         importanceWeighted = {
-            importanceWeightedLogLikelihood(model, x: $0, condition: $1, noise: $2, likelihood: likelihood, on: backend)
+            importanceWeightedLogLikelihood(model, batch: $0, noise: $1, likelihood: likelihood, on: backend)
         }
     }
 
@@ -50,20 +58,45 @@ public struct LoadedModel {
         condition(labels: images.labels.map { Array($0[range]) }, count: range.count)
     }
 
-    /// x (B, D) → q(z | x), with the condition (B, K) of a conditional model.
-    public func encode(_ x: Tensor, condition: Tensor? = nil) -> Posterior {
-        encodeFunction(x, condition ?? Tensor(zeros: [x.shape[0], 0]))
+    /// `images[range]` as the objective takes them: the encoder's input, the
+    /// likelihood's targets, the condition.
+    public func batch(of images: ImageSet, _ range: Range<Int>) -> DataBatch {
+        let input = images.batch(range)
+        return DataBatch(input: input, target: likelihood.targets == .levels ? images.batch(range, as: .levels) : input,
+                         condition: condition(of: images, range))
+    }
+
+    /// x (B, D) → E_q[z] (B, Z), with the condition (B, K) of a conditional model.
+    public func posteriorMean(_ x: Tensor, condition: Tensor? = nil) -> Tensor {
+        encodeMeanFunction(x, condition ?? Tensor(zeros: [x.shape[0], 0]))
     }
     /// z (B, Z) → p(x | z)'s parameters.
     public func decode(_ z: Tensor, condition: Tensor? = nil) -> DecoderOutput {
         decodeFunction(z, condition ?? Tensor(zeros: [z.shape[0], 0]))
     }
-    /// z (B, Z) → E[x | z] (B, D), for pictures.
+    /// z (B, Z) → E[x | z] (B, D), in the encoder's scale, for pictures.
     public func decodeMean(_ z: Tensor, condition: Tensor? = nil) -> Tensor {
         likelihood.mean(decode(z, condition: condition))
     }
-    public func importanceWeightedEstimate(_ x: Tensor, condition: Tensor? = nil, noise: [Tensor]) -> ImportanceWeightedEstimate {
-        importanceWeighted(x, condition ?? Tensor(zeros: [x.shape[0], 0]), noise)
+    /// z (B, Z) → E[x | z], or a draw x ~ p(x | z) with uniforms from the
+    /// stream (seed, .sampling, 2), in the encoder's scale.
+    public func observe(_ z: Tensor, condition: Tensor? = nil, as observation: Observation, seed: UInt64) -> Tensor {
+        let output = decode(z, condition: condition)
+        switch observation {
+        case .mean:
+            return likelihood.mean(output)
+        case .sample:
+            let uniforms = RandomStream(seed: seed, domain: .sampling, 2).uniforms(count: 2 * output.location.count)
+            return likelihood.sample(output, uniforms: uniforms)
+        }
+    }
+
+    /// The objective's terms of each sample, for one draw of the latent (see `sampleTerms`).
+    public func terms(_ batch: DataBatch, noise: Tensor) -> SampleTerms {
+        termsFunction(batch, noise)
+    }
+    public func importanceWeightedEstimate(_ batch: DataBatch, noise: [Tensor]) -> ImportanceWeightedEstimate {
+        importanceWeighted(batch, noise)
     }
 }
 

@@ -44,20 +44,12 @@ extension Inference {
         while start < block.upperBound {
             let end = min(start + batchSize, block.upperBound)
             let b = end - start
-            let x = images.batch(start..<end)
-            let condition = model.condition(of: images, start..<end)
-            let q = model.encode(x, condition: condition)
+            let batch = model.batch(of: images, start..<end)
             let noise = Tensor(shape: [b, z], scalars: elboNoise.normals(count: b * z, offset: start * z))
-            let sample = reparameterize(mean: q.mean, logVariance: q.logVariance, noise: noise)
-            let logLikelihood = model.likelihood.logLikelihoodPerSample(x, given: model.decode(sample, condition: condition))
+            let terms = model.terms(batch, noise: noise)
             for i in 0..<b {
-                var kl = 0.0
-                for j in 0..<z {
-                    let m = Double(q.mean.scalars[i * z + j]), lv = Double(q.logVariance.scalars[i * z + j])
-                    kl += 0.5 * (m * m + Foundation.exp(lv) - 1 - lv)
-                }
-                all[(start + i) * columns] = -logLikelihood[i]
-                all[(start + i) * columns + 1] = kl
+                all[(start + i) * columns] = terms.reconstructionPerSample[i]
+                all[(start + i) * columns + 1] = terms.klPerSample[i]
             }
             if k > 1 {
                 let normals = iwNoise.normals(count: b * k * z, offset: start * k * z)
@@ -66,7 +58,7 @@ extension Inference {
                         for i in 0..<b { for j in 0..<z { out[i * z + j] = normals[(i * k + kk) * z + j] } }
                     })
                 }
-                let estimate = model.importanceWeightedEstimate(x, condition: condition, noise: noise).logLikelihood
+                let estimate = model.importanceWeightedEstimate(batch, noise: noise).logLikelihood
                 for i in 0..<b { all[(start + i) * columns + 2] = -estimate[i] }
             }
             start = end

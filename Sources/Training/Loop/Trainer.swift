@@ -21,7 +21,7 @@ public struct TrainingSummary: Sendable {
     public var progress = EvaluationProgress()
 }
 
-/// The data-parallel training loop of DESIGN.md §6, and nothing else: every
+/// The data-parallel training loop (docs/ARCHITECTURE.md, "One training step"), and nothing else: every
 /// rank runs it on its own shard; the optimizer makes the gradients global,
 /// the recorder does rank 0's duties. There is no `if mpi` here: with one
 /// rank the communicator is the identity.
@@ -57,6 +57,8 @@ public final class Trainer<Model: VariationalAutoencoder> {
     public private(set) var resumeNote: String? = nil
 
     var rank: Int { communicator.rank }
+    /// The stall watchdog, told the phase and step (nil without MPI or a timeout).
+    var watchdog: CollectiveWatchdog? { communicator.watchdog }
 
     /// Takes this rank's shard, creates the run directory (rank 0) and
     /// initialises the model: drawn on rank 0 and broadcast, or from
@@ -230,43 +232,41 @@ public final class Trainer<Model: VariationalAutoencoder> {
     func step(order: [Int]) throws -> StepReport {
         var clock = PhaseClock()
         let kernelsBefore = backend.profiler?.seconds
-        let watchdog = CollectiveWatchdog.shared
         let step = position.step + 1
-        watchdog.set(phase: .data, step: step)
+        watchdog?.set(phase: .data, step: step)
         faults.stallIfDue(rank: rank, step: step, phase: .data)
-        // This rank's b images, or (reproducible) the whole step's B images.
+        // This rank's b images, or (reproducible) the whole step's B images in this rank's micro-shards.
         let indices = data.indices(stepInEpoch: position.stepInEpoch, order: order)
         let z = model.latentSize
-        let shards = data.microShards == nil ? nil : data.localMicroShards.map { v -> (v: Int, indices: [Int], noise: Tensor) in
-            let picked = Array(indices[data.microShard(v, of: indices.count)])
-            return (v, picked, data.sampleNoise(picked, latentSize: z, step: position.step))
+        let pieces: [Piece]
+        if data.microShards == nil {
+            pieces = [Piece(indices: indices, noise: data.noise(count: indices.count, latentSize: z, step: position.step),
+                            microShard: nil)]
+        } else {
+            pieces = data.localMicroShards.map { v in
+                let picked = Array(indices[data.microShard(v, of: indices.count)])
+                return Piece(indices: picked, noise: data.sampleNoise(picked, latentSize: z, step: position.step), microShard: v)
+            }
         }
-        let noise = shards == nil ? data.noise(count: indices.count, latentSize: z, step: position.step) : nil  // (b, Z)
         try faults.failIfDue(rank: rank, step: step)
         clock.lap(.data)
 
         let beta = configuration.kl.weight(atStep: step)
         let learningRate = nextLearningRate
         optimizer.learningRate = Float(learningRate)
-        watchdog.set(phase: .forward)
+        watchdog?.set(phase: .forward)
         faults.stallIfDue(rank: rank, step: step, phase: .forward)
-        var local: (terms: [Float]?, hasGradient: Bool)? = nil, rows: [[Float]?] = []
-        let globalKL: (klPerDimension: [Float], count: Float)?
-        if let shards {
-            (rows, globalKL) = try reproducibleForwardBackward(shards, beta: beta, clock: &clock)
-        } else {
-            let computed = try forwardBackward(indices, noise: noise!, beta: beta, clock: &clock)
-            (local, globalKL) = ((computed.terms, computed.hasGradient), computed.globalKL)
-        }
-        watchdog.set(phase: .reduction)
+        let (terms, globalKL) = try forwardBackward(pieces, beta: beta, clock: &clock)
+        watchdog?.set(phase: .reduction)
         faults.stallIfDue(rank: rank, step: step, phase: .reduction)
         let stop = stopRequested() || faults.requestsStop(rank: rank, step: step)
         let reduced: DataParallelOptimizer.ReducedStep
-        if let local {
-            reduced = try optimizer.step(&model, hasGradient: local.hasGradient, samples: indices.count,
-                                         terms: local.terms ?? Array(repeating: 0, count: ELBOTerms.reported.count),
+        if data.microShards == nil {
+            reduced = try optimizer.step(&model, hasGradient: !indices.isEmpty, samples: indices.count,
+                                         terms: terms[0] ?? Array(repeating: 0, count: ELBOTerms.reported.count),
                                          step: step, stopRequested: stop, clock: &clock)
         } else {
+            let rows = zip(pieces, terms).map { piece, t in t.map { [Float(piece.indices.count)] + $0 } }
             reduced = try optimizer.reproducibleStep(&model, rows: rows, step: step, stopRequested: stop, clock: &clock)
         }
         return finishStep(reduced, clock: clock, kernelsBefore: kernelsBefore, beta: beta, learningRate: learningRate,
@@ -294,59 +294,14 @@ public final class Trainer<Model: VariationalAutoencoder> {
                           beta: beta, learningRate: learningRate)
     }
 
-    /// The forward and backward passes of this rank's micro-shards, each
-    /// gradient captured alone; their [samples, terms…] rows, and with free
-    /// bits the exact global KL per dimension. (The pullbacks are gone when it
-    /// returns, before Adam writes the parameters in place.)
-    func reproducibleForwardBackward(_ shards: [(v: Int, indices: [Int], noise: Tensor)], beta: Double,
-                                     clock: inout PhaseClock) throws
-        -> (rows: [[Float]?], globalKL: (klPerDimension: [Float], count: Float)?)
-    {
-        let termCount = ELBOTerms.reported.count
-        var rows = [[Float]?](repeating: nil, count: shards.count)
-        var globalKL: (klPerDimension: [Float], count: Float)? = nil
-        optimizer.exact!.begin()
-        let z = model.latentSize
-        if !configuration.kl.needsGlobalKLPerDimension {
-            for (i, shard) in shards.enumerated() where !shard.indices.isEmpty {
-                let (terms, _, _) = try forwardBackward(shard.indices, noise: shard.noise, beta: beta, clock: &clock)
-                optimizer.captureMicroShard(shard.v)
-                rows[i] = [Float(shard.indices.count)] + (terms ?? [Float](repeating: 0, count: termCount))
-            }
-        } else {
-            // Every micro-shard's forward passes, the exact global KL per dimension, then the backward passes.
-            let forwards = shards.map { shard in
-                shard.indices.isEmpty ? [] : microForwards(shard.indices, noise: shard.noise)
-            }
-            clock.lap(.forwardBackward)
-            var table = MicroShardRows(microShards: configuration.microShards, width: z + 1)
-            for (i, shard) in shards.enumerated() where !shard.indices.isEmpty {
-                var row = [Float](repeating: 0, count: z + 1)
-                var terms = [Float](repeating: 0, count: termCount)
-                for f in forwards[i] {
-                    let kl = f.value.klPerDimension.scalars
-                    for j in 0..<z { row[j] += kl[j] }
-                    for (t, value) in f.value.reportedValues.enumerated() { terms[t] += value }
-                }
-                row[z] = Float(shard.indices.count)
-                table.set(shard.v, row)
-                rows[i] = [Float(shard.indices.count)] + terms
-            }
-            var none: [Float] = []
-            let sums = try table.reduced(communicator, extra: &none)
-            globalKL = (klPerDimension: Array(sums[0..<z]), count: sums[z])
-            clock.lap(.reduction)
-            let seed = configuration.kl.klSeed(beta: beta, latentSize: z, global: globalKL)
-            for (i, shard) in shards.enumerated() where !shard.indices.isEmpty {
-                optimizer.beginStep(model)
-                for f in forwards[i] {
-                    optimizer.addGradient(f.pullback(ELBOTerms.TangentVector(reconstruction: 1, klPerDimension: seed)))
-                }
-                optimizer.captureMicroShard(shard.v)
-            }
-            clock.lap(.forwardBackward)
-        }
-        return (rows, globalKL)
+    /// Part of a step's batch whose gradient is computed alone: this rank's
+    /// whole local batch, or (`--reproducible`) one micro-shard, whose
+    /// gradient is captured for the exact sum.
+    struct Piece {
+        var indices: [Int]
+        /// ε (b, Z) of these images.
+        var noise: Tensor
+        var microShard: Int?
     }
 
     /// The micro-batches of a local batch of `count` images: `accumulate`
@@ -358,78 +313,93 @@ public final class Trainer<Model: VariationalAutoencoder> {
 
     typealias Forward = (value: ELBOTerms, pullback: (ELBOTerms.TangentVector) -> Model)
 
-    /// The forward pass of images `indices[chunk]` (noise: the rows of `noise` for all of `indices`).
-    func forwardPass(_ indices: [Int], noise: Tensor, chunk: Range<Int>) -> Forward {
+    /// The forward pass of images `piece.indices[chunk]` (noise: the matching rows of `piece.noise`).
+    func forwardPass(_ piece: Piece, chunk: Range<Int>) -> Forward {
         let z = model.latentSize
         let likelihood = architecture.likelihood, backend = self.backend
-        let picked = Array(indices[chunk])
-        let x = data.shard.batch(picked)
-        let condition = data.condition(of: picked)
-        let eps = chunk.count == indices.count ? noise
-            : Tensor(shape: [chunk.count, z], scalars: Array(noise.scalars[chunk.lowerBound * z ..< chunk.upperBound * z]))
+        let batch = data.batch(Array(piece.indices[chunk]), likelihood: likelihood)
+        let eps = chunk.count == piece.indices.count ? piece.noise
+            : Tensor(shape: [chunk.count, z], scalars: Array(piece.noise.scalars[chunk.lowerBound * z ..< chunk.upperBound * z]))
         let model = self.model
         return valueWithPullback(at: model) { m in
-            negativeELBO(m, x: x, condition: condition, noise: eps, likelihood: likelihood, on: backend)
+            negativeELBO(m, batch: batch, noise: eps, likelihood: likelihood, on: backend)
         }
     }
 
-    /// The forward passes of these images in `accumulate` micro-batches.
-    func microForwards(_ indices: [Int], noise: Tensor) -> [Forward] {
-        microBatches(indices.count).map { forwardPass(indices, noise: noise, chunk: $0) }
-    }
-
-    /// This rank's gradient sum of the negative ELBO over the step's images,
-    /// left in the optimizer's buffer, and the sums of the reported terms
-    /// (nil terms and false for an empty batch). The images go through in
-    /// `accumulate` micro-batches, each a forward and a backward pass, their
-    /// gradients added in the buffer; the step still makes one reduction.
-    /// With free bits, one small reduction between the forward and the
-    /// backward passes gives every rank the global batch's KL per latent
-    /// dimension, so the constraint max(KL_j, λ) applies to the global batch
-    /// exactly as in Kingma et al. (2016); the micro-batches' forward passes
-    /// then all come first.
-    func forwardBackward(_ indices: [Int], noise: Tensor, beta: Double, clock: inout PhaseClock) throws
-        -> (terms: [Float]?, hasGradient: Bool, globalKL: (klPerDimension: [Float], count: Float)?)
+    /// The gradient sums of the negative ELBO over each piece, left in the
+    /// optimizer's buffer (and, for micro-shards, captured one by one), and
+    /// each piece's sums of the reported terms (nil for an empty piece).
+    ///
+    /// Each piece goes through in `accumulate` micro-batches, each a forward
+    /// and a backward pass, their gradients added in the buffer; the step
+    /// still makes one reduction. With free bits, the global batch's KL per
+    /// latent dimension is needed before any backward pass, so that the
+    /// constraint max(KL_j, λ) applies to the global batch exactly as in
+    /// Kingma et al. (2016): every forward pass comes first, one small
+    /// reduction sums the pieces' KL over all ranks (exactly, in micro-shard
+    /// order, when reproducible), then the backward passes. (The pullbacks
+    /// hold on to the parameters; they are gone when this returns, before
+    /// Adam writes them in place, which would otherwise copy each tensor.)
+    func forwardBackward(_ pieces: [Piece], beta: Double, clock: inout PhaseClock) throws
+        -> (terms: [[Float]?], globalKL: (klPerDimension: [Float], count: Float)?)
     {
-        let z = model.latentSize, count = indices.count
-        // The pullbacks hold on to the parameters (the linear ops' VJPs keep
-        // their weights); they are gone when this function returns, before
-        // Adam writes them in place (otherwise each write would copy its tensor).
-        optimizer.beginStep(model)
-        func forward(_ chunk: Range<Int>) -> Forward { forwardPass(indices, noise: noise, chunk: chunk) }
-        var termSums: [Float]? = nil
-        func add(_ terms: ELBOTerms) {
-            let values = terms.reportedValues
-            termSums = termSums.map { zip($0, values).map { $0 + $1 } } ?? values
+        let z = model.latentSize
+        var terms = [[Float]?](repeating: nil, count: pieces.count)
+        func add(_ value: ELBOTerms, to i: Int) {
+            let values = value.reportedValues
+            terms[i] = terms[i].map { zip($0, values).map { $0 + $1 } } ?? values
         }
-        let chunks = microBatches(count)
+        func backward(_ i: Int, _ forwards: [Forward], seed: Tensor) {
+            for f in forwards {
+                optimizer.addGradient(f.pullback(ELBOTerms.TangentVector(reconstruction: 1, klPerDimension: seed)))
+            }
+            if let shard = pieces[i].microShard { optimizer.captureMicroShard(shard) }
+        }
         guard configuration.kl.needsGlobalKLPerDimension else {
-            for chunk in chunks {
-                let (terms, pullback) = forward(chunk)
-                add(terms)
-                let seed = configuration.kl.klSeed(beta: beta, latentSize: z, global: nil)
-                optimizer.addGradient(pullback(ELBOTerms.TangentVector(reconstruction: 1, klPerDimension: seed)))
+            let seed = configuration.kl.klSeed(beta: beta, latentSize: z, global: nil)
+            for (i, piece) in pieces.enumerated() where !piece.indices.isEmpty {
+                optimizer.beginStep(model)
+                for chunk in microBatches(piece.indices.count) {
+                    let f = forwardPass(piece, chunk: chunk)
+                    add(f.value, to: i)
+                    backward(i, [f], seed: seed)
+                }
             }
             clock.lap(.forwardBackward)
-            return (termSums, !chunks.isEmpty, nil)
+            return (terms, nil)
         }
-        let forwards = chunks.map(forward)
+        let forwards = pieces.map { piece in microBatches(piece.indices.count).map { forwardPass(piece, chunk: $0) } }
         clock.lap(.forwardBackward)
-        var sums = [Float](repeating: 0, count: z) + [Float(count)]
-        for f in forwards {
-            add(f.value)
-            let kl = f.value.klPerDimension.scalars
-            for j in 0..<z { sums[j] += kl[j] }
+        // Each piece's row: Σ KL_j over its images (Z values), then its image count.
+        let rows = pieces.indices.map { i -> [Float] in
+            var row = [Float](repeating: 0, count: z) + [Float(pieces[i].indices.count)]
+            for f in forwards[i] {
+                add(f.value, to: i)
+                let kl = f.value.klPerDimension.scalars
+                for j in 0..<z { row[j] += kl[j] }
+            }
+            return row
         }
-        try optimizer.reduce(&sums)
+        let sums: [Float]
+        if data.microShards == nil {
+            var row = rows[0]
+            try optimizer.reduce(&row)
+            sums = row
+        } else {
+            var table = MicroShardRows(microShards: configuration.microShards, width: z + 1)
+            for (i, piece) in pieces.enumerated() where !piece.indices.isEmpty { table.set(piece.microShard!, rows[i]) }
+            var none: [Float] = []
+            sums = try table.reduced(communicator, extra: &none)
+        }
         let globalKL = (klPerDimension: Array(sums[0..<z]), count: sums[z])
         clock.lap(.reduction)
         let seed = configuration.kl.klSeed(beta: beta, latentSize: z, global: globalKL)
-        for f in forwards {
-            optimizer.addGradient(f.pullback(ELBOTerms.TangentVector(reconstruction: 1, klPerDimension: seed)))
+        for (i, piece) in pieces.enumerated() where !piece.indices.isEmpty {
+            optimizer.beginStep(model)
+            backward(i, forwards[i], seed: seed)
         }
         clock.lap(.forwardBackward)
-        return (termSums, !forwards.isEmpty, globalKL)
+        return (terms, globalKL)
     }
 
     // MARK: - Epoch-end duties
@@ -441,7 +411,7 @@ public final class Trainer<Model: VariationalAutoencoder> {
         lastFinishedStep = position.step
         let t0 = monotonicSeconds()
         let loaded = loadedModel
-        CollectiveWatchdog.shared.set(phase: .evaluation)
+        watchdog?.set(phase: .evaluation)
         faults.stallIfDue(rank: rank, step: position.step, phase: .evaluation)
         let result = try evaluate()
         let improved = progress.record(testLoss: result.loss, step: position.step)
@@ -476,7 +446,7 @@ public final class Trainer<Model: VariationalAutoencoder> {
     }
 
     func checkpoint(best: Bool = false) throws {
-        CollectiveWatchdog.shared.set(phase: .checkpoint)
+        watchdog?.set(phase: .checkpoint)
         faults.stallIfDue(rank: rank, step: position.step, phase: .checkpoint)
         lastCheckpointStep = position.step
         try recorder.checkpoint(model: model, adam: try optimizer.gatheredState(), layout: layout, image: image,

@@ -1,5 +1,6 @@
 import Datasets
 import TensorCore
+import VAEModel
 
 /// This rank's view of the training data: its shard of the training set
 /// (see `ShardPlan`), the test set, and the step's batch and noise.
@@ -63,9 +64,14 @@ struct TrainingData {
         return Tensor(shape: [indices.count, z], scalars: scalars)
     }
 
-    /// x (b, D): this rank's images for step `stepInEpoch` of an epoch (possibly none).
-    func batch(stepInEpoch: Int, order: [Int]) -> Tensor {
-        shard.batch(indices(stepInEpoch: stepInEpoch, order: order))
+    /// These shard images as the objective takes them: the encoder's input,
+    /// the likelihood's targets in its representation (the input itself
+    /// unless it scores integer levels), and a conditional model's labels.
+    func batch(_ indices: [Int], likelihood: Likelihood) -> DataBatch {
+        let input = shard.batch(indices)
+        return DataBatch(input: input,
+                         target: likelihood.targets == .levels ? shard.batch(indices, as: .levels) : input,
+                         condition: condition(of: indices))
     }
 
     func indices(stepInEpoch: Int, order: [Int]) -> [Int] {

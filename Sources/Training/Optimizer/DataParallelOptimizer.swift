@@ -2,7 +2,7 @@ import Collectives
 import TensorCore
 import VAEModel
 
-/// The data-parallel half of a training step (DESIGN.md §6): it owns the
+/// The data-parallel half of a training step (docs/ARCHITECTURE.md, "One training step"): it owns the
 /// parameter layout, the flat reduction buffer, the step's collectives and
 /// Adam. Every rank calls `step` with its local gradient *sum*; all ranks
 /// leave it with the same parameters.
@@ -129,26 +129,17 @@ public final class DataParallelOptimizer {
         sink.begin(parameters: model.namedParameters.map(\.tensor), offsets: layout.entries.map(\.offset))
     }
 
-    /// One synchronized update: completes this rank's gradient sum (nil for
-    /// an empty local batch), its sample count and term sums, reduces them,
-    /// and takes the Adam step with gradient sum / samples. A non-finite loss
-    /// or gradient on any rank is thrown on every rank, before any update.
-    public func step<Model: ParameterWalking>(_ model: inout Model, gradient: Model?, samples: Int, terms: [Float],
-                                              step: Int, stopRequested: Bool = false,
-                                              clock: inout PhaseClock) throws -> ReducedStep {
-        if let gradient { addGradient(gradient) }
-        return try self.step(&model, hasGradient: gradient != nil, samples: samples, terms: terms, step: step,
-                             stopRequested: stopRequested, clock: &clock)
-    }
-
     /// Adds one (micro-)batch's gradient to the step's buffer: what its
     /// kernels wrote there already, and what the pullback returned as tensors.
     public func addGradient<Model: ParameterWalking>(_ gradient: Model) {
         sink.complete(with: gradient.namedParameters.map(\.tensor))
     }
 
-    /// The update from the gradients added since `beginStep` (none: this
-    /// rank's batch was empty).
+    /// One synchronized update from the gradients added since `beginStep`
+    /// (none: this rank's batch was empty): this rank's sample count and
+    /// term sums ride with the gradient sums in one reduction, then the Adam
+    /// step with gradient sum / samples. A non-finite loss or gradient on any
+    /// rank is thrown on every rank, before any update.
     public func step<Model: ParameterWalking>(_ model: inout Model, hasGradient: Bool, samples: Int, terms: [Float],
                                               step: Int, stopRequested: Bool = false,
                                               clock: inout PhaseClock) throws -> ReducedStep {

@@ -1,3 +1,4 @@
+import TensorCore
 import Foundation
 
 /// The learning rate of every optimizer step, as a function of the run's
@@ -34,6 +35,16 @@ public struct LearningRateSchedule: Codable, Equatable, Sendable {
 
     /// The rate of optimizer step `step` (1-based), taken in `epoch`
     /// (1-based), in a run of `totalSteps` planned steps.
+    /// The rules of each value (`InvalidSetting` names the field).
+    public func validate() throws {
+        try InvalidSetting.check("warmup_steps", warmupSteps, atLeast: 0)
+        try InvalidSetting.require(decay.isFinite && decay > 0, "decay", "must be a positive number (got \(decay))")
+        try InvalidSetting.require(decayEpochs.allSatisfy { $0 >= 1 } && decayEpochs == decayEpochs.sorted()
+                                   && Set(decayEpochs).count == decayEpochs.count,
+                                   "decay_epochs", "must be increasing positive epoch numbers, like 30,60 (got \(decayEpochs))")
+        try InvalidSetting.require(kind != .step || !decayEpochs.isEmpty, "decay_epochs", "must be given for the step schedule")
+    }
+
     public func rate(base: Double, step: Int, epoch: Int, totalSteps: Int) -> Double {
         if warmupSteps > 0 && step <= warmupSteps {
             return base * Double(step) / Double(warmupSteps)

@@ -18,7 +18,7 @@ struct StepReport {
     var learningRate: Double
 }
 
-/// Rank 0's duties (DESIGN.md §7), in one place: metrics.jsonl, TensorBoard,
+/// Rank 0's duties (docs/ARCHITECTURE.md, "The run directory"), in one place: metrics.jsonl, TensorBoard,
 /// the progress line, pictures, checkpoints; and the replica check, which
 /// every rank takes part in. On other ranks it writes nothing.
 final class RunRecorder {
@@ -135,7 +135,8 @@ final class RunRecorder {
         record.add("epoch", position.epoch)
         record.add("test_loss", result.loss)
         for (name, value) in zip(ELBOTerms.reported, result.terms) { record.add("test_" + name.key, value) }
-        record.add("test_bits_per_dim", result.bitsPerDimension)
+        // Bits per dimension only where they are a code length (see `EvaluationResult.bitsPerDimension`).
+        if let bits = result.bitsPerDimension { record.add("test_bits_per_dim", bits) }
         record.add("test_samples", result.samples)
         record.add("test_kl_per_dim", .doubles(result.klPerDimension))
         record.add("active_units", result.activeUnits)
@@ -162,7 +163,8 @@ final class RunRecorder {
         console.print(
             "epoch \(position.epoch) step \(position.step): test loss \(String(format: "%.3f", result.loss)) nats/sample "
             + "(\(terms.joined(separator: ", "))), "
-            + "\(String(format: "%.4f", result.bitsPerDimension)) bits/dim over \(result.samples) test images, "
+            + (result.bitsPerDimension.map { String(format: "%.4f bits/dim, ", $0) } ?? "")
+            + "over \(result.samples) test samples, "
             + "\(result.activeUnits) active units")
     }
 
@@ -174,6 +176,20 @@ final class RunRecorder {
     /// latent space also its manifold and the test set's posterior means.
     func pictures(of model: LoadedModel, testSet: ImageSet, at position: TrainingPosition) throws {
         guard let outputs else { return }
+        // Vectors (rows of a table) are no pictures: only the latent scatter of a 2-D latent space.
+        if !testSet.isImages {
+            guard model.latentSize == 2 else { return }
+            let means = try Inference.encodeMeans(model, images: testSet, batchSize: configuration.evaluationBatchSize,
+                                                  communicator: LocalCommunicator())
+            let raster = Inference.scatter(
+                means: means, labels: testSet.labels, labelNames: classNames,
+                title: "posterior means of \(testSet.count) test samples, epoch \(position.epoch), step \(position.step)")
+            let png = try raster.pngData()
+            try Files.writeAtomically(png, to: outputs.picturePath("latent-scatter", epoch: position.epoch))
+            try outputs.tensorboard.image("latent-scatter", png: png, width: raster.width, height: raster.height,
+                                          channels: raster.channels, step: position.step, wallTime: Date().timeIntervalSince1970)
+            return
+        }
         let image = model.image
         let z = Tensor(normalsFrom: RandomStream(seed: configuration.seed, domain: .sampling),
                        shape: [64, model.latentSize])
@@ -227,11 +243,6 @@ final class RunRecorder {
         try outputs.checkpoints.write(step: position.step, tensors: contents.file(metadata: ["format": "vae-mpi"]),
                                       sidecar: try sidecar.encodedWithChecksum(), keep: configuration.keepCheckpoints,
                                       best: best)
-    }
-
-    /// Rank 0 moves checkpoints/best to the (written) checkpoint of `step`.
-    func markBest(step: Int) throws {
-        try outputs?.checkpoints.markBest(step: step)
     }
 
     /// Rank 0 says why the run stopped early, and records it in metrics.jsonl.

@@ -99,47 +99,43 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         runDirectory = checkpoint.runDirectory
     }
 
-    /// Checks every value by the rules the command line applies to its
-    /// options (a configuration read from a checkpoint was never parsed as
-    /// options). Throws `TrainingError.invalidConfiguration` naming the field.
+    /// Checks every value by the rules of the component that owns it (the
+    /// command line checks its options with this too, and a configuration
+    /// read from a checkpoint was never parsed as options). Throws
+    /// `InvalidSetting` naming the field by its key in config.json.
     public func validate() throws {
-        func require(_ ok: Bool, _ detail: @autoclosure () -> String) throws {
-            if !ok { throw TrainingError.invalidConfiguration(detail()) }
-        }
         let counts: [(String, Int, ClosedRange<Int>)] = [
             ("epochs", epochs, 1...10_000_000), ("batch_size", batchSize, 1...100_000_000),
             ("log_every", logEvery, 1...Int.max), ("keep_checkpoints", keepCheckpoints, 1...1_000_000),
             ("evaluation_batch_size", evaluationBatchSize, 1...100_000_000), ("threads", threads, 1...4096),
-            ("accumulate", accumulate, 1...1_000_000), ("kl.warmup_steps", kl.warmupSteps, 0...Int.max),
-            ("schedule.warmup_steps", schedule.warmupSteps, 0...Int.max), ("micro_shards", microShards, 1...8192),
+            ("accumulate", accumulate, 1...1_000_000), ("micro_shards", microShards, 1...8192),
         ]
         for (name, value, range) in counts {
-            try require(range.contains(value), "\(name) must be in \(range.lowerBound)…\(range.upperBound) (got \(value))")
+            try InvalidSetting.require(range.contains(value), name,
+                                       range.upperBound == .max ? "must be at least \(range.lowerBound) (got \(value))"
+                                           : "must be in \(range.lowerBound)…\(range.upperBound) (got \(value))")
         }
         for (name, value) in [("max_steps", maxSteps), ("checkpoint_every", checkpointEvery), ("early_stop", earlyStop)] {
-            if let value { try require(value >= 1, "\(name) must be at least 1 (got \(value))") }
+            if let value { try InvalidSetting.check(name, value, atLeast: 1) }
         }
-        try require(learningRate.isFinite && learningRate > 0, "learning_rate must be a positive number (got \(learningRate))")
-        try require(kl.beta.isFinite && kl.beta >= 0, "kl.beta must be ≥ 0 (got \(kl.beta))")
-        try require(kl.freeBits.isFinite && kl.freeBits >= 0, "kl.free_bits must be ≥ 0 (got \(kl.freeBits))")
-        try require(schedule.decay.isFinite && schedule.decay > 0, "schedule.decay must be positive (got \(schedule.decay))")
-        try require(schedule.decayEpochs.allSatisfy { $0 >= 1 }, "schedule.decay_epochs must be positive epochs")
-        try require(schedule.kind != .step || !schedule.decayEpochs.isEmpty, "schedule step needs decay_epochs")
+        try InvalidSetting.require(learningRate.isFinite && learningRate > 0, "learning_rate",
+                                   "must be a positive number (got \(learningRate))")
+        func inside(_ parent: String, _ check: () throws -> Void) throws {
+            do { try check() } catch let error as InvalidSetting { throw error.inside(parent) }
+        }
+        try inside("kl") { try kl.validate() }
+        try inside("schedule") { try schedule.validate() }
+        try inside("data") { try data.validate() }
+        try inside("architecture") { try architecture.validate() }
         if reproducible {
-            try require(microShards <= batchSize, "micro_shards (\(microShards)) must not exceed batch_size (\(batchSize))")
-            try require(!shardOptimizer && gradientPrecision == .fp32,
-                        "reproducible runs reduce exactly in fp32: not with shard_optimizer or bf16 gradients")
-            try require(exactReduction.supports(microShards: microShards),
-                        "the tree reduction needs micro_shards to be a power of two (got \(microShards))")
-        }
-        if let f = data.testFraction { try require(f > 0 && f < 1, "data.test_fraction must be in (0, 1) (got \(f))") }
-        if let c = data.channels { try require(c == 1 || c == 3, "data.channels must be 1 or 3 (got \(c))") }
-        if let size = data.imageSize {
-            try require(size.count == 2 && size.allSatisfy { (1...16384).contains($0) }, "data.image_size must be [H, W] (got \(size))")
-        }
-        if let crop = data.centerCrop { try require((1...16384).contains(crop), "data.center_crop must be 1…16384 (got \(crop))") }
-        if case .gaussian(let sigma) = architecture.likelihood {
-            try require(sigma.isFinite && sigma > 0, "the Gaussian likelihood's sigma must be positive (got \(sigma))")
+            try InvalidSetting.require(microShards <= batchSize, "micro_shards",
+                                       "(\(microShards)) must not exceed the batch size (\(batchSize)): some pieces would be empty")
+            try InvalidSetting.require(!shardOptimizer, "shard_optimizer",
+                                       "cannot be combined with the reproducible mode (its reduction is exact and whole)")
+            try InvalidSetting.require(gradientPrecision == .fp32, "gradient_precision",
+                                       "must be fp32 in the reproducible mode (its sums are exact)")
+            try InvalidSetting.require(exactReduction.supports(microShards: microShards), "micro_shards",
+                                       "must be a power of two for the tree reduction (got \(microShards))")
         }
     }
 

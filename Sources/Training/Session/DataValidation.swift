@@ -3,17 +3,21 @@ import TensorCore
 import VAEModel
 
 extension ImageSet {
-    /// Checks the images against what the model needs: its image shape,
-    /// finite values, [0, 1] for a Bernoulli likelihood, and what the
-    /// architecture's family requires of the image size. Errors name the file.
+    /// Checks the samples against what the model needs: its sample shape,
+    /// every value present and finite, the likelihood's data (values in
+    /// [0, 1], integer levels, …), images for a family that models images
+    /// only, and what the family requires of the image size. Errors name the
+    /// file and the rule.
     public func validate(for architecture: Architecture, image: ImageShape) throws {
         guard shape == image else {
-            throw DatasetError.incompatible(path: source, detail: "images are \(shape) but the model takes \(image)")
+            throw DatasetError.incompatible(path: source, detail: "samples are \(shape) but the model takes \(image)")
         }
-        try validateValues(
-            unitInterval: architecture.likelihood.needsUnitInterval,
-            requirement: "the Bernoulli likelihood needs values in [0, 1] "
-                + "(use a Gaussian likelihood, or scale the data)")
+        try validateFinite()
+        try architecture.likelihood.check(description)
+        if architecture.needsImages && !isImages {
+            throw TrainingError.unsupportedImages(source: source, family: architecture.family, image: shape,
+                                                  requirement: .images)
+        }
         do {
             try architecture.validate(for: shape)
         } catch let ArchitectureError.unsupportedImage(family, image, requirement) {
@@ -36,7 +40,7 @@ extension ShardedData {
     /// sees the same even when its shard is empty.
     public func validate(for architecture: Architecture, image: ImageShape) throws {
         guard shape == image else {
-            throw DatasetError.incompatible(path: trainSource, detail: "images are \(shape) but the model takes \(image)")
+            throw DatasetError.incompatible(path: trainSource, detail: "samples are \(shape) but the model takes \(image)")
         }
         try shard.validate(for: architecture, image: image)
         try test.validate(for: architecture, image: image)

@@ -17,7 +17,7 @@ public enum TrainingError: Error, CustomStringConvertible {
     case changedOnResume(what: String, checkpoint: String)
     /// The data does not suit the architecture: `source` holds images the
     /// family cannot model.
-    case unsupportedImages(source: String, family: String, image: ImageShape, requirement: String)
+    case unsupportedImages(source: String, family: String, image: ImageShape, requirement: ImageRequirement)
     case injectedFailure(step: Int)
     /// A configuration (from a checkpoint) that breaks the command line's rules.
     case invalidConfiguration(String)

@@ -92,6 +92,13 @@ public struct TrainingSession {
             let classes = try communicator.collectively { try Self.classCount(prepared, architecture: settled.architecture) }
             configuration.architecture.conditionalClasses = classes
         }
+        // So do the column names of vectors (a table's header), for the outputs of the trained model.
+        configuration.data.columnNames = prepared.columnNames
+        // The statistics of --standardize, computed from the training set, go into config.json and the checkpoints.
+        if configuration.data.standardize == true { configuration.data.standardization = prepared.standardization }
+        // A likelihood over levels takes the data's number of levels (a resumed one must match them).
+        let resolved = configuration.architecture.likelihood.resolved(for: prepared.description)
+        if checkpoint == nil { configuration.architecture.likelihood = resolved }
         let image = checkpoint?.sidecar.image ?? prepared.shape
         let data = try loadShard(prepared, configuration: configuration)
         let architecture = configuration.architecture
@@ -229,7 +236,7 @@ public struct TrainingSession {
                 + (kl.warmupSteps > 0 ? " after a \(kl.warmupSteps)-step warm-up" : "")
                 + (kl.freeBits > 0 ? ", free bits \(kl.freeBits) nats per dimension" : "")),
             ("data", "\(data.plan.sampleCount) train (\(data.trainSource)), \(data.test.count) test"
-                + (data.testIsHeldOut ? " (held out)" : " (\(data.test.source))") + " images of \(image)"
+                + (data.testIsHeldOut ? " (held out)" : " (\(data.test.source))") + " " + Self.kind(of: data.test)
                 + (data.classNames.map { ", \($0.count) classes (\(Self.listing($0)))" } ?? "")),
             ("ranks", "\(communicator.size) (rank 0 on \(communicator.hostName)), "
                 + "\(plural(c.threads, "kernel thread")) each"),
@@ -264,6 +271,16 @@ public struct TrainingSession {
         }
     }
 
+    /// "images of 1×28×28, 256 levels", "rows of 30 columns (standardized)".
+    static func kind(of set: ImageSet) -> String {
+        let values = set.levels.map { ", \($0) levels" } ?? ", real values"
+        let standardized = set.standardization == nil ? "" : " (standardized)"
+        if let columns = set.columnNames {
+            return "rows of \(plural(columns.count, "column")) (\(listing(columns)))" + values + standardized
+        }
+        return (set.isImages ? "images of \(set.shape)" : "vectors of \(set.shape.size) values") + values + standardized
+    }
+
     static func listing(_ names: [String]) -> String {
         names.count <= 6 ? names.joined(separator: ", ") : names.prefix(5).joined(separator: ", ") + ", …, " + names.last!
     }
@@ -274,8 +291,8 @@ public struct TrainingSession {
         }
         var line = "done: \(s.steps) steps, \(s.samplesSeen) samples in \(formatDuration(s.trainingSeconds))"
         if let e = s.finalEvaluation {
-            line += "; final test loss \(String(format: "%.3f", e.loss)) nats/sample, "
-                + "\(String(format: "%.4f", e.bitsPerDimension)) bits/dim"
+            line += "; final test loss \(String(format: "%.3f", e.loss)) nats/sample"
+                + (e.bitsPerDimension.map { String(format: ", %.4f bits/dim", $0) } ?? "")
         }
         console.print(line + "; outputs in \(s.runDirectory)")
     }

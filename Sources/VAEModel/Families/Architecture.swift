@@ -9,6 +9,9 @@ public protocol ArchitectureOptions: Codable, Equatable, Sendable {
 
     /// The family's name in configurations ("mlp").
     static var family: String { get }
+    /// Whether the family models images only (convolutions), or any
+    /// D-dimensional vectors (table rows, flattened images).
+    static var needsImages: Bool { get }
     /// Z.
     var latentSize: Int { get set }
     var likelihood: Likelihood { get set }
@@ -56,6 +59,7 @@ public enum Architecture: Equatable, Sendable {
     public static var familyNames: [String] { families.map(\.family) }
 
     public var family: String { type(of: options).family }
+    public var needsImages: Bool { type(of: options).needsImages }
 
     public var latentSize: Int {
         get { options.latentSize }
@@ -84,27 +88,45 @@ public enum Architecture: Equatable, Sendable {
         }
     }
 
+    /// The rules of each value, with generous limits (so that a crafted
+    /// configuration can neither overflow a parameter count nor allocate
+    /// beyond reason); `InvalidSetting` names the field.
+    public func validate() throws {
+        try InvalidSetting.check("latent_size", latentSize, in: 1...1 << 20)
+        try InvalidSetting.check("conditional_classes", conditionalClasses, in: 0...1 << 20)
+        switch self {
+        case .mlp(let o):
+            try InvalidSetting.check("hidden_size", o.hiddenSize, in: 1...1 << 24)
+        case .conv(let o):
+            try InvalidSetting.require((1...16).contains(o.channels.count) && o.channels.allSatisfy { (1...1 << 16).contains($0) },
+                                       "channels", "must be 1 to 16 stages of 1…65536 channels (got \(o.channels))")
+        }
+        do {
+            try likelihood.validate()
+        } catch let error as InvalidSetting {
+            throw error.inside("likelihood")
+        }
+    }
+
+    /// What the family requires of the image shape (`ArchitectureError`).
     public func validate(for image: ImageShape) throws { try options.validate(for: image) }
 
-    /// Sizes a model of any family may have (so that a crafted
-    /// configuration can neither overflow a parameter count nor allocate
-    /// beyond reason), then the family's own checks for the image.
+    /// `validate()`, limits on the model's size for this image shape, and the
+    /// family's own checks for it.
     public func validateLimits(for image: ImageShape) throws {
         func check(_ ok: Bool, _ detail: @autoclosure () -> String) throws {
             if !ok { throw ArchitectureError.invalidOptions(family: family, detail: detail()) }
+        }
+        do {
+            try validate()
+        } catch let error as InvalidSetting {
+            throw ArchitectureError.invalidOptions(family: family, detail: "\(error)")
         }
         try check((1...4096).contains(image.channels) && (1...65536).contains(image.height) && (1...65536).contains(image.width),
                   "the image shape \(image) is out of range")
         try check((checkedProduct([image.channels, image.height, image.width]) ?? .max) <= 1 << 31,
                   "the image shape \(image) has too many pixels")
-        try check((1...1 << 20).contains(latentSize), "latent size \(latentSize) is out of range 1…\(1 << 20)")
-        try check((0...1 << 20).contains(conditionalClasses), "\(conditionalClasses) classes is out of range")
-        switch self {
-        case .mlp(let o):
-            try check((1...1 << 24).contains(o.hiddenSize), "hidden size \(o.hiddenSize) is out of range 1…\(1 << 24)")
-        case .conv(let o):
-            try check((1...16).contains(o.channels.count) && o.channels.allSatisfy { (1...1 << 16).contains($0) },
-                      "conv channels \(o.channels): 1 to 16 stages of 1…65536 channels")
+        if case .conv(let o) = self {
             let n = o.channels.count
             let features = checkedProduct([o.channels[n - 1], image.height >> n, image.width >> n]) ?? .max
             try check(features <= 1 << 32, "\(features) features after the convolutions is beyond what vae-mpi trains")
@@ -137,9 +159,32 @@ extension Architecture: Codable {
     }
 }
 
+/// What a family needs of the images it models (typed, so that the command
+/// line can add the hint that fixes it).
+public enum ImageRequirement: Equatable, Sendable, CustomStringConvertible {
+    /// At least one value per sample.
+    case atLeastOneValue
+    /// Height and width divisible by 2^stages (stride-2 convolutions).
+    case sidesDivisible(stages: Int)
+    /// Images, not vectors (table rows).
+    case images
+
+    public var description: String {
+        switch self {
+        case .atLeastOneValue:
+            return "at least one value per sample"
+        case .sidesDivisible(let n):
+            let factor = n < 31 ? "\(1 << n)" : "2^\(n)"
+            return "image height and width divisible by 2^\(n) = \(factor) for \(n) stride-2 stage\(n == 1 ? "" : "s")"
+        case .images:
+            return "images (C×H×W), not rows of a table"
+        }
+    }
+}
+
 /// Why an architecture cannot take a data set's images.
 public enum ArchitectureError: Error, CustomStringConvertible, Equatable {
-    case unsupportedImage(family: String, image: ImageShape, requirement: String)
+    case unsupportedImage(family: String, image: ImageShape, requirement: ImageRequirement)
     case invalidOptions(family: String, detail: String)
 
     public var description: String {

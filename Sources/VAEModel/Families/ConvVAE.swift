@@ -29,16 +29,19 @@ public struct ConvVAE: VariationalAutoencoder {
     public var decoder: ConvStages<ConvTranspose2D>
     /// deconvN: (c1, C, 3, 3), to logits or means.
     public var output: ConvTranspose2D
-    /// (c1, C, 3, 3) for a learned-variance Gaussian; (c1, 0, 3, 3) and left
-    /// out of checkpoints otherwise.
-    public var outputLogVariance: ConvTranspose2D
+    /// The likelihood's parameters 1…P−1: (c1, (P−1)·C, 3, 3), named
+    /// `dec.deconvN_<head>` (`_logvar` for a learned-variance Gaussian);
+    /// (c1, 0, 3, 3) and left out of checkpoints when P = 1.
+    public var outputAuxiliary: ConvTranspose2D
+    /// The auxiliary head's checkpoint name (a constant, not walked).
+    public var auxiliaryHeadName: ConstantName
     /// The input images' shape: a constant, not walked (see `ImageShape`).
     public var geometry: ImageShape
 
     /// Layer streams: conv i ↦ i − 1, then fc_mu, fc_logvar, fc, deconv 1…N, the
     /// variance head (for two stages, the streams of the two-stage model before).
     public init(channels: Int, height: Int, width: Int, convChannels: [Int], latentSize: Int,
-                learnsVariance: Bool = false, classes: Int = 0, seed: UInt64) {
+                auxiliaryOutputs: Int = 0, auxiliaryHeadName: String = "aux", classes: Int = 0, seed: UInt64) {
         let n = convChannels.count
         precondition(n >= 1 && height % (1 << n) == 0 && width % (1 << n) == 0 && height > 0 && width > 0,
                      "the conv VAE needs H and W divisible by 2^\(n) (got \(height)×\(width))")
@@ -58,8 +61,9 @@ public struct ConvVAE: VariationalAutoencoder {
         })
         output = ConvTranspose2D(inputChannels: convChannels[0], outputChannels: channels, kernel: 3,
                                  stream: stream(2 * n + 2))
-        outputLogVariance = ConvTranspose2D(inputChannels: convChannels[0], outputChannels: learnsVariance ? channels : 0,
-                                            kernel: 3, stream: stream(2 * n + 3))
+        outputAuxiliary = ConvTranspose2D(inputChannels: convChannels[0], outputChannels: auxiliaryOutputs * channels,
+                                          kernel: 3, stream: stream(2 * n + 3))
+        self.auxiliaryHeadName = ConstantName(auxiliaryHeadName)
         geometry = ImageShape(channels: channels, height: height, width: width)
     }
 
@@ -99,16 +103,18 @@ public struct ConvVAE: VariationalAutoencoder {
         let d = withoutDerivative(at: g.channels * g.height * g.width)
         let location = channelsFirst(output(h1, stride: 2, padding: 1, outputPadding: 1, on: backend), on: backend)
             .reshaped([b, d])
-        let logVariance = channelsFirst(outputLogVariance(h1, stride: 2, padding: 1, outputPadding: 1, on: backend),
-                                        on: backend)
+        // (B, (P−1)·C, H, W): parameter-major, as `DecoderOutput.auxiliary` lays it out.
+        let auxiliary = channelsFirst(outputAuxiliary(h1, stride: 2, padding: 1, outputPadding: 1, on: backend),
+                                      on: backend)
         return DecoderOutput(location: location,
-                             logVariance: logVariance.reshaped([b, withoutDerivative(at: logVariance).count / max(b, 1)]))
+                             auxiliary: auxiliary.reshaped([b, withoutDerivative(at: auxiliary).count / max(b, 1)]))
     }
 
     public var latentSize: Int { fcMean.outputSize }
     public var dataSize: Int { geometry.channels * geometry.height * geometry.width }
     public var classes: Int { fc.inputSize - latentSize }
-    public var learnsVariance: Bool { outputLogVariance.weight.shape[1] > 0 }
+    /// P − 1: the likelihood's parameters per dimension beyond the first.
+    public var auxiliaryOutputs: Int { outputAuxiliary.weight.shape[1] / max(geometry.channels, 1) }
 
     public mutating func walkParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows {
         let n = encoder.count
@@ -118,7 +124,7 @@ public struct ConvVAE: VariationalAutoencoder {
         try fc.walkParameters { try visit("dec.fc." + $0, &$1) }
         try decoder.walkParameters { try visit("dec.deconv" + $0, &$1) }
         try output.walkParameters { try visit("dec.deconv\(n)." + $0, &$1) }
-        try outputLogVariance.walkParameters { try visit("dec.deconv\(n)_logvar." + $0, &$1) }
+        try outputAuxiliary.walkParameters { try visit("dec.deconv\(n)_\(auxiliaryHeadName)." + $0, &$1) }
     }
 }
 
@@ -128,6 +134,7 @@ extension ConvVAE {
     /// divisible by 2^stages.
     public struct Options: ArchitectureOptions {
         public static let family = "conv"
+        public static let needsImages = true
         /// c1 … cN: channels of the encoder's stages.
         public var channels = [32, 64]
         public var latentSize = 16
@@ -150,11 +157,8 @@ extension ConvVAE {
             }
             let n = channels.count
             guard n < 31, image.height % (1 << n) == 0, image.width % (1 << n) == 0, image.height > 0, image.width > 0 else {
-                let factor = n < 31 ? "\(1 << n)" : "2^\(n)"
-                throw ArchitectureError.unsupportedImage(
-                    family: Self.family, image: image,
-                    requirement: "image height and width divisible by 2^\(n) = \(factor) for \(n) stride-2 stage\(n == 1 ? "" : "s") "
-                        + "(\(image.height) × \(image.width) is not)")
+                throw ArchitectureError.unsupportedImage(family: Self.family, image: image,
+                                                         requirement: .sidesDivisible(stages: n))
             }
         }
 
@@ -172,13 +176,14 @@ extension ConvVAE {
             for i in 1..<n { count += channels[i] * channels[i - 1] * 9 + channels[i - 1] } // dec.deconv
             count += 2 * (z * f + z) + (f * (z + k) + f)                                   // fc_mu, fc_logvar, fc
             let head = channels[0] * c * 9 + c
-            return count + head + (likelihood.learnsVariance ? head : 0)
+            return count + head + likelihood.auxiliaryOutputs * head
         }
 
         public func makeModel(for image: ImageShape, seed: UInt64) -> ConvVAE {
             ConvVAE(channels: image.channels, height: image.height, width: image.width,
                     convChannels: channels, latentSize: latentSize,
-                    learnsVariance: likelihood.learnsVariance, classes: conditionalClasses, seed: seed)
+                    auxiliaryOutputs: likelihood.auxiliaryOutputs, auxiliaryHeadName: likelihood.auxiliaryHeadName,
+                    classes: conditionalClasses, seed: seed)
         }
 
         public var architecture: Architecture { .conv(self) }

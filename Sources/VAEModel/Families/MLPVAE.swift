@@ -12,15 +12,18 @@ public struct MLPVAE: VariationalAutoencoder {
     public var fc21: Dense           // (Z, H) → μ
     public var fc22: Dense           // (Z, H) → log σ²
     public var fc3: Dense            // (H, Z + K)
-    public var fc4: Dense            // (D, H) → logits or mean
-    /// Learned per-dimension log σ² of a Gaussian decoder, (D, H); (0, H) and
-    /// left out of checkpoints when the likelihood does not learn its variance.
-    public var fc4LogVariance: Dense
+    public var fc4: Dense            // (D, H) → the likelihood's parameter 0 (logits, mean, location)
+    /// The likelihood's parameters 1…P−1, ((P−1)·D, H), named `fc4_<head>`
+    /// (`fc4_logvar` for a learned-variance Gaussian); (0, H) and left out of
+    /// checkpoints when P = 1.
+    public var fc4Auxiliary: Dense
+    /// The auxiliary head's checkpoint name: a constant of the architecture, not walked as a parameter.
+    public var auxiliaryHeadName: ConstantName
 
     /// A freshly initialised model (PyTorch's default Linear initialisation),
     /// each layer drawn from its own stream `(seed, .initialization, layer)`.
-    public init(dataSize: Int, hiddenSize: Int, latentSize: Int,
-                learnsVariance: Bool = false, classes: Int = 0, seed: UInt64) {
+    public init(dataSize: Int, hiddenSize: Int, latentSize: Int, auxiliaryOutputs: Int = 0,
+                auxiliaryHeadName: String = "aux", classes: Int = 0, seed: UInt64) {
         precondition(dataSize > 0 && hiddenSize > 0 && latentSize > 0 && classes >= 0,
                      "MLPVAE sizes must be positive (D \(dataSize), H \(hiddenSize), Z \(latentSize), K \(classes))")
         func stream(_ layer: UInt32) -> RandomStream {
@@ -31,8 +34,8 @@ public struct MLPVAE: VariationalAutoencoder {
         fc22 = Dense(inputSize: hiddenSize, outputSize: latentSize, stream: stream(2))
         fc3 = Dense(inputSize: latentSize + classes, outputSize: hiddenSize, stream: stream(3))
         fc4 = Dense(inputSize: hiddenSize, outputSize: dataSize, stream: stream(4))
-        fc4LogVariance = Dense(inputSize: hiddenSize, outputSize: learnsVariance ? dataSize : 0,
-                               stream: stream(5))
+        fc4Auxiliary = Dense(inputSize: hiddenSize, outputSize: auxiliaryOutputs * dataSize, stream: stream(5))
+        self.auxiliaryHeadName = ConstantName(auxiliaryHeadName)
     }
 
     @differentiable(reverse, wrt: self)
@@ -45,14 +48,15 @@ public struct MLPVAE: VariationalAutoencoder {
     @differentiable(reverse, wrt: (self, z))
     public func decode(_ z: Tensor, condition: Tensor, on backend: Backend) -> DecoderOutput {
         let h3 = fc3.relu(concatenatingLastDimension(z, condition), on: backend)
-        return DecoderOutput(location: fc4(h3, on: backend), logVariance: fc4LogVariance(h3, on: backend))
+        return DecoderOutput(location: fc4(h3, on: backend), auxiliary: fc4Auxiliary(h3, on: backend))
     }
 
     public var latentSize: Int { fc21.outputSize }
     public var dataSize: Int { fc4.outputSize }
     public var classes: Int { fc3.inputSize - latentSize }
     public var hiddenSize: Int { fc1.outputSize }
-    public var learnsVariance: Bool { fc4LogVariance.outputSize > 0 }
+    /// P − 1: the likelihood's parameters per dimension beyond the first.
+    public var auxiliaryOutputs: Int { fc4Auxiliary.outputSize / max(dataSize, 1) }
 
     public mutating func walkParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows {
         try fc1.walkParameters { try visit("fc1." + $0, &$1) }
@@ -60,7 +64,7 @@ public struct MLPVAE: VariationalAutoencoder {
         try fc22.walkParameters { try visit("fc22." + $0, &$1) }
         try fc3.walkParameters { try visit("fc3." + $0, &$1) }
         try fc4.walkParameters { try visit("fc4." + $0, &$1) }
-        try fc4LogVariance.walkParameters { try visit("fc4_logvar." + $0, &$1) }
+        try fc4Auxiliary.walkParameters { try visit("fc4_\(auxiliaryHeadName)." + $0, &$1) }
     }
 }
 
@@ -69,6 +73,7 @@ extension MLPVAE {
     /// any image shape (flattened).
     public struct Options: ArchitectureOptions {
         public static let family = "mlp"
+        public static let needsImages = false
         /// H, hidden units of the encoder and of the decoder.
         public var hiddenSize = 400
         public var latentSize = 20
@@ -109,7 +114,7 @@ extension MLPVAE {
                     family: Self.family, detail: "hidden size \(hiddenSize) and latent size \(latentSize) must be at least 1")
             }
             guard image.size >= 1 else {
-                throw ArchitectureError.unsupportedImage(family: Self.family, image: image, requirement: "at least one pixel")
+                throw ArchitectureError.unsupportedImage(family: Self.family, image: image, requirement: .atLeastOneValue)
             }
         }
 
@@ -120,13 +125,14 @@ extension MLPVAE {
 
         public func parameterCount(for image: ImageShape) -> Int {
             let (d, h, z, k) = (image.size, hiddenSize, latentSize, conditionalClasses)
-            let variance = likelihood.learnsVariance ? d * h + d : 0
-            return ((d + k) * h + h) + 2 * (h * z + z) + ((z + k) * h + h) + (h * d + d) + variance
+            let auxiliary = likelihood.auxiliaryOutputs * (d * h + d)
+            return ((d + k) * h + h) + 2 * (h * z + z) + ((z + k) * h + h) + (h * d + d) + auxiliary
         }
 
         public func makeModel(for image: ImageShape, seed: UInt64) -> MLPVAE {
             MLPVAE(dataSize: image.size, hiddenSize: hiddenSize, latentSize: latentSize,
-                   learnsVariance: likelihood.learnsVariance, classes: conditionalClasses, seed: seed)
+                   auxiliaryOutputs: likelihood.auxiliaryOutputs, auxiliaryHeadName: likelihood.auxiliaryHeadName,
+                   classes: conditionalClasses, seed: seed)
         }
 
         public var architecture: Architecture { .mlp(self) }

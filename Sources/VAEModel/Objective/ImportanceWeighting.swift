@@ -3,8 +3,8 @@ import TensorCore
 
 /// The importance-weighted estimate of log p(x) (Burda, Grosse &
 /// Salakhutdinov 2016) with K samples from q(z | x):
-/// log (1/K) Σ_k p(x | z_k) p(z_k) / q(z_k | x), z_k = μ + ε_k·σ,
-/// computed with logsumexp in Double. Legend: K samples, B batch, Z latent.
+/// log (1/K) Σ_k p(x | z_k) p(z_k) / q(z_k | x), computed with logsumexp in
+/// Double. Legend: K samples, B batch, Z latent.
 public struct ImportanceWeightedEstimate: Equatable {
     /// log w_k for each sample k and image b: K arrays of B values.
     public var logWeights: [[Double]]
@@ -12,33 +12,22 @@ public struct ImportanceWeightedEstimate: Equatable {
     public var logLikelihood: [Double]
 }
 
-/// `noise` holds K tensors of standard normals, each (B, Z).
+/// `noise` holds K tensors of standard normals, each (B, Z). The posterior
+/// and the prior are the model family's (`LatentPosterior`), the
+/// reconstruction term the likelihood's: nothing is re-derived here.
 public func importanceWeightedLogLikelihood<Model: VariationalAutoencoder>(
-    _ model: Model, x: Tensor, condition: Tensor = Tensor(zeros: [0, 0]), noise: [Tensor], likelihood: Likelihood,
-    on backend: Backend
+    _ model: Model, batch: DataBatch, noise: [Tensor], likelihood: Likelihood, on backend: Backend
 ) -> ImportanceWeightedEstimate {
     precondition(!noise.isEmpty, "importance weighting needs at least one sample")
-    let q = model.encode(x, condition: condition, on: backend)
-    let b = x.shape[0]
-    let z = q.mean.count / max(b, 1)
-    let halfLog2Pi = 0.5 * 1.837_877_066_409_345_5  // ½ log 2π
+    let q = model.encode(batch.input, condition: batch.condition, on: backend)
+    let b = batch.count
     var logWeights: [[Double]] = []
     for eps in noise {
-        let zk = reparameterize(mean: q.mean, logVariance: q.logVariance, noise: eps)
-        let logPxz = likelihood.logLikelihoodPerSample(x, given: model.decode(zk, condition: condition, on: backend))
-        var w = [Double](repeating: 0, count: b)
-        for i in 0..<b {
-            var logPz = 0.0, logQz = 0.0
-            for j in 0..<z {
-                let index = i * z + j
-                let zv = Double(zk.scalars[index]), e = Double(eps.scalars[index])
-                logPz += -0.5 * zv * zv - halfLog2Pi
-                // log N(z; μ, σ²) with z = μ + εσ: −½ε² − ½log2π − ½logσ²
-                logQz += -0.5 * e * e - halfLog2Pi - 0.5 * Double(q.logVariance.scalars[index])
-            }
-            w[i] = logPxz[i] + logPz - logQz
-        }
-        logWeights.append(w)
+        let zk = q.sample(noise: eps)
+        let nll = likelihood.negativeLogLikelihoodPerSample(batch.target, given: model.decode(zk, condition: batch.condition,
+                                                                                              on: backend))
+        let logPz = Model.Posterior.logPrior(zk), logQz = q.logDensity(of: zk, noise: eps)
+        logWeights.append((0..<b).map { i in -nll[i] + logPz[i] - logQz[i] })
     }
     let k = Double(noise.count)
     let estimate = (0..<b).map { i -> Double in
@@ -47,4 +36,13 @@ public func importanceWeightedLogLikelihood<Model: VariationalAutoencoder>(
         return m + Foundation.log(s) - Foundation.log(k)
     }
     return ImportanceWeightedEstimate(logWeights: logWeights, logLikelihood: estimate)
+}
+
+/// `importanceWeightedLogLikelihood(_:batch:…)` for x that is both the input and the target.
+public func importanceWeightedLogLikelihood<Model: VariationalAutoencoder>(
+    _ model: Model, x: Tensor, condition: Tensor = Tensor(zeros: [0, 0]), noise: [Tensor], likelihood: Likelihood,
+    on backend: Backend
+) -> ImportanceWeightedEstimate {
+    importanceWeightedLogLikelihood(model, batch: DataBatch(input: x, condition: condition.shape[0] == x.shape[0] ? condition : nil),
+                                    noise: noise, likelihood: likelihood, on: backend)
 }

@@ -58,22 +58,88 @@ extension ELBOTerms {
     public var reportedValues: [Float] { Term.allCases.map(value) }
 }
 
-/// The negative ELBO's terms for a batch x (B, D) with reparameterisation
-/// noise (B, Z) and, for a conditional model, the one-hot labels (B, K),
-/// summed over the batch. The loss is `reconstruction + β·kl`;
-/// its gradient is the pullback of `ELBOTerms(reconstruction: 1,
-/// klPerDimension: β)` (a per-dimension β implements free bits; see
-/// `KLControls`).
+/// A batch as the objective sees it. Legend: B batch, D data dimensions, K classes.
+public struct DataBatch {
+    /// What the encoder reads: levels scaled by 1/(K−1), floats as they
+    /// are, standardized columns standardized.                     (B, D)
+    public var input: Tensor
+    /// What the likelihood scores, in its representation
+    /// (`Likelihood.targets`): the input itself, or the integer levels. (B, D)
+    public var target: Tensor
+    /// The one-hot labels of a conditional model, (B, K); (B, 0) otherwise.
+    public var condition: Tensor
+
+    /// `target` defaults to the input; `condition` to none.
+    public init(input: Tensor, target: Tensor? = nil, condition: Tensor? = nil) {
+        self.input = input
+        self.target = target ?? input
+        self.condition = condition ?? Tensor(zeros: [input.shape[0], 0])
+    }
+
+    public var count: Int { input.shape[0] }
+}
+
+/// The negative ELBO's terms for a batch with reparameterisation noise
+/// (B, Z), summed over the batch: the objective of training. The loss is
+/// `reconstruction + β·kl`; its gradient is the pullback of
+/// `ELBOTerms(reconstruction: 1, klPerDimension: β)` (a per-dimension β
+/// implements free bits; see `KLControls`).
+@differentiable(reverse, wrt: model)
+public func negativeELBO<Model: VariationalAutoencoder>(
+    _ model: Model, batch: DataBatch, noise: Tensor, likelihood: Likelihood, on backend: Backend
+) -> ELBOTerms {
+    let q = model.encode(batch.input, condition: batch.condition, on: backend)
+    let z = q.sample(noise: noise)
+    let output = model.decode(z, condition: batch.condition, on: backend)
+    return ELBOTerms(reconstruction: negativeLogLikelihood(batch.target, given: output, under: likelihood),
+                     klPerDimension: q.klPerDimension())
+}
+
+/// `negativeELBO(_:batch:…)` for x that is both the input and the target.
 @differentiable(reverse, wrt: model)
 public func negativeELBO<Model: VariationalAutoencoder>(
     _ model: Model, x: Tensor, condition: Tensor = Tensor(zeros: [0, 0]), noise: Tensor, likelihood: Likelihood,
     on backend: Backend
 ) -> ELBOTerms {
     let q = model.encode(x, condition: condition, on: backend)
-    let z = reparameterize(mean: q.mean, logVariance: q.logVariance, noise: noise)
-    let reconstruction = likelihood.negativeLogLikelihood(x, given: model.decode(z, condition: condition, on: backend))
-    return ELBOTerms(reconstruction: reconstruction,
-                     klPerDimension: gaussianKLPerDimension(mean: q.mean, logVariance: q.logVariance))
+    let z = q.sample(noise: noise)
+    let output = model.decode(z, condition: condition, on: backend)
+    return ELBOTerms(reconstruction: negativeLogLikelihood(x, given: output, under: likelihood),
+                     klPerDimension: q.klPerDimension())
+}
+
+/// The same terms as `negativeELBO` for evaluation and scoring, without a
+/// pullback, and per sample as well as summed.
+public struct SampleTerms {
+    /// −log p(x | z) summed over the batch, as training sums it.
+    public var reconstruction: Float
+    /// KL(q ‖ p) per latent dimension, summed over the batch: (Z).
+    public var klPerDimension: Tensor
+    /// −log p(x | z) of each sample, in nats.
+    public var reconstructionPerSample: [Double]
+    /// KL(q ‖ p) of each sample, in nats.
+    public var klPerSample: [Double]
+    /// E_q[z] of each sample, (B, Z).
+    public var posteriorMean: Tensor
+
+    /// The batch's terms as training reports them.
+    public var elbo: ELBOTerms { ELBOTerms(reconstruction: reconstruction, klPerDimension: klPerDimension) }
+}
+
+/// The terms of each sample of a batch under one draw of the latent:
+/// z = q.sample(noise).
+public func sampleTerms<Model: VariationalAutoencoder>(
+    _ model: Model, batch: DataBatch, noise: Tensor, likelihood: Likelihood, on backend: Backend
+) -> SampleTerms {
+    let q = model.encode(batch.input, condition: batch.condition, on: backend)
+    let output = model.decode(q.sample(noise: noise), condition: batch.condition, on: backend)
+    let b = batch.count, d = b == 0 ? 0 : batch.target.count / b
+    let terms = likelihood.elementTerms(batch.target, given: output, gradient: false).terms
+    let perSample = terms.withUnsafeBufferPointer { t in
+        (0..<b).map { r in Double(vectorSum(t.baseAddress! + r * d, count: d)) }
+    }
+    return SampleTerms(reconstruction: terms.vectorSum(), klPerDimension: q.klPerDimension(),
+                       reconstructionPerSample: perSample, klPerSample: q.klPerSample(), posteriorMean: q.mean)
 }
 
 /// How the KL term weighs in the training objective: β (Higgins et al.
@@ -91,6 +157,13 @@ public struct KLControls: Codable, Equatable, Sendable {
         self.beta = beta
         self.warmupSteps = warmupSteps
         self.freeBits = freeBits
+    }
+
+    /// The rules of each value (`InvalidSetting` names the field).
+    public func validate() throws {
+        try InvalidSetting.require(beta.isFinite && beta >= 0, "beta", "must be ≥ 0 (got \(beta))")
+        try InvalidSetting.check("warmup_steps", warmupSteps, atLeast: 0)
+        try InvalidSetting.require(freeBits.isFinite && freeBits >= 0, "free_bits", "must be ≥ 0 (got \(freeBits))")
     }
 
     /// β at a (1-based) step.

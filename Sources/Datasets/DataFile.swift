@@ -1,0 +1,192 @@
+import CZlib
+import Foundation
+import TensorCore
+
+/// What a path holds: the one place that decides (by what it is, its name
+/// or its first bytes), for training data sources and for the subcommands'
+/// `--images` alike.
+public enum DataFormat: String, Sendable {
+    /// The MNIST family's IDX files, raw or gzipped.
+    case idx
+    /// NumPy's .npy, raw or gzipped.
+    case npy
+    /// A table of numbers (.csv or .csv.gz).
+    case csv
+    /// A folder of PNG and JPEG images (see `ImageFolder`).
+    case imageFolder = "image folder"
+    /// A folder of IDX or NPY files with the dataset names (see `DatasetDirectory`).
+    case datasetDirectory = "dataset directory"
+
+    /// The format of `path`. A missing path is `DatasetError.notFound`.
+    public static func of(_ path: String) throws -> DataFormat {
+        var isFolder: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) else {
+            throw DatasetError.notFound(path: path, hint: "")
+        }
+        if isFolder.boolValue { return ImageFolder.holdsImages(path) ? .imageFolder : .datasetDirectory }
+        if CSVTable.isCSVPath(path) { return .csv }
+        return NPYArray.looksLikeNPY(try readPrefix(path, count: 6)) ? .npy : .idx
+    }
+
+    /// The first `count` bytes of a file, decompressed if it is gzipped.
+    static func readPrefix(_ path: String, count: Int) throws -> [UInt8] {
+        guard let file = gzopen(path, "rb") else {
+            throw DatasetError.unreadable(path: path, reason: String(cString: strerror(errno)))
+        }
+        defer { gzclose(file) }
+        var bytes = [UInt8](repeating: 0, count: count)
+        let n = bytes.withUnsafeMutableBytes { gzread(file, $0.baseAddress, UInt32(count)) }
+        return n > 0 ? Array(bytes[0..<Int(n)]) : []
+    }
+}
+
+/// How to read a file of samples (the data source's options).
+public struct ReadOptions: Equatable, Sendable {
+    /// K for integer samples: values must lie in 0…K−1 (uint8 implies 256).
+    public var levels: Int?
+    /// CSV: the columns of the samples, by name, in order (default: all but the label column).
+    public var columns: [String]?
+    /// CSV: the column of integer labels.
+    public var labelColumn: String?
+
+    public init(levels: Int? = nil, columns: [String]? = nil, labelColumn: String? = nil) {
+        self.levels = levels
+        self.columns = columns
+        self.labelColumn = labelColumn
+    }
+}
+
+extension ImageSet {
+    /// Loads the samples of a file and, optionally, their labels (IDX or
+    /// .npy, N integers): IDX (N×H×W or N×C×H×W unsigned bytes); .npy
+    /// (uint8, other integers with their levels, float32 or float64: N×H×W,
+    /// N×C×H×W, or N×D, shown as √D×√D images when D is a perfect square and
+    /// as vectors otherwise); or CSV (table rows). Raw or gzipped.
+    public static func load(images path: String, labels: String? = nil, options: ReadOptions = ReadOptions()) throws -> ImageSet {
+        let format = try DataFormat.of(path)
+        var set: ImageSet
+        switch format {
+        case .csv:
+            set = try loadCSV(path, options: options)
+        case .npy, .idx:
+            set = try loadArray(path, format: format, levels: options.levels)
+        case .imageFolder, .datasetDirectory:
+            throw DatasetError.incompatible(path: path, detail: "is a folder; name a file of samples (IDX, .npy or .csv)")
+        }
+        if format != .csv && (options.columns != nil || options.labelColumn != nil) {
+            throw DatasetError.incompatible(path: path, detail: "is not a CSV file: columns are chosen in CSV files only")
+        }
+        if let labels {
+            guard set.labels == nil else {
+                throw DatasetError.incompatible(path: labels, detail: "labels given twice: \(path) has a label column")
+            }
+            let values = try loadLabels(labels)
+            guard values.count == set.count else {
+                throw DatasetError.countMismatch(images: path, imageCount: set.count, labels: labels, labelCount: values.count)
+            }
+            set = ImageSet(shape: set.shape, values: set.values, levels: set.levels, labels: values, source: set.source,
+                           kind: set.kind)
+        }
+        return set
+    }
+
+    static func loadCSV(_ path: String, options: ReadOptions) throws -> ImageSet {
+        if options.levels != nil {
+            throw DatasetError.incompatible(path: path, detail: "a CSV file holds real values: levels apply to integer arrays")
+        }
+        let table = try CSVTable(parsing: try readPossiblyCompressedFile(path), path: path, columns: options.columns,
+                                 labelColumn: options.labelColumn)
+        return ImageSet(shape: ImageShape(channels: 1, height: 1, width: table.columnNames.count),
+                        values: SampleValues(floats: table.values), labels: table.labels, source: path,
+                        kind: .vectors(columns: table.columnNames))
+    }
+
+    static func loadArray(_ path: String, format: DataFormat, levels: Int?) throws -> ImageSet {
+        let data = try readPossiblyCompressedFile(path)
+        let dims: [Int]
+        var values: SampleValues
+        var resolvedLevels: Int? = nil
+        if let levels, !(2...65536).contains(levels) {
+            throw DatasetError.incompatible(path: path, detail: "the number of levels must be 2…65536 (got \(levels))")
+        }
+        func checkLevels(count: Int, _ value: (Int) -> Int64) throws {
+            guard let k = levels else { return }
+            for i in 0..<count where value(i) < 0 || value(i) >= Int64(k) {
+                throw DatasetError.levelOutOfRange(path: path, index: i, value: value(i), levels: k)
+            }
+        }
+        if format == .npy {
+            let array = try NPYArray(parsing: data, path: path)
+            dims = array.shape
+            switch array.elements {
+            case .bytes(let b):
+                try checkLevels(count: b.count) { Int64(b[$0]) }
+                values = SampleValues(bytes: b)
+                resolvedLevels = levels ?? 256
+            case .floats(let f):
+                if levels != nil {
+                    throw DatasetError.incompatible(path: path, detail: "holds floats: levels apply to integer arrays")
+                }
+                values = SampleValues(floats: f)
+            case .integers(let v):
+                guard let k = levels else { throw DatasetError.integersNeedLevels(path: path, dtype: array.dtype) }
+                guard k <= 65536 else {
+                    throw DatasetError.incompatible(path: path, detail: "more than 65536 levels are not supported (got \(k))")
+                }
+                try checkLevels(count: v.count) { v[$0] }
+                // The narrowest type that holds the levels.
+                values = k <= 256 ? SampleValues(bytes: v.map { UInt8($0) }) : SampleValues(words: v.map { UInt16($0) })
+                resolvedLevels = k
+            }
+        } else {
+            let array = try IDXArray(parsing: data, path: path)
+            dims = array.dimensions
+            try checkLevels(count: array.bytes.count) { Int64(array.bytes[$0]) }
+            values = SampleValues(bytes: array.bytes)
+            resolvedLevels = levels ?? 256
+        }
+        let shape: ImageShape
+        var kind = ImageSet.Kind.images
+        switch dims.count {
+        case 2:
+            let side = Int(Double(dims[1]).squareRoot().rounded())
+            if side * side == dims[1] {
+                shape = ImageShape(channels: 1, height: side, width: side)
+            } else {
+                shape = ImageShape(channels: 1, height: 1, width: dims[1])
+                kind = .vectors(columns: nil)
+            }
+        case 3: shape = ImageShape(channels: 1, height: dims[1], width: dims[2])
+        case 4: shape = ImageShape(channels: dims[1], height: dims[2], width: dims[3])
+        default:
+            throw DatasetError.badDimensions(
+                path: path, detail: "samples need 2 (N×D), 3 (N×H×W) or 4 (N×C×H×W) dimensions, found \(dims)")
+        }
+        guard dims[0] > 0, shape.size > 0 else {
+            throw DatasetError.badDimensions(path: path, detail: "no samples in \(dims)")
+        }
+        return ImageSet(shape: shape, values: values, levels: resolvedLevels, source: path, kind: kind)
+    }
+
+    /// Integer labels from an IDX (1 dimension) or .npy (N or N×1) file.
+    static func loadLabels(_ path: String) throws -> [Int32] {
+        let data = try readPossiblyCompressedFile(path)
+        if NPYArray.looksLikeNPY(data) {
+            let array = try NPYArray(parsing: data, path: path)
+            guard array.shape.count == 1 || (array.shape.count == 2 && array.shape[1] == 1) else {
+                throw DatasetError.badDimensions(path: path, detail: "labels need shape (N,), found \(array.shape)")
+            }
+            switch array.elements {
+            case .bytes(let b): return b.map { Int32($0) }
+            case .integers(let v): return v.map { Int32(clamping: $0) }
+            case .floats:
+                throw DatasetError.incompatible(path: path, detail: "labels must be integers, found floats")
+            }
+        }
+        let array = try IDXArray(parsing: data, path: path)
+        guard array.dimensions.count == 1 else {
+            throw DatasetError.badDimensions(path: path, detail: "a label file needs 1 dimension, found \(array.dimensions)")
+        }
+        return array.bytes.map { Int32($0) }
+    }
+}
