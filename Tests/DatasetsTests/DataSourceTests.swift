@@ -70,7 +70,7 @@ final class DataSourceTests: XCTestCase {
         }
         let wide = try makeDirectory(width: 5)
         XCTAssertThrowsError(try DataSource(directory: dir, testImages: "\(wide)/t10k-images-idx3-ubyte").load(seed: 1)) {
-            XCTAssertTrue("\($0)".contains("test images are 1×3×5 but training images"), "\($0)")
+            XCTAssertTrue("\($0)".contains("test samples are 1×3×5 but training samples"), "\($0)")
         }
     }
 }

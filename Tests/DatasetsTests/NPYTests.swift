@@ -77,13 +77,13 @@ final class NPYTests: XCTestCase {
         try refused(npyBytes(descr: "<f4", shape: [2, 2, 2], payload: littleEndian([Float](repeating: 0, count: 8)), fortran: true),
                     "Fortran-order")
         try refused(npyBytes(descr: "<c8", shape: [1, 1, 1], payload: [UInt8](repeating: 0, count: 8)), "dtype '<c8' is not supported")
-        try refused(npyBytes(descr: "<i4", shape: [1, 1, 1], payload: [0, 0, 0, 0]), "integer images are not supported")
+        try refused(npyBytes(descr: "<i4", shape: [1, 1, 1], payload: [0, 0, 0, 0]), "integer samples (<i4) need their number of levels")
         try refused(npyBytes(descr: "<f4", shape: [2, 1, 1, 1, 1], payload: littleEndian([1, 2])), "need 2 (N×D), 3 (N×H×W) or 4")
     }
 
     func testHoldOutAndValueChecks() throws {
         let pixels = (0..<(50 * 4)).map { Float($0 % 7) / 6 }
-        let set = ImageSet(shape: ImageShape(channels: 1, height: 2, width: 2), pixels: .floats(pixels),
+        let set = ImageSet(shape: ImageShape(channels: 1, height: 2, width: 2), values: SampleValues(floats: pixels),
                            labels: (0..<50).map(Int32.init), source: "/data/x.npy")
         let (train, test) = set.holdingOut(fraction: 0.2, seed: 3)
         XCTAssertEqual(test.count, 10)
@@ -91,17 +91,21 @@ final class NPYTests: XCTestCase {
         XCTAssertEqual(Set(train.labels! + test.labels!), Set(0..<50), "a partition")
         XCTAssertEqual(test.labels, set.holdingOut(fraction: 0.2, seed: 3).test.labels, "seeded")
         XCTAssertNotEqual(test.labels, set.holdingOut(fraction: 0.2, seed: 4).test.labels)
-        XCTAssertNoThrow(try set.validateValues(unitInterval: true, requirement: "needs [0, 1]"))
-        let wide = ImageSet(shape: set.shape, pixels: .floats(pixels.map { $0 * 2 - 0.5 }), source: "/data/w.npy")
-        XCTAssertThrowsError(try wide.validateValues(unitInterval: true, requirement: "needs [0, 1]")) { error in
-            XCTAssertEqual("\(error)", "/data/w.npy: values range over [-0.5, 1.5]; needs [0, 1]")
-        }
-        XCTAssertNoThrow(try wide.validateValues(unitInterval: false, requirement: ""))
+        XCTAssertNoThrow(try set.validateFinite())
+        XCTAssertEqual(set.valueRange, 0...1)
+        XCTAssertNil(set.levels, "floats are real values")
+        let wide = ImageSet(shape: set.shape, values: SampleValues(floats: pixels.map { $0 * 2 - 0.5 }), source: "/data/w.npy")
+        XCTAssertEqual(wide.valueRange, -0.5...1.5)
         var withNaN = pixels
         withNaN[9] = .nan
-        let bad = ImageSet(shape: set.shape, pixels: .floats(withNaN), source: "/data/n.npy")
-        XCTAssertThrowsError(try bad.validateValues(unitInterval: false, requirement: "")) { error in
-            XCTAssertTrue("\(error)".contains("image 2, element 1 is not finite"), "\(error)")
+        let missing = ImageSet(shape: set.shape, values: SampleValues(floats: withNaN), source: "/data/n.npy")
+        XCTAssertThrowsError(try missing.validateFinite()) { error in
+            XCTAssertEqual(error as? DatasetError, .missingValues(path: "/data/n.npy", sample: 2, element: 1, column: nil))
+        }
+        withNaN[9] = .infinity
+        let infinite = ImageSet(shape: set.shape, values: SampleValues(floats: withNaN), source: "/data/i.npy")
+        XCTAssertThrowsError(try infinite.validateFinite()) { error in
+            XCTAssertTrue("\(error)".contains("value inf at sample 2, element 1 is not finite"), "\(error)")
         }
     }
 }

@@ -135,7 +135,7 @@ final class CheckpointTests: XCTestCase {
         // Posterior means: one row per image, rows the encoder's.
         let means = try Inference.encodeMeans(model, images: data, batchSize: 10, communicator: LocalCommunicator())
         XCTAssertEqual(means.count, 67 * 2)
-        XCTAssertEqual(Array(means[20..<22]), model.encode(data.batch([10])).mean.scalars)
+        XCTAssertEqual(Array(means[20..<22]), model.posteriorMean(data.batch([10])).scalars)
     }
 
     /// A checkpoint of format version 1 (written by vae-mpi before the

@@ -45,7 +45,7 @@ final class ArchitectureTests: XCTestCase {
         XCTAssertThrowsError(try Architecture.conv(.init()).validate(for: ImageShape(channels: 1, height: 8, width: 6))) {
             XCTAssertEqual($0 as? ArchitectureError, .unsupportedImage(
                 family: "conv", image: ImageShape(channels: 1, height: 8, width: 6),
-                requirement: "image height and width divisible by 2^2 = 4 for 2 stride-2 stages (8 × 6 is not)"))
+                requirement: .sidesDivisible(stages: 2)))
         }
         XCTAssertThrowsError(try Architecture.conv(.init(channels: [])).validate(for: mnist))
         XCTAssertThrowsError(try Architecture.conv(.init(channels: [3, 0])).validate(for: mnist))

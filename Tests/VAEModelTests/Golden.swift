@@ -62,3 +62,10 @@ extension ParameterWalking {
         XCTAssertEqual(seen, table.count, "every golden parameter is used")
     }
 }
+
+/// A gradient's tensors under its model's parameter names (a gradient walks
+/// in the same order, but its constant names, such as a likelihood head's,
+/// are the empty `ConstantName.zero`).
+func gradientsByName<Model: ParameterWalking>(_ gradient: Model, of model: Model) -> [(name: String, tensor: Tensor)] {
+    zip(model.namedParameters.map(\.name), gradient.namedParameters.map(\.tensor)).map { ($0, $1) }
+}
