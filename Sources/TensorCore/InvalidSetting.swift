@@ -20,9 +20,8 @@ public struct InvalidSetting: Error, CustomStringConvertible, Equatable, Sendabl
 
     /// Checks that `value` lies in `range`.
     public static func check<T: Comparable>(_ field: String, _ value: T, in range: ClosedRange<T>) throws {
-        guard range.contains(value) else {
-            throw InvalidSetting(field, "must be in \(range.lowerBound)…\(range.upperBound) (got \(value))")
-        }
+        if value < range.lowerBound { throw InvalidSetting(field, "must be at least \(range.lowerBound) (got \(value))") }
+        if value > range.upperBound { throw InvalidSetting(field, "must be at most \(range.upperBound) (got \(value))") }
     }
 
     /// Checks that `value` is at least `minimum`.

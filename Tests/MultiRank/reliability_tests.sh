@@ -77,9 +77,9 @@ open(p, "w").write(z.replace('crc32:00000000', 'crc32:%08x' % zlib.crc32(z.encod
 PY
     if mpi 2 train --resume "$run" >"$out" 2>&1; then return 1; fi
     cat "$out"
-    expect "$out" "$stem.json: its configuration is invalid: log_every must be in 1…"
+    expect "$out" "$stem.json: its configuration is invalid: log_every must be at least 1"
     if "$BINARY" inspect --checkpoint "$run" >"$out" 2>&1; then return 1; fi
-    expect "$out" "log_every must be in 1…"
+    expect "$out" "log_every must be at least 1"
 }
 
 # A resume that fails leaves the run byte for byte as it was; inspect refuses

@@ -359,8 +359,9 @@ gaussian_npy() {
     python3 "$HELPERS" make-npy-dataset "$data" 300 60 3 16 20 with-test 2.0 -1.0
     for model in mlp conv; do
         for likelihood in gaussian gaussian-learned; do
-            local run="$WORK/rgb-$model-$likelihood"
-            mpi 2 train --data "$data" --model "$model" --likelihood "$likelihood" --sigma 0.5 --hidden-dim 64 \
+            local run="$WORK/rgb-$model-$likelihood" sigma=()
+            [ "$likelihood" = gaussian ] && sigma=(--sigma 0.5)
+            mpi 2 train --data "$data" --model "$model" --likelihood "$likelihood" "${sigma[@]}" --hidden-dim 64 \
                 --latent-dim 4 --conv-channels 8,16 --epochs 2 --batch-size 32 --lr 2e-3 --log-every 5 \
                 --run-dir "$run" >"$run.out" 2>&1
             cat "$run.out"
@@ -411,7 +412,7 @@ held_out_test_set() {
     # Explicit files instead of a directory.
     mpi 2 train --train-file "$data/train-images.npy" --train-labels "$data/train-labels.npy" \
         --test-file "$SMALL/t10k-images-idx3-ubyte" --run-dir "$WORK/explicit" --epochs 1 >"$out" 2>&1 && return 1
-    expect "$out" "test images are 1×12×12 but training images \($data/train-images.npy\) are 1×8×8"
+    expect "$out" "test samples are 1×12×12 but training samples \($data/train-images.npy\) are 1×8×8"
 }
 
 bad_data() {
@@ -420,13 +421,13 @@ bad_data() {
     python3 "$HELPERS" make-npy-dataset "$data" 40 10 1 8 8 with-test 3.0 -1.0
     if mpi 2 train --data "$data" --run-dir "$WORK/b1" >"$out" 2>&1; then return 1; fi
     cat "$out"
-    expect "$out" "$data/train-images.npy: values range over \[-[0-9.]*, [0-9.]*\]; the Bernoulli likelihood needs values in \[0, 1\]"
+    expect "$out" "--likelihood bernoulli: $data/train-images.npy: the bernoulli likelihood needs values in \[0, 1\]; the values range over \[-[0-9.]*, [0-9.]*\]"
     [ "$(count_lines "$out" "values range over")" = 1 ]
     # Non-finite values.
     python3 -c "
 import numpy as np; a = np.load('$data/test-images.npy'); a[3, 0, 2, 2] = np.nan; np.save('$data/test-images.npy', a)"
     if mpi 2 train --data "$data" --likelihood gaussian --run-dir "$WORK/b2" >"$out" 2>&1; then return 1; fi
-    expect "$out" "$data/test-images.npy: value nan at image 3, element 18 is not finite"
+    expect "$out" "$data/test-images.npy: sample 3 has a missing value \(empty, NA or NaN\) in element 18; missing values are not supported yet"
     # Conv needs H, W divisible by 2^stages.
     python3 "$HELPERS" make-npy-dataset "$WORK/odd" 40 10 1 8 8 with-test 1.0 0.0
     python3 -c "
@@ -434,7 +435,7 @@ import numpy as np
 for s in ('train', 'test'):
     p = '$WORK/odd/%s-images.npy' % s; np.save(p, np.load(p)[:, :, :, :6])"
     if mpi 2 train --data "$WORK/odd" --model conv --run-dir "$WORK/b3" >"$out" 2>&1; then return 1; fi
-    expect "$out" "--model conv: the conv VAE needs image height and width divisible by 2.2 = 4 for 2 stride-2 stages .8 × 6 is not.; .* has 1×8×6 images .resize the images with --image-size, or use fewer --conv-channels stages."
+    expect "$out" "--model conv: the conv VAE needs image height and width divisible by 2.2 = 4 for 2 stride-2 stages; .* has 1×8×6 images .resize the images with --image-size, or use fewer --conv-channels stages."
     # Fortran-order arrays, and a test fraction when there is a test file.
     python3 -c "
 import numpy as np; a = np.load('$WORK/odd/train-images.npy'); np.save('$WORK/odd/train-images.npy', np.asfortranarray(a))"

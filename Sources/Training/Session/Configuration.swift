@@ -110,11 +110,7 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
             ("evaluation_batch_size", evaluationBatchSize, 1...100_000_000), ("threads", threads, 1...4096),
             ("accumulate", accumulate, 1...1_000_000), ("micro_shards", microShards, 1...8192),
         ]
-        for (name, value, range) in counts {
-            try InvalidSetting.require(range.contains(value), name,
-                                       range.upperBound == .max ? "must be at least \(range.lowerBound) (got \(value))"
-                                           : "must be in \(range.lowerBound)…\(range.upperBound) (got \(value))")
-        }
+        for (name, value, range) in counts { try InvalidSetting.check(name, value, in: range) }
         for (name, value) in [("max_steps", maxSteps), ("checkpoint_every", checkpointEvery), ("early_stop", earlyStop)] {
             if let value { try InvalidSetting.check(name, value, atLeast: 1) }
         }

@@ -271,14 +271,13 @@ public struct TrainingSession {
         }
     }
 
-    /// "images of 1×28×28, 256 levels", "rows of 30 columns (standardized)".
+    /// "images of 1×28×28" (8-bit), "images of 1×28×28, 2 levels", "rows of 30 columns (…), standardized".
     static func kind(of set: ImageSet) -> String {
-        let values = set.levels.map { ", \($0) levels" } ?? ", real values"
-        let standardized = set.standardization == nil ? "" : " (standardized)"
-        if let columns = set.columnNames {
-            return "rows of \(plural(columns.count, "column")) (\(listing(columns)))" + values + standardized
-        }
-        return (set.isImages ? "images of \(set.shape)" : "vectors of \(set.shape.size) values") + values + standardized
+        var text = set.columnNames.map { "rows of \(plural($0.count, "column")) (\(listing($0)))" }
+            ?? (set.isImages ? "images of \(set.shape)" : "vectors of \(set.shape.size) values")
+        if let levels = set.levels, levels != 256 || set.values.element != .uint8 { text += ", \(levels) levels" }
+        if set.standardization != nil { text += ", standardized" }
+        return text
     }
 
     static func listing(_ names: [String]) -> String {

@@ -79,8 +79,9 @@ public struct BetaBinomialLikelihood: LikelihoodComponent {
                                             gradient: gradient != nil, LibmMath.self)
                 out[j] = Float(-p.value)
                 if let ga, let gb {
-                    ga[j] = la[j] >= range.lowerBound && la[j] <= range.upperBound ? Float(-p.dAlpha * alpha) : 0
-                    gb[j] = lb[j] >= range.lowerBound && lb[j] <= range.upperBound ? Float(-p.dBeta * beta) : 0
+                    // As torch.clamp: no gradient outside the range, nor on its ends.
+                    ga[j] = la[j] > range.lowerBound && la[j] < range.upperBound ? Float(-p.dAlpha * alpha) : 0
+                    gb[j] = lb[j] > range.lowerBound && lb[j] < range.upperBound ? Float(-p.dBeta * beta) : 0
                 }
             }
         }

@@ -9,7 +9,8 @@ import TensorCore
 ///
 /// The decoder gives, per dimension, N locations μ_i, N log-scales t_i and
 /// (for N > 1) N mixture logits π_i, in that order of heads. The log-scale
-/// is clamped to `logScaleRange` (zero gradient outside, as `torch.clamp`).
+/// is clamped to `logScaleRange` (zero gradient outside it and on its ends, as
+/// `torch.clamp`).
 ///
 /// Stability: every bin's log-mass is computed in log space, with
 /// a = (c + h − μ)/s, b = (c − h − μ)/s and d = a − b = 2h/s:
@@ -23,7 +24,10 @@ import TensorCore
 /// mass is applied: a bin's log-mass stays finite however far μ is from it
 /// (about −|c − μ|/s), so nothing underflows to −∞; the only bound is the
 /// clamp on log s, which keeps s ≥ e^−9 (a single component can then put
-/// 1 − 2.5e−7 of its mass in one 8-bit bin).
+/// 1 − 2.5e−7 of its mass in one 8-bit bin). Training computes in Float:
+/// a bin's centre k/(K−1) rounds to about 3e−8, which moves its log-mass by
+/// about 3e−8/s (at most ~3e−4 nats at the clamp); evaluation of the level
+/// probabilities is in Double.
 public struct DiscretizedLogisticLikelihood: LikelihoodComponent {
     public static let name = "discretized-logistic"
     public static let summary = "discretized logistic mixture over integer levels (--logistic-mixtures N, default 1)"
@@ -76,7 +80,9 @@ public struct DiscretizedLogisticLikelihood: LikelihoodComponent {
         -> (value: M.Value, dLocation: M.Value, dLogScale: M.Value)
     {
         let inverseScale = M.exp(-t)
-        let a = (c + h - mu) * inverseScale, b = (c - h - mu) * inverseScale
+        // The bin's edges relative to μ: c − μ first, so that a bin centred on μ gives a = −b exactly.
+        let centred = c - mu
+        let a = (centred + h) * inverseScale, b = (centred - h) * inverseScale
         if first && last { return (0, 0, 0) }
         if first {
             // log σ(a); ∂/∂a = σ(−a)
@@ -138,7 +144,7 @@ public struct DiscretizedLogisticLikelihood: LikelihoodComponent {
                                                     location: heads[i][j], logScale: t, FastMath.self)
                     f[i] = component.value + logWeight[i]
                     dmu[i] = component.dLocation
-                    dt[i] = rawT >= range.lowerBound && rawT <= range.upperBound ? component.dLogScale : 0
+                    dt[i] = rawT > range.lowerBound && rawT < range.upperBound ? component.dLogScale : 0
                     best = Swift.max(best, f[i])
                 }
                 var logP = f[0]

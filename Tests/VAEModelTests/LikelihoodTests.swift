@@ -1,0 +1,284 @@
+import _Differentiation
+import Foundation
+import XCTest
+import TestSupport
+import TensorCore
+@testable import VAEModel
+
+/// A decoder output of one row from P planes of n values (plane 0 the
+/// location, the others the auxiliary head, parameter-major).
+private func output(planes: [Float], count p: Int) -> DecoderOutput {
+    let n = planes.count / p
+    return DecoderOutput(location: Tensor(shape: [1, n], scalars: Array(planes[0..<n])),
+                         auxiliary: Tensor(shape: [1, (p - 1) * n], scalars: Array(planes[n...])))
+}
+
+final class DiscreteLikelihoodGoldenTests: XCTestCase {
+    /// Fixtures/discrete_likelihoods.json, from scripts/dev/make_golden_likelihoods.py (PyTorch, float64).
+    func testLogProbabilitiesAndGradientsMatchPyTorch() throws {
+        let url = try XCTUnwrap(Bundle.module.url(forResource: "discrete_likelihoods", withExtension: "json",
+                                                  subdirectory: "Fixtures"))
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+        let cases = try XCTUnwrap(json["cases"] as? [[String: Any]])
+        XCTAssertEqual(cases.count, 8)
+        for c in cases {
+            let note = try XCTUnwrap(c["note"] as? String)
+            let levels = try XCTUnwrap(c["levels"] as? Int), mixtures = try XCTUnwrap(c["mixtures"] as? Int)
+            let x = try XCTUnwrap(c["x"] as? [Double]).map(Float.init)
+            let parameters = try XCTUnwrap(c["parameters"] as? [Double]).map(Float.init)
+            let logp = try XCTUnwrap(c["log_probability"] as? [Double])
+            let grad = try XCTUnwrap(c["gradient"] as? [Double])
+            let planes = try XCTUnwrap(c["planes"] as? Int)
+            let likelihood = c["likelihood"] as? String == "beta-binomial"
+                ? Likelihood(BetaBinomialLikelihood(levels: levels))
+                : Likelihood(DiscretizedLogisticLikelihood(mixtures: mixtures, levels: levels))
+            XCTAssertEqual(likelihood.outputsPerDimension, planes, note)
+            let out = output(planes: parameters, count: planes)
+            let (terms, gradient) = likelihood.elementTerms(Tensor(shape: [1, x.count], scalars: x), given: out, gradient: true)
+            // The Float kernels round a bin's centre k/(K−1) and edges to Float (about 3e−8): at a scale s that moves
+            // the logistic's arguments by 3e−8/s, so the tolerance grows with 1/s (e^9 ≈ 8100 at the clamp).
+            let n = x.count
+            let sharpness = (0..<n).map { j -> Double in
+                guard likelihood.name == DiscretizedLogisticLikelihood.name else { return 0 }
+                return (0..<mixtures).map { exp(-min(max(Double(parameters[(mixtures + $0) * n + j]), -9), 7)) }.max()!
+            }
+            for i in 0..<n {
+                // Float kernels against float64: about 1e-6 relative, plus the rounding of large values.
+                XCTAssertEqual(Double(terms[i]), -logp[i], accuracy: 2e-4 + 2e-5 * abs(logp[i]) + 1.2e-7 * sharpness[i],
+                               "\(note): −log p[\(i)]")
+            }
+            let g = try XCTUnwrap(gradient)
+            let analytic = g.location.scalars + (g.auxiliary.isSymbolicZero ? [] : g.auxiliary.scalars)
+            XCTAssertEqual(analytic.count, grad.count, note)
+            for i in 0..<grad.count {
+                XCTAssertEqual(Double(analytic[i]), -grad[i], accuracy: 1e-4 + 2e-3 * abs(grad[i]) + 2e-7 * sharpness[i % n],
+                               "\(note): ∂/∂ parameter \(i / n) of element \(i % n)")
+            }
+        }
+    }
+}
+
+final class LikelihoodTests: XCTestCase {
+    /// Levels of every element, as floats; parameters drawn in a moderate range.
+    func levels(_ n: Int, of k: Int, seed: UInt32) -> Tensor {
+        let u = RandomStream(seed: 3, domain: .sampling, seed).uniforms(count: n)
+        return Tensor(shape: [1, n], scalars: u.map { Float(min(Int($0 * Float(k)), k - 1)) })
+    }
+
+    func testDiscreteGradientsMatchFiniteDifferences() {
+        let n = 10
+        for (likelihood, planes) in [(Likelihood(DiscretizedLogisticLikelihood(mixtures: 1, levels: 16)), 2),
+                                     (Likelihood(DiscretizedLogisticLikelihood(mixtures: 2, levels: 16)), 6),
+                                     (Likelihood(BetaBinomialLikelihood(levels: 16)), 2)] {
+            let x = levels(n, of: 16, seed: UInt32(planes))
+            var location = randomTensor([1, n], low: 0, high: 1, seed: 40)
+            var auxiliary = randomTensor([1, (planes - 1) * n], low: -2.5, high: -0.5, seed: 41)
+            if likelihood.name == BetaBinomialLikelihood.name {
+                location = randomTensor([1, n], low: -1, high: 2, seed: 42)
+                auxiliary = randomTensor([1, n], low: -1, high: 2, seed: 43)
+            }
+            assertGradientMatchesFiniteDifferences(
+                of: { l in negativeLogLikelihood(x, given: DecoderOutput(location: l, auxiliary: auxiliary), under: likelihood) },
+                at: location, h: 1e-3, atol: 5e-3, rtol: 1e-2, "\(likelihood) ∂ head 0")
+            assertGradientMatchesFiniteDifferences(
+                of: { a in negativeLogLikelihood(x, given: DecoderOutput(location: location, auxiliary: a), under: likelihood) },
+                at: auxiliary, h: 1e-3, atol: 5e-3, rtol: 1e-2, "\(likelihood) ∂ auxiliary heads")
+        }
+    }
+
+    func testLevelProbabilitiesSumToOneAndMatchTheTrainingTerms() {
+        let n = 40
+        let cases: [(Likelihood, Int, Int)] = [
+            (Likelihood(DiscretizedLogisticLikelihood(mixtures: 1, levels: 256)), 2, 256),
+            (Likelihood(DiscretizedLogisticLikelihood(mixtures: 3, levels: 256)), 9, 256),
+            (Likelihood(DiscretizedLogisticLikelihood(mixtures: 2, levels: 3)), 6, 3),
+            (Likelihood(BetaBinomialLikelihood(levels: 256)), 2, 256),
+            (Likelihood(BetaBinomialLikelihood(levels: 2)), 2, 2),
+            (.bernoulli, 1, 2),
+        ]
+        for (likelihood, planes, k) in cases {
+            // Parameters from moderate to extreme (log-scales down to the clamp, locations outside [0, 1]).
+            let location = randomTensor([1, n], low: -3, high: 4, seed: 50)
+            let auxiliary = randomTensor([1, (planes - 1) * n], low: -10, high: 6, seed: 51)
+            let out = DecoderOutput(location: location, auxiliary: planes == 1 ? Tensor(zeros: [1, 0]) : auxiliary)
+            let probabilities = likelihood.levelProbabilities(out)!
+            XCTAssertEqual(probabilities.count, n * k)
+            let x = levels(n, of: k, seed: 52)
+            let target = likelihood.name == BernoulliLikelihood.name ? x : x
+            let terms = likelihood.elementTerms(target, given: out, gradient: false).terms
+            for i in 0..<n {
+                let row = probabilities[i * k ..< (i + 1) * k]
+                XCTAssertEqual(row.reduce(0, +), 1, accuracy: 1e-6, "\(likelihood), element \(i): Σ_k P(k)")
+                XCTAssertTrue(row.allSatisfy { $0 >= 0 && $0.isFinite })
+                // The training kernel's −log P of the element's level is the same distribution's.
+                let p = row[i * k + Int(x.scalars[i])]
+                XCTAssertEqual(Double(terms[i]), -log(p), accuracy: 1e-4 + 1e-5 * abs(log(p)), "\(likelihood), element \(i)")
+            }
+        }
+    }
+
+    func testTheMeanIsTheExpectedLevel() {
+        let n = 6
+        for (likelihood, planes) in [(Likelihood(DiscretizedLogisticLikelihood(mixtures: 2, levels: 8)), 6),
+                                     (Likelihood(BetaBinomialLikelihood(levels: 8)), 2)] {
+            let out = DecoderOutput(location: randomTensor([1, n], low: 0, high: 1, seed: 60),
+                                    auxiliary: randomTensor([1, (planes - 1) * n], low: -2, high: 1, seed: 61))
+            let probabilities = likelihood.levelProbabilities(out)!
+            let mean = likelihood.mean(out)
+            for i in 0..<n {
+                let expected = (0..<8).reduce(0.0) { $0 + Double($1) * probabilities[i * 8 + $1] } / 7
+                XCTAssertEqual(Double(mean.scalars[i]), expected, accuracy: 1e-5, "\(likelihood): E[level]/(K−1)")
+            }
+        }
+    }
+
+    func testSamplesFollowTheLevelProbabilities() {
+        // One element, 20000 draws: the frequencies of the levels within 4 standard errors.
+        let likelihood = Likelihood(DiscretizedLogisticLikelihood(mixtures: 2, levels: 4))
+        let draws = 20_000
+        let out = DecoderOutput(location: Tensor(repeating: 0.4, shape: [draws, 1]),
+                                auxiliary: Tensor(shape: [draws, 5], scalars: Array(repeating: [0.9, -1.5, -0.5, 0.3, -0.2],
+                                                                                     count: draws).flatMap { $0 }))
+        let p = Array(likelihood.levelProbabilities(DecoderOutput(location: Tensor(shape: [1, 1], scalars: [0.4]),
+                                                                  auxiliary: Tensor(shape: [1, 5], scalars: [0.9, -1.5, -0.5, 0.3, -0.2])))!)
+        let samples = likelihood.sample(out, uniforms: RandomStream(seed: 5, domain: .sampling).uniforms(count: 2 * draws))
+        for level in 0..<4 {
+            let frequency = Double(samples.scalars.filter { Int(($0 * 3).rounded()) == level }.count) / Double(draws)
+            let se = (p[level] * (1 - p[level]) / Double(draws)).squareRoot()
+            XCTAssertEqual(frequency, p[level], accuracy: 4 * se + 1e-9, "level \(level)")
+        }
+    }
+
+    func testBernoulliFromLogits() {
+        let logits = randomTensor([3, 4], low: -6, high: 6, seed: 14), x = randomTensor([3, 4], low: 0, high: 1, seed: 15)
+        let none = Tensor(zeros: [3, 0])
+        assertGradientMatchesFiniteDifferences(
+            of: { l in negativeLogLikelihood(x, given: DecoderOutput(location: l, auxiliary: none), under: .bernoulli) },
+            at: logits, "BCE ∂logits")
+        var expected: Double = 0
+        for i in 0..<x.count {
+            let l = Double(logits.scalars[i]), t = Double(x.scalars[i])
+            let p = 1 / (1 + Foundation.exp(-l))
+            expected += -(t * Foundation.log(p) + (1 - t) * Foundation.log(1 - p))
+        }
+        let loss = negativeLogLikelihood(x, given: DecoderOutput(location: logits, auxiliary: none), under: .bernoulli)
+        XCTAssertEqual(Double(loss), expected, accuracy: 1e-5 * expected)
+    }
+
+    func testBernoulliIsStableForLargeLogits() {
+        let logits = Tensor(shape: [1, 4], scalars: [-200, -90, 90, 200])
+        let x = Tensor(shape: [1, 4], scalars: [1, 0, 1, 0])
+        let none = Tensor(zeros: [1, 0])
+        // Exact: softplus(200) + softplus(-90) + softplus(-90) + softplus(200) ≈ 400.
+        XCTAssertEqual(negativeLogLikelihood(x, given: DecoderOutput(location: logits, auxiliary: none), under: .bernoulli),
+                       400, accuracy: 1e-3)
+        let g = gradient(at: logits) { l in
+            negativeLogLikelihood(x, given: DecoderOutput(location: l, auxiliary: none), under: .bernoulli)
+        }
+        // σ(−90) = 8e-40 is below Float's normal range; fastExp flushes it to ~1e-38.
+        for (a, e) in zip(g.scalars, [-1, 0, 0, 1] as [Float]) { XCTAssertEqual(a, e, accuracy: 1e-30) }
+    }
+
+    func testGaussianWithLearnedVariance() {
+        let mean = randomTensor([3, 4], seed: 17), x = randomTensor([3, 4], low: 0, high: 1, seed: 18)
+        let lv = randomTensor([3, 4], low: -2, high: 2, seed: 19)
+        let l = Likelihood.gaussianLearned
+        assertGradientMatchesFiniteDifferences(
+            of: { m in negativeLogLikelihood(x, given: DecoderOutput(location: m, auxiliary: lv), under: l) }, at: mean, "NLL ∂μ")
+        assertGradientMatchesFiniteDifferences(
+            of: { v in negativeLogLikelihood(x, given: DecoderOutput(location: mean, auxiliary: v), under: l) }, at: lv,
+            "NLL ∂logσ²")
+        var expected: Double = 0
+        for i in 0..<x.count {
+            let r = Double(x.scalars[i] - mean.scalars[i]), v = Double(lv.scalars[i])
+            expected += 0.5 * (r * r * Foundation.exp(-v) + v + Foundation.log(2 * Double.pi))
+        }
+        XCTAssertEqual(Double(negativeLogLikelihood(x, given: DecoderOutput(location: mean, auxiliary: lv), under: l)),
+                       expected, accuracy: 1e-5 * abs(expected))
+        // Outside the clamp range the log variance gets no gradient.
+        let clamped = Tensor(repeating: 12, shape: [3, 4])
+        XCTAssertEqual(gradient(at: clamped) { v in negativeLogLikelihood(x, given: DecoderOutput(location: mean, auxiliary: v), under: l) },
+                       Tensor(zeros: [3, 4]))
+    }
+
+    func testComponentsAreValuesWithTheirOwnRules() throws {
+        // Codable round trips, with the settings and the levels the data gave.
+        let decoder = JSONDecoder(), encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        for likelihood in [Likelihood.bernoulli, .gaussian(sigma: 0.25), .gaussianLearned,
+                           Likelihood(DiscretizedLogisticLikelihood(mixtures: 5, levels: 256)),
+                           Likelihood(BetaBinomialLikelihood(levels: 17))] {
+            let data = try encoder.encode(likelihood)
+            XCTAssertEqual(try decoder.decode(Likelihood.self, from: data), likelihood, String(decoding: data, as: UTF8.self))
+        }
+        XCTAssertEqual(String(decoding: try encoder.encode(Likelihood(DiscretizedLogisticLikelihood(mixtures: 2, levels: 256))),
+                              as: UTF8.self), #"{"levels":256,"mixtures":2,"type":"discretized-logistic"}"#)
+        XCTAssertThrowsError(try decoder.decode(Likelihood.self, from: Data(#"{"type":"discretized-logistic","mixtures":0}"#.utf8)))
+        XCTAssertThrowsError(try decoder.decode(Likelihood.self, from: Data(#"{"type":"poisson-ish"}"#.utf8)))
+        // Settings: by name, each to the likelihood that takes it.
+        XCTAssertEqual(try Likelihood(named: "gaussian", settings: LikelihoodSettings(sigma: 0.5)), .gaussian(sigma: 0.5))
+        XCTAssertEqual(try Likelihood(named: "discretized-logistic", settings: LikelihoodSettings(mixtures: 3)).outputsPerDimension, 9)
+        XCTAssertThrowsError(try Likelihood(named: "bernoulli", settings: LikelihoodSettings(sigma: 0.5))) {
+            XCTAssertEqual($0 as? LikelihoodError, .settingNotApplicable(.sigma, likelihood: "bernoulli", takenBy: ["gaussian"]))
+        }
+        XCTAssertThrowsError(try Likelihood(named: "gaussian", settings: LikelihoodSettings(sigma: -1))) {
+            XCTAssertEqual($0 as? InvalidSetting, InvalidSetting("sigma", "must be positive (got -1.0)"))
+        }
+        XCTAssertThrowsError(try Likelihood(named: "discretized-logistic", settings: LikelihoodSettings(mixtures: 40))) {
+            XCTAssertEqual(($0 as? InvalidSetting)?.field, "mixtures")
+        }
+        XCTAssertThrowsError(try Likelihood(named: "laplace")) {
+            XCTAssertEqual($0 as? LikelihoodError, .unknown(name: "laplace", known: Likelihood.names))
+        }
+    }
+
+    func testEachLikelihoodRefusesDataOutsideItsDomainNamingTheFileAndTheRule() throws {
+        let bytes = DataDescription(source: "/d/x.npy", levels: 256, range: 0...1, storage: "uint8")
+        let floats = DataDescription(source: "/d/f.npy", levels: nil, range: -0.5...2, storage: "float32")
+        let logistic = Likelihood(DiscretizedLogisticLikelihood())
+        XCTAssertNoThrow(try Likelihood.bernoulli.check(bytes))
+        XCTAssertNoThrow(try logistic.check(bytes))
+        XCTAssertNoThrow(try Likelihood.gaussian(sigma: 1).check(floats))
+        XCTAssertThrowsError(try Likelihood.bernoulli.check(floats)) {
+            XCTAssertEqual("\($0)", "/d/f.npy: the bernoulli likelihood needs values in [0, 1]; the values range over "
+                           + "[-0.5, 2.0] (use a Gaussian likelihood, or scale the data)")
+        }
+        XCTAssertThrowsError(try logistic.check(floats)) {
+            XCTAssertEqual("\($0)", "/d/f.npy: the discretized-logistic likelihood needs integer levels 0…K−1 (8-bit images, "
+                           + "or integer arrays with their number of levels); the values are real (float32)")
+        }
+        // A likelihood fitted to 256 levels refuses data of 16.
+        let fitted = logistic.resolved(for: bytes)
+        XCTAssertEqual(fitted.levels, 256)
+        XCTAssertThrowsError(try fitted.check(DataDescription(source: "/d/s.npy", levels: 16, range: 0...1, storage: "uint8"))) {
+            XCTAssertEqual("\($0)", "/d/s.npy: the discretized-logistic likelihood needs 256 levels; the data has 16")
+        }
+        // Bits per dimension only where −log₂ p is a code length.
+        XCTAssertTrue(fitted.isCodeLength(for: bytes))
+        XCTAssertFalse(Likelihood.bernoulli.isCodeLength(for: bytes))
+        XCTAssertTrue(Likelihood.bernoulli.isCodeLength(for: DataDescription(source: "", levels: 2, range: 0...1, storage: "")))
+        XCTAssertFalse(Likelihood.gaussianLearned.isCodeLength(for: bytes))
+    }
+
+    func testDecoderHeadsAreSizedByTheLikelihood() {
+        let image = ImageShape(channels: 2, height: 4, width: 4)
+        for likelihood in [Likelihood.bernoulli, .gaussianLearned, Likelihood(DiscretizedLogisticLikelihood(mixtures: 3)),
+                           Likelihood(BetaBinomialLikelihood())] {
+            for architecture in [Architecture.mlp(.init(hiddenSize: 5, latentSize: 2, likelihood: likelihood)),
+                                 .conv(.init(channels: [3, 4], latentSize: 2, likelihood: likelihood))] {
+                func check<O: ArchitectureOptions>(_ options: O) {
+                    let model = options.makeModel(for: image, seed: 1)
+                    XCTAssertEqual(model.parameterLayout.count, options.parameterCount(for: image), "\(architecture)")
+                    let out = model.decode(Tensor(zeros: [3, 2]), condition: Tensor(zeros: [3, 0]), on: cpu)
+                    XCTAssertEqual(out.location.shape, [3, image.size])
+                    XCTAssertEqual(out.auxiliary.shape, [3, (likelihood.outputsPerDimension - 1) * image.size])
+                    let names = model.namedParameters.filter { $0.tensor.count > 0 }.map(\.name)
+                    if likelihood.outputsPerDimension > 1 {
+                        XCTAssertTrue(names.contains { $0.contains("_" + likelihood.auxiliaryHeadName + ".weight") }, "\(names)")
+                    }
+                }
+                check(architecture.options)
+            }
+        }
+    }
+}
