@@ -89,7 +89,8 @@ func requirePicture(_ out: String, _ context: InferenceContext, _ communicator: 
 /// N×D for vectors, float32, in the original units).
 func writeTable(_ rows: Tensor, to out: String, what: String, _ context: InferenceContext) throws {
     let n = rows.shape[0], image = context.model.image
-    let values = context.originalUnits(rows)
+    // Computed in Float: written with Float's digits.
+    let values = context.originalUnits(rows).map { Double(Float($0)) }
     if out.lowercased().hasSuffix(".csv") {
         let header = context.columnNames ?? (1...image.size).map { "x\($0)" }
         try context.write(CSVWriter.encode(header: header, values: values), to: out)

@@ -507,6 +507,7 @@ source "$VAE_MPI_ROOT/Tests/MultiRank/image_tests.sh"
 source "$VAE_MPI_ROOT/Tests/MultiRank/control_tests.sh"
 source "$VAE_MPI_ROOT/Tests/MultiRank/reliability_tests.sh"
 source "$VAE_MPI_ROOT/Tests/MultiRank/reproducible_tests.sh"
+source "$VAE_MPI_ROOT/Tests/MultiRank/likelihood_tests.sh"
 
 say "multi-rank tests in $WORK"
 helpers make-dataset "$SMALL" 997 203 12 12 || die "could not write the test dataset"
@@ -558,6 +559,9 @@ run_test reproducible-conv-np1-2-4 reproducible_conv
 run_test reproducible-free-bits-accumulate-tree reproducible_free_bits_accumulate
 run_test reproducible-resume-other-np reproducible_resume
 run_test reproducible-errors reproducible_errors
+run_test discrete-conv-resume-np2 discrete_conv_resume
+run_test integer-levels-np2 integer_levels
+run_test tabular-csv-np2 tabular_csv
 
 say "multi-rank tests: ${passed} passed, ${#failed[@]} failed${failed:+ (${failed[*]})}"
 [ ${#failed[@]} -eq 0 ] || exit 1

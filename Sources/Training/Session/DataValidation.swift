@@ -12,12 +12,12 @@ extension ImageSet {
         guard shape == image else {
             throw DatasetError.incompatible(path: source, detail: "samples are \(shape) but the model takes \(image)")
         }
-        try validateFinite()
-        try architecture.likelihood.check(description)
         if architecture.needsImages && !isImages {
             throw TrainingError.unsupportedImages(source: source, family: architecture.family, image: shape,
                                                   requirement: .images)
         }
+        try validateFinite()
+        try architecture.likelihood.check(description)
         do {
             try architecture.validate(for: shape)
         } catch let ArchitectureError.unsupportedImage(family, image, requirement) {
@@ -31,6 +31,18 @@ extension DataSplits {
     public func validate(for architecture: Architecture, image: ImageShape) throws {
         try train.validate(for: architecture, image: image)
         try test.validate(for: architecture, image: image)
+    }
+}
+
+extension PreparedData {
+    /// Both sets, when loaded whole (arrays and tables), checked against the
+    /// model before they are sharded, so that every rank finds the same
+    /// problem and names the sample by its place in the file. (Image folders
+    /// are decoded by shard, and each shard is checked when decoded.)
+    public func validate(for architecture: Architecture, image: ImageShape) throws {
+        for split in [DataSplit.train, .test] {
+            if case .loaded(let set) = images(split) { try set.validate(for: architecture, image: image) }
+        }
     }
 }
 

@@ -100,6 +100,8 @@ public struct TrainingSession {
         let resolved = configuration.architecture.likelihood.resolved(for: prepared.description)
         if checkpoint == nil { configuration.architecture.likelihood = resolved }
         let image = checkpoint?.sidecar.image ?? prepared.shape
+        let checked = configuration.architecture
+        try communicator.collectively { try prepared.validate(for: checked, image: image) }
         let data = try loadShard(prepared, configuration: configuration)
         let architecture = configuration.architecture
         try communicator.collectively { try data.validate(for: architecture, image: image) }
