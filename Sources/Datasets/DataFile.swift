@@ -91,18 +91,27 @@ extension ImageSet {
     }
 
     static func loadCSV(_ path: String, options: ReadOptions) throws -> ImageSet {
+        try ImageSet(parsingCSV: try readPossiblyCompressedFile(path), path: path, options: options)
+    }
+
+    /// The samples of CSV bytes that came from `path` (a table's rows).
+    public init(parsingCSV data: [UInt8], path: String, options: ReadOptions) throws {
         if options.levels != nil {
             throw DatasetError.incompatible(path: path, detail: "a CSV file holds real values: levels apply to integer arrays")
         }
-        let table = try CSVTable(parsing: try readPossiblyCompressedFile(path), path: path, columns: options.columns,
-                                 labelColumn: options.labelColumn)
-        return ImageSet(shape: ImageShape(channels: 1, height: 1, width: table.columnNames.count),
-                        values: SampleValues(floats: table.values), labels: table.labels, source: path,
-                        kind: .vectors(columns: table.columnNames))
+        let table = try CSVTable(parsing: data, path: path, columns: options.columns, labelColumn: options.labelColumn)
+        self.init(shape: ImageShape(channels: 1, height: 1, width: table.columnNames.count),
+                  values: SampleValues(floats: table.values), labels: table.labels, source: path,
+                  kind: .vectors(columns: table.columnNames))
     }
 
     static func loadArray(_ path: String, format: DataFormat, levels: Int?) throws -> ImageSet {
-        let data = try readPossiblyCompressedFile(path)
+        try ImageSet(parsingArray: try readPossiblyCompressedFile(path), path: path, format: format, levels: levels)
+    }
+
+    /// The samples of IDX or NPY bytes that came from `path`, with their levels (see `ReadOptions.levels`).
+    public init(parsingArray data: [UInt8], path: String, format: DataFormat, levels: Int?) throws {
+        precondition(format == .npy || format == .idx, "arrays are NPY or IDX")
         let dims: [Int]
         var values: SampleValues
         var resolvedLevels: Int? = nil
@@ -165,7 +174,7 @@ extension ImageSet {
         guard dims[0] > 0, shape.size > 0 else {
             throw DatasetError.badDimensions(path: path, detail: "no samples in \(dims)")
         }
-        return ImageSet(shape: shape, values: values, levels: resolvedLevels, source: path, kind: kind)
+        self.init(shape: shape, values: values, levels: resolvedLevels, source: path, kind: kind)
     }
 
     /// Integer labels from an IDX (1 dimension) or .npy (N or N×1) file.
