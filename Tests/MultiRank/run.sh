@@ -66,6 +66,15 @@ small_run() {
     helpers check-run "$run" 2 203 "$np" 12 12
 }
 
+# A run that several tests read: made by the first that needs it, so that no
+# test depends on another test's run directory (ONLY= can pick any one).
+shared_small_run() {
+    local run="$WORK/shared-small-np2"
+    [ -e "$run/checkpoints/latest" ] || mpi 2 train --data "$SMALL" --run-dir "$run" --epochs 2 --batch-size 64 \
+        --hidden-dim 64 --latent-dim 4 --lr 3e-3 --log-every 4 >/dev/null
+    echo "$run"
+}
+
 # --- the default dataset ------------------------------------------------------
 fashion_run() {
     local run="$WORK/fashion-np2"
@@ -87,7 +96,10 @@ determinism() {
         --latent-dim 4 --seed 8 >/dev/null
     helpers same-tensors "$a/checkpoints/step-00000012.safetensors" "$b/checkpoints/step-00000012.safetensors"
     cmp "$a/checkpoints/step-00000012.safetensors" "$b/checkpoints/step-00000012.safetensors"
-    ! helpers same-tensors "$a/checkpoints/step-00000012.safetensors" "$c/checkpoints/step-00000012.safetensors"
+    # (Not `! cmd`: set -e ignores a negated command's status.)
+    if helpers same-tensors "$a/checkpoints/step-00000012.safetensors" "$c/checkpoints/step-00000012.safetensors"; then
+        return 1
+    fi
 }
 
 # --- np=2 at the same global batch learns as np=1 does --------------------------
@@ -146,13 +158,17 @@ errors() {
     cat "$out"
     expect "$out" "--batch-size: the global batch \(3\) must be at least the number of ranks \(4\)"
 
-    # A run directory that already holds a run.
-    if mpi 2 train --data "$SMALL" --run-dir "$WORK/small-np2" >"$out" 2>&1; then return 1; fi
+    # A run directory that already holds a run (its own, so that this test needs no other's).
+    mpi 2 train --data "$SMALL" --run-dir "$WORK/err-taken" --max-steps 1 --hidden-dim 8 --latent-dim 2 >/dev/null
+    if mpi 2 train --data "$SMALL" --run-dir "$WORK/err-taken" >"$out" 2>&1; then return 1; fi
     cat "$out"
     expect "$out" "already holds a run"
 
     # Nothing half-written: the failed runs left no run directory behind.
-    [ ! -e "$WORK/e1/config.json" ] && [ ! -e "$WORK/e2/config.json" ] && [ ! -e "$WORK/e4" ]
+    # (One test per line: under set -e, a failure before the last of an && list would not end the test.)
+    [ ! -e "$WORK/e1/config.json" ]
+    [ ! -e "$WORK/e2/config.json" ]
+    [ ! -e "$WORK/e4" ]
 }
 
 # --- one rank fails mid-training: the whole job ends promptly -------------------
@@ -194,9 +210,15 @@ hostfile_run() {
 SMALL_ARGS=(--batch-size 64 --hidden-dim 64 --latent-dim 4 --lr 3e-3 --log-every 4 --epochs 3)
 
 # 997 images, 2 ranks, batch 64: 16 steps per epoch; step 21 is mid-epoch 2.
+# The uninterrupted run to step 40 (made once, by the first test that needs it).
+straight_run() {
+    [ -e "$WORK/straight/checkpoints/step-00000040.safetensors" ] ||
+        mpi 2 train --data "$SMALL" "${SMALL_ARGS[@]}" --run-dir "$WORK/straight" --max-steps 40 >/dev/null
+}
+
 resume_exact() {
     local out="$WORK/resume.out"
-    mpi 2 train --data "$SMALL" "${SMALL_ARGS[@]}" --run-dir "$WORK/straight" --max-steps 40 >/dev/null
+    straight_run
     mpi 2 train --data "$SMALL" "${SMALL_ARGS[@]}" --run-dir "$WORK/interrupted" --max-steps 21 >/dev/null
     mpi 2 train --resume "$WORK/interrupted" --max-steps 40 >"$out"
     cat "$out"
@@ -261,6 +283,7 @@ kill_during_checkpoints() {
 
 damaged_checkpoint() {
     local out="$WORK/damaged.out" run="$WORK/damaged"
+    straight_run
     cp -r "$WORK/straight" "$run"
     local file="$run/checkpoints/step-00000040.safetensors"
     python3 -c "
@@ -282,7 +305,8 @@ import sys; p = sys.argv[1]; b = bytearray(open(p, 'rb').read()); b[-5] ^= 0x40;
 
 # --- subcommands on a checkpoint, their outputs read back ------------------------
 subcommands() {
-    local ck="$WORK/small-np2" out="$WORK/sub"
+    local ck out="$WORK/sub"
+    ck=$(shared_small_run)
     mkdir -p "$out"
     "$BINARY" sample --checkpoint "$ck" --count 20 --columns 5 --out "$out/samples.png"
     python3 -c "import sys; sys.path.insert(0, '${HELPERS%/*}'); import helpers; assert helpers.png_size('$out/samples.png') == (72, 58, 1)"
@@ -378,7 +402,7 @@ gaussian_npy() {
     done
     grep -q '"dec.deconv2_logvar.weight"' "$WORK/rgb-conv-gaussian-learned/checkpoints/"*.json
     grep -q '"fc4_logvar.weight"' "$WORK/rgb-mlp-gaussian-learned/checkpoints/"*.json
-    ! grep -q 'logvar.weight"' "$WORK/rgb-mlp-gaussian/checkpoints/"*.json
+    if grep -q 'logvar.weight"' "$WORK/rgb-mlp-gaussian/checkpoints/"*.json; then return 1; fi
 }
 
 kl_controls() {
@@ -487,8 +511,8 @@ precision_and_sharding() {
     echo "bf16: same seed and np, byte-identical checkpoints"
     cmp "$WORK/prec-fp32/checkpoints/step-00000032.safetensors" "$WORK/prec-sharded/checkpoints/step-00000032.safetensors"
     echo "sharded optimizer at np 2: byte-identical to the unsharded one"
-    ! helpers same-tensors "$WORK/prec-fp32/checkpoints/step-00000032.safetensors" \
-        "$WORK/prec-bf16-a/checkpoints/step-00000032.safetensors" >/dev/null
+    if helpers same-tensors "$WORK/prec-fp32/checkpoints/step-00000032.safetensors" \
+        "$WORK/prec-bf16-a/checkpoints/step-00000032.safetensors" >/dev/null; then return 1; fi
     # bf16 checkpoints are fp32 safetensors like any other, and resume exactly.
     python3 "$CLIENTS" safetensors-dtypes "$WORK/prec-bf16-a/checkpoints/step-00000032.safetensors"
     mpi 2 train "${args[@]}" --run-dir "$WORK/prec-bf16-c" --precision bf16 --max-steps 21 >/dev/null

@@ -53,8 +53,10 @@ final class RunDirectory {
             try Self.clearAbandonedRun(root)
             reusedAbandonedRun = true
         }
-        var subdirectories = ["", "/samples", "/reconstructions", "/checkpoints"]
-        if configuration.architecture.latentSize == 2 { subdirectories += ["/latent-manifold", "/latent-scatter"] }
+        // Pictures of images; of vectors (table rows), only the latent scatter.
+        let images = configuration.data.columnNames == nil
+        var subdirectories = ["", "/checkpoints"] + (images ? ["/samples", "/reconstructions"] : [])
+        if configuration.architecture.latentSize == 2 { subdirectories += (images ? ["/latent-manifold"] : []) + ["/latent-scatter"] }
         for sub in subdirectories {
             try Files.createDirectory(root + sub)
         }

@@ -27,11 +27,11 @@ public struct TrainingSession {
 
     public init(configuration: TrainingConfiguration, resumingFrom checkpoint: Checkpoint? = nil,
                 communicator: Communicator, profile: Bool = false, faults: FaultInjection = FaultInjection(),
-                conditional: Bool = false) {
+                conditional: Bool = false, console: Console? = nil) {
         self.configuration = configuration
         self.checkpoint = checkpoint
         self.communicator = communicator
-        console = Console(rank: communicator.rank)
+        self.console = console ?? Console(rank: communicator.rank)
         self.profile = profile
         self.faults = faults
         self.conditional = conditional
@@ -86,8 +86,9 @@ public struct TrainingSession {
             console.print("keeping \(prepared.train.count) training and \(prepared.test.count) test images of classes "
                           + classes.joined(separator: ", ") + " (--train-classes)")
         }
-        // Class names found in the data (an image folder's class folders) go into config.json and the checkpoints.
-        if configuration.data.classNames == nil { configuration.data.classNames = prepared.classNames }
+        // Class names found in the data (an image folder's class folders) go into config.json and the checkpoints;
+        // data without labels has none (a default source's names never label another data set's samples).
+        configuration.data.classNames = prepared.classNames
         if conditional || configuration.architecture.conditionalClasses > 0 {
             let classes = try communicator.collectively { try Self.classCount(prepared, architecture: settled.architecture) }
             configuration.architecture.conditionalClasses = classes
