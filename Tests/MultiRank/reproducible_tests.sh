@@ -75,9 +75,9 @@ reproducible_errors() {
         --run-dir "$WORK/rep-np3-6" >"$out" 2>&1
     expect "$out" "reproducible at np 1, 2, 3, 6 \(fixed-point sums\)"
     if mpi 2 train --data "$SMALL" --reproducible --exact-reduction tree --micro-shards 6 --run-dir "$WORK/rep-no" >"$out" 2>&1; then return 1; fi
-    expect "$out" "--micro-shards: 6 is not a power of two, as --exact-reduction tree needs"
+    expect "$out" "--micro-shards must be a power of two for the tree reduction \(got 6\)"
     if mpi 2 train --data "$SMALL" --reproducible --shard-optimizer --run-dir "$WORK/rep-no" >"$out" 2>&1; then return 1; fi
-    expect "$out" "--shard-optimizer:? cannot be combined with --reproducible"
+    expect "$out" "--shard-optimizer cannot be combined with the reproducible mode"
     if mpi 2 train --data "$SMALL" --micro-shards 4 --run-dir "$WORK/rep-no" >"$out" 2>&1; then return 1; fi
     expect "$out" "--micro-shards:? applies with --reproducible"
     if mpi 1 train --resume "$WORK/rep-np3-6" --no-reproducible >"$out" 2>&1; then return 1; fi
