@@ -24,7 +24,7 @@ let package = Package(
     products: [
         .executable(name: "vae-mpi", targets: ["vae-mpi"]),
         // For the fuzz harnesses (Fuzz/, scripts/fuzz.sh): the parsers of every file vae-mpi reads.
-        .library(name: "VAEMPIParsers", targets: ["Datasets", "Imaging", "Artifacts", "Training"]),
+        .library(name: "VAEMPIParsers", targets: ["Datasets", "Imaging", "Artifacts", "Training", "Compression"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -66,12 +66,16 @@ let package = Package(
         .target(name: "Collectives"),
         .target(name: "MPICollectives", dependencies: ["Collectives", "CMPI"]),
         .target(name: "Artifacts", dependencies: ["TensorCore", "Imaging", "CZlib"]),
+        // Lossless compression (bits-back ANS): its own fixed-order kernels and math, so that decoding does not
+        // depend on the CPU or the build (no -target-cpu here: nothing in it may depend on the instruction set).
+        .target(name: "Compression", dependencies: ["TensorCore", "VAEModel", "CZlib"]),
         .target(name: "Training",
-                dependencies: ["TensorCore", "VAEModel", "Datasets", "Collectives", "Artifacts", "Imaging"]),
+                dependencies: ["TensorCore", "VAEModel", "Datasets", "Collectives", "Artifacts", "Imaging", "Compression"]),
         .executableTarget(
             name: "vae-mpi",
             dependencies: [
                 "Training", "MPICollectives", "CMalloc", "CSystem", "TensorCore", "VAEModel", "Datasets", "Artifacts", "Imaging",
+                "Compression",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
@@ -81,6 +85,8 @@ let package = Package(
         .testTarget(name: "VAEModelTests", dependencies: ["VAEModel", "TensorCore", "TestSupport"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "CollectivesTests", dependencies: ["Collectives"]),
+        .testTarget(name: "CompressionTests", dependencies: ["Compression", "VAEModel", "TensorCore", "TestSupport"],
+                    resources: [.copy("Fixtures")]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "Imaging", "TensorCore", "CZlib", "TestSupport"]),
         .testTarget(name: "ArtifactsTests", dependencies: ["Artifacts", "Imaging", "TestSupport"]),
         .testTarget(name: "TrainingTests",

@@ -13,6 +13,7 @@
 #   MODELS=mlp PRECISION=bf16 REPEATS=5 scripts/bench.sh
 #   RANKS="1 2" STEPS=1000 TORCH=0 scripts/bench.sh    # TORCH=0: without PyTorch
 #   EXTRA="--shard-optimizer" MODELS=mlp scripts/bench.sh
+#   LIKELIHOODS="bernoulli discretized-logistic beta-binomial" MODELS=conv TORCH=0 scripts/bench.sh   # their cost
 #   TORCH_VAE=/path/to/torch_vae.py scripts/bench.sh   # default: ../shared/bench/torch_vae.py
 source "$(dirname "$0")/common.sh"
 ensure_packages
@@ -21,6 +22,7 @@ build_release
 
 read -r -a models <<<"${MODELS:-mlp conv}"
 read -r -a precisions <<<"${PRECISION:-fp32 bf16}"
+read -r -a likelihoods <<<"${LIKELIHOODS:-bernoulli}"
 repeats=${REPEATS:-3}
 if [ -n "${RANKS:-}" ]; then
     read -r -a ranks <<<"$RANKS"
@@ -45,17 +47,19 @@ say "benchmark: models ${models[*]}, precisions ${precisions[*]}, ranks ${ranks[
 for ((r = 1; r <= repeats; r++)); do
     for model in "${models[@]}"; do
         steps=$(steps_for "$model")
+        for likelihood in "${likelihoods[@]}"; do
         for precision in "${precisions[@]}"; do
             for np in "${ranks[@]}"; do
                 mapfile -t flags < <(mpirun_flags "$np")
-                out="$work/out-$model-$precision-$np-$r"
+                out="$work/out-$model-$likelihood-$precision-$np-$r"
                 timeout -k 10 1800 mpirun "${flags[@]}" --timeout 1780 -np "$np" "$BINARY" train --model "$model" \
-                    --precision "$precision" --max-steps "$steps" --log-every "$steps" --profile --run-dir "$work/run" \
-                    ${EXTRA:-} >"$out" 2>&1 || die "run failed: $(tail -5 "$out")"
-                grep '^PROFILE ' "$out" | sed "s/^PROFILE {/{\"model\": \"$model\", \"precision\": \"$precision\", /" \
+                    --likelihood "$likelihood" --precision "$precision" --max-steps "$steps" --log-every "$steps" --profile \
+                    --run-dir "$work/run" ${EXTRA:-} >"$out" 2>&1 || die "run failed: $(tail -5 "$out")"
+                grep '^PROFILE ' "$out" | sed "s/^PROFILE {/{\"model\": \"$model\", \"likelihood\": \"$likelihood\", \"precision\": \"$precision\", /" \
                     >>"$work/profiles.jsonl"
                 rm -rf "$work/run"
             done
+        done
         done
         if [ -n "$use_torch" ]; then
             while read -r config; do
@@ -76,14 +80,16 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 torch = [json.loads(l) for l in open(sys.argv[2])] if os.path.exists(sys.argv[2]) else []
 keys = ["forward_backward_ms", "gemm_ms", "layout_ms", "elementwise_ms", "allreduce_ms", "optimizer_ms",
         "other_ms", "step_ms", "samples_per_s"]
-print(f"{'model':>5} {'prec':>4} {'ranks':>5} {'samples/s':>10} {'speedup':>8} {'step ms':>8} {'fwd+bwd':>8} {'kernels':>7} "
+several = len({r["likelihood"] for r in rows}) > 1
+label = lambda r: r["model"] + (" " + r["likelihood"] if several else "")
+print(f"{'model':>{30 if several else 5}} {'prec':>4} {'ranks':>5} {'samples/s':>10} {'speedup':>8} {'step ms':>8} {'fwd+bwd':>8} {'kernels':>7} "
       f"{'layout':>7} {'eltwise':>7} {'reduce':>7} {'adam':>6} {'other':>6}   runs (samples/s)")
 best_torch = {}
-for model in dict.fromkeys(r["model"] for r in rows):
+for model in dict.fromkeys(label(r) for r in rows):
     for precision in dict.fromkeys(r["precision"] for r in rows):
         by = {}
         for r in rows:
-            if r["model"] == model and r["precision"] == precision:
+            if label(r) == model and r["precision"] == precision:
                 by.setdefault(r["ranks"], []).append(r)
         med = {np: {k: statistics.median(r[k] for r in rs) for k in keys} for np, rs in by.items()}
         base = med.get(1, {}).get("samples_per_s")
@@ -91,7 +97,7 @@ for model in dict.fromkeys(r["model"] for r in rows):
             m = med[np]
             speed = f"{m['samples_per_s'] / base:.2f}x" if base else "-"
             runs = " ".join(f"{r['samples_per_s']:.0f}" for r in by[np])
-            print(f"{model:>5} {precision:>4} {np:>5} {m['samples_per_s']:>10.0f} {speed:>8} {m['step_ms']:>8.3f} "
+            print(f"{model:>{30 if several else 5}} {precision:>4} {np:>5} {m['samples_per_s']:>10.0f} {speed:>8} {m['step_ms']:>8.3f} "
                   f"{m['forward_backward_ms']:>8.3f} {m['gemm_ms']:>7.3f} {m['layout_ms']:>7.3f} {m['elementwise_ms']:>7.3f} "
                   f"{m['allreduce_ms']:>7.3f} {m['optimizer_ms']:>6.3f} {m['other_ms']:>6.3f}   {runs}")
 print("(medians; ms per step and rank; kernels = GEMM and convolution kernels; layout = reorders, bf16 rounding,\n"
@@ -112,9 +118,11 @@ if torch:
     print("vae-mpi against PyTorch's best configuration of the same model (medians of the same rounds):")
     for model in dict.fromkeys(r["model"] for r in rows):
         for precision in dict.fromkeys(r["precision"] for r in rows):
-            for np in sorted({r["ranks"] for r in rows if r["model"] == model and r["precision"] == precision}):
+            for np in sorted({r["ranks"] for r in rows if r["model"] == model and r["precision"] == precision
+                              and r["likelihood"] == "bernoulli"}):
                 ours = statistics.median(r["samples_per_s"] for r in rows
-                                         if r["model"] == model and r["precision"] == precision and r["ranks"] == np)
+                                         if r["model"] == model and r["precision"] == precision and r["ranks"] == np
+                                         and r["likelihood"] == "bernoulli")
                 against = [("best fp32", best_torch.get((model, "fp32"))), ("best overall", best_torch.get((model, "any")))]
                 print(f"  {model} {precision} np={np}: {ours:.0f} samples/s = "
                       + ", ".join(f"{ours / v:.2f}x PyTorch's {name}" for name, v in against if v))

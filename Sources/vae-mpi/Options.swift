@@ -89,6 +89,11 @@ enum OptionName: String, CaseIterable, CustomStringConvertible {
     case normalClasses = "normal-classes"
     case tolerance
     case contamination
+    // compress, decompress
+    case latentPrecision = "latent-precision"
+    case posteriorPrecision = "posterior-precision"
+    case likelihoodPrecision = "likelihood-precision"
+    case chunkSize = "chunk-size"
 
     var name: NameSpecification { .customLong(rawValue) }
     var description: String { "--" + rawValue }

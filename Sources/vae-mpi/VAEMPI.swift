@@ -22,7 +22,8 @@ struct VAEMPI: ParsableCommand {
             """,
         version: "0.1.0",
         subcommands: [Train.self, Sample.self, Reconstruct.self, Encode.self, Interpolate.self, Evaluate.self,
-                      Inspect.self, LatentMap.self, Score.self, ExportData.self, CheckMPI.self, Compare.self],
+                      Inspect.self, LatentMap.self, Score.self, Compress.self, Decompress.self, ExportData.self, CheckMPI.self,
+                      Compare.self],
         defaultSubcommand: Train.self)
 
     /// Parses on every rank but lets only rank 0 print usage errors and help,

@@ -52,6 +52,13 @@ public struct BernoulliLikelihood: LikelihoodComponent {
         }
     }
 
+    /// [0, 1 − σ(l), 1]: levels 0 and 1.
+    @_specialize(where M == PortableMath)
+    @_specialize(where M == LibmMath)
+    public func levelCDF<M: ScalarMath>(_ parameters: [M.Value], _ math: M.Type) -> [M.Value]? {
+        [0, M.sigmoid(-parameters[0]), 1]
+    }
+
     /// [1 − σ(l), σ(l)] per element, in Double.
     public func levelProbabilities(_ output: DecoderOutput) -> [Double]? {
         output.location.scalars.flatMap { l -> [Double] in

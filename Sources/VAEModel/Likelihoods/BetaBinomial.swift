@@ -133,6 +133,35 @@ public struct BetaBinomialLikelihood: LikelihoodComponent {
         return probabilities
     }
 
+    /// Cumulative sums of P(k), from log P(0) = log B(α, n + β) − log B(α, β)
+    /// (log Γ) and log P(k + 1) = log P(k) + log((n − k)(k + α)/((k + 1)(n −
+    /// k − 1 + β))), exponentiated against their maximum and normalised (so
+    /// that no level underflows to a zero row however extreme α and β are).
+    @_specialize(where M == PortableMath)
+    @_specialize(where M == LibmMath)
+    public func levelCDF<M: ScalarMath>(_ parameters: [M.Value], _ math: M.Type) -> [M.Value]? {
+        let k = levelCount ?? 256, n = M.Value(k - 1)
+        let lower = M.Value(Self.logParameterRange.lowerBound), upper = M.Value(Self.logParameterRange.upperBound)
+        let alpha = M.exp(Swift.min(Swift.max(parameters[0], lower), upper))
+        let beta = M.exp(Swift.min(Swift.max(parameters[1], lower), upper))
+        var logP = [M.Value](repeating: 0, count: k)
+        logP[0] = M.logGamma(n + beta) + M.logGamma(alpha + beta) - M.logGamma(beta) - M.logGamma(n + alpha + beta)
+        for level in 0..<(k - 1) {
+            let j = M.Value(level)
+            logP[level + 1] = logP[level] + M.log((n - j) * (j + alpha) / ((j + 1) * (n - j - 1 + beta)))
+        }
+        let m = logP.max()!
+        var cdf = [M.Value](repeating: 0, count: k + 1)
+        var sum: M.Value = 0
+        for level in 0..<k {
+            sum += M.exp(logP[level] - m)
+            cdf[level + 1] = sum
+        }
+        for level in 1..<k { cdf[level] /= sum }
+        cdf[k] = 1
+        return cdf
+    }
+
     enum CodingKeys: String, CodingKey { case levels }
 
     public init(from decoder: Decoder) throws {

@@ -254,6 +254,45 @@ public struct DiscretizedLogisticLikelihood: LikelihoodComponent {
         return probabilities
     }
 
+    /// P(X < k) = Σ_i w_i σ((k − ½)/(K−1) − μ_i)/s_i) for 0 < k < K: the
+    /// logistics' CDFs at the upper edge of level k − 1. Each component's σ
+    /// is computed where its argument lies in [−40, 40] and taken as 0 below
+    /// and 1 above (σ(−40) = 4.2e−18: no quantised table can tell), so a
+    /// sharp component costs a few exponentials, not K.
+    @_specialize(where M == PortableMath)
+    @_specialize(where M == LibmMath)
+    public func levelCDF<M: ScalarMath>(_ parameters: [M.Value], _ math: M.Type) -> [M.Value]? {
+        let k = levelCount ?? 256, n = mixtures
+        var weights = n > 1 ? Array(parameters[2 * n ..< 3 * n]) : [0]
+        let m = weights.max()!
+        var total: M.Value = 0
+        for i in 0..<weights.count {
+            weights[i] = M.exp(weights[i] - m)
+            total += weights[i]
+        }
+        let lower = M.Value(Self.logScaleRange.lowerBound), upper = M.Value(Self.logScaleRange.upperBound)
+        var cdf = [M.Value](repeating: 0, count: k + 1)
+        let width = M.Value(k - 1)
+        for i in 0..<n {
+            let w = weights[i] / total, mu = parameters[i]
+            let inverseScale = M.exp(-Swift.min(Swift.max(parameters[n + i], lower), upper))
+            let scale = 1 / inverseScale
+            // Levels whose upper edge lies within 40 scales of μ: edge(level) = (level − ½)/(K − 1).
+            let from = Swift.min(Swift.max(((mu - 40 * scale) * width + 0.5).rounded(.up), 1), M.Value(k))
+            let to = Swift.min(Swift.max(((mu + 40 * scale) * width + 0.5).rounded(.down), 0), M.Value(k - 1))
+            let first = Int(from), last = Int(to)
+            if first <= last {
+                for level in first...last {
+                    cdf[level] += w * M.sigmoid(((M.Value(level) - 0.5) / width - mu) * inverseScale)
+                }
+            }
+            // Above the window the component's CDF is 1.
+            if last + 1 <= k - 1 { for level in Swift.max(last + 1, 1)...(k - 1) { cdf[level] += w } }
+        }
+        cdf[k] = 1
+        return cdf
+    }
+
     enum CodingKeys: String, CodingKey { case mixtures, levels }
 
     public init(from decoder: Decoder) throws {

@@ -106,6 +106,12 @@ public protocol LikelihoodComponent: Codable, Equatable, Sendable, CustomStringC
     /// A discrete likelihood: the probability of each of the K levels of
     /// every element, (B·D·K) in Double; nil for continuous ones.
     func levelProbabilities(_ output: DecoderOutput) -> [Double]?
+    /// A discrete likelihood: the CDF of one element over its K levels,
+    /// P(X < k) for k = 0…K (K + 1 values, from 0 to 1), from the element's P
+    /// parameters (head 0 first), in the arithmetic of `M` (the codec runs it
+    /// on portable math, so that every machine computes the same values);
+    /// nil for continuous ones.
+    func levelCDF<M: ScalarMath>(_ parameters: [M.Value], _ math: M.Type) -> [M.Value]?
 }
 
 extension LikelihoodComponent {
@@ -116,6 +122,7 @@ extension LikelihoodComponent {
     public func resolved(for data: DataDescription) -> Self { self }
     public func validate() throws {}
     public func levelProbabilities(_ output: DecoderOutput) -> [Double]? { nil }
+    public func levelCDF<M: ScalarMath>(_ parameters: [M.Value], _ math: M.Type) -> [M.Value]? { nil }
     public var description: String { Self.name }
 
     /// The rule of its domain.
@@ -271,6 +278,13 @@ public struct Likelihood: Equatable, Sendable, CustomStringConvertible {
     public func mean(_ output: DecoderOutput) -> Tensor { component.mean(output) }
     public func sample(_ output: DecoderOutput, uniforms: [Float]) -> Tensor { component.sample(output, uniforms: uniforms) }
     public func levelProbabilities(_ output: DecoderOutput) -> [Double]? { component.levelProbabilities(output) }
+    public func levelCDF<M: ScalarMath>(_ parameters: [M.Value], _ math: M.Type) -> [M.Value]? {
+        component.levelCDF(parameters, math)
+    }
+    /// Whether the likelihood is a distribution over integer levels (`levelCDF` gives it).
+    public var isDiscrete: Bool {
+        component.levelCDF([Double](repeating: 0, count: outputsPerDimension), LibmMath.self) != nil
+    }
 
     /// −log p(x | output) of every element (B·D, row-major) and, if asked,
     /// its gradient with respect to the decoder's outputs.
