@@ -2,12 +2,12 @@ import CBLAS
 import CFloatControl
 
 /// Process-wide settings of the CPU math libraries. The executable sets
-/// them once at start (DESIGN.md §2: libraries hold no global state and do
+/// them once at start (docs/ARCHITECTURE.md, "Targets": libraries hold no global state and do
 /// not change the process's).
 public enum BLAS {
     /// Threads the kernel libraries (OpenBLAS, and oneDNN through OpenMP) may
     /// use in this process. Ranks are the parallelism, so vae-mpi uses 1 by
-    /// default (see DESIGN.md §6).
+    /// default (docs/ARCHITECTURE.md, "One training step").
     public static func setThreads(_ count: Int) {
         openblas_set_num_threads(Int32(count))
         DNNLContext.setThreads(count)

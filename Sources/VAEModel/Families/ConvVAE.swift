@@ -1,7 +1,7 @@
 import _Differentiation
 import TensorCore
 
-/// The convolutional VAE of DESIGN.md §4, with any number N ≥ 1 of stride-2
+/// The convolutional VAE (docs/ARCHITECTURE.md, "The model"), with any number N ≥ 1 of stride-2
 /// stages, for C×H×W images with H and W divisible by 2^N. Encoder:
 /// Conv(C→c1, 3×3, stride 2, pad 1) ReLU, …, Conv(c(N−1)→cN) ReLU, flatten,
 /// Dense to μ and to log σ². Decoder, the mirror: Dense to cN×H/2^N×W/2^N
