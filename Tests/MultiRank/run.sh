@@ -532,6 +532,7 @@ source "$VAE_MPI_ROOT/Tests/MultiRank/control_tests.sh"
 source "$VAE_MPI_ROOT/Tests/MultiRank/reliability_tests.sh"
 source "$VAE_MPI_ROOT/Tests/MultiRank/reproducible_tests.sh"
 source "$VAE_MPI_ROOT/Tests/MultiRank/likelihood_tests.sh"
+source "$VAE_MPI_ROOT/Tests/MultiRank/compression_tests.sh"
 
 say "multi-rank tests in $WORK"
 helpers make-dataset "$SMALL" 997 203 12 12 || die "could not write the test dataset"
@@ -586,6 +587,10 @@ run_test reproducible-errors reproducible_errors
 run_test discrete-conv-resume-np2 discrete_conv_resume
 run_test integer-levels-np2 integer_levels
 run_test tabular-csv-np2 tabular_csv
+run_test compression-fashion-any-build compression_fashion
+run_test compression-rate compression_rate
+run_test compression-kinds compression_kinds
+run_test compression-errors compression_errors
 
 say "multi-rank tests: ${passed} passed, ${#failed[@]} failed${failed:+ (${failed[*]})}"
 [ ${#failed[@]} -eq 0 ] || exit 1
