@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes every parser of a file vae-mpi reads with libFuzzer (Fuzz/Harnesses:
 # npy (arrays and samples with their levels), idx, csv (tables), safetensors, checkpoint = sidecar + tensors, image = PNG/JPEG
-# header scan and decode, metrics = metrics.jsonl read back on resume),
+# header scan and decode, metrics = metrics.jsonl read back on resume, vaez = compressed files),
 # then runs every saved crasher (Fuzz/crashers/<parser>/) as a regression.
 #
 #   bash scripts/fuzz.sh                 # 60 s per parser
@@ -17,7 +17,7 @@
 source "$(dirname "$0")/common.sh"
 ensure_swift
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
-PARSERS=${PARSERS:-npy idx csv safetensors checkpoint image metrics}
+PARSERS=${PARSERS:-npy idx csv safetensors checkpoint image metrics vaez}
 BUILD="$VAE_MPI_ROOT/.build-fuzz"
 say "building the fuzz harnesses (sanitizers: fuzzer, address) in $BUILD"
 (cd "$VAE_MPI_ROOT/Fuzz" && swift build --build-path "$BUILD" --sanitize=fuzzer --sanitize=address \

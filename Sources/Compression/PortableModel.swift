@@ -12,7 +12,7 @@ import VAEModel
 /// Legend: C channels, H×W image, D = C·H·W, Z latent, P likelihood parameters.
 public struct PortableModel: Sendable {
     enum Layers: Sendable {
-        case mlp(hidden: Int)
+        case mlp(hidden: [Int], activation: Activation)
         case conv(channels: [Int])
     }
 
@@ -77,7 +77,7 @@ public struct PortableModel: Sendable {
         self.tensors = tensors
         self.shapes = shapes
         switch architecture {
-        case .mlp(let o): layers = .mlp(hidden: o.hiddenSize)
+        case .mlp(let o): layers = .mlp(hidden: o.hiddenSizes, activation: o.activation)
         case .conv(let o): layers = .conv(channels: o.channels)
         }
         for name in requiredNames where tensors[name] == nil { throw Failure.missing(name) }
@@ -97,7 +97,9 @@ public struct PortableModel: Sendable {
 
     var requiredNames: [String] {
         switch layers {
-        case .mlp: return ["fc1.weight", "fc21.weight", "fc22.weight", "fc3.weight", "fc4.weight"]
+        case .mlp(let hidden, _):
+            return ["fc1.weight", "fc21.weight", "fc22.weight", "fc3.weight", "fc4.weight"]
+                + (1..<hidden.count).flatMap { ["enc.hidden\($0).weight", "dec.hidden\($0).weight"] }
         case .conv(let c):
             return (1...c.count).map { "enc.conv\($0).weight" } + ["enc.fc_mu.weight", "enc.fc_logvar.weight", "dec.fc.weight"]
                 + (1...c.count).map { "dec.deconv\($0).weight" }
@@ -109,8 +111,9 @@ public struct PortableModel: Sendable {
     /// q(z | x) of one sample x (D values, the encoder's scaled input): (μ, log σ²), Z each.
     public func posterior(_ x: [Float]) -> (mean: [Float], logVariance: [Float]) {
         switch layers {
-        case .mlp:
-            let h = relu(dense("fc1", x))
+        case let .mlp(hidden, activation):
+            var h = activate(dense("fc1", x), activation)
+            for i in 1..<hidden.count { h = activate(dense("enc.hidden\(i)", h), activation) }
             return (dense("fc21", h), dense("fc22", h))
         case .conv(let channels):
             var h = x
@@ -128,8 +131,9 @@ public struct PortableModel: Sendable {
         let d = image.size
         var planes: [[Float]]
         switch layers {
-        case .mlp:
-            let h = relu(dense("fc3", z))
+        case let .mlp(hidden, activation):
+            var h = activate(dense("fc3", z), activation)
+            for i in 1..<hidden.count { h = activate(dense("dec.hidden\(i)", h), activation) }
             planes = [dense("fc4", h)]
             if let aux = auxiliaryName {
                 let all = dense(aux, h)
@@ -158,6 +162,19 @@ public struct PortableModel: Sendable {
     // MARK: - Kernels, in one fixed order
 
     func relu(_ x: [Float]) -> [Float] { x.map { Swift.max($0, 0) } }
+
+    /// ReLU, or tanh from `PortableMath.exp` (1 − 2/(e^{2x} + 1), in Double).
+    func activate(_ x: [Float], _ activation: Activation) -> [Float] {
+        switch activation {
+        case .relu: return relu(x)
+        case .tanh:
+            return x.map { v in
+                let t = PortableMath.exp(-2 * Swift.abs(Double(v)))
+                let y = Float((1 - t) / (1 + t))
+                return v >= 0 ? y : -y
+            }
+        }
+    }
 
     /// y = W x + b: output o accumulates b_o, then W_o,i · x_i for i = 0, 1, … in turn.
     func dense(_ layer: String, _ x: [Float]) -> [Float] {

@@ -120,3 +120,22 @@ func _vjpSum(_ x: Tensor) -> (value: Float, pullback: (Float) -> Tensor) {
     let shape = x.shape
     return (sum(x), { g in Tensor(repeating: g, shape: shape) })
 }
+
+// MARK: - tanh
+
+/// tanh(x) elementwise: 1 − 2/(e^{2x} + 1), stable for large |x|.
+@differentiable(reverse)
+public func tanh(_ x: Tensor) -> Tensor {
+    x.map { v in
+        let t = fastExp(-2 * Swift.abs(v))
+        let y = (1 - t) / (1 + t)
+        return v >= 0 ? y : -y
+    }
+}
+
+@derivative(of: tanh)
+@usableFromInline
+func _vjpTanh(_ x: Tensor) -> (value: Tensor, pullback: (Tensor) -> Tensor) {
+    let y = tanh(x)
+    return (y, { dy in dy.isSymbolicZero ? .zero : dy.zipMap(y) { g, t in g * (1 - t * t) } })   // ∂tanh = 1 − tanh²
+}

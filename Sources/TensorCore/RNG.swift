@@ -94,6 +94,13 @@ public struct RandomStream: Sendable {
         words(count: count, offset: offset).map(Self.openUnit)
     }
 
+    /// Uniform `index` of the stream, in (0, 1), alone (random access).
+    @inlinable
+    public func uniform(at index: Int) -> Float {
+        precondition(index >= 0 && index / 4 < Int(UInt32.max), "random stream exhausted")
+        return Self.openUnit(block(UInt32(index / 4))[index % 4])
+    }
+
     /// `count` standard normals (Box–Muller on pairs of uniforms); element `i`
     /// uses words `2i` and `2i+1`, so any slice can be recomputed alone.
     public func normals(count: Int, offset: Int = 0) -> [Float] {
@@ -149,5 +156,28 @@ extension Tensor {
     public init(uniformFrom stream: RandomStream, shape: [Int], low: Float, high: Float, offset: Int = 0) {
         let u = stream.uniforms(count: shape.reduce(1, *), offset: offset)
         self.init(shape: shape, scalars: u.map { low + (high - low) * $0 })
+    }
+}
+
+/// Uniforms for drawing samples element by element: draw `d` of element `e`
+/// is a pure function of (stream, e + offset, d), so a sampler may take as
+/// many draws as it needs (rejection methods), and the same element gets the
+/// same draws whichever rank or batch draws it. At most 64 draws per element.
+public struct ElementUniforms: Sendable {
+    public static let drawsPerElement = 64
+    public let stream: RandomStream
+    /// Added to the element index: the global index of the batch's first element.
+    public let offset: Int
+
+    public init(stream: RandomStream, offset: Int = 0) {
+        self.stream = stream
+        self.offset = offset
+    }
+
+    /// Draw `draw` (0 ..< 64) of element `element`, in (0, 1).
+    @inlinable
+    public func callAsFunction(_ element: Int, _ draw: Int) -> Float {
+        precondition(draw >= 0 && draw < Self.drawsPerElement, "at most 64 draws per element")
+        return stream.uniform(at: (offset + element) * Self.drawsPerElement + draw)
     }
 }

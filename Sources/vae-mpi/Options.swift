@@ -28,6 +28,8 @@ enum OptionName: String, CaseIterable, CustomStringConvertible {
     case convChannels = "conv-channels"
     case latentDim = "latent-dim"
     case hiddenDim = "hidden-dim"
+    case hiddenDims = "hidden-dims"
+    case activation
     case conditional
     // train: objective and optimizer
     case beta
@@ -116,6 +118,7 @@ extension OptionName {
             "data.center_crop": .centerCrop, "data.levels": .levels, "data.columns": .columns,
             "data.label_column": .labelColumn, "data.standardization": .standardize,
             "architecture.latent_size": .latentDim, "architecture.hidden_size": .hiddenDim,
+            "architecture.hidden_sizes": .hiddenDims,
             "architecture.channels": .convChannels, "architecture.likelihood.sigma": .sigma,
             "architecture.likelihood.mixtures": .logisticMixtures, "architecture.likelihood.levels": .levels,
         ]

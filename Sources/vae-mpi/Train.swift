@@ -10,6 +10,7 @@ import VAEModel
 extension Precision: ExpressibleByArgument {}
 extension KernelLibrary: ExpressibleByArgument {}
 extension ExactReduction: ExpressibleByArgument {}
+extension Activation: ExpressibleByArgument {}
 extension LearningRateSchedule.Kind: ExpressibleByArgument {}
 
 struct Train: ParsableCommand {
@@ -32,7 +33,8 @@ struct Train: ParsableCommand {
 
     /// The options a resumed run must leave as the checkpoint has them.
     static let fixedOnResume: [OptionName] = [.model, .likelihood, .sigma, .logisticMixtures, .levels, .columns,
-                                          .labelColumn, .standardize, .hiddenDim, .latentDim, .convChannels,
+                                          .labelColumn, .standardize, .hiddenDim, .hiddenDims, .activation, .latentDim,
+                                          .convChannels,
                                           .conditional, .batchSize, .seed, .reproducible, .microShards,
                                           .exactReduction]
 
@@ -148,6 +150,14 @@ struct Train: ParsableCommand {
 
     @Option(name: OptionName.hiddenDim.name, help: ArgumentHelp("Hidden units H of the MLP (default: 400).", valueName: "h"))
     var hiddenDim: Int?
+
+    @Option(name: OptionName.hiddenDims.name, help: ArgumentHelp(
+        "The MLP's hidden layers H1,…,Hn: the encoder D → H1 → … → Hn, the decoder mirrored (instead of \(OptionName.hiddenDim)).",
+        valueName: "h1,h2,…"))
+    var hiddenDims: String?
+
+    @Option(name: OptionName.activation.name, help: "The MLP's activation: relu or tanh (default: relu).")
+    var activation: Activation?
 
     @Option(name: OptionName.beta.name, help: "Weight β of the KL term; 1 is the ELBO (default: 1).")
     var beta: Double?
@@ -341,7 +351,12 @@ struct Train: ParsableCommand {
         try set(latentDim, .latentDim, &c.architecture.latentSize)
         switch c.architecture {
         case .mlp(var options):
+            if hiddenDim != nil && hiddenDims != nil {
+                throw OptionError(option: .hiddenDims, detail: "names the hidden layers; give it or \(OptionName.hiddenDim), not both")
+            }
             try set(hiddenDim, .hiddenDim, &options.hiddenSize)
+            try set(try hiddenDims.map { try Self.integers($0, .hiddenDims, example: "600,200") }, .hiddenDims, &options.hiddenSizes)
+            try set(activation, .activation, &options.activation)
             c.architecture = .mlp(options)
         case .conv(var options):
             try set(try parsedConvChannels(), .convChannels, &options.channels)

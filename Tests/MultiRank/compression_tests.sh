@@ -46,7 +46,12 @@ compression_fashion() {
     cmp "$out/images.npy" "$out/np3.npy"
     ONEDNN_MAX_CPU_ISA=AVX2 mpi 2 decompress "$out/f.vaez" --out "$out/avx2.npy" >/dev/null
     cmp "$out/images.npy" "$out/avx2.npy"
-    echo "decoded identically at np 1, np 3 and with oneDNN capped at AVX2"
+    # Written at np 4 (a chain per rank), read at np 3.
+    mpi 4 compress --checkpoint "$model" --images "$out/images.npy" --out "$out/np4.vaez" >"$out/c4.out"
+    expect "$out/c4.out" "4 chains on 4 ranks"
+    mpi 3 decompress "$out/np4.vaez" --out "$out/np4-3.npy" >/dev/null
+    cmp "$out/images.npy" "$out/np4-3.npy"
+    echo "decoded identically at np 1, np 3 and with oneDNN capped at AVX2; written at np 4, read at np 3"
     # The debug build (-Onone; slower, so on 40 images): a file of the release build at np 2 decodes the same, and the
     # debug build codes the same chunks as the release build does at np 1 and np 2.
     debug=$(debug_binary)

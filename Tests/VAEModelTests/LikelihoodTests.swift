@@ -14,13 +14,13 @@ private func output(planes: [Float], count p: Int) -> DecoderOutput {
 }
 
 final class DiscreteLikelihoodGoldenTests: XCTestCase {
-    /// Fixtures/discrete_likelihoods.json, from scripts/dev/make_golden_likelihoods.py (PyTorch, float64).
+    /// Fixtures/likelihood_golden.json, from scripts/dev/make_golden_likelihoods.py (PyTorch, float64).
     func testLogProbabilitiesAndGradientsMatchPyTorch() throws {
-        let url = try XCTUnwrap(Bundle.module.url(forResource: "discrete_likelihoods", withExtension: "json",
+        let url = try XCTUnwrap(Bundle.module.url(forResource: "likelihood_golden", withExtension: "json",
                                                   subdirectory: "Fixtures"))
         let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
         let cases = try XCTUnwrap(json["cases"] as? [[String: Any]])
-        XCTAssertEqual(cases.count, 8)
+        XCTAssertEqual(cases.count, 9)
         for c in cases {
             let note = try XCTUnwrap(c["note"] as? String)
             let levels = try XCTUnwrap(c["levels"] as? Int), mixtures = try XCTUnwrap(c["mixtures"] as? Int)
@@ -29,9 +29,12 @@ final class DiscreteLikelihoodGoldenTests: XCTestCase {
             let logp = try XCTUnwrap(c["log_probability"] as? [Double])
             let grad = try XCTUnwrap(c["gradient"] as? [Double])
             let planes = try XCTUnwrap(c["planes"] as? Int)
-            let likelihood = c["likelihood"] as? String == "beta-binomial"
-                ? Likelihood(BetaBinomialLikelihood(levels: levels))
-                : Likelihood(DiscretizedLogisticLikelihood(mixtures: mixtures, levels: levels))
+            let likelihood: Likelihood
+            switch c["likelihood"] as? String {
+            case "beta-binomial": likelihood = Likelihood(BetaBinomialLikelihood(levels: levels))
+            case "student-t": likelihood = Likelihood(StudentTLikelihood())
+            default: likelihood = Likelihood(DiscretizedLogisticLikelihood(mixtures: mixtures, levels: levels))
+            }
             XCTAssertEqual(likelihood.outputsPerDimension, planes, note)
             let out = output(planes: parameters, count: planes)
             let (terms, gradient) = likelihood.elementTerms(Tensor(shape: [1, x.count], scalars: x), given: out, gradient: true)
@@ -141,7 +144,7 @@ final class LikelihoodTests: XCTestCase {
                                                                                      count: draws).flatMap { $0 }))
         let p = Array(likelihood.levelProbabilities(DecoderOutput(location: Tensor(shape: [1, 1], scalars: [0.4]),
                                                                   auxiliary: Tensor(shape: [1, 5], scalars: [0.9, -1.5, -0.5, 0.3, -0.2])))!)
-        let samples = likelihood.sample(out, uniforms: RandomStream(seed: 5, domain: .sampling).uniforms(count: 2 * draws))
+        let samples = likelihood.sample(out, uniforms: ElementUniforms(stream: RandomStream(seed: 5, domain: .sampling)))
         for level in 0..<4 {
             let frequency = Double(samples.scalars.filter { Int(($0 * 3).rounded()) == level }.count) / Double(draws)
             let se = (p[level] * (1 - p[level]) / Double(draws)).squareRoot()

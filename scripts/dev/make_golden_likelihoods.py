@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Golden values for the discrete likelihoods, written with PyTorch in float64.
+"""Golden values for the likelihoods, written with PyTorch in float64.
 
-    python3 scripts/dev/make_golden_likelihoods.py Tests/VAEModelTests/Fixtures/discrete_likelihoods.json
+    python3 scripts/dev/make_golden_likelihoods.py Tests/VAEModelTests/Fixtures/likelihood_golden.json
 
 Each case holds the integer levels x, the decoder's parameters as vae-mpi lays
 them out (P planes of n values: plane 0 is DecoderOutput.location, planes
@@ -14,7 +14,9 @@ independently of vae-mpi's (Swift) ones:
   logistic where both arguments are ≤ 0, and the end bins as log σ(a) and
   log σ(−b); log-scales clamped with torch.clamp; the mixture by logsumexp over
   log_softmax weights;
-- beta-binomial (Townsend et al. 2019): torch.lgamma; α, β = exp(clamp(·)).
+- beta-binomial (Townsend et al. 2019): torch.lgamma; α, β = exp(clamp(·));
+- Student's t (MIWAE): torch.distributions.StudentT with scale softplus(·) +
+  0.001 and degrees of freedom softplus(·) + 3.
 
 Inputs are float32-exact (drawn in float32, then widened), so the Swift side
 can be given exactly the same values.
@@ -73,10 +75,19 @@ def beta_binomial_logp(x, planes, levels):
             - lg(alpha) - lg(beta) + lg(alpha + beta))
 
 
+def student_t_logp(x, planes):
+    """MIWAE's Student's t: scale softplus(·) + 0.001, degrees of freedom softplus(·) + 3 (torch.distributions)."""
+    scale = torch.nn.functional.softplus(planes[1]) + 0.001
+    df = torch.nn.functional.softplus(planes[2]) + 3
+    return torch.distributions.StudentT(df=df, loc=planes[0], scale=scale).log_prob(x)
+
+
 def case(kind, x, planes, levels, mixtures=1, note=""):
     planes = planes.clone().requires_grad_(True)
     if kind == "discretized-logistic":
         logp = logistic_logp(x, planes, levels, mixtures)
+    elif kind == "student-t":
+        logp = student_t_logp(x, planes)
     else:
         logp = beta_binomial_logp(x, planes, levels)
     logp.sum().backward()
@@ -135,6 +146,17 @@ for k in (2, 5):
     x = levels_with_ends(n, k)
     cases.append(case("beta-binomial", x, torch.stack([uniform(n, -4, 5), uniform(n, -4, 5)]), k,
                       note=f"{k} levels"))
+
+# Student's t (MIWAE): ordinary values, heavy tails (x far from μ), tiny and huge scales, degrees of freedom near
+# their floor and large.
+x = f32(torch.randn(n, dtype=D) * 2)
+x[2:5] = torch.tensor([40.0, -60.0, 0.5], dtype=D)
+loc = uniform(n, -2, 2)
+raw_scale = uniform(n, -3, 3)
+raw_scale[5:8] = torch.tensor([-20.0, 8.0, -7.0], dtype=D)
+raw_df = uniform(n, -4, 4)
+raw_df[8:11] = torch.tensor([-15.0, 12.0, 0.0], dtype=D)
+cases.append(case("student-t", x, torch.stack([loc, raw_scale, raw_df]), 0, note="student-t"))
 
 with open(sys.argv[1], "w") as f:
     json.dump({"generator": "scripts/dev/make_golden_likelihoods.py", "torch": torch.__version__, "cases": cases}, f)

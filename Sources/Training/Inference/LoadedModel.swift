@@ -86,8 +86,7 @@ public struct LoadedModel {
         case .mean:
             return likelihood.mean(output)
         case .sample:
-            let uniforms = RandomStream(seed: seed, domain: .sampling, 2).uniforms(count: 2 * output.location.count)
-            return likelihood.sample(output, uniforms: uniforms)
+            return likelihood.sample(output, uniforms: ElementUniforms(stream: RandomStream(seed: seed, domain: .sampling, 2)))
         }
     }
 

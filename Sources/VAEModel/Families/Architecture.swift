@@ -96,7 +96,10 @@ public enum Architecture: Equatable, Sendable {
         try InvalidSetting.check("conditional_classes", conditionalClasses, in: 0...1 << 20)
         switch self {
         case .mlp(let o):
-            try InvalidSetting.check("hidden_size", o.hiddenSize, in: 1...1 << 24)
+            try InvalidSetting.require((1...64).contains(o.hiddenSizes.count) && o.hiddenSizes.allSatisfy { (1...1 << 24).contains($0) },
+                                       o.hiddenSizes.count == 1 ? "hidden_size" : "hidden_sizes",
+                                       o.hiddenSizes.count == 1 ? "must be in 1…16777216 (got \(o.hiddenSizes[0]))"
+                                           : "must be 1 to 64 layers of 1…16777216 units (got \(o.hiddenSizes))")
         case .conv(let o):
             try InvalidSetting.require((1...16).contains(o.channels.count) && o.channels.allSatisfy { (1...1 << 16).contains($0) },
                                        "channels", "must be 1 to 16 stages of 1…65536 channels (got \(o.channels))")

@@ -4,65 +4,108 @@ import TensorCore
 /// The VAE of PyTorch's `examples/vae` (Kingma & Welling 2014):
 /// encoder D → H (ReLU) → (Z μ, Z log σ²); decoder Z → H (ReLU) → D.
 /// Property names follow the PyTorch module, so checkpoints load into it.
+/// Deeper: hidden sizes H1 … Hn, the encoder D → H1 → … → Hn, the decoder
+/// mirrored (Z → Hn → … → H1 → D), the layers past the first named
+/// `enc.hidden1…` and `dec.hidden1…`; the activation ReLU or tanh (Mult-VAE).
 /// Conditional (Sohn et al. 2015) with K > 0 classes: fc1 takes
 /// [x, one-hot(label)] and fc3 takes [z, one-hot(label)].
 /// Legend: B batch, D data dimensions, H hidden units, Z latent, K classes.
 public struct MLPVAE: VariationalAutoencoder {
-    public var fc1: Dense            // (H, D + K)
-    public var fc21: Dense           // (Z, H) → μ
-    public var fc22: Dense           // (Z, H) → log σ²
-    public var fc3: Dense            // (H, Z + K)
-    public var fc4: Dense            // (D, H) → the likelihood's parameter 0 (logits, mean, location)
+    public var fc1: Dense            // (H1, D + K)
+    /// H1 → H2 → … → Hn (none for one hidden layer).
+    public var encoderHidden: DenseStages
+    public var fc21: Dense           // (Z, Hn) → μ
+    public var fc22: Dense           // (Z, Hn) → log σ²
+    public var fc3: Dense            // (Hn, Z + K)
+    /// Hn → … → H1 (none for one hidden layer).
+    public var decoderHidden: DenseStages
+    public var fc4: Dense            // (D, H1) → the likelihood's parameter 0 (logits, mean, location)
     /// The likelihood's parameters 1…P−1, ((P−1)·D, H), named `fc4_<head>`
     /// (`fc4_logvar` for a learned-variance Gaussian); (0, H) and left out of
     /// checkpoints when P = 1.
     public var fc4Auxiliary: Dense
     /// The auxiliary head's checkpoint name: a constant of the architecture, not walked as a parameter.
     public var auxiliaryHeadName: ConstantName
+    /// "relu" or "tanh" (a constant, not walked).
+    public var activationName: ConstantName
 
     /// A freshly initialised model (PyTorch's default Linear initialisation),
     /// each layer drawn from its own stream `(seed, .initialization, layer)`.
+    /// Layer streams: fc1 … fc4 and the auxiliary head 0 … 5 (those of the
+    /// one-layer model before deeper ones existed), then the encoder's extra
+    /// layers, then the decoder's.
+    public init(dataSize: Int, hiddenSizes: [Int], latentSize: Int, activation: Activation = .relu,
+                auxiliaryOutputs: Int = 0, auxiliaryHeadName: String = "aux", classes: Int = 0, seed: UInt64) {
+        precondition(dataSize > 0 && !hiddenSizes.isEmpty && hiddenSizes.allSatisfy { $0 > 0 } && latentSize > 0 && classes >= 0,
+                     "MLPVAE sizes must be positive (D \(dataSize), H \(hiddenSizes), Z \(latentSize), K \(classes))")
+        func stream(_ layer: Int) -> RandomStream {
+            RandomStream(seed: seed, domain: .initialization, UInt32(layer))
+        }
+        let (first, last, n) = (hiddenSizes[0], hiddenSizes[hiddenSizes.count - 1], hiddenSizes.count)
+        fc1 = Dense(inputSize: dataSize + classes, outputSize: first, stream: stream(0))
+        encoderHidden = DenseStages((1..<n).map {
+            Dense(inputSize: hiddenSizes[$0 - 1], outputSize: hiddenSizes[$0], stream: stream(5 + $0))
+        })
+        fc21 = Dense(inputSize: last, outputSize: latentSize, stream: stream(1))
+        fc22 = Dense(inputSize: last, outputSize: latentSize, stream: stream(2))
+        fc3 = Dense(inputSize: latentSize + classes, outputSize: last, stream: stream(3))
+        decoderHidden = DenseStages((1..<n).map {
+            Dense(inputSize: hiddenSizes[n - $0], outputSize: hiddenSizes[n - 1 - $0], stream: stream(5 + n - 1 + $0))
+        })
+        fc4 = Dense(inputSize: first, outputSize: dataSize, stream: stream(4))
+        fc4Auxiliary = Dense(inputSize: first, outputSize: auxiliaryOutputs * dataSize, stream: stream(5))
+        self.auxiliaryHeadName = ConstantName(auxiliaryHeadName)
+        activationName = ConstantName(activation.rawValue)
+    }
+
+    /// One hidden layer of `hiddenSize` units (PyTorch's example).
     public init(dataSize: Int, hiddenSize: Int, latentSize: Int, auxiliaryOutputs: Int = 0,
                 auxiliaryHeadName: String = "aux", classes: Int = 0, seed: UInt64) {
-        precondition(dataSize > 0 && hiddenSize > 0 && latentSize > 0 && classes >= 0,
-                     "MLPVAE sizes must be positive (D \(dataSize), H \(hiddenSize), Z \(latentSize), K \(classes))")
-        func stream(_ layer: UInt32) -> RandomStream {
-            RandomStream(seed: seed, domain: .initialization, layer)
-        }
-        fc1 = Dense(inputSize: dataSize + classes, outputSize: hiddenSize, stream: stream(0))
-        fc21 = Dense(inputSize: hiddenSize, outputSize: latentSize, stream: stream(1))
-        fc22 = Dense(inputSize: hiddenSize, outputSize: latentSize, stream: stream(2))
-        fc3 = Dense(inputSize: latentSize + classes, outputSize: hiddenSize, stream: stream(3))
-        fc4 = Dense(inputSize: hiddenSize, outputSize: dataSize, stream: stream(4))
-        fc4Auxiliary = Dense(inputSize: hiddenSize, outputSize: auxiliaryOutputs * dataSize, stream: stream(5))
-        self.auxiliaryHeadName = ConstantName(auxiliaryHeadName)
+        self.init(dataSize: dataSize, hiddenSizes: [hiddenSize], latentSize: latentSize, auxiliaryOutputs: auxiliaryOutputs,
+                  auxiliaryHeadName: auxiliaryHeadName, classes: classes, seed: seed)
+    }
+
+    /// The activation between layers.
+    public var activation: Activation { Activation(rawValue: activationName.value) ?? .relu }
+
+    /// activation(layer(x)), ReLU fused into the matmul.
+    @differentiable(reverse, wrt: (layer, x))
+    static func activated(_ layer: Dense, _ x: Tensor, _ activation: Activation, on backend: Backend) -> Tensor {
+        activation == .relu ? layer.relu(x, on: backend) : tanh(layer(x, on: backend))
     }
 
     @differentiable(reverse, wrt: self)
     public func encode(_ x: Tensor, condition: Tensor, on backend: Backend) -> Posterior {
+        let activation = withoutDerivative(at: self.activation)
         // x is data: nothing here is differentiated with respect to it.
-        let h1 = fc1.relu(withoutDerivative(at: concatenatingLastDimension(x, condition)), on: backend)
-        return Posterior(mean: fc21(h1, on: backend), logVariance: fc22(h1, on: backend))
+        let h1 = Self.activated(fc1, withoutDerivative(at: concatenatingLastDimension(x, condition)), activation, on: backend)
+        let h = encoderHidden.count == 0 ? h1 : encoderHidden(h1, activation: activation, on: backend)
+        return Posterior(mean: fc21(h, on: backend), logVariance: fc22(h, on: backend))
     }
 
     @differentiable(reverse, wrt: (self, z))
     public func decode(_ z: Tensor, condition: Tensor, on backend: Backend) -> DecoderOutput {
-        let h3 = fc3.relu(concatenatingLastDimension(z, condition), on: backend)
-        return DecoderOutput(location: fc4(h3, on: backend), auxiliary: fc4Auxiliary(h3, on: backend))
+        let activation = withoutDerivative(at: self.activation)
+        let h3 = Self.activated(fc3, concatenatingLastDimension(z, condition), activation, on: backend)
+        let h = decoderHidden.count == 0 ? h3 : decoderHidden(h3, activation: activation, on: backend)
+        return DecoderOutput(location: fc4(h, on: backend), auxiliary: fc4Auxiliary(h, on: backend))
     }
 
     public var latentSize: Int { fc21.outputSize }
     public var dataSize: Int { fc4.outputSize }
     public var classes: Int { fc3.inputSize - latentSize }
     public var hiddenSize: Int { fc1.outputSize }
+    public var hiddenSizes: [Int] { [fc1.outputSize] + encoderHidden.layers.map(\.outputSize) }
     /// P − 1: the likelihood's parameters per dimension beyond the first.
     public var auxiliaryOutputs: Int { fc4Auxiliary.outputSize / max(dataSize, 1) }
 
     public mutating func walkParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows {
         try fc1.walkParameters { try visit("fc1." + $0, &$1) }
+        try encoderHidden.walkParameters { try visit("enc.hidden" + $0, &$1) }
         try fc21.walkParameters { try visit("fc21." + $0, &$1) }
         try fc22.walkParameters { try visit("fc22." + $0, &$1) }
         try fc3.walkParameters { try visit("fc3." + $0, &$1) }
+        try decoderHidden.walkParameters { try visit("dec.hidden" + $0, &$1) }
         try fc4.walkParameters { try visit("fc4." + $0, &$1) }
         try fc4Auxiliary.walkParameters { try visit("fc4_\(auxiliaryHeadName)." + $0, &$1) }
     }
@@ -74,44 +117,68 @@ extension MLPVAE {
     public struct Options: ArchitectureOptions {
         public static let family = "mlp"
         public static let needsImages = false
-        /// H, hidden units of the encoder and of the decoder.
-        public var hiddenSize = 400
+        /// H1 … Hn, the hidden layers of the encoder (the decoder mirrors them).
+        public var hiddenSizes = [400]
         public var latentSize = 20
         public var likelihood = Likelihood.bernoulli
         public var conditionalClasses = 0
+        public var activation = Activation.relu
 
         public init(hiddenSize: Int = 400, latentSize: Int = 20, likelihood: Likelihood = .bernoulli,
                     conditionalClasses: Int = 0) {
-            self.hiddenSize = hiddenSize
+            self.init(hiddenSizes: [hiddenSize], latentSize: latentSize, likelihood: likelihood,
+                      conditionalClasses: conditionalClasses)
+        }
+
+        public init(hiddenSizes: [Int], latentSize: Int = 20, likelihood: Likelihood = .bernoulli,
+                    conditionalClasses: Int = 0, activation: Activation = .relu) {
+            self.hiddenSizes = hiddenSizes
             self.latentSize = latentSize
             self.likelihood = likelihood
             self.conditionalClasses = conditionalClasses
+            self.activation = activation
         }
 
-        enum CodingKeys: String, CodingKey { case hiddenSize, latentSize, likelihood, conditionalClasses }
+        /// H1, the first hidden layer (all of them, for one hidden layer): setting it makes one hidden layer.
+        public var hiddenSize: Int {
+            get { hiddenSizes.first ?? 0 }
+            set { hiddenSizes = [newValue] }
+        }
+
+        enum CodingKeys: String, CodingKey { case hiddenSize, hiddenSizes, latentSize, likelihood, conditionalClasses, activation }
 
         public init(from decoder: Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
-            hiddenSize = try c.decode(Int.self, forKey: .hiddenSize)
+            if let sizes = try c.decodeIfPresent([Int].self, forKey: .hiddenSizes) {
+                hiddenSizes = sizes
+            } else {
+                hiddenSizes = [try c.decode(Int.self, forKey: .hiddenSize)]
+            }
             latentSize = try c.decode(Int.self, forKey: .latentSize)
             likelihood = try c.decode(Likelihood.self, forKey: .likelihood)
             conditionalClasses = try c.decodeIfPresent(Int.self, forKey: .conditionalClasses) ?? 0
+            activation = try c.decodeIfPresent(Activation.self, forKey: .activation) ?? .relu
         }
 
-        /// An unconditional model's options are written as before the
-        /// conditional VAE existed.
+        /// The one-hidden-layer, ReLU, unconditional model's options are written
+        /// as before deeper models, tanh and the conditional VAE existed.
         public func encode(to encoder: Encoder) throws {
             var c = encoder.container(keyedBy: CodingKeys.self)
-            try c.encode(hiddenSize, forKey: .hiddenSize)
+            if hiddenSizes.count == 1 {
+                try c.encode(hiddenSizes[0], forKey: .hiddenSize)
+            } else {
+                try c.encode(hiddenSizes, forKey: .hiddenSizes)
+            }
             try c.encode(latentSize, forKey: .latentSize)
             try c.encode(likelihood, forKey: .likelihood)
             if conditionalClasses > 0 { try c.encode(conditionalClasses, forKey: .conditionalClasses) }
+            if activation != .relu { try c.encode(activation, forKey: .activation) }
         }
 
         public func validate(for image: ImageShape) throws {
-            guard hiddenSize >= 1, latentSize >= 1, conditionalClasses >= 0 else {
+            guard !hiddenSizes.isEmpty, hiddenSizes.allSatisfy({ $0 >= 1 }), latentSize >= 1, conditionalClasses >= 0 else {
                 throw ArchitectureError.invalidOptions(
-                    family: Self.family, detail: "hidden size \(hiddenSize) and latent size \(latentSize) must be at least 1")
+                    family: Self.family, detail: "hidden sizes \(hiddenSizes) and latent size \(latentSize) must be at least 1")
             }
             guard image.size >= 1 else {
                 throw ArchitectureError.unsupportedImage(family: Self.family, image: image, requirement: .atLeastOneValue)
@@ -119,18 +186,23 @@ extension MLPVAE {
         }
 
         public func summary(for image: ImageShape) -> String {
-            "mlp \(image.size)-\(hiddenSize)-\(latentSize)"
+            "mlp \(image.size)-" + hiddenSizes.map(String.init).joined(separator: "-") + "-\(latentSize)"
+                + (activation == .relu ? "" : ", \(activation.rawValue)")
                 + (conditionalClasses > 0 ? ", conditional on \(conditionalClasses) classes" : "")
         }
 
         public func parameterCount(for image: ImageShape) -> Int {
-            let (d, h, z, k) = (image.size, hiddenSize, latentSize, conditionalClasses)
-            let auxiliary = likelihood.auxiliaryOutputs * (d * h + d)
-            return ((d + k) * h + h) + 2 * (h * z + z) + ((z + k) * h + h) + (h * d + d) + auxiliary
+            let (d, z, k) = (image.size, latentSize, conditionalClasses)
+            let (first, last) = (hiddenSizes[0], hiddenSizes[hiddenSizes.count - 1])
+            var count = ((d + k) * first + first) + 2 * (last * z + z) + ((z + k) * last + last) + (first * d + d)
+            for i in 1..<hiddenSizes.count {
+                count += 2 * (hiddenSizes[i - 1] * hiddenSizes[i]) + hiddenSizes[i] + hiddenSizes[i - 1]
+            }
+            return count + likelihood.auxiliaryOutputs * (d * first + d)
         }
 
         public func makeModel(for image: ImageShape, seed: UInt64) -> MLPVAE {
-            MLPVAE(dataSize: image.size, hiddenSize: hiddenSize, latentSize: latentSize,
+            MLPVAE(dataSize: image.size, hiddenSizes: hiddenSizes, latentSize: latentSize, activation: activation,
                    auxiliaryOutputs: likelihood.auxiliaryOutputs, auxiliaryHeadName: likelihood.auxiliaryHeadName,
                    classes: conditionalClasses, seed: seed)
         }

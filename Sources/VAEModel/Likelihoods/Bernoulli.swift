@@ -45,10 +45,10 @@ public struct BernoulliLikelihood: LikelihoodComponent {
     public func mean(_ output: DecoderOutput) -> Tensor { sigmoid(output.location) }
 
     /// 1 where u < σ(l), else 0.
-    public func sample(_ output: DecoderOutput, uniforms: [Float]) -> Tensor {
+    public func sample(_ output: DecoderOutput, uniforms: ElementUniforms) -> Tensor {
         let p = sigmoid(output.location)
         return Tensor(shape: p.shape) { out in
-            for i in 0..<out.count { out[i] = uniforms[2 * i] < p.scalars[i] ? 1 : 0 }
+            for i in 0..<out.count { out[i] = uniforms(i, 0) < p.scalars[i] ? 1 : 0 }
         }
     }
 

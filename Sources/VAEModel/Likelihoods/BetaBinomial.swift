@@ -103,12 +103,12 @@ public struct BetaBinomialLikelihood: LikelihoodComponent {
     }
 
     /// By the inverse of the level CDF, with the first uniform.
-    public func sample(_ output: DecoderOutput, uniforms: [Float]) -> Tensor {
+    public func sample(_ output: DecoderOutput, uniforms: ElementUniforms) -> Tensor {
         let k = levelCount ?? 256
         let probabilities = levelProbabilities(output)!
         return Tensor(shape: output.location.shape) { out in
             for i in 0..<out.count {
-                var u = Double(uniforms[2 * i]), level = k - 1
+                var u = Double(uniforms(i, 0)), level = k - 1
                 for l in 0..<k {
                     u -= probabilities[i * k + l]
                     if u < 0 { level = l; break }

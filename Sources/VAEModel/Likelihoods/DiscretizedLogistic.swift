@@ -209,20 +209,20 @@ public struct DiscretizedLogisticLikelihood: LikelihoodComponent {
     /// A component by the first uniform, a logistic draw by the second,
     /// rounded to the nearest level (clamped to 0…K−1): exactly a draw from
     /// the discretized mixture.
-    public func sample(_ output: DecoderOutput, uniforms: [Float]) -> Tensor {
+    public func sample(_ output: DecoderOutput, uniforms: ElementUniforms) -> Tensor {
         let k = levelCount ?? 256, rows = output.location.shape[0], width = rows == 0 ? 0 : output.location.count / rows
         return Tensor(shape: output.location.shape) { out in
             for b in 0..<rows {
                 for j in 0..<width {
                     let index = b * width + j
                     let parts = components(output, row: b, dimension: j, width: width)
-                    var u = Double(uniforms[2 * index]), chosen = parts[parts.count - 1]
+                    var u = Double(uniforms(index, 0)), chosen = parts[parts.count - 1]
                     for part in parts {
                         let w = Foundation.exp(part.logWeight)
                         if u < w { chosen = part; break }
                         u -= w
                     }
-                    let v = Double(uniforms[2 * index + 1])
+                    let v = Double(uniforms(index, 1))
                     let value = chosen.mu + Foundation.exp(chosen.t) * Foundation.log(v / (1 - v))
                     let level = Swift.min(Swift.max((value * Double(k - 1)).rounded(), 0), Double(k - 1))
                     out[index] = Float(level / Double(k - 1))

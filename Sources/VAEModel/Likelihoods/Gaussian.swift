@@ -45,11 +45,11 @@ public struct GaussianLikelihood: LikelihoodComponent {
     public func mean(_ output: DecoderOutput) -> Tensor { output.location }
 
     /// μ + σ·ε, ε by Box–Muller from the two uniforms.
-    public func sample(_ output: DecoderOutput, uniforms: [Float]) -> Tensor {
+    public func sample(_ output: DecoderOutput, uniforms: ElementUniforms) -> Tensor {
         let s = Float(sigma)
         return Tensor(shape: output.location.shape) { out in
             for i in 0..<out.count {
-                out[i] = output.location.scalars[i] + s * standardNormal(uniforms[2 * i], uniforms[2 * i + 1])
+                out[i] = output.location.scalars[i] + s * standardNormal(uniforms(i, 0), uniforms(i, 1))
             }
         }
     }

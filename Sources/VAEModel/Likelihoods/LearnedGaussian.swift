@@ -48,12 +48,12 @@ public struct LearnedGaussianLikelihood: LikelihoodComponent {
 
     public func mean(_ output: DecoderOutput) -> Tensor { output.location }
 
-    public func sample(_ output: DecoderOutput, uniforms: [Float]) -> Tensor {
+    public func sample(_ output: DecoderOutput, uniforms: ElementUniforms) -> Tensor {
         let range = Self.logVarianceRange
         return Tensor(shape: output.location.shape) { out in
             for i in 0..<out.count {
                 let lv = Swift.min(Swift.max(output.auxiliary.scalars[i], range.lowerBound), range.upperBound)
-                out[i] = output.location.scalars[i] + fastExp(0.5 * lv) * standardNormal(uniforms[2 * i], uniforms[2 * i + 1])
+                out[i] = output.location.scalars[i] + fastExp(0.5 * lv) * standardNormal(uniforms(i, 0), uniforms(i, 1))
             }
         }
     }

@@ -101,8 +101,9 @@ public protocol LikelihoodComponent: Codable, Equatable, Sendable, CustomStringC
     /// reconstructions).
     func mean(_ output: DecoderOutput) -> Tensor
     /// One draw x ~ p(x | parameters) (B, D), in the scaled representation;
-    /// `uniforms` holds two uniforms in (0, 1) per element.
-    func sample(_ output: DecoderOutput, uniforms: [Float]) -> Tensor
+    /// `uniforms(e, d)` is draw d of element e (row-major), as many as the
+    /// sampler needs.
+    func sample(_ output: DecoderOutput, uniforms: ElementUniforms) -> Tensor
     /// A discrete likelihood: the probability of each of the K levels of
     /// every element, (B·D·K) in Double; nil for continuous ones.
     func levelProbabilities(_ output: DecoderOutput) -> [Double]?
@@ -232,7 +233,7 @@ public struct Likelihood: Equatable, Sendable, CustomStringConvertible {
     /// Every likelihood vae-mpi has. A new one is a file in this folder and a line here.
     public static let components: [any LikelihoodComponent.Type] = [
         BernoulliLikelihood.self, GaussianLikelihood.self, LearnedGaussianLikelihood.self,
-        DiscretizedLogisticLikelihood.self, BetaBinomialLikelihood.self,
+        DiscretizedLogisticLikelihood.self, BetaBinomialLikelihood.self, StudentTLikelihood.self,
     ]
 
     public static var names: [String] { components.map { $0.name } }
@@ -276,7 +277,7 @@ public struct Likelihood: Equatable, Sendable, CustomStringConvertible {
     }
 
     public func mean(_ output: DecoderOutput) -> Tensor { component.mean(output) }
-    public func sample(_ output: DecoderOutput, uniforms: [Float]) -> Tensor { component.sample(output, uniforms: uniforms) }
+    public func sample(_ output: DecoderOutput, uniforms: ElementUniforms) -> Tensor { component.sample(output, uniforms: uniforms) }
     public func levelProbabilities(_ output: DecoderOutput) -> [Double]? { component.levelProbabilities(output) }
     public func levelCDF<M: ScalarMath>(_ parameters: [M.Value], _ math: M.Type) -> [M.Value]? {
         component.levelCDF(parameters, math)
