@@ -118,6 +118,41 @@ public struct CSVTable: Equatable, Sendable {
     }
 }
 
+/// A CSV file's records as text, exactly as written (blank lines left out):
+/// for outputs that must give back what they read (imputation fills the
+/// missing cells of a table and leaves every other field as it was).
+public struct CSVRecords: Sendable {
+    /// The header row, when the file has one (see `CSVTable`).
+    public var header: [String]?
+    public var rows: [[String]]
+
+    public init(parsing data: [UInt8], path: String) throws {
+        var reader = CSVRecordReader(data)
+        var records: [[String]] = []
+        while let record = try reader.next(path: path) { records.append(record.fields) }
+        let hasHeader = records.first.map { first in
+            first.contains { !CSVTable.missingMarkers.contains($0.lowercased())
+                             && Double($0.trimmingCharacters(in: .whitespaces)) == nil }
+        } ?? false
+        header = hasHeader ? records[0].map { $0.trimmingCharacters(in: .whitespaces) } : nil
+        rows = Array(records.dropFirst(hasHeader ? 1 : 0))
+    }
+
+    /// The column names: the header's, or "1", "2", … by position.
+    public var columnNames: [String] { header ?? (1...max(rows.first?.count ?? 0, 1)).map(String.init) }
+
+    /// The file again, with `header` and `rows` (fields quoted where needed).
+    public static func encode(header: [String]?, rows: [[String]]) -> [UInt8] {
+        func field(_ text: String) -> String {
+            guard text.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return text }
+            return "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+        }
+        var text = header.map { $0.map(field).joined(separator: ",") + "\n" } ?? ""
+        for row in rows { text += row.map(field).joined(separator: ",") + "\n" }
+        return Array(text.utf8)
+    }
+}
+
 /// One record of a CSV file: its fields and the line it starts on (1-based).
 struct CSVRecord {
     var fields: [String]

@@ -85,9 +85,43 @@ extension ImageSet {
                 throw DatasetError.countMismatch(images: path, imageCount: set.count, labels: labels, labelCount: values.count)
             }
             set = ImageSet(shape: set.shape, values: set.values, levels: set.levels, labels: values, source: set.source,
-                           kind: set.kind)
+                           kind: set.kind, observed: set.observed)
         }
         return set
+    }
+
+    /// A mask for `data` from an NPY or CSV file: one 0 (missing) or 1
+    /// (observed) per value, N·D of them in row-major order (a CSV mask with
+    /// or without the data's header).
+    public static func loadMask(_ path: String, for data: ImageSet) throws -> [UInt8] {
+        let format = try DataFormat.of(path)
+        let values: SampleValues
+        switch format {
+        case .csv:
+            values = try loadCSV(path, options: ReadOptions()).values
+        case .npy:
+            values = try loadArray(path, format: format, levels: nil).values
+        default:
+            throw DatasetError.incompatible(path: path, detail: "is not a mask: name a .npy or .csv file of 0 and 1")
+        }
+        guard values.count == data.values.count else {
+            throw DatasetError.incompatible(
+                path: path, detail: "holds \(values.count) mask values, but \(data.source) has \(data.count) samples of "
+                    + "\(data.shape.size) values (\(data.values.count)): a mask has one 0 or 1 per value")
+        }
+        var mask = [UInt8](repeating: 1, count: values.count)
+        var bad: (Int, Float)? = nil
+        values.forEachChunk { offset, chunk in
+            for (i, v) in chunk.enumerated() {
+                if v == 0 { mask[offset + i] = 0 } else if v != 1, bad == nil { bad = (offset + i, v) }
+            }
+        }
+        if let (index, value) = bad {
+            throw DatasetError.incompatible(
+                path: path, detail: "value \(value) at sample \(index / data.shape.size), element \(index % data.shape.size): "
+                    + "a mask holds 1 (observed) and 0 (missing)")
+        }
+        return mask
     }
 
     static func loadCSV(_ path: String, options: ReadOptions) throws -> ImageSet {

@@ -47,6 +47,10 @@ public struct DataSource: Codable, Equatable, Sendable {
     /// images. Found when training and recorded, so that outputs of a
     /// trained model carry the header.
     public var columnNames: [String]?
+    /// A file marking the training file's missing values: 0/1 values of its
+    /// shape (NPY or CSV), 0 where missing (`--mask`); NaN values are
+    /// missing without one.
+    public var mask: String?
 
     /// The test fraction of an image folder without a test folder.
     public static let defaultImageTestFraction = 0.1
@@ -146,7 +150,8 @@ public struct DataSource: Codable, Equatable, Sendable {
         try checkImageOptions()
         if isImageFolder, let directory { return try prepareFolder(directory, seed: seed) }
         let files = try resolvedFiles()
-        let train = try ImageSet.load(images: files.trainImages, labels: files.trainLabels, options: readOptions)
+        var train = try ImageSet.load(images: files.trainImages, labels: files.trainLabels, options: readOptions)
+        if let mask { train = try train.withMask(try ImageSet.loadMask(mask, for: train), source: mask) }
         if let testPath = files.testImages {
             if let testFraction {
                 throw DataSourceError.testFractionWithTestFile(testFile: testPath, fraction: testFraction)
@@ -174,6 +179,14 @@ public struct DataSource: Codable, Equatable, Sendable {
         }
         guard let testFraction else { throw DataSourceError.noTestImages(trainFile: files.trainImages) }
         let classNames = train.labels == nil ? nil : files.classNames
+        if testFraction == 0 {
+            // No test set (every row trains, as imputation protocols do): evaluations use the training set and say so.
+            let (scaledTrain, _) = standardized(train, train)
+            var test = scaledTrain
+            test.isTrainingSet = true
+            return PreparedData(train: .loaded(scaledTrain), test: .loaded(test), shape: train.shape,
+                                classNames: classNames, testIsHeldOut: false)
+        }
         let split = train.holdingOut(fraction: testFraction, seed: seed)
         let (scaledTrain, scaledTest) = standardized(split.train, split.test)
         return PreparedData(train: .loaded(scaledTrain), test: .loaded(scaledTest), shape: train.shape,
@@ -204,7 +217,10 @@ public struct DataSource: Codable, Equatable, Sendable {
 
     /// The rules of each value (`InvalidSetting` names the field).
     public func validate() throws {
-        if let f = testFraction { try InvalidSetting.require(f > 0 && f < 1, "test_fraction", "must be between 0 and 1 (got \(f))") }
+        if let f = testFraction {
+            try InvalidSetting.require(f >= 0 && f < 1, "test_fraction",
+                                       "must be at least 0 (0: no test set) and below 1 (got \(f))")
+        }
         if let c = channels { try InvalidSetting.require(c == 1 || c == 3, "channels", "must be 1 or 3 (got \(c))") }
         if let size = imageSize {
             try InvalidSetting.require(size.count == 2 && size.allSatisfy { (1...16384).contains($0) }, "image_size",
@@ -225,6 +241,10 @@ public struct DataSource: Codable, Equatable, Sendable {
 
     func prepareFolder(_ directory: String, seed: UInt64) throws -> PreparedData {
         if standardize == true { throw DataSourceError.optionNotForImageFolders("standardization", folder: directory) }
+        if mask != nil { throw DataSourceError.optionNotForImageFolders("a mask file", folder: directory) }
+        if testFraction == 0 {
+            throw DataSourceError.optionNotForImageFolders("a test fraction of 0 (no test set)", folder: directory)
+        }
         if levels != nil { throw DataSourceError.optionNotForImageFolders("levels", folder: directory) }
         let skip = skipBadImages == true
         let folder = try ImageFolder(scanning: directory, skippingBadImages: skip)

@@ -12,9 +12,6 @@ public enum DatasetError: Error, CustomStringConvertible, Equatable {
     case incompatible(path: String, detail: String)
     /// A CSV file's line (1-based) and column (1-based position, and name when known).
     case csv(path: String, line: Int, column: String?, detail: String)
-    /// A value marked missing (an empty, NA or NaN cell; NaN in a float
-    /// array) where the models need every value.
-    case missingValues(path: String, sample: Int, element: Int, column: String?)
     /// An integer outside the levels 0…K−1 the data was said to have.
     case levelOutOfRange(path: String, index: Int, value: Int64, levels: Int)
     /// Integer samples of a type that does not imply its levels (anything
@@ -44,10 +41,6 @@ public enum DatasetError: Error, CustomStringConvertible, Equatable {
             return "\(path): \(detail)"
         case let .csv(path, line, column, detail):
             return "\(path), line \(line)" + (column.map { ", column \($0)" } ?? "") + ": \(detail)"
-        case let .missingValues(path, sample, element, column):
-            return "\(path): sample \(sample) has a missing value (empty, NA or NaN) in "
-                + (column.map { "column \($0)" } ?? "element \(element)")
-                + "; missing values are not supported yet: fill them in or drop those rows"
         case let .levelOutOfRange(path, index, value, levels):
             return "\(path): value \(value) at index \(index) is outside the \(levels) levels 0…\(levels - 1)"
         case let .integersNeedLevels(path, dtype):

@@ -25,9 +25,16 @@ public struct ImageSet: Sendable {
     public let kind: Kind
     /// Per-column standardization of the values the encoder sees (`--standardize`).
     public var standardization: Standardization?
+    /// 1 where a value is observed, 0 where it is missing (N·D, row-major);
+    /// nil when every value is observed. NaN in float data is missing; a
+    /// mask file (`withMask`) can mark any value missing.
+    public private(set) var observed: [UInt8]?
+    /// This "test set" is the training set itself (a run without a test
+    /// set, `--test-fraction 0`): evaluations say so.
+    public var isTrainingSet = false
 
     public init(shape: ImageShape, values: SampleValues, levels: Int? = nil, labels: [Int32]? = nil, source: String = "",
-                kind: Kind = .images) {
+                kind: Kind = .images, observed: [UInt8]? = nil) {
         precondition(shape.size > 0 && values.count % shape.size == 0, "values do not divide into \(shape) samples")
         precondition(levels == nil || values.element.isInteger, "levels need integer values")
         self.shape = shape
@@ -38,6 +45,62 @@ public struct ImageSet: Sendable {
         self.labels = labels
         self.source = source
         self.kind = kind
+        precondition(observed == nil || observed!.count == values.count, "one mask entry per value")
+        self.observed = observed ?? Self.missingFromNaN(values)
+    }
+
+    /// The mask of NaN values (missing), or nil when there is none.
+    static func missingFromNaN(_ values: SampleValues) -> [UInt8]? {
+        guard values.element == .float32 else { return nil }
+        var mask: [UInt8]? = nil
+        values.forEachChunk { offset, chunk in
+            for (i, v) in chunk.enumerated() where v.isNaN {
+                if mask == nil { mask = [UInt8](repeating: 1, count: values.count) }
+                mask![offset + i] = 0
+            }
+        }
+        return mask
+    }
+
+    /// These samples with the values `mask` marks 0 missing as well (N·D
+    /// values, 1 observed, 0 missing), the mask coming from `source`.
+    public func withMask(_ mask: [UInt8], source maskSource: String) throws -> ImageSet {
+        guard mask.count == values.count else {
+            throw DatasetError.incompatible(path: maskSource, detail: "holds \(mask.count) mask values; \(source) has "
+                                            + "\(count) samples of \(shape.size) values (\(values.count))")
+        }
+        if let bad = mask.firstIndex(where: { $0 > 1 }) {
+            throw DatasetError.incompatible(path: maskSource, detail: "value \(mask[bad]) at index \(bad): a mask holds 1 "
+                                            + "(observed) and 0 (missing)")
+        }
+        var set = self
+        set.observed = observed.map { zip($0, mask).map { $0 & $1 } } ?? mask
+        if !set.observed!.contains(0) { set.observed = nil }
+        return set
+    }
+
+    /// The number of missing values.
+    public var missingCount: Int { observed.map { $0.reduce(0) { $0 + (1 - Int($1)) } } ?? 0 }
+
+    /// The number of samples none of whose values is observed.
+    public var rowsWithoutObservedValues: Int {
+        guard let observed else { return 0 }
+        let d = shape.size
+        return (0..<count).filter { r in !observed[r * d ..< (r + 1) * d].contains(1) }.count
+    }
+
+    /// The mask of the samples at `indices`, (b, D): 1 observed, 0 missing;
+    /// nil when every value is observed.
+    public func mask<Indices: Collection>(_ indices: Indices) -> Tensor? where Indices.Element == Int {
+        guard let observed else { return nil }
+        let d = shape.size
+        return Tensor(shape: [indices.count, d]) { out in
+            var row = 0
+            for index in indices {
+                for j in 0..<d { out[row * d + j] = Float(observed[index * d + j]) }
+                row += 1
+            }
+        }
     }
 
     public var isImages: Bool { kind == .images }
@@ -49,7 +112,7 @@ public struct ImageSet: Sendable {
     }
 
     /// 1/(K−1) for levels (bytes: 1/255), nil for real values.
-    var levelScale: Float? { levels.map { 1 / Float($0 - 1) } }
+    public var levelScale: Float? { levels.map { 1 / Float($0 - 1) } }
 
     /// The samples at `indices` as a (b, D) tensor: the encoder's view
     /// (`.scaled`: levels times 1/(K−1), floats as they are, then the
@@ -66,6 +129,8 @@ public struct ImageSet: Sendable {
                 let o = out.baseAddress! + row * d
                 values.convert(index * d, d, into: o, scale: scale)
                 if let standardization { standardization.apply(o, count: d) }
+                // Missing values reach the models as 0 (the encoder's fill, and a target the likelihood masks out).
+                if let observed { for j in 0..<d where observed[index * d + j] == 0 { o[j] = 0 } }
                 row += 1
             }
         }
@@ -73,9 +138,12 @@ public struct ImageSet: Sendable {
 
     /// A new set holding the samples (and labels) at `indices`, in that order.
     public func selecting(_ indices: [Int]) -> ImageSet {
-        var set = ImageSet(shape: shape, values: values.selecting(rows: indices, width: shape.size), levels: levels,
-                           labels: labels.map { l in indices.map { l[$0] } }, source: source, kind: kind)
+        let d = shape.size
+        var set = ImageSet(shape: shape, values: values.selecting(rows: indices, width: d), levels: levels,
+                           labels: labels.map { l in indices.map { l[$0] } }, source: source, kind: kind,
+                           observed: observed.map { o in indices.flatMap { o[$0 * d ..< ($0 + 1) * d] } })
         set.standardization = standardization
+        set.isTrainingSet = isTrainingSet
         return set
     }
 
@@ -117,7 +185,7 @@ public struct Standardization: Codable, Equatable, Sendable {
         let scale = set.levelScale
         for i in 0..<set.count {
             values.withUnsafeMutableBufferPointer { set.values.convert(i * d, d, into: $0.baseAddress!, scale: scale) }
-            for j in 0..<d where !values[j].isNaN {
+            for j in 0..<d where !values[j].isNaN && set.observed?[i * d + j] != 0 {
                 sum[j] += Double(values[j])
                 count[j] += 1
             }
@@ -126,7 +194,7 @@ public struct Standardization: Codable, Equatable, Sendable {
         var squares = [Double](repeating: 0, count: d)
         for i in 0..<set.count {
             values.withUnsafeMutableBufferPointer { set.values.convert(i * d, d, into: $0.baseAddress!, scale: scale) }
-            for j in 0..<d where !values[j].isNaN {
+            for j in 0..<d where !values[j].isNaN && set.observed?[i * d + j] != 0 {
                 let r = Double(values[j]) - mean[j]
                 squares[j] += r * r
             }
@@ -165,16 +233,24 @@ extension ImageSet {
         return (Array(permutation[testCount...]).sorted(), Array(permutation[0..<testCount]).sorted())
     }
 
-    /// Checks that every value is finite (NaN marks a missing value, which
-    /// the models do not take yet). Errors name the file, the sample and
-    /// the element (a table: its line and column).
+    /// Checks that every value is finite or missing (NaN marks a missing
+    /// value; the mask says which). Errors name the file, the sample and the
+    /// element (a table: its line and column).
     public func validateFinite() throws {
-        guard let (index, value) = values.firstNonFinite() else { return }
-        let (sample, element) = (index / shape.size, index % shape.size)
-        if value.isNaN {
-            throw DatasetError.missingValues(path: source, sample: sample, element: element, column: columnNames?[element])
+        guard values.element == .float32 else { return }
+        let d = shape.size
+        var found: (Int, Float)? = nil
+        values.forEachChunk { offset, chunk in
+            guard found == nil else { return }
+            for (i, v) in chunk.enumerated() where !v.isFinite && !(v.isNaN && observed?[offset + i] == 0) {
+                found = (offset + i, v)
+                return
+            }
         }
+        guard let (index, value) = found else { return }
+        let (sample, element) = (index / d, index % d)
         throw DatasetError.incompatible(
-            path: source, detail: "value \(value) at sample \(sample), element \(element) is not finite")
+            path: source, detail: "value \(value) at sample \(sample), element \(element)"
+                + (columnNames.map { " (column \($0[element]))" } ?? "") + " is not finite")
     }
 }

@@ -85,3 +85,33 @@ func _vjpGaussianKLPerDimension(mean: Tensor, logVariance: Tensor)
         return (dMean, dLogVariance)
     })
 }
+
+// MARK: - missing values
+
+/// x where observed, `fill` where missing: x + (1 − m)·fill, with x 0 where
+/// missing (the batch's convention), the mask m (B, D) 1 where observed, and
+/// one fill value per dimension (D) shared by the rows (MIWAE's learned
+/// constants). Differentiable with respect to the fill only (x is data).
+@differentiable(reverse, wrt: fill)
+public func fillingMissing(_ x: Tensor, mask: Tensor, fill: Tensor) -> Tensor {
+    precondition(x.shape == mask.shape && x.rank == 2 && fill.count == x.shape[1],
+                 "fillingMissing: x \(x.shape), mask \(mask.shape), fill \(fill.shape)")
+    let d = x.shape[1]
+    return Tensor(shape: x.shape) { out in
+        for i in 0..<out.count { out[i] = x.scalars[i] + (1 - mask.scalars[i]) * fill.scalars[i % d] }
+    }
+}
+
+@derivative(of: fillingMissing, wrt: fill)
+@usableFromInline
+func _vjpFillingMissing(_ x: Tensor, mask: Tensor, fill: Tensor) -> (value: Tensor, pullback: (Tensor) -> Tensor) {
+    let (b, d) = (x.shape[0], x.shape[1])
+    return (fillingMissing(x, mask: mask, fill: fill), { g in
+        if g.isSymbolicZero { return .zero }
+        // ∂/∂fill_j = Σ_b (1 − m_bj) g_bj
+        return Tensor(shape: [d]) { out in
+            out.initialize(repeating: 0)
+            for r in 0..<b { for j in 0..<d { out[j] += (1 - mask.scalars[r * d + j]) * g.scalars[r * d + j] } }
+        }
+    })
+}

@@ -38,6 +38,8 @@ public enum RandomDomain: UInt32, Sendable {
     case sampling = 6
     /// `--reproducible`'s training noise, keyed by (image, step) instead of (rank, step).
     case sampleNoise = 7
+    /// Imputation and inpainting: keyed by (row, purpose), the same whichever rank imputes the row.
+    case imputation = 8
 }
 
 /// A stream of random numbers at fixed coordinates: (seed, domain, a, b).

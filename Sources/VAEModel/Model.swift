@@ -38,6 +38,21 @@ public protocol VariationalAutoencoder: Differentiable, AdditiveArithmetic, Para
     @differentiable(reverse, wrt: self)
     func encode(_ x: Tensor, condition: Tensor, on backend: Backend) -> Posterior
 
+    /// q(z | x) of a batch with missing values (`mask` (B, D), 1 observed,
+    /// 0 missing; x is 0 where missing): the encoder reads x itself (zero
+    /// fill), or x with the model's learned constants where values are
+    /// missing (`--missing-fill learned`, MIWAE's learned fill), whose
+    /// gradient then flows through the first layer.
+    @differentiable(reverse, wrt: self)
+    func encode(_ x: Tensor, mask: Tensor?, condition: Tensor, on backend: Backend) -> Posterior
+
+    /// The importance-weighted bound's training terms for K draws per
+    /// image (see `negativeImportanceWeightedTerms`); the diagonal Gaussian
+    /// posterior provides it.
+    @differentiable(reverse, wrt: self)
+    func importanceWeightedTerms(batch: DataBatch, noise: Tensor, samples k: Int, likelihood: Likelihood,
+                                 on backend: Backend) -> ELBOTerms
+
     /// z (B, Z) → p(x | z)'s parameters.
     @differentiable(reverse, wrt: (self, z))
     func decode(_ z: Tensor, condition: Tensor, on backend: Backend) -> DecoderOutput

@@ -20,6 +20,7 @@ enum OptionName: String, CaseIterable, CustomStringConvertible {
     case levels
     case labelColumn = "label-column"
     case standardize
+    case mask
     // train: architecture
     case model
     case likelihood
@@ -31,6 +32,7 @@ enum OptionName: String, CaseIterable, CustomStringConvertible {
     case hiddenDims = "hidden-dims"
     case activation
     case conditional
+    case missingFill = "missing-fill"
     // train: objective and optimizer
     case beta
     case klWarmupSteps = "kl-warmup-steps"
@@ -41,6 +43,7 @@ enum OptionName: String, CaseIterable, CustomStringConvertible {
     case lrDecayEpochs = "lr-decay-epochs"
     case lrDecay = "lr-decay"
     case accumulate
+    case trainSamples = "train-samples"
     // train: schedule and outputs
     case epochs
     case batchSize = "batch-size"
@@ -91,6 +94,16 @@ enum OptionName: String, CaseIterable, CustomStringConvertible {
     case normalClasses = "normal-classes"
     case tolerance
     case contamination
+    // impute, inpaint
+    case method
+    case samples
+    case iterations
+    case burnIn = "burn-in"
+    case multiple
+    case truth
+    case maskRect = "mask-rect"
+    case maskRandom = "mask-random"
+    case grid
     // compress, decompress
     case latentPrecision = "latent-precision"
     case posteriorPrecision = "posterior-precision"
@@ -116,7 +129,8 @@ extension OptionName {
             "schedule.warmup_steps": .lrWarmupSteps, "schedule.decay": .lrDecay, "schedule.decay_epochs": .lrDecayEpochs,
             "data.test_fraction": .testFraction, "data.channels": .channels, "data.image_size": .imageSize,
             "data.center_crop": .centerCrop, "data.levels": .levels, "data.columns": .columns,
-            "data.label_column": .labelColumn, "data.standardization": .standardize,
+            "data.label_column": .labelColumn, "data.standardization": .standardize, "data.mask": .mask,
+            "train_samples": .trainSamples,
             "architecture.latent_size": .latentDim, "architecture.hidden_size": .hiddenDim,
             "architecture.hidden_sizes": .hiddenDims,
             "architecture.channels": .convChannels, "architecture.likelihood.sigma": .sigma,

@@ -11,6 +11,7 @@ extension Precision: ExpressibleByArgument {}
 extension KernelLibrary: ExpressibleByArgument {}
 extension ExactReduction: ExpressibleByArgument {}
 extension Activation: ExpressibleByArgument {}
+extension MissingFill: ExpressibleByArgument {}
 extension LearningRateSchedule.Kind: ExpressibleByArgument {}
 
 struct Train: ParsableCommand {
@@ -35,8 +36,8 @@ struct Train: ParsableCommand {
     static let fixedOnResume: [OptionName] = [.model, .likelihood, .sigma, .logisticMixtures, .levels, .columns,
                                           .labelColumn, .standardize, .hiddenDim, .hiddenDims, .activation, .latentDim,
                                           .convChannels,
-                                          .conditional, .batchSize, .seed, .reproducible, .microShards,
-                                          .exactReduction]
+                                          .conditional, .missingFill, .mask, .trainSamples, .batchSize, .seed,
+                                          .reproducible, .microShards, .exactReduction]
 
     @Option(name: OptionName.data.name, help: ArgumentHelp(
         "Dataset directory: train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz], or train-images.npy and test-images.npy, labels optional; or a folder of PNG and JPEG images: DIR/train and DIR/test, DIR/<class>/…, or flat (default: \(DatasetDirectory.debianFashionMNIST)).",
@@ -82,8 +83,23 @@ struct Train: ParsableCommand {
     var testLabels: String?
 
     @Option(name: OptionName.testFraction.name, help: ArgumentHelp(
-        "Without a test file: hold out this fraction of the training images (seeded) as the test set.", valueName: "f"))
+        "Without a test file: hold out this fraction of the training images (seeded) as the test set; 0: no test set (every sample trains, and evaluations report the training set).", valueName: "f"))
     var testFraction: Double?
+
+    @Option(name: OptionName.mask.name, help: ArgumentHelp(
+        "Missing values of the training file: a .npy or .csv of its shape, 1 observed, 0 missing (empty, NA and NaN cells of a CSV and NaN in float .npy are missing without it).",
+        valueName: "file"))
+    var mask: String?
+
+    @Option(name: OptionName.missingFill.name, help: ArgumentHelp(
+        "What the encoder reads where a value is missing: zero, or learned constants (default: zero).",
+        valueName: "zero|learned"))
+    var missingFill: MissingFill?
+
+    @Option(name: OptionName.trainSamples.name, help: ArgumentHelp(
+        "Draws K from q per sample in training: 1 trains the ELBO; K > 1 the importance-weighted bound (IWAE; with missing values, MIWAE), with β = 1 (default: 1).",
+        valueName: "K"))
+    var trainSamples: Int?
 
     @Option(name: OptionName.model.name, help: ArgumentHelp(
         "Architecture: mlp (PyTorch's example VAE) or conv (one stride-2 convolution per \(OptionName.convChannels) entry; H and W divisible by 2^stages) (default: mlp).",
@@ -326,6 +342,7 @@ struct Train: ParsableCommand {
         if let testLabels { c.data.testLabels = testLabels }
         if let testFraction { c.data.testFraction = testFraction }
         try set(levels, .levels, &c.data.levels)
+        try set(mask, .mask, &c.data.mask)
         try set(columns.map(Self.names), .columns, &c.data.columns)
         try set(labelColumn, .labelColumn, &c.data.labelColumn)
         if let standardize, standardize != (c.data.standardize == true) {
@@ -354,7 +371,12 @@ struct Train: ParsableCommand {
             if hiddenDim != nil && hiddenDims != nil {
                 throw OptionError(option: .hiddenDims, detail: "names the hidden layers; give it or \(OptionName.hiddenDim), not both")
             }
-            try set(hiddenDim, .hiddenDim, &options.hiddenSize)
+            // Not through `set(_:_:&options.hiddenSize)`: an inout computed property is written back even
+            // when unchanged, and writing H1 makes one hidden layer.
+            if let hiddenDim {
+                if let checkpoint, options.hiddenSizes != [hiddenDim] { throw refuse(.hiddenDim, checkpoint) }
+                options.hiddenSize = hiddenDim
+            }
             try set(try hiddenDims.map { try Self.integers($0, .hiddenDims, example: "600,200") }, .hiddenDims, &options.hiddenSizes)
             try set(activation, .activation, &options.activation)
             c.architecture = .mlp(options)
@@ -362,6 +384,9 @@ struct Train: ParsableCommand {
             try set(try parsedConvChannels(), .convChannels, &options.channels)
             c.architecture = .conv(options)
         }
+        var fill = c.architecture.missingFill
+        try set(missingFill, .missingFill, &fill)
+        c.architecture.missingFill = fill
         // The likelihood: by its name (default: the current one's) with the settings given.
         let settings = LikelihoodSettings(sigma: sigma, mixtures: logisticMixtures)
         if likelihood != nil || !settings.given.isEmpty {
@@ -388,6 +413,9 @@ struct Train: ParsableCommand {
             }
         }
         // Objective, optimizer, schedule, outputs.
+        var samples = c.samplesPerImage
+        try set(trainSamples, .trainSamples, &samples)
+        c.trainSamples = samples == 1 ? nil : samples
         try set(beta, .beta, &c.kl.beta)
         try set(klWarmupSteps, .klWarmupSteps, &c.kl.warmupSteps)
         try set(freeBits, .freeBits, &c.kl.freeBits)

@@ -73,11 +73,30 @@ final class TablesAndLevelsTests: XCTestCase {
         XCTAssertEqual(set.labels, [0, 1, 1])
         XCTAssertEqual(set.batch([2, 0]).scalars, [2.5, 3, 0.5, 1])
         XCTAssertThrowsError(try ImageSet.load(images: "\(dir)/train.csv.gz", options: ReadOptions(levels: 4)))
-        // A missing value: refused for training with the sample and the column named.
-        try write(Array("x,y\n0.5,1\n,2\n".utf8), to: "\(dir)/holes.csv")
+        // A missing value: marked in the mask, 0 in batches; finite otherwise.
+        try write(Array("x,y\n0.5,1\n,2\nNA,nan\n".utf8), to: "\(dir)/holes.csv")
         let holes = try ImageSet.load(images: "\(dir)/holes.csv")
-        XCTAssertThrowsError(try holes.validateFinite()) {
-            XCTAssertEqual($0 as? DatasetError, .missingValues(path: "\(dir)/holes.csv", sample: 1, element: 0, column: "x"))
+        XCTAssertNoThrow(try holes.validateFinite())
+        XCTAssertEqual(holes.observed, [1, 1, 0, 1, 0, 0])
+        XCTAssertEqual(holes.missingCount, 3)
+        XCTAssertEqual(holes.rowsWithoutObservedValues, 1)
+        XCTAssertEqual(holes.batch([1, 0]).scalars, [0, 2, 0.5, 1])
+        XCTAssertEqual(holes.mask([1, 2])?.scalars, [0, 1, 0, 0])
+        XCTAssertEqual(holes.selecting([2, 1]).observed, [0, 0, 0, 1])
+        // Standardization ignores missing values.
+        let statistics = Standardization(fitting: holes)
+        XCTAssertEqual(statistics.mean, [0.5, 1.5])
+        // A mask file marks more values missing; one of another shape is refused, naming both files.
+        try write(Array("1,1\n1,0\n1,1\n".utf8), to: "\(dir)/mask.csv")
+        let masked = try holes.withMask(try ImageSet.loadMask("\(dir)/mask.csv", for: holes), source: "\(dir)/mask.csv")
+        XCTAssertEqual(masked.observed, [1, 1, 0, 0, 0, 0])
+        try write(Array("1,1\n1,0\n".utf8), to: "\(dir)/short.csv")
+        XCTAssertThrowsError(try ImageSet.loadMask("\(dir)/short.csv", for: holes)) {
+            XCTAssertTrue("\($0)".contains("short.csv: holds 4 mask values, but \(dir)/holes.csv has 3 samples of 2 values (6)"), "\($0)")
+        }
+        try write(Array("1,1\n1,0.5\n1,1\n".utf8), to: "\(dir)/half.csv")
+        XCTAssertThrowsError(try ImageSet.loadMask("\(dir)/half.csv", for: holes)) {
+            XCTAssertTrue("\($0)".contains("value 0.5 at sample 1, element 1: a mask holds 1 (observed) and 0 (missing)"), "\($0)")
         }
     }
 

@@ -151,9 +151,9 @@ PY
     expect "$out" "--model conv: the conv VAE needs images \(C×H×W\), not rows of a table; .* \(use --model mlp for rows of a table\)"
     if mpi 2 train --resume "$run" --no-standardize --epochs 41 >"$out" 2>&1; then return 1; fi
     expect "$out" "--standardize: cannot change when resuming"
-    # A missing value in a table: the line and the column.
+    # A missing value in a table trains (the likelihood scores the observed values), and says so.
     sed 's/^u0003,\([^,]*\),[^,]*,/u0003,\1,NA,/' "$data/train.csv" >"$data/holes.csv"
-    if mpi 2 train --train-file "$data/holes.csv" --test-file "$data/test.csv" --columns income,rate,score,temp \
-        --likelihood gaussian --run-dir "$WORK/table-holes" >"$out" 2>&1; then return 1; fi
-    expect "$out" "holes.csv: sample 3 has a missing value \(empty, NA or NaN\) in column rate"
+    mpi 2 train --train-file "$data/holes.csv" --test-file "$data/test.csv" --columns income,rate,score,temp \
+        --likelihood gaussian --epochs 1 --run-dir "$WORK/table-holes" >"$out" 2>&1
+    expect "$out" "missing values: 1 of [0-9]* training values"
 }

@@ -447,11 +447,11 @@ bad_data() {
     cat "$out"
     expect "$out" "--likelihood bernoulli: $data/train-images.npy: the bernoulli likelihood needs values in \[0, 1\]; the values range over \[-[0-9.]*, [0-9.]*\]"
     [ "$(count_lines "$out" "values range over")" = 1 ]
-    # Non-finite values.
+    # Non-finite values (NaN is a missing value; infinity is an error).
     python3 -c "
-import numpy as np; a = np.load('$data/test-images.npy'); a[3, 0, 2, 2] = np.nan; np.save('$data/test-images.npy', a)"
+import numpy as np; a = np.load('$data/test-images.npy'); a[3, 0, 2, 2] = np.inf; np.save('$data/test-images.npy', a)"
     if mpi 2 train --data "$data" --likelihood gaussian --run-dir "$WORK/b2" >"$out" 2>&1; then return 1; fi
-    expect "$out" "$data/test-images.npy: sample 3 has a missing value \(empty, NA or NaN\) in element 18; missing values are not supported yet"
+    expect "$out" "$data/test-images.npy: value inf at sample 3, element 18 is not finite"
     # Conv needs H, W divisible by 2^stages.
     python3 "$HELPERS" make-npy-dataset "$WORK/odd" 40 10 1 8 8 with-test 1.0 0.0
     python3 -c "
@@ -533,6 +533,7 @@ source "$VAE_MPI_ROOT/Tests/MultiRank/reliability_tests.sh"
 source "$VAE_MPI_ROOT/Tests/MultiRank/reproducible_tests.sh"
 source "$VAE_MPI_ROOT/Tests/MultiRank/likelihood_tests.sh"
 source "$VAE_MPI_ROOT/Tests/MultiRank/compression_tests.sh"
+source "$VAE_MPI_ROOT/Tests/MultiRank/imputation_tests.sh"
 
 say "multi-rank tests in $WORK"
 helpers make-dataset "$SMALL" 997 203 12 12 || die "could not write the test dataset"
@@ -591,6 +592,10 @@ run_test compression-fashion-any-build compression_fashion
 run_test compression-rate compression_rate
 run_test compression-kinds compression_kinds
 run_test compression-errors compression_errors
+run_test imputation-table-np2 imputation_table
+run_test importance-weighted-training importance_weighted_training
+run_test imputation-errors imputation_errors
+run_test inpainting-np2 inpainting
 
 say "multi-rank tests: ${passed} passed, ${#failed[@]} failed${failed:+ (${failed[*]})}"
 [ ${#failed[@]} -eq 0 ] || exit 1

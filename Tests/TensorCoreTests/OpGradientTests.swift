@@ -149,3 +149,19 @@ final class OpGradientTests: XCTestCase {
         XCTAssertEqual(db, Tensor(zeros: [4]))
     }
 }
+
+/// The missing-value fill against finite differences.
+final class MissingValueOpTests: XCTestCase {
+    func testFillingMissing() {
+        let x = randomTensor([3, 4], seed: 11)
+        let mask = Tensor(shape: [3, 4], scalars: [1, 0, 1, 1, 0, 0, 0, 0, 1, 1, 0, 1])
+        let data = x.zipMap(mask, *)
+        let fill = randomTensor([4], seed: 12)
+        let filled = fillingMissing(data, mask: mask, fill: fill)
+        XCTAssertEqual(filled.scalars[0], data.scalars[0], "observed values pass")
+        XCTAssertEqual(filled.scalars[1], fill.scalars[1], "missing values take the fill")
+        let r = randomTensor([3, 4], seed: 13)
+        assertGradientMatchesFiniteDifferences(of: { f in sum(fillingMissing(data, mask: mask, fill: f) * r) }, at: fill,
+                                               "fillingMissing ∂fill")
+    }
+}

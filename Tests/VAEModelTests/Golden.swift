@@ -66,6 +66,9 @@ extension ParameterWalking {
 /// A gradient's tensors under its model's parameter names (a gradient walks
 /// in the same order, but its constant names, such as a likelihood head's,
 /// are the empty `ConstantName.zero`).
+/// The gradient's tensors by the model's parameter names; parameters with
+/// no elements (unused heads: the zero fill of missing values) left out.
 func gradientsByName<Model: ParameterWalking>(_ gradient: Model, of model: Model) -> [(name: String, tensor: Tensor)] {
-    zip(model.namedParameters.map(\.name), gradient.namedParameters.map(\.tensor)).map { ($0, $1) }
+    let parameters = model.namedParameters, gradients = gradient.namedParameters
+    return parameters.indices.filter { parameters[$0].tensor.count > 0 }.map { (parameters[$0].name, gradients[$0].tensor) }
 }

@@ -25,6 +25,8 @@ public struct LoadedModel {
     private let decodeFunction: (Tensor, Tensor) -> DecoderOutput
     private let termsFunction: (DataBatch, Tensor) -> SampleTerms
     private let importanceWeighted: (DataBatch, [Tensor]) -> ImportanceWeightedEstimate
+    private let posteriorFunction: (Tensor, Tensor?, Tensor) -> any LatentPosterior
+    private let logPriorFunction: (Tensor) -> [Double]
 
     public init<Model: VariationalAutoencoder>(_ model: Model, architecture: Architecture, image: ImageShape,
                                                backend: Backend) {
@@ -40,7 +42,18 @@ public struct LoadedModel {
         importanceWeighted = {
             importanceWeightedLogLikelihood(model, batch: $0, noise: $1, likelihood: likelihood, on: backend)
         }
+        posteriorFunction = { model.encode($0, mask: $1, condition: $2, on: backend) }
+        logPriorFunction = { Model.Posterior.logPrior($0) }
     }
+
+    /// q(z | x) of a batch (B, D) whose values `mask` marks 0 are missing
+    /// (0 in x; the model fills them as in training).
+    public func posterior(_ x: Tensor, mask: Tensor?, condition: Tensor? = nil) -> any LatentPosterior {
+        posteriorFunction(x, mask, condition ?? Tensor(zeros: [x.shape[0], 0]))
+    }
+
+    /// log p(z) of each row of z (B, Z) under the prior.
+    public func logPrior(_ z: Tensor) -> [Double] { logPriorFunction(z) }
 
     public var isConditional: Bool { classes > 0 }
 
@@ -63,7 +76,7 @@ public struct LoadedModel {
     public func batch(of images: ImageSet, _ range: Range<Int>) -> DataBatch {
         let input = images.batch(range)
         return DataBatch(input: input, target: likelihood.targets == .levels ? images.batch(range, as: .levels) : input,
-                         condition: condition(of: images, range))
+                         condition: condition(of: images, range), mask: images.mask(range))
     }
 
     /// x (B, D) → E_q[z] (B, Z), with the condition (B, K) of a conditional model.

@@ -237,7 +237,8 @@ public final class Trainer<Model: VariationalAutoencoder> {
         faults.stallIfDue(rank: rank, step: step, phase: .data)
         // This rank's b images, or (reproducible) the whole step's B images in this rank's micro-shards.
         let indices = data.indices(stepInEpoch: position.stepInEpoch, order: order)
-        let z = model.latentSize
+        // K draws per image: K·Z normals per row (the first Z those of K = 1).
+        let z = model.latentSize * configuration.samplesPerImage
         let pieces: [Piece]
         if data.microShards == nil {
             pieces = [Piece(indices: indices, noise: data.noise(count: indices.count, latentSize: z, step: position.step),
@@ -315,14 +316,20 @@ public final class Trainer<Model: VariationalAutoencoder> {
 
     /// The forward pass of images `piece.indices[chunk]` (noise: the matching rows of `piece.noise`).
     func forwardPass(_ piece: Piece, chunk: Range<Int>) -> Forward {
-        let z = model.latentSize
+        let k = configuration.samplesPerImage
+        let z = model.latentSize * k
         let likelihood = architecture.likelihood, backend = self.backend
         let batch = data.batch(Array(piece.indices[chunk]), likelihood: likelihood)
         let eps = chunk.count == piece.indices.count ? piece.noise
             : Tensor(shape: [chunk.count, z], scalars: Array(piece.noise.scalars[chunk.lowerBound * z ..< chunk.upperBound * z]))
         let model = self.model
+        guard k > 1 else {
+            return valueWithPullback(at: model) { m in
+                negativeELBO(m, batch: batch, noise: eps, likelihood: likelihood, on: backend)
+            }
+        }
         return valueWithPullback(at: model) { m in
-            negativeELBO(m, batch: batch, noise: eps, likelihood: likelihood, on: backend)
+            m.importanceWeightedTerms(batch: batch, noise: eps, samples: k, likelihood: likelihood, on: backend)
         }
     }
 
@@ -425,7 +432,8 @@ public final class Trainer<Model: VariationalAutoencoder> {
         }
         if configuration.verifyReplicas { try recorder.verifyReplicas(model) }
         recorder.excludeFromThroughput(monotonicSeconds() - t0)
-        try recorder.evaluation(result, at: position, progress: progress, best: best)
+        try recorder.evaluation(result, at: position, progress: progress, best: best,
+                                onTrainingSet: data.test.isTrainingSet)
         if let patience = configuration.earlyStop, progress.evaluationsWithoutImprovement >= patience {
             earlyStop = "early stop at step \(position.step): the test loss has not improved for "
                 + plural(patience, "evaluation") + " (best \(String(format: "%.3f", progress.bestTestLoss ?? .nan)) "

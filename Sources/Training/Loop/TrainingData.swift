@@ -71,7 +71,7 @@ struct TrainingData {
         let input = shard.batch(indices)
         return DataBatch(input: input,
                          target: likelihood.targets == .levels ? shard.batch(indices, as: .levels) : input,
-                         condition: condition(of: indices))
+                         condition: condition(of: indices), mask: shard.mask(indices))
     }
 
     func indices(stepInEpoch: Int, order: [Int]) -> [Int] {

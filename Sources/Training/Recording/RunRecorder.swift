@@ -129,10 +129,13 @@ final class RunRecorder {
     // MARK: - Evaluation
 
     func evaluation(_ result: EvaluationResult, at position: TrainingPosition,
-                    progress: EvaluationProgress = EvaluationProgress(), best: Bool = false) throws {
+                    progress: EvaluationProgress = EvaluationProgress(), best: Bool = false,
+                    onTrainingSet: Bool = false) throws {
         var record = MetricsRecord(type: "eval")
         record.add("step", position.step)
         record.add("epoch", position.epoch)
+        // Without a test set the "test" keys hold the training set's values, and the record says so.
+        if onTrainingSet { record.add("evaluated_on", .string("training set")) }
         record.add("test_loss", result.loss)
         for (name, value) in zip(ELBOTerms.reported, result.terms) { record.add("test_" + name.key, value) }
         // Bits per dimension only where they are a code length (see `EvaluationResult.bitsPerDimension`).
@@ -161,10 +164,11 @@ final class RunRecorder {
         let terms = zip(ELBOTerms.reported, result.terms)
             .map { "\($0.name) \(String(format: "%.3f", $1))" }
         console.print(
-            "epoch \(position.epoch) step \(position.step): test loss \(String(format: "%.3f", result.loss)) nats/sample "
+            "epoch \(position.epoch) step \(position.step): \(onTrainingSet ? "training-set" : "test") loss \(String(format: "%.3f", result.loss)) nats/sample "
             + "(\(terms.joined(separator: ", "))), "
             + (result.bitsPerDimension.map { String(format: "%.4f bits/dim, ", $0) } ?? "")
-            + "over \(result.samples) test samples, "
+            + (onTrainingSet ? "over the \(result.samples) training samples (no test set), "
+                : "over \(result.samples) test samples, ")
             + "\(result.activeUnits) active units")
     }
 
@@ -315,6 +319,6 @@ private struct LogWindow {
 }
 
 /// "1 step", "2 steps".
-func plural(_ count: Int, _ noun: String) -> String {
+public func plural(_ count: Int, _ noun: String) -> String {
     "\(count) \(noun)\(count == 1 ? "" : "s")"
 }

@@ -9,6 +9,10 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
     public var data = DataSource.debianFashionMNIST
     public var architecture = Architecture.mlp(.init())
     public var kl = KLControls()
+    /// K, the draws from q per sample of the training objective: nil or 1,
+    /// the ELBO; K > 1, the importance-weighted bound (IWAE; with missing
+    /// values, MIWAE). Its loss is the bound itself: β stays 1.
+    public var trainSamples: Int? = nil
     /// Adam's base learning rate, and how it changes over the run.
     public var learningRate = 1e-3
     public var schedule = LearningRateSchedule()
@@ -66,6 +70,7 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         data = try c.decode(DataSource.self, forKey: .data)
         architecture = try c.decode(Architecture.self, forKey: .architecture)
         kl = try c.decode(KLControls.self, forKey: .kl)
+        trainSamples = try c.decodeIfPresent(Int.self, forKey: .trainSamples)
         learningRate = try c.decode(Double.self, forKey: .learningRate)
         schedule = try c.decodeIfPresent(LearningRateSchedule.self, forKey: .schedule) ?? LearningRateSchedule()
         accumulate = try c.decodeIfPresent(Int.self, forKey: .accumulate) ?? 1
@@ -99,6 +104,9 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         runDirectory = checkpoint.runDirectory
     }
 
+    /// K, the draws from q per training sample (1: the ELBO).
+    public var samplesPerImage: Int { trainSamples ?? 1 }
+
     /// Checks every value by the rules of the component that owns it (the
     /// command line checks its options with this too, and a configuration
     /// read from a checkpoint was never parsed as options). Throws
@@ -120,6 +128,18 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
             do { try check() } catch let error as InvalidSetting { throw error.inside(parent) }
         }
         try inside("kl") { try kl.validate() }
+        if let k = trainSamples {
+            try InvalidSetting.check("train_samples", k, in: 1...100_000)
+            if k > 1 {
+                // The bound is the loss: a weighted KL term has no place in it.
+                try InvalidSetting.require(kl.beta == 1, "train_samples",
+                                           "(\(k)) trains the importance-weighted bound, whose KL weight β is 1 (got β = \(kl.beta))")
+                try InvalidSetting.require(kl.warmupSteps == 0, "train_samples",
+                                           "(\(k)) trains the importance-weighted bound, which has no KL warm-up")
+                try InvalidSetting.require(kl.freeBits == 0, "train_samples",
+                                           "(\(k)) trains the importance-weighted bound, which has no free bits")
+            }
+        }
         try inside("schedule") { try schedule.validate() }
         try inside("data") { try data.validate() }
         try inside("architecture") { try architecture.validate() }
@@ -145,6 +165,7 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         }
         if batchSize != before.batchSize { return "the batch size (\(before.batchSize))" }
         if seed != before.seed { return "the seed (\(before.seed))" }
+        if samplesPerImage != before.samplesPerImage { return "the training samples (\(before.samplesPerImage))" }
         if reproducible != before.reproducible { return "the reproducible mode (\(before.reproducible ? "on" : "off"))" }
         if reproducible && microShards != before.microShards { return "the micro-shards (\(before.microShards))" }
         if reproducible && exactReduction != before.exactReduction {

@@ -183,6 +183,13 @@ public struct TrainingSession {
                                                   rank: rank)
             }
         }
+        if case .loaded(let all) = prepared.train, all.missingCount > 0 {
+            let empty = all.rowsWithoutObservedValues
+            console.print("missing values: \(all.missingCount) of \(all.values.count) training values "
+                          + String(format: "(%.1f %%)", 100 * Double(all.missingCount) / Double(max(all.values.count, 1)))
+                          + "; the likelihood scores the observed ones only"
+                          + (empty > 0 ? "; \(plural(empty, "row")) with no observed value train the KL term only" : ""))
+        }
         return ShardedData(plan: finalPlan, shard: shard.images, test: test.images, shape: prepared.shape,
                            classNames: prepared.classNames, testIsHeldOut: prepared.testIsHeldOut,
                            trainSource: prepared.source(.train))
@@ -239,7 +246,7 @@ public struct TrainingSession {
                 + (kl.warmupSteps > 0 ? " after a \(kl.warmupSteps)-step warm-up" : "")
                 + (kl.freeBits > 0 ? ", free bits \(kl.freeBits) nats per dimension" : "")),
             ("data", "\(data.plan.sampleCount) train (\(data.trainSource)), \(data.test.count) test"
-                + (data.testIsHeldOut ? " (held out)" : " (\(data.test.source))") + " " + Self.kind(of: data.test)
+                + (data.test.isTrainingSet ? " (no test set: the training set)" : data.testIsHeldOut ? " (held out)" : " (\(data.test.source))") + " " + Self.kind(of: data.test)
                 + (data.classNames.map { ", \($0.count) classes (\(Self.listing($0)))" } ?? "")),
             ("ranks", "\(communicator.size) (rank 0 on \(communicator.hostName)), "
                 + "\(plural(c.threads, "kernel thread")) each"),
@@ -293,7 +300,7 @@ public struct TrainingSession {
         }
         var line = "done: \(s.steps) steps, \(s.samplesSeen) samples in \(formatDuration(s.trainingSeconds))"
         if let e = s.finalEvaluation {
-            line += "; final test loss \(String(format: "%.3f", e.loss)) nats/sample"
+            line += "; final \(configuration.data.testFraction == 0 ? "training-set" : "test") loss \(String(format: "%.3f", e.loss)) nats/sample"
                 + (e.bitsPerDimension.map { String(format: ", %.4f bits/dim", $0) } ?? "")
         }
         console.print(line + "; outputs in \(s.runDirectory)")

@@ -17,6 +17,9 @@ public protocol ArchitectureOptions: Codable, Equatable, Sendable {
     var likelihood: Likelihood { get set }
     /// K, the classes of a conditional VAE (Sohn et al. 2015); 0 for an unconditional one.
     var conditionalClasses: Int { get set }
+    /// Whether the encoder fills missing inputs with learned constants
+    /// (`MissingFill.learned`) rather than zeros.
+    var learnedMissingFill: Bool { get set }
 
     /// Throws `ArchitectureError` when the family cannot model images of this shape.
     func validate(for image: ImageShape) throws
@@ -84,6 +87,16 @@ public enum Architecture: Equatable, Sendable {
         set {
             var o = options
             o.conditionalClasses = newValue
+            self = o.architecture
+        }
+    }
+
+    /// How the encoder fills missing inputs.
+    public var missingFill: MissingFill {
+        get { options.learnedMissingFill ? .learned : .zero }
+        set {
+            var o = options
+            o.learnedMissingFill = newValue == .learned
             self = o.architecture
         }
     }
@@ -198,4 +211,11 @@ public enum ArchitectureError: Error, CustomStringConvertible, Equatable {
             return "\(family) VAE: \(detail)"
         }
     }
+}
+
+/// What the encoder reads where a value is missing (MIWAE, Mattei & Frellsen
+/// 2019): zero, or a constant per input learned with the model.
+public enum MissingFill: String, Codable, CaseIterable, Sendable {
+    case zero
+    case learned
 }

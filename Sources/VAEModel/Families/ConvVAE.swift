@@ -37,11 +37,16 @@ public struct ConvVAE: VariationalAutoencoder {
     public var auxiliaryHeadName: ConstantName
     /// The input images' shape: a constant, not walked (see `ImageShape`).
     public var geometry: ImageShape
+    /// The encoder's value for each missing input (C·H·W), learned
+    /// (`--missing-fill learned`); (0) and left out of checkpoints with the
+    /// zero fill.
+    public var missingFill: Tensor
 
     /// Layer streams: conv i ↦ i − 1, then fc_mu, fc_logvar, fc, deconv 1…N, the
     /// variance head (for two stages, the streams of the two-stage model before).
     public init(channels: Int, height: Int, width: Int, convChannels: [Int], latentSize: Int,
-                auxiliaryOutputs: Int = 0, auxiliaryHeadName: String = "aux", classes: Int = 0, seed: UInt64) {
+                auxiliaryOutputs: Int = 0, auxiliaryHeadName: String = "aux", classes: Int = 0,
+                learnedMissingFill: Bool = false, seed: UInt64) {
         let n = convChannels.count
         precondition(n >= 1 && height % (1 << n) == 0 && width % (1 << n) == 0 && height > 0 && width > 0,
                      "the conv VAE needs H and W divisible by 2^\(n) (got \(height)×\(width))")
@@ -65,14 +70,29 @@ public struct ConvVAE: VariationalAutoencoder {
                                           kernel: 3, stream: stream(2 * n + 3))
         self.auxiliaryHeadName = ConstantName(auxiliaryHeadName)
         geometry = ImageShape(channels: channels, height: height, width: width)
+        missingFill = Tensor(zeros: [learnedMissingFill ? channels * height * width : 0])
     }
 
     @differentiable(reverse, wrt: self)
     public func encode(_ x: Tensor, condition: Tensor, on backend: Backend) -> Posterior {
         let g = withoutDerivative(at: geometry)
-        let b = withoutDerivative(at: x.shape[0])
         // x is data: nothing here is differentiated with respect to it.
-        let image = withoutDerivative(at: Self.conditionedImage(x, condition: condition, geometry: g, on: backend))
+        return encodeImage(withoutDerivative(at: Self.conditionedImage(x, condition: condition, geometry: g, on: backend)),
+                           on: backend)
+    }
+
+    @differentiable(reverse, wrt: self)
+    public func encode(_ x: Tensor, mask: Tensor?, condition: Tensor, on backend: Backend) -> Posterior {
+        guard let mask, withoutDerivative(at: missingFill.count) > 0 else { return encode(x, condition: condition, on: backend) }
+        let g = withoutDerivative(at: geometry)
+        return encodeImage(Self.conditionedImage(fillingMissing(x, mask: mask, fill: missingFill), condition: condition,
+                                                 geometry: g, on: backend), on: backend)
+    }
+
+    /// The encoder from its input image, (B, H, W, C + K) channels last.
+    @differentiable(reverse, wrt: (self, image))
+    func encodeImage(_ image: Tensor, on backend: Backend) -> Posterior {
+        let b = withoutDerivative(at: image.shape[0])
         let h = encoder(image, on: backend)                                          // (B, H/2^N, W/2^N, cN)
         // PyTorch flattens (cN, H/2^N, W/2^N): back to channels first.
         let flat = channelsFirst(h, on: backend).reshaped([b, withoutDerivative(at: h).count / max(b, 1)])
@@ -81,8 +101,9 @@ public struct ConvVAE: VariationalAutoencoder {
 
     /// (B, H, W, C + K): the channels-last image with the condition's K
     /// constant channels after its own.
+    @differentiable(reverse, wrt: x)
     static func conditionedImage(_ x: Tensor, condition: Tensor, geometry g: ImageShape, on backend: Backend) -> Tensor {
-        let b = x.shape[0]
+        let b = withoutDerivative(at: x.shape[0])
         let image = channelsLast(x.reshaped([b, g.channels, g.height, g.width]), on: backend)   // (B, H, W, C)
         let k = condition.shape.last ?? 0
         guard k > 0 else { return image }
@@ -125,6 +146,7 @@ public struct ConvVAE: VariationalAutoencoder {
         try decoder.walkParameters { try visit("dec.deconv" + $0, &$1) }
         try output.walkParameters { try visit("dec.deconv\(n)." + $0, &$1) }
         try outputAuxiliary.walkParameters { try visit("dec.deconv\(n)_\(auxiliaryHeadName)." + $0, &$1) }
+        try visit("enc.missing_fill", &missingFill)
     }
 }
 
@@ -140,6 +162,8 @@ extension ConvVAE {
         public var latentSize = 16
         public var likelihood = Likelihood.bernoulli
         public var conditionalClasses = 0
+        /// Learned constants for the encoder's missing inputs (`--missing-fill learned`).
+        public var learnedMissingFill = false
 
         public init(channels: [Int] = [32, 64], latentSize: Int = 16, likelihood: Likelihood = .bernoulli,
                     conditionalClasses: Int = 0) {
@@ -176,19 +200,19 @@ extension ConvVAE {
             for i in 1..<n { count += channels[i] * channels[i - 1] * 9 + channels[i - 1] } // dec.deconv
             count += 2 * (z * f + z) + (f * (z + k) + f)                                   // fc_mu, fc_logvar, fc
             let head = channels[0] * c * 9 + c
-            return count + head + likelihood.auxiliaryOutputs * head
+            return count + head + likelihood.auxiliaryOutputs * head + (learnedMissingFill ? image.size : 0)
         }
 
         public func makeModel(for image: ImageShape, seed: UInt64) -> ConvVAE {
             ConvVAE(channels: image.channels, height: image.height, width: image.width,
                     convChannels: channels, latentSize: latentSize,
                     auxiliaryOutputs: likelihood.auxiliaryOutputs, auxiliaryHeadName: likelihood.auxiliaryHeadName,
-                    classes: conditionalClasses, seed: seed)
+                    classes: conditionalClasses, learnedMissingFill: learnedMissingFill, seed: seed)
         }
 
         public var architecture: Architecture { .conv(self) }
 
-        enum CodingKeys: String, CodingKey { case channels, latentSize, likelihood, conditionalClasses }
+        enum CodingKeys: String, CodingKey { case channels, latentSize, likelihood, conditionalClasses, missingFill }
 
         public init(from decoder: Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -196,6 +220,7 @@ extension ConvVAE {
             latentSize = try c.decode(Int.self, forKey: .latentSize)
             likelihood = try c.decode(Likelihood.self, forKey: .likelihood)
             conditionalClasses = try c.decodeIfPresent(Int.self, forKey: .conditionalClasses) ?? 0
+            learnedMissingFill = try c.decodeIfPresent(MissingFill.self, forKey: .missingFill) == .learned
         }
 
         /// An unconditional model's options are written as before the
@@ -206,6 +231,7 @@ extension ConvVAE {
             try c.encode(latentSize, forKey: .latentSize)
             try c.encode(likelihood, forKey: .likelihood)
             if conditionalClasses > 0 { try c.encode(conditionalClasses, forKey: .conditionalClasses) }
+            if learnedMissingFill { try c.encode(MissingFill.learned, forKey: .missingFill) }
         }
     }
 }

@@ -28,6 +28,10 @@ public struct MLPVAE: VariationalAutoencoder {
     public var auxiliaryHeadName: ConstantName
     /// "relu" or "tanh" (a constant, not walked).
     public var activationName: ConstantName
+    /// The encoder's value for each missing input (D), learned
+    /// (`--missing-fill learned`); (0) and left out of checkpoints with the
+    /// zero fill.
+    public var missingFill: Tensor
 
     /// A freshly initialised model (PyTorch's default Linear initialisation),
     /// each layer drawn from its own stream `(seed, .initialization, layer)`.
@@ -35,7 +39,8 @@ public struct MLPVAE: VariationalAutoencoder {
     /// one-layer model before deeper ones existed), then the encoder's extra
     /// layers, then the decoder's.
     public init(dataSize: Int, hiddenSizes: [Int], latentSize: Int, activation: Activation = .relu,
-                auxiliaryOutputs: Int = 0, auxiliaryHeadName: String = "aux", classes: Int = 0, seed: UInt64) {
+                auxiliaryOutputs: Int = 0, auxiliaryHeadName: String = "aux", classes: Int = 0,
+                learnedMissingFill: Bool = false, seed: UInt64) {
         precondition(dataSize > 0 && !hiddenSizes.isEmpty && hiddenSizes.allSatisfy { $0 > 0 } && latentSize > 0 && classes >= 0,
                      "MLPVAE sizes must be positive (D \(dataSize), H \(hiddenSizes), Z \(latentSize), K \(classes))")
         func stream(_ layer: Int) -> RandomStream {
@@ -56,6 +61,7 @@ public struct MLPVAE: VariationalAutoencoder {
         fc4Auxiliary = Dense(inputSize: first, outputSize: auxiliaryOutputs * dataSize, stream: stream(5))
         self.auxiliaryHeadName = ConstantName(auxiliaryHeadName)
         activationName = ConstantName(activation.rawValue)
+        missingFill = Tensor(zeros: [learnedMissingFill ? dataSize : 0])
     }
 
     /// One hidden layer of `hiddenSize` units (PyTorch's example).
@@ -76,9 +82,22 @@ public struct MLPVAE: VariationalAutoencoder {
 
     @differentiable(reverse, wrt: self)
     public func encode(_ x: Tensor, condition: Tensor, on backend: Backend) -> Posterior {
-        let activation = withoutDerivative(at: self.activation)
         // x is data: nothing here is differentiated with respect to it.
-        let h1 = Self.activated(fc1, withoutDerivative(at: concatenatingLastDimension(x, condition)), activation, on: backend)
+        encodeFirstLayerInput(withoutDerivative(at: concatenatingLastDimension(x, condition)), on: backend)
+    }
+
+    @differentiable(reverse, wrt: self)
+    public func encode(_ x: Tensor, mask: Tensor?, condition: Tensor, on backend: Backend) -> Posterior {
+        guard let mask, withoutDerivative(at: missingFill.count) > 0 else { return encode(x, condition: condition, on: backend) }
+        return encodeFirstLayerInput(concatenatingLastDimension(fillingMissing(x, mask: mask, fill: missingFill), condition),
+                                     on: backend)
+    }
+
+    /// The encoder from fc1's input, [x, one-hot(label)] (B, D + K).
+    @differentiable(reverse, wrt: (self, input))
+    func encodeFirstLayerInput(_ input: Tensor, on backend: Backend) -> Posterior {
+        let activation = withoutDerivative(at: self.activation)
+        let h1 = Self.activated(fc1, input, activation, on: backend)
         let h = encoderHidden.count == 0 ? h1 : encoderHidden(h1, activation: activation, on: backend)
         return Posterior(mean: fc21(h, on: backend), logVariance: fc22(h, on: backend))
     }
@@ -108,6 +127,7 @@ public struct MLPVAE: VariationalAutoencoder {
         try decoderHidden.walkParameters { try visit("dec.hidden" + $0, &$1) }
         try fc4.walkParameters { try visit("fc4." + $0, &$1) }
         try fc4Auxiliary.walkParameters { try visit("fc4_\(auxiliaryHeadName)." + $0, &$1) }
+        try visit("missing_fill", &missingFill)
     }
 }
 
@@ -123,6 +143,8 @@ extension MLPVAE {
         public var likelihood = Likelihood.bernoulli
         public var conditionalClasses = 0
         public var activation = Activation.relu
+        /// Learned constants for the encoder's missing inputs (`--missing-fill learned`).
+        public var learnedMissingFill = false
 
         public init(hiddenSize: Int = 400, latentSize: Int = 20, likelihood: Likelihood = .bernoulli,
                     conditionalClasses: Int = 0) {
@@ -145,7 +167,7 @@ extension MLPVAE {
             set { hiddenSizes = [newValue] }
         }
 
-        enum CodingKeys: String, CodingKey { case hiddenSize, hiddenSizes, latentSize, likelihood, conditionalClasses, activation }
+        enum CodingKeys: String, CodingKey { case hiddenSize, hiddenSizes, latentSize, likelihood, conditionalClasses, activation, missingFill }
 
         public init(from decoder: Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -158,6 +180,7 @@ extension MLPVAE {
             likelihood = try c.decode(Likelihood.self, forKey: .likelihood)
             conditionalClasses = try c.decodeIfPresent(Int.self, forKey: .conditionalClasses) ?? 0
             activation = try c.decodeIfPresent(Activation.self, forKey: .activation) ?? .relu
+            learnedMissingFill = try c.decodeIfPresent(MissingFill.self, forKey: .missingFill) == .learned
         }
 
         /// The one-hidden-layer, ReLU, unconditional model's options are written
@@ -173,6 +196,7 @@ extension MLPVAE {
             try c.encode(likelihood, forKey: .likelihood)
             if conditionalClasses > 0 { try c.encode(conditionalClasses, forKey: .conditionalClasses) }
             if activation != .relu { try c.encode(activation, forKey: .activation) }
+            if learnedMissingFill { try c.encode(MissingFill.learned, forKey: .missingFill) }
         }
 
         public func validate(for image: ImageShape) throws {
@@ -198,13 +222,13 @@ extension MLPVAE {
             for i in 1..<hiddenSizes.count {
                 count += 2 * (hiddenSizes[i - 1] * hiddenSizes[i]) + hiddenSizes[i] + hiddenSizes[i - 1]
             }
-            return count + likelihood.auxiliaryOutputs * (d * first + d)
+            return count + likelihood.auxiliaryOutputs * (d * first + d) + (learnedMissingFill ? d : 0)
         }
 
         public func makeModel(for image: ImageShape, seed: UInt64) -> MLPVAE {
             MLPVAE(dataSize: image.size, hiddenSizes: hiddenSizes, latentSize: latentSize, activation: activation,
                    auxiliaryOutputs: likelihood.auxiliaryOutputs, auxiliaryHeadName: likelihood.auxiliaryHeadName,
-                   classes: conditionalClasses, seed: seed)
+                   classes: conditionalClasses, learnedMissingFill: learnedMissingFill, seed: seed)
         }
 
         public var architecture: Architecture { .mlp(self) }

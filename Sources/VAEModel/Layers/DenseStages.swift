@@ -87,3 +87,4 @@ public struct DenseStages: Differentiable, AdditiveArithmetic, ParameterWalking 
         for i in layers.indices { try layers[i].walkParameters { try visit("\(i + 1)." + $0, &$1) } }
     }
 }
+

@@ -288,7 +288,37 @@ public struct Likelihood: Equatable, Sendable, CustomStringConvertible {
     }
 
     /// −log p(x | output) of every element (B·D, row-major) and, if asked,
-    /// its gradient with respect to the decoder's outputs.
+    /// its gradient with respect to the decoder's outputs; with a `mask`
+    /// (B, D: 1 observed, 0 missing), missing elements add nothing and get no
+    /// gradient (the observed-data likelihood of MIWAE, Mattei & Frellsen 2019).
+    public func elementTerms(_ x: Tensor, given output: DecoderOutput, gradient wantGradient: Bool, mask: Tensor?)
+        -> (terms: [Float], gradient: DecoderOutput?)
+    {
+        var (terms, gradient) = elementTerms(x, given: output, gradient: wantGradient)
+        guard let mask else { return (terms, gradient) }
+        precondition(mask.count == terms.count, "\(name) likelihood: a mask of \(mask.shape) for targets \(x.shape)")
+        let b = x.shape[0], d = b == 0 ? 0 : x.count / b
+        for i in 0..<terms.count { terms[i] *= mask.scalars[i] }
+        if var g = gradient {
+            g.location = g.location.zipMap(mask, *)
+            if !g.auxiliary.isSymbolicZero {
+                let p1 = outputsPerDimension - 1
+                g.auxiliary = Tensor(shape: g.auxiliary.shape) { out in
+                    for r in 0..<b {
+                        for k in 0..<p1 {
+                            for j in 0..<d {
+                                let at = (r * p1 + k) * d + j
+                                out[at] = g.auxiliary.scalars[at] * mask.scalars[r * d + j]
+                            }
+                        }
+                    }
+                }
+            }
+            gradient = g
+        }
+        return (terms, gradient)
+    }
+
     public func elementTerms(_ x: Tensor, given output: DecoderOutput, gradient wantGradient: Bool)
         -> (terms: [Float], gradient: DecoderOutput?)
     {
@@ -329,10 +359,11 @@ public struct Likelihood: Equatable, Sendable, CustomStringConvertible {
         return (terms, gradient)
     }
 
-    /// −log p(x | output) of each sample (row of x), in nats.
-    public func negativeLogLikelihoodPerSample(_ x: Tensor, given output: DecoderOutput) -> [Double] {
+    /// −log p(x | output) of each sample (row of x), in nats (of its observed
+    /// elements, with a mask).
+    public func negativeLogLikelihoodPerSample(_ x: Tensor, given output: DecoderOutput, mask: Tensor? = nil) -> [Double] {
         let b = x.shape[0], d = b == 0 ? 0 : x.count / b
-        let terms = elementTerms(x, given: output, gradient: false).terms
+        let terms = elementTerms(x, given: output, gradient: false, mask: mask).terms
         return terms.withUnsafeBufferPointer { t in
             (0..<b).map { r in Double(vectorSum(t.baseAddress! + r * d, count: d)) }
         }
@@ -367,19 +398,21 @@ extension Likelihood: Codable {
 
 /// −log p(x | output) summed over the batch and dimensions, in nats: the
 /// reconstruction term of the objective. `x` is in the likelihood's target
-/// representation (`Likelihood.targets`). The forward pass computes the
-/// gradient in the same sweep; the pullback only scales it.
+/// representation (`Likelihood.targets`); with a `mask` (B, D), over the
+/// observed elements only. The forward pass computes the gradient in the
+/// same sweep; the pullback only scales it.
 @differentiable(reverse, wrt: output)
-public func negativeLogLikelihood(_ x: Tensor, given output: DecoderOutput, under likelihood: Likelihood) -> Float {
-    likelihood.elementTerms(x, given: output, gradient: false).terms.vectorSum()
+public func negativeLogLikelihood(_ x: Tensor, given output: DecoderOutput, under likelihood: Likelihood,
+                                  mask: Tensor? = nil) -> Float {
+    likelihood.elementTerms(x, given: output, gradient: false, mask: mask).terms.vectorSum()
 }
 
 @derivative(of: negativeLogLikelihood, wrt: output)
 @usableFromInline
-func _vjpNegativeLogLikelihood(_ x: Tensor, given output: DecoderOutput, under likelihood: Likelihood)
+func _vjpNegativeLogLikelihood(_ x: Tensor, given output: DecoderOutput, under likelihood: Likelihood, mask: Tensor?)
     -> (value: Float, pullback: (Float) -> DecoderOutput.TangentVector)
 {
-    let (terms, gradient) = likelihood.elementTerms(x, given: output, gradient: true)
+    let (terms, gradient) = likelihood.elementTerms(x, given: output, gradient: true, mask: mask)
     let g = gradient!
     return (terms.vectorSum(), { seed in
         seed == 1 ? DecoderOutput.TangentVector(location: g.location, auxiliary: g.auxiliary)

@@ -19,13 +19,14 @@ public func importanceWeightedLogLikelihood<Model: VariationalAutoencoder>(
     _ model: Model, batch: DataBatch, noise: [Tensor], likelihood: Likelihood, on backend: Backend
 ) -> ImportanceWeightedEstimate {
     precondition(!noise.isEmpty, "importance weighting needs at least one sample")
-    let q = model.encode(batch.input, condition: batch.condition, on: backend)
+    let q = model.encode(batch.input, mask: batch.mask, condition: batch.condition, on: backend)
     let b = batch.count
     var logWeights: [[Double]] = []
     for eps in noise {
         let zk = q.sample(noise: eps)
         let nll = likelihood.negativeLogLikelihoodPerSample(batch.target, given: model.decode(zk, condition: batch.condition,
-                                                                                              on: backend))
+                                                                                              on: backend),
+                                                            mask: batch.mask)
         let logPz = Model.Posterior.logPrior(zk), logQz = q.logDensity(of: zk, noise: eps)
         logWeights.append((0..<b).map { i in -nll[i] + logPz[i] - logQz[i] })
     }

@@ -21,6 +21,11 @@ public protocol LatentPosterior: Differentiable {
     func klPerSample() -> [Double]
     /// log q(z | x) of each sample, for z = sample(noise: noise).
     func logDensity(of z: Tensor, noise: Tensor) -> [Double]
+    /// log q(z | x) of each sample at any z (B, Z), in Double.
+    func logDensity(of z: Tensor) -> [Double]
+    /// This posterior with each row repeated `times` times in a row (row
+    /// i·times + t is row i): many draws of one sample in one batch.
+    func repeatingRows(_ times: Int) -> Self
     /// log p(z) of each row of z under the prior.
     static func logPrior(_ z: Tensor) -> [Double]
 }
@@ -69,6 +74,25 @@ public struct GaussianPosterior: LatentPosterior {
             for j in 0..<width {
                 let e = Double(noise.scalars[i * width + j])
                 logQ += -0.5 * e * e - Self.halfLogTwoPi - 0.5 * Double(logVariance.scalars[i * width + j])
+            }
+            return logQ
+        }
+    }
+
+    public func repeatingRows(_ times: Int) -> GaussianPosterior {
+        GaussianPosterior(mean: mean.repeatingRows(times), logVariance: logVariance.repeatingRows(times))
+    }
+
+    /// log N(z; μ, σ²) at any z: Σ_j −½ (z − μ)²/σ² − ½ log σ² − ½ log 2π.
+    public func logDensity(of z: Tensor) -> [Double] {
+        let width = mean.shape[1]
+        precondition(z.shape == mean.shape, "log q of z \(z.shape) under a posterior of \(mean.shape)")
+        return (0..<mean.shape[0]).map { i in
+            var logQ = 0.0
+            for j in 0..<width {
+                let lv = Double(logVariance.scalars[i * width + j])
+                let r = Double(z.scalars[i * width + j]) - Double(mean.scalars[i * width + j])
+                logQ += -0.5 * r * r * Foundation.exp(-lv) - 0.5 * lv - Self.halfLogTwoPi
             }
             return logQ
         }

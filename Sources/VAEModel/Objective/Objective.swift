@@ -68,12 +68,19 @@ public struct DataBatch {
     public var target: Tensor
     /// The one-hot labels of a conditional model, (B, K); (B, 0) otherwise.
     public var condition: Tensor
+    /// Which values are observed, (B, D): 1 observed, 0 missing; nil when
+    /// every value is. Missing values are 0 in `input` and `target`; the
+    /// model fills them for its encoder (`encode(_:mask:condition:on:)`) and the likelihood
+    /// leaves them out.
+    public var mask: Tensor?
 
-    /// `target` defaults to the input; `condition` to none.
-    public init(input: Tensor, target: Tensor? = nil, condition: Tensor? = nil) {
+    /// `target` defaults to the input; `condition` to none; `mask` to every value observed.
+    public init(input: Tensor, target: Tensor? = nil, condition: Tensor? = nil, mask: Tensor? = nil) {
         self.input = input
         self.target = target ?? input
         self.condition = condition ?? Tensor(zeros: [input.shape[0], 0])
+        precondition(mask == nil || mask!.shape == input.shape, "a mask of \(mask!.shape) for a batch of \(input.shape)")
+        self.mask = mask
     }
 
     public var count: Int { input.shape[0] }
@@ -88,10 +95,11 @@ public struct DataBatch {
 public func negativeELBO<Model: VariationalAutoencoder>(
     _ model: Model, batch: DataBatch, noise: Tensor, likelihood: Likelihood, on backend: Backend
 ) -> ELBOTerms {
-    let q = model.encode(batch.input, condition: batch.condition, on: backend)
+    let q = model.encode(batch.input, mask: batch.mask, condition: batch.condition, on: backend)
     let z = q.sample(noise: noise)
     let output = model.decode(z, condition: batch.condition, on: backend)
-    return ELBOTerms(reconstruction: negativeLogLikelihood(batch.target, given: output, under: likelihood),
+    return ELBOTerms(reconstruction: negativeLogLikelihood(batch.target, given: output, under: likelihood,
+                                                           mask: batch.mask),
                      klPerDimension: q.klPerDimension())
 }
 
@@ -131,10 +139,10 @@ public struct SampleTerms {
 public func sampleTerms<Model: VariationalAutoencoder>(
     _ model: Model, batch: DataBatch, noise: Tensor, likelihood: Likelihood, on backend: Backend
 ) -> SampleTerms {
-    let q = model.encode(batch.input, condition: batch.condition, on: backend)
+    let q = model.encode(batch.input, mask: batch.mask, condition: batch.condition, on: backend)
     let output = model.decode(q.sample(noise: noise), condition: batch.condition, on: backend)
     let b = batch.count, d = b == 0 ? 0 : batch.target.count / b
-    let terms = likelihood.elementTerms(batch.target, given: output, gradient: false).terms
+    let terms = likelihood.elementTerms(batch.target, given: output, gradient: false, mask: batch.mask).terms
     let perSample = terms.withUnsafeBufferPointer { t in
         (0..<b).map { r in Double(vectorSum(t.baseAddress! + r * d, count: d)) }
     }
