@@ -48,7 +48,8 @@ public struct DataSource: Codable, Equatable, Sendable {
     /// trained model carry the header.
     public var columnNames: [String]?
     /// A file marking the training file's missing values: 0/1 values of its
-    /// shape (NPY or CSV), 0 where missing (`--mask`); NaN values are
+    /// shape (NPY or CSV), 0 where missing (`--mask`); for an image folder,
+    /// a folder of mask images beside it (`MaskFolder`). NaN values are
     /// missing without one.
     public var mask: String?
 
@@ -241,7 +242,10 @@ public struct DataSource: Codable, Equatable, Sendable {
 
     func prepareFolder(_ directory: String, seed: UInt64) throws -> PreparedData {
         if standardize == true { throw DataSourceError.optionNotForImageFolders("standardization", folder: directory) }
-        if mask != nil { throw DataSourceError.optionNotForImageFolders("a mask file", folder: directory) }
+        if let mask, !isDirectory(mask) {
+            throw DatasetError.incompatible(path: mask, detail: "is not a folder: the masks of an image folder are a "
+                                            + "folder of images beside it (masks/a/b.png for \(directory)/a/b.jpg)")
+        }
         if testFraction == 0 {
             throw DataSourceError.optionNotForImageFolders("a test fraction of 0 (no test set)", folder: directory)
         }
@@ -264,7 +268,8 @@ public struct DataSource: Codable, Equatable, Sendable {
                                                 seed: seed)
             (train, test, heldOut) = (folder.train.selecting(kept), folder.train.selecting(held), true)
         }
-        let decoding = try ImageDecoding(for: [train, test], channels: channels, size: size, centerCrop: centerCrop)
+        var decoding = try ImageDecoding(for: [train, test], channels: channels, size: size, centerCrop: centerCrop)
+        decoding.masks = mask.map { MaskFolder(images: directory, masks: $0) }
         return PreparedData(train: .files(train, decoding), test: .files(test, decoding), shape: decoding.shape,
                             classNames: classNames ?? folder.classNames, testIsHeldOut: heldOut, folder: folder,
                             skippingBad: skip)

@@ -205,6 +205,8 @@ public struct ImageDecoding: Sendable {
     public let transform: ImageTransform
     public let shape: ImageShape
     public let sixteenBit: Bool
+    /// Masks of missing pixels (`--mask DIR` beside an image folder).
+    public var masks: MaskFolder?
 
     /// Settles the decoding for these images (every split's): channels (by
     /// default 1 when every image is gray, 3 otherwise), the output size
@@ -247,6 +249,7 @@ public struct ImageDecoding: Sendable {
         if sixteenBit { floats.reserveCapacity(files.count * d) } else { bytes.reserveCapacity(files.count * d) }
         var kept: [Int] = []
         var bad: [BadImage] = []
+        var observed: [UInt8] = []
         for (i, path) in files.paths.enumerated() {
             let values: [Float]
             do {
@@ -256,6 +259,7 @@ public struct ImageDecoding: Sendable {
                     throw ImageError.corrupt(path: path, detail: "decodes to \(image.width) × \(image.height), its header says \(header.width) × \(header.height)")
                 }
                 values = transform.apply(image)
+                if let masks { observed += try masks.observed(for: path, image: image, transform: transform) }
                 if sixteenBit {
                     let scale = 1 / Float(image.maximum)
                     floats.append(contentsOf: values.lazy.map { $0 * scale })
@@ -271,6 +275,49 @@ public struct ImageDecoding: Sendable {
         let labels = files.labels.map { l in kept.map { l[$0] } }
         // 8-bit images stay bytes (256 levels); 16-bit ones, scaled and possibly resized, are floats.
         let values = sixteenBit ? SampleValues(floats: floats) : SampleValues(bytes: bytes)
-        return (ImageSet(shape: shape, values: values, labels: labels, source: source), bad)
+        let mask = masks != nil && observed.contains(0) ? observed : nil
+        return (ImageSet(shape: shape, values: values, labels: labels, source: source, observed: mask), bad)
+    }
+}
+
+/// A folder of masks beside an image folder: the mask of `images/a/b.jpg`
+/// is `masks/a/b.png` (any image format; its dark pixels, below half the
+/// maximum, are missing in every channel), cropped and resized as the
+/// images are. An image without a mask file has every pixel observed.
+public struct MaskFolder: Sendable, Equatable {
+    public let images: String
+    public let masks: String
+
+    public init(images: String, masks: String) {
+        self.images = images
+        self.masks = masks
+    }
+
+    /// The mask file of an image (which may not exist).
+    public func path(for image: String) -> String {
+        var relative = image.hasPrefix(images + "/") ? String(image.dropFirst(images.count + 1)) : (image as NSString).lastPathComponent
+        relative = (relative as NSString).deletingPathExtension
+        return masks + "/" + relative + ".png"
+    }
+
+    /// 1 observed, 0 missing for each value of the transformed image (C·H·W).
+    func observed(for imagePath: String, image: DecodedImage, transform: ImageTransform) throws -> [UInt8] {
+        let path = path(for: imagePath)
+        var gray = transform
+        gray.channels = 1
+        let plane = try { () throws -> [UInt8] in
+            guard FileManager.default.fileExists(atPath: path) else {
+                let (h, w) = (try? transform.outputSize(height: image.height, width: image.width).get()) ?? (image.height, image.width)
+                return [UInt8](repeating: 1, count: h * w)
+            }
+            let mask = try DecodedImage(contentsOf: path)
+            guard mask.width == image.width, mask.height == image.height else {
+                throw DatasetError.incompatible(path: path, detail: "is \(mask.width) × \(mask.height) pixels but its image "
+                                                + "\(imagePath) is \(image.width) × \(image.height): a mask has the image's size")
+            }
+            let half = Float(mask.maximum) / 2
+            return gray.apply(mask).map { $0 >= half ? 1 : 0 }
+        }()
+        return (0..<transform.channels).flatMap { _ in plane }
     }
 }

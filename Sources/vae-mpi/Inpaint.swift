@@ -140,6 +140,8 @@ struct Inpaint: ParsableCommand {
             if let count, count < set.count { set = set.selecting(Array(0..<count)) }
             let shape = set.shape
             let before = set.observed
+            // The images as read, before the damage: the originals where they were observed.
+            let undamaged = set
             if let damage {
                 let current = set
                 if case let .rectangle(x, y, _, _) = damage, x >= shape.width || y >= shape.height {
@@ -167,7 +169,7 @@ struct Inpaint: ParsableCommand {
                           + String(format: "%.2f s (%.1f images/s)", seconds, Double(n) / max(seconds, 1e-9))
                           + (result.acceptanceRate.map { String(format: "; %.1f %% of the moves accepted", 100 * $0) } ?? ""))
             // [0, 1] values of the originals (the encoder's scale of images), for scores and the picture.
-            let original = set.batch(0..<n).scalars
+            let original = undamaged.batch(0..<n).scalars
             let scale = set.levelScale
             let stored = storedValues(set)
             // Scores on the removed pixels whose original is known, beside the training set's mean image.
@@ -211,19 +213,26 @@ struct Inpaint: ParsableCommand {
         }
     }
 
-    /// The mean of the training images, in [0, 1], per value.
+    /// The mean of the training images, in [0, 1], per value (of its
+    /// observed values, when the training data has missing ones).
     static func meanImage(_ context: InferenceContext) throws -> [Float] {
         let training = try context.images(split: .train)
         let d = training.shape.size
-        var sum = [Double](repeating: 0, count: d)
+        var sum = [Double](repeating: 0, count: d), count = sum
         var start = 0
         while start < training.count {
             let end = min(start + 1000, training.count)
             let batch = training.batch(start..<end).scalars
-            for i in 0..<(end - start) { for j in 0..<d { sum[j] += Double(batch[i * d + j]) } }
+            let mask = training.mask(start..<end)?.scalars
+            for i in 0..<(end - start) {
+                for j in 0..<d where mask?[i * d + j] != 0 {
+                    sum[j] += Double(batch[i * d + j])
+                    count[j] += 1
+                }
+            }
             start = end
         }
-        return sum.map { Float($0 / Double(max(training.count, 1))) }
+        return (0..<d).map { Float(count[$0] > 0 ? sum[$0] / count[$0] : 0) }
     }
 
     /// Rows of `count` images: damaged (missing pixels red), repaired, and the original.

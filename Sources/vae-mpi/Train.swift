@@ -87,8 +87,8 @@ struct Train: ParsableCommand {
     var testFraction: Double?
 
     @Option(name: OptionName.mask.name, help: ArgumentHelp(
-        "Missing values of the training file: a .npy or .csv of its shape, 1 observed, 0 missing (empty, NA and NaN cells of a CSV and NaN in float .npy are missing without it).",
-        valueName: "file"))
+        "Missing values: for a training file, a .npy or .csv of its shape, 1 observed, 0 missing; for a folder of images, a folder of masks beside it (masks/a/b.png for DIR/a/b.jpg, its dark pixels missing). Empty, NA and NaN cells of a CSV and NaN in float .npy are missing without it.",
+        valueName: "file|dir"))
     var mask: String?
 
     @Option(name: OptionName.missingFill.name, help: ArgumentHelp(

@@ -154,6 +154,6 @@ PY
     # A missing value in a table trains (the likelihood scores the observed values), and says so.
     sed 's/^u0003,\([^,]*\),[^,]*,/u0003,\1,NA,/' "$data/train.csv" >"$data/holes.csv"
     mpi 2 train --train-file "$data/holes.csv" --test-file "$data/test.csv" --columns income,rate,score,temp \
-        --likelihood gaussian --epochs 1 --run-dir "$WORK/table-holes" >"$out" 2>&1
+        --likelihood gaussian --standardize --epochs 1 --run-dir "$WORK/table-holes" >"$out" 2>&1
     expect "$out" "missing values: 1 of [0-9]* training values"
 }

@@ -596,6 +596,7 @@ run_test imputation-table-np2 imputation_table
 run_test importance-weighted-training importance_weighted_training
 run_test imputation-errors imputation_errors
 run_test inpainting-np2 inpainting
+run_test image-folder-masks image_folder_masks
 
 say "multi-rank tests: ${passed} passed, ${#failed[@]} failed${failed:+ (${failed[*]})}"
 [ ${#failed[@]} -eq 0 ] || exit 1

@@ -285,3 +285,57 @@ final class LikelihoodTests: XCTestCase {
         }
     }
 }
+
+/// The count likelihoods against PyTorch: Fixtures/count_likelihood_golden.json
+/// from scripts/dev/make_golden_counts.py (scvi-tools' NB and ZINB formulas,
+/// torch's Poisson, Mult-VAE's multinomial), rows with zeros, 5000 counts, an
+/// empty row, tiny and huge θ.
+final class CountLikelihoodTests: XCTestCase {
+    func testCountLikelihoodsMatchPyTorch() throws {
+        let url = try XCTUnwrap(Bundle.module.url(forResource: "count_likelihood_golden", withExtension: "json",
+                                                  subdirectory: "Fixtures"))
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+        let cases = try XCTUnwrap(json["cases"] as? [[String: Any]])
+        XCTAssertEqual(cases.count, 5)
+        for c in cases {
+            let note = try XCTUnwrap(c["note"] as? String)
+            let (b, d, planes) = (try XCTUnwrap(c["rows"] as? Int), try XCTUnwrap(c["width"] as? Int), try XCTUnwrap(c["planes"] as? Int))
+            let likelihood = try Likelihood(named: try XCTUnwrap(c["likelihood"] as? String))
+            XCTAssertEqual(likelihood.outputsPerDimension, planes, note)
+            func floats(_ key: String) throws -> [Float] { try XCTUnwrap(c[key] as? [Double]).map(Float.init) }
+            let x = Tensor(shape: [b, d], scalars: try floats("x"))
+            let out = DecoderOutput(location: Tensor(shape: [b, d], scalars: try floats("location")),
+                                    auxiliary: Tensor(shape: [b, (planes - 1) * d], scalars: try floats("auxiliary")))
+            let (terms, gradient) = likelihood.elementTerms(x, given: out, gradient: true)
+            let expected = try XCTUnwrap(c["negative_log_probability"] as? [Double])
+            for i in 0..<(b * d) {
+                XCTAssertEqual(Double(terms[i]), expected[i], accuracy: 1e-4 + 1e-5 * abs(expected[i]), "\(note): −log p[\(i)]")
+            }
+            let g = try XCTUnwrap(gradient)
+            for (name, analytic, key) in [("logits", g.location, "gradient_location"), ("auxiliary", g.auxiliary, "gradient_auxiliary")] {
+                let want = try XCTUnwrap(c[key] as? [Double])
+                let got = want.isEmpty ? [] : analytic.materialized(shape: [b, want.count / b]).scalars
+                XCTAssertEqual(got.count, want.count, "\(note): \(name)")
+                for i in 0..<min(got.count, want.count) {
+                    XCTAssertEqual(Double(got[i]), want[i], accuracy: 1e-4 + 1e-4 * abs(want[i]), "\(note): ∂\(name)[\(i)]")
+                }
+            }
+        }
+    }
+
+    /// A row's shares sum to 1, and a one-count draw is one-hot.
+    func testMeansAndDraws() throws {
+        for name in ["multinomial", "poisson", "negative-binomial", "zinb"] {
+            let likelihood = try Likelihood(named: name)
+            let p = likelihood.outputsPerDimension
+            let out = DecoderOutput(location: randomTensor([3, 5], seed: 1), auxiliary: randomTensor([3, (p - 1) * 5], seed: 2))
+            let mean = likelihood.mean(out)
+            for r in 0..<3 {
+                let total = mean.scalars[(r * 5)..<(r * 5 + 5)].reduce(0, +)
+                if name == "zinb" { XCTAssertLessThan(total, 1) } else { XCTAssertEqual(total, 1, accuracy: 1e-5, name) }
+            }
+            let draw = likelihood.sample(out, uniforms: ElementUniforms(stream: RandomStream(seed: 3, domain: .sampling)))
+            for r in 0..<3 { XCTAssertEqual(draw.scalars[(r * 5)..<(r * 5 + 5)].reduce(0, +), 1, name) }
+        }
+    }
+}

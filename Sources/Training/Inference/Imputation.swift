@@ -121,7 +121,7 @@ public struct Imputer {
         let target = targets(x)
         let noise = stream(index, 0)
         var logWeights = [Double](repeating: 0, count: l)
-        var means: [[Float]] = []   // per batch of draws, (n, D)
+        var outputs: [DecoderOutput] = []   // per batch of draws, (n rows)
         var start = 0
         while start < l {
             let n = min(Self.drawsPerBatch, l - start)
@@ -133,18 +133,26 @@ public struct Imputer {
                                                                        mask: mask.repeatingRows(n))
             let logPrior = model.logPrior(zs), logQ = qn.logDensity(of: zs, noise: eps)
             for i in 0..<n { logWeights[start + i] = -nll[i] + logPrior[i] - logQ[i] }
-            means.append(model.likelihood.mean(output).scalars)
+            outputs.append(output)
             start += n
         }
         let top = logWeights.max()!
         var weights = logWeights.map { Foundation.exp($0 - top) }
         let total = weights.reduce(0, +)
         for i in weights.indices { weights[i] /= total }
+        // E[x | z_l] only for the draws that carry weight: those below 10⁻¹² of the largest add at most L·10⁻¹²
+        // of a value's range (and a likelihood's mean can cost a sum over its levels).
+        let floor = weights.max()! * 1e-12
+        let missing = (0..<d).filter { mask.scalars[$0] == 0 }
         var estimate = [Double](repeating: 0, count: d)
-        for (b, batch) in means.enumerated() {
-            for i in 0..<(batch.count / d) {
+        for (b, output) in outputs.enumerated() {
+            let rows = (0..<output.location.shape[0]).filter { weights[b * Self.drawsPerBatch + $0] >= floor }
+            guard !rows.isEmpty else { continue }
+            // Means of the missing values only.
+            let mean = model.likelihood.mean(Self.selecting(rows, columns: missing, of: output)).scalars
+            for (k, i) in rows.enumerated() {
                 let w = weights[b * Self.drawsPerBatch + i]
-                for j in 0..<d { estimate[j] += w * Double(batch[i * d + j]) }
+                for (c, j) in missing.enumerated() { estimate[j] += w * Double(mean[k * missing.count + c]) }
             }
         }
         let single = (0..<d).map { mask.scalars[$0] != 0 ? x.scalars[$0] : Float(estimate[$0]) }
@@ -236,6 +244,27 @@ public struct Imputer {
         }
         let draws = settings.multiple > 0 ? completed.scalars : []
         return SampleImputation(single: single, draws: draws, accepted: accepted, proposed: proposed)
+    }
+
+    /// These rows and data columns of a decoder output, every head's
+    /// (the auxiliary heads are parameter-major within a row).
+    static func selecting(_ rows: [Int], columns: [Int], of output: DecoderOutput) -> DecoderOutput {
+        let d = output.location.shape[0] == 0 ? 0 : output.location.count / output.location.shape[0]
+        let heads = d == 0 ? 0 : output.auxiliary.count / max(output.auxiliary.shape[0], 1) / d
+        let m = columns.count
+        let location = Tensor(shape: [rows.count, m]) { out in
+            for (k, r) in rows.enumerated() { for (c, j) in columns.enumerated() { out[k * m + c] = output.location.scalars[r * d + j] } }
+        }
+        let auxiliary = Tensor(shape: [rows.count, heads * m]) { out in
+            for (k, r) in rows.enumerated() {
+                for p in 0..<heads {
+                    for (c, j) in columns.enumerated() {
+                        out[(k * heads + p) * m + c] = output.auxiliary.scalars[(r * heads + p) * d + j]
+                    }
+                }
+            }
+        }
+        return DecoderOutput(location: location, auxiliary: auxiliary)
     }
 
     /// Rows of `base` replaced by those of `other` where `take` says.

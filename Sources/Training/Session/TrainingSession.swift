@@ -183,12 +183,23 @@ public struct TrainingSession {
                                                   rank: rank)
             }
         }
-        if case .loaded(let all) = prepared.train, all.missingCount > 0 {
-            let empty = all.rowsWithoutObservedValues
-            console.print("missing values: \(all.missingCount) of \(all.values.count) training values "
-                          + String(format: "(%.1f %%)", 100 * Double(all.missingCount) / Double(max(all.values.count, 1)))
+        // How much is missing: a loaded set counts itself; an image folder's shards (masks beside it) add up.
+        var missing = (count: 0, values: 0, emptyRows: 0)
+        if case .loaded(let all) = prepared.train {
+            missing = (all.missingCount, all.values.count, all.rowsWithoutObservedValues)
+        } else if reproducible {
+            missing = (shard.images.missingCount, shard.images.values.count, shard.images.rowsWithoutObservedValues)
+        } else {
+            let local = [shard.images.missingCount, shard.images.values.count, shard.images.rowsWithoutObservedValues]
+            let all = try local.map { try communicator.allGather(UInt64($0)).reduce(0, +) }.map { Int($0) }
+            missing = (all[0], all[1], all[2])
+        }
+        if missing.count > 0 {
+            console.print("missing values: \(missing.count) of \(missing.values) training values "
+                          + String(format: "(%.1f %%)", 100 * Double(missing.count) / Double(max(missing.values, 1)))
                           + "; the likelihood scores the observed ones only"
-                          + (empty > 0 ? "; \(plural(empty, "row")) with no observed value train the KL term only" : ""))
+                          + (missing.emptyRows > 0
+                             ? "; \(plural(missing.emptyRows, "row")) with no observed value train the KL term only" : ""))
         }
         return ShardedData(plan: finalPlan, shard: shard.images, test: test.images, shape: prepared.shape,
                            classNames: prepared.classNames, testIsHeldOut: prepared.testIsHeldOut,

@@ -194,9 +194,19 @@ public struct DiscretizedLogisticLikelihood: LikelihoodComponent {
                     var mean = 0.0
                     for (mu, t, logWeight) in components(output, row: b, dimension: j, width: width) {
                         let inverseScale = Foundation.exp(-t)
-                        var expected = 0.0
-                        for level in 0..<(k - 1) {
-                            expected += LibmMath.sigmoid(-((Double(level) / Double(k - 1) + h - mu) * inverseScale))
+                        // Edges more than 40 scales below μ contribute σ(> 40) = 1 in Double (1 − 4e−18 rounds to
+                        // 1), those above contribute < 4e−18: sum the window between, count the levels below.
+                        let reach = 40 * Foundation.exp(t), top = Double(k - 1)
+                        let first = Swift.max(0, Swift.min(k - 1, Int(((mu - reach - h) * top).rounded(.up))))
+                        let last = Swift.max(first, Swift.min(k - 1, Int(((mu + reach - h) * top).rounded(.down)) + 1))
+                        // σ(−(c_l − μ)/s) = 1/(1 + E_l), E_l = exp((c_l − μ)/s) = E_first·r^(l − first) with
+                        // r = exp(1/((K−1)s)): one exp per element, E within [e^−40, e^40] in the window.
+                        var expected = Double(first)
+                        var e = Foundation.exp((Double(first) / top + h - mu) * inverseScale)
+                        let ratio = Foundation.exp(inverseScale / top)
+                        for _ in first..<last {
+                            expected += 1 / (1 + e)
+                            e *= ratio
                         }
                         mean += Foundation.exp(logWeight) * expected
                     }

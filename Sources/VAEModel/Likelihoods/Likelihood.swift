@@ -234,6 +234,8 @@ public struct Likelihood: Equatable, Sendable, CustomStringConvertible {
     public static let components: [any LikelihoodComponent.Type] = [
         BernoulliLikelihood.self, GaussianLikelihood.self, LearnedGaussianLikelihood.self,
         DiscretizedLogisticLikelihood.self, BetaBinomialLikelihood.self, StudentTLikelihood.self,
+        MultinomialLikelihood.self, PoissonLikelihood.self, NegativeBinomialLikelihood.self,
+        ZeroInflatedNegativeBinomialLikelihood.self,
     ]
 
     public static var names: [String] { components.map { $0.name } }
