@@ -12,6 +12,8 @@ public enum DataFormat: String, Sendable {
     case npy
     /// A table of numbers (.csv or .csv.gz).
     case csv
+    /// A Matrix Market coordinate file (.mtx or .mtx.gz): sparse counts.
+    case matrixMarket = "Matrix Market"
     /// A folder of PNG and JPEG images (see `ImageFolder`).
     case imageFolder = "image folder"
     /// A folder of IDX or NPY files with the dataset names (see `DatasetDirectory`).
@@ -25,6 +27,7 @@ public enum DataFormat: String, Sendable {
         }
         if isFolder.boolValue { return ImageFolder.holdsImages(path) ? .imageFolder : .datasetDirectory }
         if CSVTable.isCSVPath(path) { return .csv }
+        if path.hasSuffix(".mtx") || path.hasSuffix(".mtx.gz") { return .matrixMarket }
         return NPYArray.looksLikeNPY(try readPrefix(path, count: 6)) ? .npy : .idx
     }
 
@@ -48,11 +51,25 @@ public struct ReadOptions: Equatable, Sendable {
     public var columns: [String]?
     /// CSV: the column of integer labels.
     public var labelColumn: String?
+    /// Integer arrays hold counts (a count likelihood's data): read without
+    /// levels, as exact floats (up to 2^24).
+    public var counts: Bool
+    /// CSV: an interaction log, one line per (user, item[, rating]).
+    public var interactions: InteractionColumns?
+    /// The training file's columns (item ids) that a test file's
+    /// interactions map to.
+    public var items: [String]?
+    /// Matrix Market: the samples are the matrix's columns.
+    public var transpose: Bool
 
-    public init(levels: Int? = nil, columns: [String]? = nil, labelColumn: String? = nil) {
+    public init(levels: Int? = nil, columns: [String]? = nil, labelColumn: String? = nil, counts: Bool = false,
+                interactions: InteractionColumns? = nil, transpose: Bool = false) {
         self.levels = levels
         self.columns = columns
         self.labelColumn = labelColumn
+        self.counts = counts
+        self.interactions = interactions
+        self.transpose = transpose
     }
 }
 
@@ -65,15 +82,25 @@ extension ImageSet {
     public static func load(images path: String, labels: String? = nil, options: ReadOptions = ReadOptions()) throws -> ImageSet {
         let format = try DataFormat.of(path)
         var set: ImageSet
+        if options.interactions != nil && format != .csv {
+            throw DatasetError.incompatible(path: path, detail: "is not a CSV file: an interaction log is a CSV file")
+        }
+        if options.transpose && format != .matrixMarket {
+            throw DatasetError.incompatible(path: path, detail: "is not a Matrix Market file: --transpose applies to .mtx files")
+        }
         switch format {
+        case .csv where options.interactions != nil:
+            set = try loadInteractions(path, columns: options.interactions!, items: options.items).set
         case .csv:
             set = try loadCSV(path, options: options)
+        case .matrixMarket:
+            set = try loadMatrixMarket(path, transpose: options.transpose)
         case .npy, .idx:
-            set = try loadArray(path, format: format, levels: options.levels)
+            set = try loadArray(path, format: format, levels: options.levels, counts: options.counts)
         case .imageFolder, .datasetDirectory:
             throw DatasetError.incompatible(path: path, detail: "is a folder; name a file of samples (IDX, .npy or .csv)")
         }
-        if format != .csv && (options.columns != nil || options.labelColumn != nil) {
+        if (format != .csv || options.interactions != nil) && (options.columns != nil || options.labelColumn != nil) {
             throw DatasetError.incompatible(path: path, detail: "is not a CSV file: columns are chosen in CSV files only")
         }
         if let labels {
@@ -84,8 +111,11 @@ extension ImageSet {
             guard values.count == set.count else {
                 throw DatasetError.countMismatch(images: path, imageCount: set.count, labels: labels, labelCount: values.count)
             }
-            set = ImageSet(shape: set.shape, values: set.values, levels: set.levels, labels: values, source: set.source,
-                           kind: set.kind, observed: set.observed)
+            var labelled = ImageSet(shape: set.shape, values: set.values, levels: set.levels, labels: values, source: set.source,
+                                    kind: set.kind, observed: set.observed)
+            labelled.storageName = set.storageName
+            labelled.rowNames = set.rowNames
+            set = labelled
         }
         return set
     }
@@ -139,16 +169,18 @@ extension ImageSet {
                   kind: .vectors(columns: table.columnNames))
     }
 
-    static func loadArray(_ path: String, format: DataFormat, levels: Int?) throws -> ImageSet {
-        try ImageSet(parsingArray: try readPossiblyCompressedFile(path), path: path, format: format, levels: levels)
+    static func loadArray(_ path: String, format: DataFormat, levels: Int?, counts: Bool = false) throws -> ImageSet {
+        try ImageSet(parsingArray: try readPossiblyCompressedFile(path), path: path, format: format, levels: levels,
+                     counts: counts)
     }
 
     /// The samples of IDX or NPY bytes that came from `path`, with their levels (see `ReadOptions.levels`).
-    public init(parsingArray data: [UInt8], path: String, format: DataFormat, levels: Int?) throws {
+    public init(parsingArray data: [UInt8], path: String, format: DataFormat, levels: Int?, counts: Bool = false) throws {
         precondition(format == .npy || format == .idx, "arrays are NPY or IDX")
         let dims: [Int]
         var values: SampleValues
         var resolvedLevels: Int? = nil
+        var storageName: String? = nil
         if let levels, !(2...65536).contains(levels) {
             throw DatasetError.incompatible(path: path, detail: "the number of levels must be 2…65536 (got \(levels))")
         }
@@ -171,6 +203,14 @@ extension ImageSet {
                     throw DatasetError.incompatible(path: path, detail: "holds floats: levels apply to integer arrays")
                 }
                 values = SampleValues(floats: f)
+            case .integers(let v) where counts && levels == nil:
+                // Counts: non-negative, exact as floats.
+                if let i = v.firstIndex(where: { $0 < 0 || $0 > 1 << 24 }) {
+                    throw DatasetError.incompatible(path: path, detail: "value \(v[i]) at index \(i): counts are "
+                                                    + "non-negative integers up to 2^24 (16777216)")
+                }
+                values = SampleValues(floats: v.map { Float($0) })
+                storageName = "\(array.dtype) counts"
             case .integers(let v):
                 guard let k = levels else { throw DatasetError.integersNeedLevels(path: path, dtype: array.dtype) }
                 guard k <= 65536 else {
@@ -209,6 +249,7 @@ extension ImageSet {
             throw DatasetError.badDimensions(path: path, detail: "no samples in \(dims)")
         }
         self.init(shape: shape, values: values, levels: resolvedLevels, source: path, kind: kind)
+        self.storageName = storageName
     }
 
     /// Integer labels from an IDX (1 dimension) or .npy (N or N×1) file.

@@ -52,6 +52,20 @@ public struct DataSource: Codable, Equatable, Sendable {
     /// a folder of mask images beside it (`MaskFolder`). NaN values are
     /// missing without one.
     public var mask: String?
+    /// The data are counts (the likelihood's domain): integer arrays are
+    /// read without levels.
+    public var counts: Bool?
+    /// What the encoder reads of each row of counts (`--input-normalization`).
+    public var inputNormalization: InputNormalization?
+    /// The training file is an interaction log (`--interactions`), read by
+    /// these columns.
+    public var interactions: InteractionColumns?
+    /// A Matrix Market file's samples are its columns (`--transpose`).
+    public var transpose: Bool?
+    /// Hold out this many users (rows), seeded, as the test set: Mult-VAE's
+    /// held-out users, whose clicks split into fold-in and held-out parts
+    /// for ranking metrics (`--heldout-users`).
+    public var heldoutUsers: Int?
 
     /// The test fraction of an image folder without a test folder.
     public static let defaultImageTestFraction = 0.1
@@ -91,6 +105,11 @@ public struct DataSource: Codable, Equatable, Sendable {
         source.standardize = standardize
         source.standardization = standardization
         source.columnNames = columnNames
+        source.counts = counts
+        source.inputNormalization = inputNormalization
+        source.interactions = interactions
+        source.transpose = transpose
+        source.heldoutUsers = heldoutUsers
         return source
     }
 
@@ -107,7 +126,10 @@ public struct DataSource: Codable, Equatable, Sendable {
     }
 
     /// How the files are read.
-    public var readOptions: ReadOptions { ReadOptions(levels: levels, columns: columns, labelColumn: labelColumn) }
+    public var readOptions: ReadOptions {
+        ReadOptions(levels: levels, columns: columns, labelColumn: labelColumn, counts: counts == true,
+                    interactions: interactions, transpose: transpose == true)
+    }
 
     /// The files to read: explicit ones first, then the directory's (and its class names).
     func resolvedFiles() throws -> (trainImages: String, testImages: String?, trainLabels: String?, testLabels: String?,
@@ -157,7 +179,14 @@ public struct DataSource: Codable, Equatable, Sendable {
             if let testFraction {
                 throw DataSourceError.testFractionWithTestFile(testFile: testPath, fraction: testFraction)
             }
-            let test = try ImageSet.load(images: testPath, labels: files.testLabels, options: readOptions)
+            if let heldoutUsers {
+                throw DatasetError.incompatible(path: testPath, detail: "--heldout-users \(heldoutUsers) holds out users of "
+                                                + "\(files.trainImages) as the test set: give it or a test file, not both")
+            }
+            var testOptions = readOptions
+            // A test log's items are the training log's columns.
+            if interactions != nil { testOptions.items = train.columnNames }
+            let test = try ImageSet.load(images: testPath, labels: files.testLabels, options: testOptions)
             guard train.shape == test.shape else {
                 throw DatasetError.incompatible(
                     path: test.source,
@@ -178,6 +207,20 @@ public struct DataSource: Codable, Equatable, Sendable {
             return PreparedData(train: .loaded(scaledTrain), test: .loaded(scaledTest), shape: train.shape,
                                 classNames: train.labels == nil ? nil : files.classNames, testIsHeldOut: false)
         }
+        if let heldoutUsers {
+            if let testFraction {
+                throw DatasetError.incompatible(path: files.trainImages, detail: "--heldout-users \(heldoutUsers) and a test "
+                                                + "fraction (\(testFraction)) both hold out a test set: give one")
+            }
+            guard heldoutUsers < train.count else {
+                throw DatasetError.incompatible(path: files.trainImages, detail: "has \(train.count) users (rows): "
+                                                + "--heldout-users \(heldoutUsers) would leave none to train on")
+            }
+            let split = train.holdingOut(fraction: Double(heldoutUsers) / Double(train.count), seed: seed)
+            let (scaledTrain, scaledTest) = standardized(split.train, split.test)
+            return PreparedData(train: .loaded(scaledTrain), test: .loaded(scaledTest), shape: train.shape,
+                                classNames: nil, testIsHeldOut: true)
+        }
         guard let testFraction else { throw DataSourceError.noTestImages(trainFile: files.trainImages) }
         let classNames = train.labels == nil ? nil : files.classNames
         if testFraction == 0 {
@@ -197,9 +240,11 @@ public struct DataSource: Codable, Equatable, Sendable {
     /// With `standardize`, both sets standardized by the training set's
     /// statistics (those recorded in `standardization`, when resuming).
     func standardized(_ train: ImageSet, _ test: ImageSet) -> (ImageSet, ImageSet) {
+        var (train, test) = (train, test)
+        train.inputNormalization = inputNormalization
+        test.inputNormalization = inputNormalization
         guard standardize == true else { return (train, test) }
         let statistics = standardization ?? Standardization(fitting: train)
-        var (train, test) = (train, test)
         train.standardization = statistics
         test.standardization = statistics
         return (train, test)
@@ -218,6 +263,13 @@ public struct DataSource: Codable, Equatable, Sendable {
 
     /// The rules of each value (`InvalidSetting` names the field).
     public func validate() throws {
+        if let n = heldoutUsers { try InvalidSetting.check("heldout_users", n, in: 1...100_000_000) }
+        if let interactions {
+            try InvalidSetting.require(!interactions.user.isEmpty && !interactions.item.isEmpty
+                                       && interactions.user != interactions.item, "interactions",
+                                       "the user and item columns must be two different names")
+            if let r = interactions.minRating { try InvalidSetting.require(r.isFinite, "interactions.min_rating", "must be finite") }
+        }
         if let f = testFraction {
             try InvalidSetting.require(f >= 0 && f < 1, "test_fraction",
                                        "must be at least 0 (0: no test set) and below 1 (got \(f))")

@@ -32,6 +32,15 @@ public struct ImageSet: Sendable {
     /// This "test set" is the training set itself (a run without a test
     /// set, `--test-fraction 0`): evaluations say so.
     public var isTrainingSet = false
+    /// How the values were stored, when `values` does not say ("int64
+    /// counts", "interactions"), for messages.
+    public var storageName: String?
+    /// The samples' own ids (users of an interaction log, cells of a count
+    /// matrix), when the data name them.
+    public var rowNames: [String]?
+    /// What the encoder reads of each row besides the values themselves
+    /// (`InputNormalization`): applied in `batch(_:as: .scaled)`.
+    public var inputNormalization: InputNormalization?
 
     public init(shape: ImageShape, values: SampleValues, levels: Int? = nil, labels: [Int32]? = nil, source: String = "",
                 kind: Kind = .images, observed: [UInt8]? = nil) {
@@ -52,6 +61,7 @@ public struct ImageSet: Sendable {
     /// The mask of NaN values (missing), or nil when there is none.
     static func missingFromNaN(_ values: SampleValues) -> [UInt8]? {
         guard values.element == .float32 else { return nil }
+        if let sparse = values.sparse, !sparse.values.contains(where: \.isNaN) { return nil }
         var mask: [UInt8]? = nil
         values.forEachChunk { offset, chunk in
             for (i, v) in chunk.enumerated() where v.isNaN {
@@ -129,6 +139,7 @@ public struct ImageSet: Sendable {
                 let o = out.baseAddress! + row * d
                 values.convert(index * d, d, into: o, scale: scale)
                 if let standardization { standardization.apply(o, count: d) }
+                if let inputNormalization { inputNormalization.apply(o, count: d) }
                 // Missing values reach the models as 0 (the encoder's fill, and a target the likelihood masks out).
                 if let observed { for j in 0..<d where observed[index * d + j] == 0 { o[j] = 0 } }
                 row += 1
@@ -144,6 +155,9 @@ public struct ImageSet: Sendable {
                            observed: observed.map { o in indices.flatMap { o[$0 * d ..< ($0 + 1) * d] } })
         set.standardization = standardization
         set.isTrainingSet = isTrainingSet
+        set.storageName = storageName
+        set.rowNames = rowNames.map { names in indices.map { names[$0] } }
+        set.inputNormalization = inputNormalization
         return set
     }
 
@@ -158,7 +172,42 @@ public struct ImageSet: Sendable {
     /// What a likelihood is told about these values.
     public var description: DataDescription {
         DataDescription(source: source, levels: levels, range: valueRange,
-                        storage: values.element == .float32 && columnNames != nil ? "CSV numbers" : values.element.rawValue)
+                        storage: storageName ?? (values.element == .float32 && columnNames != nil ? "CSV numbers"
+                                                 : values.element.rawValue),
+                        integral: levels != nil || isIntegral)
+    }
+
+    /// Whether every value (missing ones aside) is a whole number.
+    public var isIntegral: Bool {
+        if levels != nil || values.element.isInteger { return true }
+        if let sparse = values.sparse { return sparse.isIntegral }
+        var integral = true
+        values.forEachChunk { _, chunk in
+            guard integral else { return }
+            integral = chunk.allSatisfy { $0.isNaN || $0 == $0.rounded() }
+        }
+        return integral
+    }
+}
+
+/// What the encoder reads of a row of counts (`--input-normalization`):
+/// its L2-normalised values (Mult-VAE: x/‖x‖), or log(1 + x) (scVI). The
+/// likelihood still scores the counts themselves.
+public enum InputNormalization: String, Codable, CaseIterable, Sendable {
+    case l2
+    case log1p
+
+    func apply(_ row: UnsafeMutablePointer<Float>, count d: Int) {
+        switch self {
+        case .l2:
+            var squares = 0.0
+            for j in 0..<d { squares += Double(row[j]) * Double(row[j]) }
+            // An empty row stays 0 (torch.nn.functional.normalize divides by max(‖x‖, 1e-12)).
+            let scale = 1 / Swift.max(squares.squareRoot(), 1e-12)
+            for j in 0..<d { row[j] = Float(Double(row[j]) * scale) }
+        case .log1p:
+            for j in 0..<d { row[j] = Float(Foundation.log1p(Double(row[j]))) }
+        }
     }
 }
 

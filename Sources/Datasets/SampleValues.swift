@@ -37,6 +37,9 @@ public struct SampleValues: Sendable {
     /// Number of values.
     public let count: Int
     let storage: RawStorage
+    /// Rows kept sparse (interactions, count matrices): `storage` is unused
+    /// and every read goes through the rows (`element` is float32).
+    public private(set) var sparse: SparseRows? = nil
 
     public init(bytes: [UInt8]) {
         element = .uint8
@@ -60,12 +63,28 @@ public struct SampleValues: Sendable {
         self.element = element
         self.count = count
         self.storage = storage
+        sparse = nil
     }
+
+    /// Sparse rows: N·D values, most of them 0, held as CSR.
+    public init(sparse rows: SparseRows) {
+        element = .float32
+        count = rows.rowCount * rows.width
+        storage = RawStorage(byteCount: 0)
+        sparse = rows
+    }
+
+    /// Whether the values are held as sparse rows.
+    public var isSparse: Bool { sparse != nil }
 
     /// Values [start, start + n) as Float, each times `scale` if given,
     /// into `out`. The one place that reads each element type.
     public func convert(_ start: Int, _ n: Int, into out: UnsafeMutablePointer<Float>, scale: Float? = nil) {
         precondition(start >= 0 && n >= 0 && start + n <= count, "values \(start)..<\(start + n) of \(count)")
+        if let sparse {
+            sparse.densify(start, n, into: out, scale: scale)
+            return
+        }
         let raw = storage.base + start * element.size
         switch element {
         case .uint8:
@@ -97,6 +116,7 @@ public struct SampleValues: Sendable {
 
     /// The values of rows `rows` (each `width` values), in that order.
     public func selecting(rows: [Int], width: Int) -> SampleValues {
+        if let sparse { return SampleValues(sparse: sparse.selecting(rows)) }
         let rowBytes = width * element.size
         let storage = RawStorage(byteCount: rows.count * rowBytes)
         for (i, r) in rows.enumerated() {
@@ -109,6 +129,7 @@ public struct SampleValues: Sendable {
     /// The smallest and largest value (unscaled), ignoring NaN; nil when
     /// there are none.
     public var range: ClosedRange<Float>? {
+        if let sparse { return sparse.range }
         var lo = Float.infinity, hi = -Float.infinity
         forEachChunk { _, values in
             for v in values where !v.isNaN {
@@ -123,6 +144,7 @@ public struct SampleValues: Sendable {
     /// infinite, with which.
     public func firstNonFinite() -> (index: Int, value: Float)? {
         guard element == .float32 else { return nil }
+        if let sparse { return sparse.firstNonFinite() }
         var found: (Int, Float)? = nil
         forEachChunk { offset, values in
             guard found == nil else { return }
@@ -141,7 +163,113 @@ public struct SampleValues: Sendable {
 
     /// The values' bytes, little-endian, in their own element type (see `Element.numpyDescr`).
     public var rawBytes: [UInt8] {
-        Array(UnsafeRawBufferPointer(start: storage.base, count: count * element.size))
+        if sparse != nil { return floats.withUnsafeBytes { Array($0) } }
+        return Array(UnsafeRawBufferPointer(start: storage.base, count: count * element.size))
+    }
+}
+
+/// Rows of a matrix, most of whose values are 0, in compressed sparse row
+/// form (CSR): row r's nonzero values are `values[rowStarts[r] ..<
+/// rowStarts[r + 1]]`, in the columns `columns[…]`, increasing.
+public struct SparseRows: Sendable, Equatable {
+    public let width: Int
+    public let rowStarts: [Int]
+    public let columns: [Int32]
+    public let values: [Float]
+
+    public var rowCount: Int { rowStarts.count - 1 }
+    public var nonzeroCount: Int { values.count }
+
+    public init(width: Int, rowStarts: [Int], columns: [Int32], values: [Float]) {
+        precondition(rowStarts.first == 0 && rowStarts.last == columns.count && columns.count == values.count,
+                     "CSR arrays disagree")
+        self.width = width
+        self.rowStarts = rowStarts
+        self.columns = columns
+        self.values = values
+    }
+
+    /// From (row, column, value) triplets, any order; repeated cells add up
+    /// (interaction logs may list a pair twice).
+    public init(rows: Int, width: Int, triplets: [(row: Int32, column: Int32, value: Float)]) {
+        var counts = [Int](repeating: 0, count: rows + 1)
+        for t in triplets { counts[Int(t.row) + 1] += 1 }
+        for r in 0..<rows { counts[r + 1] += counts[r] }
+        var next = counts
+        var cells = [(Int32, Float)](repeating: (0, 0), count: triplets.count)
+        for t in triplets {
+            cells[next[Int(t.row)]] = (t.column, t.value)
+            next[Int(t.row)] += 1
+        }
+        var starts = [0], columns = [Int32](), values = [Float]()
+        columns.reserveCapacity(cells.count)
+        values.reserveCapacity(cells.count)
+        for r in 0..<rows {
+            let row = cells[counts[r] ..< counts[r + 1]].sorted { $0.0 < $1.0 }
+            for (c, v) in row {
+                if let last = columns.last, columns.count > starts[r], last == c { values[values.count - 1] += v } else {
+                    columns.append(c)
+                    values.append(v)
+                }
+            }
+            starts.append(columns.count)
+        }
+        self.init(width: width, rowStarts: starts, columns: columns, values: values)
+    }
+
+    /// Values [start, start + n) of the dense row-major matrix.
+    func densify(_ start: Int, _ n: Int, into out: UnsafeMutablePointer<Float>, scale: Float?) {
+        out.initialize(repeating: 0, count: n)
+        guard n > 0, width > 0 else { return }
+        let end = start + n
+        for r in (start / width) ... ((end - 1) / width) {
+            let base = r * width
+            for k in rowStarts[r] ..< rowStarts[r + 1] {
+                let i = base + Int(columns[k])
+                if i >= start && i < end { out[i - start] = scale.map { values[k] * $0 } ?? values[k] }
+            }
+        }
+    }
+
+    /// The rows at `indices`, in that order.
+    func selecting(_ indices: [Int]) -> SparseRows {
+        var starts = [0], columns = [Int32](), values = [Float]()
+        for r in indices {
+            precondition(r >= 0 && r < rowCount, "row \(r) of \(rowCount)")
+            columns += self.columns[rowStarts[r] ..< rowStarts[r + 1]]
+            values += self.values[rowStarts[r] ..< rowStarts[r + 1]]
+            starts.append(columns.count)
+        }
+        return SparseRows(width: width, rowStarts: starts, columns: columns, values: values)
+    }
+
+    /// The smallest and largest value, the implicit zeros included.
+    var range: ClosedRange<Float>? {
+        guard rowCount > 0, width > 0 else { return nil }
+        var lo: Float = nonzeroCount < rowCount * width ? 0 : .infinity, hi = -lo
+        if nonzeroCount < rowCount * width { hi = 0 }
+        for v in values where !v.isNaN {
+            lo = Swift.min(lo, v)
+            hi = Swift.max(hi, v)
+        }
+        return lo <= hi ? lo...hi : nil
+    }
+
+    func firstNonFinite() -> (index: Int, value: Float)? {
+        for r in 0..<rowCount {
+            for k in rowStarts[r] ..< rowStarts[r + 1] where !values[k].isFinite {
+                return (r * width + Int(columns[k]), values[k])
+            }
+        }
+        return nil
+    }
+
+    /// Whether every stored value is a whole number.
+    public var isIntegral: Bool { values.allSatisfy { $0 == $0.rounded() } }
+
+    /// Each row's stored cells: (columns, values).
+    public func row(_ r: Int) -> (columns: ArraySlice<Int32>, values: ArraySlice<Float>) {
+        (columns[rowStarts[r] ..< rowStarts[r + 1]], values[rowStarts[r] ..< rowStarts[r + 1]])
     }
 }
 

@@ -10,12 +10,15 @@ public struct DataDescription: Equatable, Sendable {
     public var range: ClosedRange<Float>
     /// How the values are stored, for messages ("uint8", "float32", "CSV numbers").
     public var storage: String
+    /// Whether every value is a whole number (levels are; counts must be).
+    public var integral: Bool
 
-    public init(source: String, levels: Int?, range: ClosedRange<Float>, storage: String) {
+    public init(source: String, levels: Int?, range: ClosedRange<Float>, storage: String, integral: Bool? = nil) {
         self.source = source
         self.levels = levels
         self.range = range
         self.storage = storage
+        self.integral = integral ?? (levels != nil)
     }
 }
 

@@ -40,6 +40,10 @@ public enum RandomDomain: UInt32, Sendable {
     case sampleNoise = 7
     /// Imputation and inpainting: keyed by (row, purpose), the same whichever rank imputes the row.
     case imputation = 8
+    /// Training's input dropout (`--input-dropout`): keyed by (sample, step), the rank mixed into the seed.
+    case inputDropout = 9
+    /// Held-out users' fold-in/held-out split, keyed by the user's row.
+    case recommendation = 10
 }
 
 /// A stream of random numbers at fixed coordinates: (seed, domain, a, b).

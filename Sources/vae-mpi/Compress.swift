@@ -141,8 +141,8 @@ struct Compress: ParsableCommand {
         case .idx:
             let array = try IDXArray(contentsOf: set.source)
             return (set, .idx(dimensions: [set.count] + array.dimensions.dropFirst()))
-        case .csv, .imageFolder, .datasetDirectory:
-            throw DatasetError.incompatible(path: set.source, detail: "holds real values; compression codes integer samples "
+        case .csv, .imageFolder, .datasetDirectory, .matrixMarket:
+            throw DatasetError.incompatible(path: set.source, detail: "holds real values or counts; compression codes integer samples "
                                             + "(8-bit images, integer .npy arrays)")
         }
     }

@@ -21,6 +21,15 @@ enum OptionName: String, CaseIterable, CustomStringConvertible {
     case labelColumn = "label-column"
     case standardize
     case mask
+    case interactions
+    case userColumn = "user-column"
+    case itemColumn = "item-column"
+    case ratingColumn = "rating-column"
+    case minRating = "min-rating"
+    case transpose
+    case heldoutUsers = "heldout-users"
+    case inputNormalization = "input-normalization"
+    case inputDropout = "input-dropout"
     // train: architecture
     case model
     case likelihood
@@ -94,6 +103,9 @@ enum OptionName: String, CaseIterable, CustomStringConvertible {
     case normalClasses = "normal-classes"
     case tolerance
     case contamination
+    // recommend
+    case evaluate
+    case top
     // impute, inpaint
     case method
     case samples
@@ -130,7 +142,8 @@ extension OptionName {
             "data.test_fraction": .testFraction, "data.channels": .channels, "data.image_size": .imageSize,
             "data.center_crop": .centerCrop, "data.levels": .levels, "data.columns": .columns,
             "data.label_column": .labelColumn, "data.standardization": .standardize, "data.mask": .mask,
-            "train_samples": .trainSamples,
+            "train_samples": .trainSamples, "input_dropout": .inputDropout, "data.heldout_users": .heldoutUsers,
+            "data.interactions": .interactions, "data.interactions.min_rating": .minRating,
             "architecture.latent_size": .latentDim, "architecture.hidden_size": .hiddenDim,
             "architecture.hidden_sizes": .hiddenDims,
             "architecture.channels": .convChannels, "architecture.likelihood.sigma": .sigma,

@@ -13,6 +13,7 @@ extension ExactReduction: ExpressibleByArgument {}
 extension Activation: ExpressibleByArgument {}
 extension MissingFill: ExpressibleByArgument {}
 extension LearningRateSchedule.Kind: ExpressibleByArgument {}
+extension InputNormalization: ExpressibleByArgument {}
 
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -37,6 +38,8 @@ struct Train: ParsableCommand {
                                           .labelColumn, .standardize, .hiddenDim, .hiddenDims, .activation, .latentDim,
                                           .convChannels,
                                           .conditional, .missingFill, .mask, .trainSamples, .batchSize, .seed,
+                                          .interactions, .userColumn, .itemColumn, .ratingColumn, .minRating, .transpose,
+                                          .heldoutUsers, .inputNormalization, .inputDropout,
                                           .reproducible, .microShards, .exactReduction]
 
     @Option(name: OptionName.data.name, help: ArgumentHelp(
@@ -90,6 +93,43 @@ struct Train: ParsableCommand {
         "Missing values: for a training file, a .npy or .csv of its shape, 1 observed, 0 missing; for a folder of images, a folder of masks beside it (masks/a/b.png for DIR/a/b.jpg, its dark pixels missing). Empty, NA and NaN cells of a CSV and NaN in float .npy are missing without it.",
         valueName: "file|dir"))
     var mask: String?
+
+    @Option(name: OptionName.interactions.name, help: ArgumentHelp(
+        "Training data: an interaction log (CSV with a header, one line per user and item, raw or .gz); a row per user, a column per item, ids kept (instead of \(OptionName.trainFile)).",
+        valueName: "file.csv"))
+    var interactions: String?
+
+    @Option(name: OptionName.userColumn.name, help: "\(OptionName.interactions): the column of user ids (default: user).")
+    var userColumn: String?
+
+    @Option(name: OptionName.itemColumn.name, help: "\(OptionName.interactions): the column of item ids (default: item).")
+    var itemColumn: String?
+
+    @Option(name: OptionName.ratingColumn.name, help: "\(OptionName.interactions): a column of ratings (default: none, each line one interaction).")
+    var ratingColumn: String?
+
+    @Option(name: OptionName.minRating.name, help: ArgumentHelp(
+        "\(OptionName.interactions): ratings at or above R are clicks (value 1), others dropped (Mult-VAE on MovieLens: 4, i.e. above 3.5).",
+        valueName: "R"))
+    var minRating: Double?
+
+    @Flag(name: OptionName.transpose.name, help: "A Matrix Market (.mtx) training file's samples are its columns (10x Genomics: genes × cells).")
+    var transpose = false
+
+    @Option(name: OptionName.heldoutUsers.name, help: ArgumentHelp(
+        "Hold out N users (rows), seeded, as the test set; vae-mpi recommend --evaluate ranks their held-out clicks (Mult-VAE's protocol).",
+        valueName: "N"))
+    var heldoutUsers: Int?
+
+    @Option(name: OptionName.inputNormalization.name, help: ArgumentHelp(
+        "What the encoder reads of a row of counts: l2 (x/‖x‖, Mult-VAE) or log1p (log(1 + x), scVI) (default: the counts).",
+        valueName: "l2|log1p"))
+    var inputNormalization: InputNormalization?
+
+    @Option(name: OptionName.inputDropout.name, help: ArgumentHelp(
+        "Dropout on the encoder's input in training: each value zeroed with probability p, the rest scaled by 1/(1 − p) (Mult-VAE: 0.5) (default: 0).",
+        valueName: "p"))
+    var inputDropout: Double?
 
     @Option(name: OptionName.missingFill.name, help: ArgumentHelp(
         "What the encoder reads where a value is missing: zero, or learned constants (default: zero).",
@@ -337,6 +377,31 @@ struct Train: ParsableCommand {
             }
             c.data.trainImages = trainFile
         }
+        if let interactions {
+            if let trainFile { throw OptionError(option: .interactions, detail: "is the training data; give it or \(OptionName.trainFile) (\(trainFile)), not both") }
+            if data == nil && c.data.trainImages != interactions { c.data.classNames = nil }
+            c.data.trainImages = interactions
+        }
+        var log = c.data.interactions
+        if interactions != nil && log == nil { log = InteractionColumns() }
+        if log != nil {
+            if let userColumn { log!.user = userColumn }
+            if let itemColumn { log!.item = itemColumn }
+            if let ratingColumn { log!.rating = ratingColumn }
+            if let minRating { log!.minRating = minRating }
+        } else if let option = [(userColumn != nil, OptionName.userColumn), (itemColumn != nil, .itemColumn),
+                                (ratingColumn != nil, .ratingColumn), (minRating != nil, .minRating)].first(where: \.0)?.1 {
+            throw OptionError(option: option, detail: "applies to an interaction log (\(OptionName.interactions))")
+        }
+        if let checkpoint, log != c.data.interactions { throw refuse(.interactions, checkpoint) }
+        c.data.interactions = log
+        if transpose {
+            if let checkpoint, c.data.transpose != true { throw refuse(.transpose, checkpoint) }
+            c.data.transpose = true
+        }
+        try set(heldoutUsers, .heldoutUsers, &c.data.heldoutUsers)
+        try set(inputNormalization, .inputNormalization, &c.data.inputNormalization)
+        try set(inputDropout, .inputDropout, &c.inputDropout)
         if let testFile { c.data.testImages = testFile }
         if let trainLabels { c.data.trainLabels = trainLabels }
         if let testLabels { c.data.testLabels = testLabels }
@@ -412,6 +477,8 @@ struct Train: ParsableCommand {
                 c.architecture.likelihood = named
             }
         }
+        // Count likelihoods read integer arrays as counts (no levels).
+        c.data.counts = c.architecture.likelihood.domain == .counts ? true : nil
         // Objective, optimizer, schedule, outputs.
         var samples = c.samplesPerImage
         try set(trainSamples, .trainSamples, &samples)

@@ -61,6 +61,7 @@ public struct InferenceContext {
                 // Read as the training files were (their levels, a table's columns), standardized by the training statistics.
                 set = try ImageSet.load(images: file, labels: labels, options: trainingData.readOptions)
                 set.standardization = trainingData.standardization
+                set.inputNormalization = trainingData.inputNormalization
             } else {
                 set = try source.load(split, seed: seed)
             }

@@ -242,11 +242,12 @@ public final class Trainer<Model: VariationalAutoencoder> {
         let pieces: [Piece]
         if data.microShards == nil {
             pieces = [Piece(indices: indices, noise: data.noise(count: indices.count, latentSize: z, step: position.step),
-                            microShard: nil)]
+                            microShard: nil, step: position.step)]
         } else {
             pieces = data.localMicroShards.map { v in
                 let picked = Array(indices[data.microShard(v, of: indices.count)])
-                return Piece(indices: picked, noise: data.sampleNoise(picked, latentSize: z, step: position.step), microShard: v)
+                return Piece(indices: picked, noise: data.sampleNoise(picked, latentSize: z, step: position.step), microShard: v,
+                             step: position.step)
             }
         }
         try faults.failIfDue(rank: rank, step: step)
@@ -303,6 +304,8 @@ public final class Trainer<Model: VariationalAutoencoder> {
         /// ε (b, Z) of these images.
         var noise: Tensor
         var microShard: Int?
+        /// The global step (0-based): keys the input dropout.
+        var step = 0
     }
 
     /// The micro-batches of a local batch of `count` images: `accumulate`
@@ -319,7 +322,8 @@ public final class Trainer<Model: VariationalAutoencoder> {
         let k = configuration.samplesPerImage
         let z = model.latentSize * k
         let likelihood = architecture.likelihood, backend = self.backend
-        let batch = data.batch(Array(piece.indices[chunk]), likelihood: likelihood)
+        let batch = data.batch(Array(piece.indices[chunk]), likelihood: likelihood,
+                               inputDropout: configuration.inputDropout, step: piece.step)
         let eps = chunk.count == piece.indices.count ? piece.noise
             : Tensor(shape: [chunk.count, z], scalars: Array(piece.noise.scalars[chunk.lowerBound * z ..< chunk.upperBound * z]))
         let model = self.model

@@ -13,6 +13,10 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
     /// the ELBO; K > 1, the importance-weighted bound (IWAE; with missing
     /// values, MIWAE). Its loss is the bound itself: β stays 1.
     public var trainSamples: Int? = nil
+    /// Dropout on the encoder's input in training (Mult-VAE: 0.5): each
+    /// value is zeroed with this probability and the rest scaled by
+    /// 1/(1 − p), the mask keyed by (seed, rank, sample, step).
+    public var inputDropout: Double? = nil
     /// Adam's base learning rate, and how it changes over the run.
     public var learningRate = 1e-3
     public var schedule = LearningRateSchedule()
@@ -71,6 +75,7 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         architecture = try c.decode(Architecture.self, forKey: .architecture)
         kl = try c.decode(KLControls.self, forKey: .kl)
         trainSamples = try c.decodeIfPresent(Int.self, forKey: .trainSamples)
+        inputDropout = try c.decodeIfPresent(Double.self, forKey: .inputDropout)
         learningRate = try c.decode(Double.self, forKey: .learningRate)
         schedule = try c.decodeIfPresent(LearningRateSchedule.self, forKey: .schedule) ?? LearningRateSchedule()
         accumulate = try c.decodeIfPresent(Int.self, forKey: .accumulate) ?? 1
@@ -128,6 +133,9 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
             do { try check() } catch let error as InvalidSetting { throw error.inside(parent) }
         }
         try inside("kl") { try kl.validate() }
+        if let p = inputDropout {
+            try InvalidSetting.require(p >= 0 && p < 1, "input_dropout", "must be at least 0 and below 1 (got \(p))")
+        }
         if let k = trainSamples {
             try InvalidSetting.check("train_samples", k, in: 1...100_000)
             if k > 1 {

@@ -143,8 +143,10 @@ extension LikelihoodComponent {
         case .reals:
             return nil
         case .counts:
-            return data.levels != nil || data.range.lowerBound >= 0 ? nil
-                : "non-negative integer counts; the values are \(data.storage), down to \(data.range.lowerBound)"
+            if data.range.lowerBound < 0 {
+                return "non-negative integer counts; the values (\(data.storage)) go down to \(data.range.lowerBound)"
+            }
+            return data.integral ? nil : "non-negative integer counts; the values (\(data.storage)) are not all whole numbers"
         }
     }
 
