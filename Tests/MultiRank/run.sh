@@ -534,6 +534,7 @@ source "$VAE_MPI_ROOT/Tests/MultiRank/reproducible_tests.sh"
 source "$VAE_MPI_ROOT/Tests/MultiRank/likelihood_tests.sh"
 source "$VAE_MPI_ROOT/Tests/MultiRank/compression_tests.sh"
 source "$VAE_MPI_ROOT/Tests/MultiRank/imputation_tests.sh"
+source "$VAE_MPI_ROOT/Tests/MultiRank/count_tests.sh"
 
 say "multi-rank tests in $WORK"
 helpers make-dataset "$SMALL" 997 203 12 12 || die "could not write the test dataset"
@@ -597,6 +598,8 @@ run_test importance-weighted-training importance_weighted_training
 run_test imputation-errors imputation_errors
 run_test inpainting-np2 inpainting
 run_test image-folder-masks image_folder_masks
+run_test interactions-recommend-np2 interactions_recommend
+run_test count-matrix-nb-np2 count_matrix_nb
 
 say "multi-rank tests: ${passed} passed, ${#failed[@]} failed${failed:+ (${failed[*]})}"
 [ ${#failed[@]} -eq 0 ] || exit 1

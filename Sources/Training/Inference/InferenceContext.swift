@@ -59,7 +59,12 @@ public struct InferenceContext {
                 set = try Self.folderImages(file, split: split, trainedOn: trainingData, image: image)
             } else if let file {
                 // Read as the training files were (their levels, a table's columns), standardized by the training statistics.
-                set = try ImageSet.load(images: file, labels: labels, options: trainingData.readOptions)
+                var options = trainingData.readOptions
+                // --transpose is about the training matrix's axes: another file is read as its own format says.
+                if try DataFormat.of(file) != .matrixMarket { options.transpose = false }
+                // A log of interactions maps to the training log's items.
+                if options.interactions != nil { options.items = trainingData.columnNames }
+                set = try ImageSet.load(images: file, labels: labels, options: options)
                 set.standardization = trainingData.standardization
                 set.inputNormalization = trainingData.inputNormalization
             } else {

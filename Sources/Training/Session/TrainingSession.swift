@@ -298,10 +298,7 @@ public struct TrainingSession {
             ?? (set.isImages ? "images of \(set.shape)" : "vectors of \(set.shape.size) values")
         if let levels = set.levels, levels != 256 || set.values.element != .uint8 { text += ", \(levels) levels" }
         if set.standardization != nil { text += ", standardized" }
-        if let sparse = set.values.sparse {
-            text += String(format: ", sparse (%d nonzero, %.2f %%)", sparse.nonzeroCount,
-                           100 * Double(sparse.nonzeroCount) / Double(max(set.values.count, 1)))
-        }
+        if set.values.isSparse { text += ", sparse rows (CSR)" }
         if let storage = set.storageName { text += ", \(storage)" }
         if let n = set.inputNormalization { text += ", encoder reads \(n == .l2 ? "x/‖x‖" : "log(1 + x)")" }
         return text

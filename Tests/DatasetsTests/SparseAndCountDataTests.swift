@@ -1,0 +1,104 @@
+import Foundation
+import XCTest
+import TensorCore
+import TestSupport
+@testable import Datasets
+
+/// Sparse rows (CSR), interaction logs and Matrix Market files.
+final class SparseAndCountDataTests: XCTestCase {
+    func temporaryFolder() throws -> String {
+        let dir = NSTemporaryDirectory() + "sparse-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+        return dir
+    }
+
+    /// Triplets in any order become sorted rows; a repeated cell adds up;
+    /// every read (a row, a range across rows, a selection) matches the dense matrix.
+    func testSparseRowsReadAsTheDenseMatrix() {
+        let rows = SparseRows(rows: 3, width: 4, triplets: [(2, 3, 5), (0, 2, 1), (0, 0, 2), (2, 3, 1), (2, 0, 7)])
+        XCTAssertEqual(rows.rowStarts, [0, 2, 2, 4])
+        XCTAssertEqual(rows.columns, [0, 2, 0, 3])
+        XCTAssertEqual(rows.values, [2, 1, 7, 6])
+        let values = SampleValues(sparse: rows)
+        let dense: [Float] = [2, 0, 1, 0, 0, 0, 0, 0, 7, 0, 0, 6]
+        XCTAssertEqual(values.floats, dense)
+        var part = [Float](repeating: -1, count: 7)
+        part.withUnsafeMutableBufferPointer { values.convert(3, 7, into: $0.baseAddress!, scale: 0.5) }
+        XCTAssertEqual(part, dense[3..<10].map { $0 * 0.5 })
+        XCTAssertEqual(values.selecting(rows: [2, 0], width: 4).floats, Array(dense[8..<12] + dense[0..<4]))
+        XCTAssertEqual(values.range, 0...7)
+        XCTAssertTrue(rows.isIntegral)
+        let set = ImageSet(shape: ImageShape(channels: 1, height: 1, width: 4), values: values)
+        XCTAssertEqual(set.batch([2, 1]).scalars, Array(dense[8..<12] + dense[4..<8]))
+        XCTAssertNil(set.observed)
+    }
+
+    func testInteractionLogs() throws {
+        let dir = try temporaryFolder()
+        let log = "userId,movieId,rating\nu7,m3,5\nu2,m3,2\nu7,m9,4\nu2,m1,4.5\nu7,m3,4\n"
+        try log.write(toFile: dir + "/r.csv", atomically: true, encoding: .utf8)
+        let columns = InteractionColumns(user: "userId", item: "movieId", rating: "rating", minRating: 4)
+        let (clicks, unknown) = try ImageSet.loadInteractions(dir + "/r.csv", columns: columns)
+        XCTAssertEqual(unknown, 0)
+        XCTAssertEqual(clicks.rowNames, ["u7", "u2"])
+        XCTAssertEqual(clicks.columnNames, ["m3", "m9", "m1"])
+        // u7 rated m3 twice: one click; u2's rating 2 is not a click.
+        XCTAssertEqual(clicks.values.floats, [1, 1, 0, 0, 0, 1])
+        var counts = columns
+        counts.rating = nil
+        counts.minRating = nil
+        XCTAssertEqual(try ImageSet.loadInteractions(dir + "/r.csv", columns: counts).set.values.floats, [2, 1, 0, 1, 0, 1])
+        // A test log keeps the training items' columns; others are counted and left out.
+        try "userId,movieId,rating\nu5,m1,5\nu5,m42,5\n".write(toFile: dir + "/t.csv", atomically: true, encoding: .utf8)
+        let test = try ImageSet.loadInteractions(dir + "/t.csv", columns: columns, items: ["m3", "m9", "m1"])
+        XCTAssertEqual(test.set.values.floats, [0, 0, 1])
+        XCTAssertEqual(test.unknownItems, 1)
+        XCTAssertThrowsError(try ImageSet.loadInteractions(dir + "/r.csv", columns: InteractionColumns(user: "user", item: "movieId"))) {
+            XCTAssertTrue("\($0)".contains("has no column \"user\" (--user-column)"), "\($0)")
+        }
+    }
+
+    /// A 10x-style matrix (genes × cells, gzipped names beside it) read with
+    /// and without --transpose.
+    func testMatrixMarket() throws {
+        let dir = try temporaryFolder()
+        let text = "%%MatrixMarket matrix coordinate integer general\n% a comment\n3 2 3\n1 1 4\n3 1 1\n2 2 9\n"
+        try text.write(toFile: dir + "/matrix.mtx", atomically: true, encoding: .utf8)
+        try "G1\tA\nG2\tB\nG3\tC\n".write(toFile: dir + "/features.tsv", atomically: true, encoding: .utf8)
+        try "AAC-1\nGGT-1\n".write(toFile: dir + "/barcodes.tsv", atomically: true, encoding: .utf8)
+        let cells = try ImageSet.loadMatrixMarket(dir + "/matrix.mtx", transpose: true)
+        XCTAssertEqual(cells.count, 2)
+        XCTAssertEqual(cells.columnNames, ["G1", "G2", "G3"])
+        XCTAssertEqual(cells.rowNames, ["AAC-1", "GGT-1"])
+        XCTAssertEqual(cells.values.floats, [4, 0, 1, 0, 9, 0])
+        // Without --transpose the names no longer fit their axes: refused, naming the file.
+        XCTAssertThrowsError(try ImageSet.loadMatrixMarket(dir + "/matrix.mtx", transpose: false)) {
+            XCTAssertTrue("\($0)".contains("features.tsv: names 3 entries; \(dir)/matrix.mtx has 2 on that axis"), "\($0)")
+        }
+        try (text.replacingOccurrences(of: "3 2 3", with: "3 2 4")).write(toFile: dir + "/short.mtx", atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try ImageSet.loadMatrixMarket(dir + "/short.mtx", transpose: true)) {
+            XCTAssertTrue("\($0)".contains("holds 3 entries, its size line says 4"), "\($0)")
+        }
+        try "%%MatrixMarket matrix array real general\n2 2\n1\n2\n3\n4\n".write(toFile: dir + "/dense.mtx", atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try ImageSet.loadMatrixMarket(dir + "/dense.mtx", transpose: false)) {
+            XCTAssertTrue("\($0)".contains("only sparse (coordinate) matrices are read"), "\($0)")
+        }
+    }
+
+    /// Count likelihoods read integer arrays without levels, exactly.
+    func testIntegerArraysAsCounts() throws {
+        var payload: [UInt8] = []
+        for v: Int64 in [0, 3, 70000, 1] { withUnsafeBytes(of: v.littleEndian) { payload += $0 } }
+        let header = "{'descr': '<i8', 'fortran_order': False, 'shape': (2, 2), }"
+        var bytes: [UInt8] = [0x93] + Array("NUMPY".utf8) + [1, 0]
+        let padded = header + String(repeating: " ", count: (64 - (10 + header.count + 1) % 64) % 64) + "\n"
+        bytes += [UInt8(padded.utf8.count & 0xff), UInt8(padded.utf8.count >> 8)] + Array(padded.utf8) + payload
+        let set = try ImageSet(parsingArray: bytes, path: "c.npy", format: .npy, levels: nil, counts: true)
+        XCTAssertEqual(set.values.floats, [0, 3, 70000, 1])
+        XCTAssertNil(set.levels)
+        XCTAssertTrue(set.description.integral)
+        XCTAssertEqual(set.description.storage, "<i8 counts")
+        XCTAssertThrowsError(try ImageSet(parsingArray: bytes, path: "c.npy", format: .npy, levels: nil))
+    }
+}

@@ -1,0 +1,43 @@
+import XCTest
+import Datasets
+import TensorCore
+@testable import Training
+
+/// Mult-VAE's ranking metrics and the held-out split (dawenl/vae_cf's definitions).
+final class RecommendationTests: XCTestCase {
+    func testMetricsByHand() {
+        // Ranked 3, 1, 2; held out {1, 5}: DCG = 1/log2(3); ideal = 1 + 1/log2(3).
+        let held: Set<Int32> = [1, 5]
+        XCTAssertEqual(Recommendation.ndcg([3, 1, 2], heldOut: held, k: 100), (1 / log2(3.0)) / (1 + 1 / log2(3.0)), accuracy: 1e-12)
+        XCTAssertEqual(Recommendation.ndcg([1, 5, 2], heldOut: held, k: 100), 1, accuracy: 1e-12)
+        // Only the top k count; recall divides by min(k, held out).
+        XCTAssertEqual(Recommendation.ndcg([3, 1], heldOut: held, k: 1), 0)
+        XCTAssertEqual(Recommendation.recall([3, 1, 2], heldOut: held, k: 20), 0.5)
+        XCTAssertEqual(Recommendation.recall([1, 3], heldOut: held, k: 1), 1)
+        XCTAssertEqual(Recommendation.recall([3, 1], heldOut: held, k: 1), 0)
+    }
+
+    func testTopLeavesOutSeenItemsAndBreaksTiesByIndex() {
+        let scores: [Float] = [0.5, 2, 2, -1, 3]
+        XCTAssertEqual(Recommendation.top(3, of: scores, width: 5, excluding: [[4]]), [[1, 2, 0]])
+        XCTAssertEqual(Recommendation.top(10, of: scores, width: 5, excluding: [[0, 1, 2]]), [[4, 3]])
+    }
+
+    /// Users with 5 or more clicks hold out ⌊20 %⌋, seeded per user; the
+    /// split does not depend on which other users are in the set.
+    func testHeldOutSplit() {
+        let rows = SparseRows(rows: 3, width: 30, triplets: (0..<12).map { (0, Int32($0), 1) } + (0..<4).map { (1, Int32($0), 1) }
+                                                            + (0..<26).map { (2, Int32($0), 2) })
+        let set = ImageSet(shape: ImageShape(channels: 1, height: 1, width: 30), values: SampleValues(sparse: rows))
+        let users = Recommendation.split(set, seed: 3)
+        XCTAssertEqual(users.map(\.heldOut.count), [2, 0, 5])
+        XCTAssertEqual(users.map(\.foldIn.count), [10, 4, 21])
+        for u in users { XCTAssertTrue(Set(u.foldIn).isDisjoint(with: u.heldOut)) }
+        XCTAssertEqual(Recommendation.split(set, seed: 3), users)
+        XCTAssertNotEqual(Recommendation.split(set, seed: 4).map(\.heldOut), users.map(\.heldOut))
+        let folded = Recommendation.foldInSet(set, users: [users[2]])
+        XCTAssertEqual(Recommendation.clickedItems(folded, row: 0), users[2].foldIn)
+        XCTAssertEqual(set.columnPopularity[0], 3)
+        XCTAssertEqual(set.columnPopularity[20], 1)
+    }
+}
