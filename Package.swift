@@ -46,6 +46,9 @@ let package = Package(
                 linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("turbojpeg")]),
 
         .systemLibrary(name: "CDNNL", providers: [.apt(["libdnnl-dev"])]),
+        // HDF5 input: libhdf5 through a small C layer (its type ids are C macros Swift cannot import).
+        .systemLibrary(name: "CHDF5", pkgConfig: "hdf5-serial", providers: [.apt(["libhdf5-dev"])]),
+        .target(name: "CHDF5Reader", dependencies: ["CHDF5"], cSettings: [.unsafeFlags(["-O2"])]),
 
         // Kernels that choose their instruction set at run time (AVX-512, AVX512_BF16),
         // and the CPU feature checks; no fused multiply-add, so every path gives the same bits.
@@ -62,7 +65,7 @@ let package = Package(
                 swiftSettings: kernelSettings),
         .target(name: "VAEModel", dependencies: ["TensorCore"], swiftSettings: kernelSettings),
         .target(name: "Imaging", dependencies: ["CPNG", "CImageCodecs"]),
-        .target(name: "Datasets", dependencies: ["TensorCore", "Imaging", "CZlib"]),
+        .target(name: "Datasets", dependencies: ["TensorCore", "Imaging", "CZlib", "CHDF5Reader"]),
         .target(name: "Collectives"),
         .target(name: "MPICollectives", dependencies: ["Collectives", "CMPI"]),
         .target(name: "Artifacts", dependencies: ["TensorCore", "Imaging", "CZlib"]),

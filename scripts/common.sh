@@ -8,7 +8,7 @@ VAE_MPI_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BINARY="$VAE_MPI_ROOT/.build/release/vae-mpi"
 
 # C libraries and tools from Debian, and the default dataset.
-APT_PACKAGES=(pkg-config libopenblas-dev libdnnl-dev libopenmpi-dev openmpi-bin zlib1g-dev libpng-dev libturbojpeg0-dev dataset-fashion-mnist)
+APT_PACKAGES=(pkg-config libopenblas-dev libdnnl-dev libopenmpi-dev openmpi-bin zlib1g-dev libpng-dev libturbojpeg0-dev libhdf5-dev dataset-fashion-mnist)
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -77,14 +77,19 @@ cores() { nproc 2>/dev/null || getconf _NPROCESSORS_ONLN; }
 # single-threaded); more ranks than cores need --oversubscribe (and then
 # binding would stack ranks, so none). With a hostfile its slots= decide.
 # MPIRUN_FLAGS adds to these.
+# THREADS=T (third argument) gives each rank T cores (--map-by slot:PE=T),
+# so that its kernel threads do not share one.
 mpirun_flags() {
-    local np=$1 hostfile=${2:-}
+    local np=$1 hostfile=${2:-} threads=${3:-1}
     local flags=()
     [ "$(id -u)" = 0 ] && flags+=(--allow-run-as-root)
     if [ -n "$hostfile" ]; then
-        flags+=(--hostfile "$hostfile" --bind-to core)   # the hostfile's slots= decide placement
-    elif [ "$np" -gt "$(cores)" ]; then
+        flags+=(--hostfile "$hostfile")   # the hostfile's slots= decide placement
+        if [ "$threads" -gt 1 ]; then flags+=(--map-by "slot:PE=$threads" --bind-to core); else flags+=(--bind-to core); fi
+    elif [ $((np * threads)) -gt "$(cores)" ]; then
         flags+=(--oversubscribe --bind-to none)
+    elif [ "$threads" -gt 1 ]; then
+        flags+=(--map-by "slot:PE=$threads" --bind-to core)
     else
         flags+=(--bind-to core)
     fi

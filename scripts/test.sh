@@ -7,7 +7,7 @@ source "$(dirname "$0")/common.sh"
 APT_PACKAGES+=(iproute2 util-linux)   # the multi-host test's network namespaces
 ensure_packages
 ensure_swift
-ensure_python_packages numpy tensorboard safetensors PIL=pillow sklearn=scikit-learn
+ensure_python_packages numpy tensorboard safetensors PIL=pillow sklearn=scikit-learn h5py
 build_release
 
 cd "$VAE_MPI_ROOT"

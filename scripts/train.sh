@@ -6,6 +6,7 @@
 #   NP=4 scripts/train.sh --epochs 20      # ranks from NP; arguments go to `vae-mpi train`
 #   HOSTFILE=hostfiles/cluster NP=16 scripts/train.sh
 #   RESTARTS=3 scripts/train.sh            # relaunch from the latest checkpoint after a failure
+#   THREADS=2 NP=1 scripts/train.sh        # 2 kernel threads per rank, each rank bound to 2 cores
 #
 # RESTARTS=N (as torchrun's --max-restarts): when the job fails for a reason
 # other than a user error (exit status 2, or 64 for bad options) — a rank
@@ -19,13 +20,17 @@ ensure_packages
 ensure_swift
 build_release
 
-np=${NP:-$(cores)}
+# THREADS=T: T kernel threads per rank, each rank given T cores (default: 1, a rank per core).
+threads=${THREADS:-1}
+[[ $threads =~ ^[1-9][0-9]*$ ]] || die "THREADS must be a positive integer (got $threads)"
+np=${NP:-$(( $(cores) / threads > 0 ? $(cores) / threads : 1 ))}
 restarts=${RESTARTS:-0}
-mapfile -t flags < <(mpirun_flags "$np" "${HOSTFILE:-}")
+mapfile -t flags < <(mpirun_flags "$np" "${HOSTFILE:-}" "$threads")
 cd "$VAE_MPI_ROOT"
 
 # The run directory, so that a restart can find its checkpoint.
 args=("$@")
+[ "$threads" -gt 1 ] && args=(--threads "$threads" "${args[@]}")
 run_dir=""
 for ((i = 0; i < ${#args[@]}; i++)); do
     case ${args[i]} in

@@ -12,6 +12,8 @@ public enum DataFormat: String, Sendable {
     case npy
     /// A table of numbers (.csv or .csv.gz).
     case csv
+    /// A dataset in an HDF5 file (`file.h5:/path`, see `HDF5Path`).
+    case hdf5 = "HDF5"
     /// A Matrix Market coordinate file (.mtx or .mtx.gz): sparse counts.
     case matrixMarket = "Matrix Market"
     /// A folder of PNG and JPEG images (see `ImageFolder`).
@@ -21,6 +23,10 @@ public enum DataFormat: String, Sendable {
 
     /// The format of `path`. A missing path is `DatasetError.notFound`.
     public static func of(_ path: String) throws -> DataFormat {
+        if let h5 = HDF5Path(path) {
+            guard FileManager.default.fileExists(atPath: h5.file) else { throw DatasetError.notFound(path: h5.file, hint: "") }
+            return .hdf5
+        }
         var isFolder: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) else {
             throw DatasetError.notFound(path: path, hint: "")
@@ -95,6 +101,8 @@ extension ImageSet {
             set = try loadCSV(path, options: options)
         case .matrixMarket:
             set = try loadMatrixMarket(path, transpose: options.transpose)
+        case .hdf5:
+            set = try loadHDF5(HDF5Path(path)!, levels: options.levels, counts: options.counts)
         case .npy, .idx:
             set = try loadArray(path, format: format, levels: options.levels, counts: options.counts)
         case .imageFolder, .datasetDirectory:
@@ -170,8 +178,62 @@ extension ImageSet {
     }
 
     static func loadArray(_ path: String, format: DataFormat, levels: Int?, counts: Bool = false) throws -> ImageSet {
-        try ImageSet(parsingArray: try readPossiblyCompressedFile(path), path: path, format: format, levels: levels,
-                     counts: counts)
+        if let mapped = try loadMapped(path, format: format, levels: levels) { return mapped }
+        return try ImageSet(parsingArray: try readPossiblyCompressedFile(path), path: path, format: format, levels: levels,
+                            counts: counts)
+    }
+
+    /// Uncompressed .npy files of uint8 or little-endian float32 and
+    /// uncompressed IDX files are mapped, not read (`MappedFile`): the
+    /// values stay in the page cache, shared by the ranks of a node, and a
+    /// rank's selection of them (its shard) is a list of rows. nil for any
+    /// other file (read whole by `init(parsingArray:)`, which also gives
+    /// every error). `VAE_MPI_NO_MMAP=1` turns mapping off.
+    static func loadMapped(_ path: String, format: DataFormat, levels: Int?) throws -> ImageSet? {
+        guard ProcessInfo.processInfo.environment["VAE_MPI_NO_MMAP"] == nil,
+              let file = MappedFile(path), !file.isGzipped else { return nil }
+        let dims: [Int]
+        let values: SampleValues
+        var resolvedLevels: Int? = nil
+        if format == .npy {
+            guard let h = try? NPYArray.header(file.prefix(1 << 20), totalBytes: file.byteCount, path: path) else { return nil }
+            switch (h.kind, h.size, h.bigEndian) {
+            case ("u", 1, _):
+                values = SampleValues(element: .uint8, count: h.count, mapping: file, offset: h.start)
+                resolvedLevels = levels ?? 256
+            case ("f", 4, false) where levels == nil && h.start % 4 == 0:
+                values = SampleValues(element: .float32, count: h.count, mapping: file, offset: h.start)
+            default:
+                return nil
+            }
+            dims = h.shape
+        } else {
+            let head = file.prefix(4)
+            guard head.count == 4, head[0] == 0, head[1] == 0, head[2] == 0x08, head[3] >= 1 else { return nil }
+            let rank = Int(head[3]), header = file.prefix(4 + 4 * rank)
+            guard header.count == 4 + 4 * rank else { return nil }
+            var d: [Int] = []
+            for i in 0..<rank {
+                let o = 4 + 4 * i
+                d.append(Int(header[o]) << 24 | Int(header[o + 1]) << 16 | Int(header[o + 2]) << 8 | Int(header[o + 3]))
+            }
+            guard let total = checkedProduct(d), total <= 1 << 40, 4 + 4 * rank + total == file.byteCount else { return nil }
+            values = SampleValues(element: .uint8, count: total, mapping: file, offset: 4 + 4 * rank)
+            resolvedLevels = levels ?? 256
+            dims = d
+        }
+        if let k = levels {
+            guard (2...65536).contains(k) else { return nil }
+            var bad: (Int, Float)? = nil
+            values.forEachChunk { offset, chunk in
+                guard bad == nil else { return }
+                if let i = chunk.firstIndex(where: { $0 >= Float(k) }) { bad = (offset + i, chunk[i]) }
+            }
+            if let (index, value) = bad {
+                throw DatasetError.levelOutOfRange(path: path, index: index, value: Int64(value), levels: k)
+            }
+        }
+        return try ImageSet(dimensions: dims, values: values, levels: resolvedLevels, path: path)
     }
 
     /// The samples of IDX or NPY bytes that came from `path`, with their levels (see `ReadOptions.levels`).
@@ -228,6 +290,12 @@ extension ImageSet {
             values = SampleValues(bytes: array.bytes)
             resolvedLevels = levels ?? 256
         }
+        try self.init(dimensions: dims, values: values, levels: resolvedLevels, path: path)
+        self.storageName = storageName
+    }
+
+    /// Samples of an array of these dimensions (N×D, N×H×W or N×C×H×W).
+    init(dimensions dims: [Int], values: SampleValues, levels resolvedLevels: Int?, path: String) throws {
         let shape: ImageShape
         var kind = ImageSet.Kind.images
         switch dims.count {
@@ -249,11 +317,11 @@ extension ImageSet {
             throw DatasetError.badDimensions(path: path, detail: "no samples in \(dims)")
         }
         self.init(shape: shape, values: values, levels: resolvedLevels, source: path, kind: kind)
-        self.storageName = storageName
     }
 
     /// Integer labels from an IDX (1 dimension) or .npy (N or N×1) file.
     static func loadLabels(_ path: String) throws -> [Int32] {
+        if let h5 = HDF5Path(path) { return try loadHDF5Labels(h5) }
         let data = try readPossiblyCompressedFile(path)
         if NPYArray.looksLikeNPY(data) {
             let array = try NPYArray(parsing: data, path: path)

@@ -30,7 +30,22 @@ public struct NPYArray: Equatable {
         try self.init(parsing: try readPossiblyCompressedFile(path), path: path)
     }
 
-    public init(parsing data: [UInt8], path: String) throws {
+    /// What an .npy header says: the shape, the descr, its kind ("u", "i",
+    /// "f") and size, the byte order, where the data start, and how many
+    /// elements there are.
+    struct Header {
+        var shape: [Int]
+        var descr: String
+        var kind: Character
+        var size: Int
+        var bigEndian: Bool
+        var start: Int
+        var count: Int
+    }
+
+    /// Parses the header at the start of `data` (at least the header's
+    /// bytes) of a file of `totalBytes` bytes, and checks the data's size.
+    static func header(_ data: [UInt8], totalBytes: Int, path: String) throws -> Header {
         func bad(_ detail: String) -> DatasetError { .badDimensions(path: path, detail: detail) }
         guard Self.looksLikeNPY(data), data.count >= 10 else {
             throw DatasetError.incompatible(path: path, detail: "not an .npy file (no \\x93NUMPY magic)")
@@ -82,9 +97,14 @@ public struct NPYArray: Equatable {
         guard let expected = checkedOffset(start, plus: count, times: size) else {
             throw bad("shape \(shapeText[...close]) of '\(descr)' needs more bytes than this machine can address")
         }
-        if data.count < expected { throw DatasetError.truncated(path: path, expectedBytes: expected, foundBytes: data.count) }
-        if data.count > expected { throw DatasetError.trailingBytes(path: path, expectedBytes: expected, foundBytes: data.count) }
+        if totalBytes < expected { throw DatasetError.truncated(path: path, expectedBytes: expected, foundBytes: totalBytes) }
+        if totalBytes > expected { throw DatasetError.trailingBytes(path: path, expectedBytes: expected, foundBytes: totalBytes) }
+        return Header(shape: shape, descr: descr, kind: kind, size: size, bigEndian: bigEndian, start: start, count: count)
+    }
 
+    public init(parsing data: [UInt8], path: String) throws {
+        let h = try Self.header(data, totalBytes: data.count, path: path)
+        let (shape, descr, kind, size, bigEndian, start, count) = (h.shape, h.descr, h.kind, h.size, h.bigEndian, h.start, h.count)
         func word<T: FixedWidthInteger>(_ i: Int, _: T.Type) -> T {
             data.withUnsafeBytes { raw in
                 let v = raw.loadUnaligned(fromByteOffset: start + i * MemoryLayout<T>.size, as: T.self)

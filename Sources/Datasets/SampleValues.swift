@@ -40,6 +40,14 @@ public struct SampleValues: Sendable {
     /// Rows kept sparse (interactions, count matrices): `storage` is unused
     /// and every read goes through the rows (`element` is float32).
     public private(set) var sparse: SparseRows? = nil
+    /// A selection of rows of a mapped file's values, read through
+    /// (`selecting(rows:width:)` on mapped values): no copy.
+    private(set) var view: RowView? = nil
+
+    struct RowView: Sendable {
+        var rows: [Int]
+        var width: Int
+    }
 
     public init(bytes: [UInt8]) {
         element = .uint8
@@ -74,6 +82,26 @@ public struct SampleValues: Sendable {
         sparse = rows
     }
 
+    /// The values of a mapped file (`MappedFile`) from byte `offset`: read
+    /// in place, never copied whole.
+    init(element: Element, count: Int, mapping: MappedFile, offset: Int) {
+        precondition(offset + count * element.size <= mapping.byteCount, "a mapping too short for its values")
+        self.element = element
+        self.count = count
+        storage = RawStorage(mapping: mapping, offset: offset, byteCount: count * element.size)
+    }
+
+    /// Whether the values are read in place from a mapped file.
+    public var isMapped: Bool { storage.mapping != nil }
+
+    /// Bytes of this process's own memory the values take (a mapped file's
+    /// pages are the page cache's, shared by every process that maps it).
+    public var privateBytes: Int {
+        if let sparse { return sparse.nonzeroCount * 8 + (sparse.rowCount + 1) * 8 }
+        if let view { return view.rows.count * 8 }
+        return isMapped ? 0 : count * element.size
+    }
+
     /// Whether the values are held as sparse rows.
     public var isSparse: Bool { sparse != nil }
 
@@ -85,6 +113,22 @@ public struct SampleValues: Sendable {
             sparse.densify(start, n, into: out, scale: scale)
             return
         }
+        if let view {
+            // Row by row through the selection.
+            var done = 0
+            while done < n {
+                let e = start + done, r = e / view.width, j = e % view.width
+                let m = Swift.min(view.width - j, n - done)
+                convertStored(view.rows[r] * view.width + j, m, into: out + done, scale: scale)
+                done += m
+            }
+            return
+        }
+        convertStored(start, n, into: out, scale: scale)
+    }
+
+    /// Stored values [start, start + n) as Float (the storage itself, no view).
+    private func convertStored(_ start: Int, _ n: Int, into out: UnsafeMutablePointer<Float>, scale: Float?) {
         let raw = storage.base + start * element.size
         switch element {
         case .uint8:
@@ -117,6 +161,14 @@ public struct SampleValues: Sendable {
     /// The values of rows `rows` (each `width` values), in that order.
     public func selecting(rows: [Int], width: Int) -> SampleValues {
         if let sparse { return SampleValues(sparse: sparse.selecting(rows)) }
+        if isMapped {
+            // A mapped file stays in the page cache: the selection is a list of rows.
+            for r in rows { precondition(r >= 0 && (r + 1) * width <= count, "row \(r) of \(count / Swift.max(width, 1))") }
+            var selected = SampleValues(element: element, count: rows.count * width, storage: storage)
+            selected.view = RowView(rows: view.map { v in rows.map { v.rows[$0] } } ?? rows, width: width)
+            precondition(view == nil || view!.width == width, "a view of another width")
+            return selected
+        }
         let rowBytes = width * element.size
         let storage = RawStorage(byteCount: rows.count * rowBytes)
         for (i, r) in rows.enumerated() {
@@ -164,6 +216,13 @@ public struct SampleValues: Sendable {
     /// The values' bytes, little-endian, in their own element type (see `Element.numpyDescr`).
     public var rawBytes: [UInt8] {
         if sparse != nil { return floats.withUnsafeBytes { Array($0) } }
+        if let view {
+            let rowBytes = view.width * element.size
+            var bytes = [UInt8]()
+            bytes.reserveCapacity(view.rows.count * rowBytes)
+            for r in view.rows { bytes += UnsafeRawBufferPointer(start: storage.base + r * rowBytes, count: rowBytes) }
+            return bytes
+        }
         return Array(UnsafeRawBufferPointer(start: storage.base, count: count * element.size))
     }
 }
@@ -277,10 +336,19 @@ public struct SparseRows: Sendable, Equatable {
 final class RawStorage: @unchecked Sendable {
     let base: UnsafeMutableRawPointer
     let byteCount: Int
+    /// The mapped file the bytes are in (read only), when they are not this process's own.
+    let mapping: MappedFile?
 
     init(byteCount: Int) {
         self.byteCount = byteCount
         base = UnsafeMutableRawPointer.allocate(byteCount: Swift.max(byteCount, 1), alignment: 64)
+        mapping = nil
+    }
+
+    init(mapping: MappedFile, offset: Int, byteCount: Int) {
+        self.byteCount = byteCount
+        base = UnsafeMutableRawPointer(mutating: mapping.base + offset)
+        self.mapping = mapping
     }
 
     convenience init(copying bytes: UnsafeRawBufferPointer) {
@@ -288,6 +356,6 @@ final class RawStorage: @unchecked Sendable {
         if let source = bytes.baseAddress { base.copyMemory(from: source, byteCount: bytes.count) }
     }
 
-    deinit { base.deallocate() }
+    deinit { if mapping == nil { base.deallocate() } }
 }
 

@@ -101,6 +101,11 @@ public struct ShardedData: Sendable {
     public let classNames: [String]?
     public let testIsHeldOut: Bool
     public let trainSource: String
+    /// Each rank's private bytes of data (shard and test set), and its
+    /// cores, for the start-up header; whether the values are mapped.
+    public var dataMemory: [Int] = []
+    public var placements: [String] = []
+    public var mapped = false
 
     public init(plan: ShardPlan, shard: ImageSet, test: ImageSet, shape: ImageShape, classNames: [String]?,
                 testIsHeldOut: Bool, trainSource: String) {

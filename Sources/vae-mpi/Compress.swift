@@ -141,7 +141,7 @@ struct Compress: ParsableCommand {
         case .idx:
             let array = try IDXArray(contentsOf: set.source)
             return (set, .idx(dimensions: [set.count] + array.dimensions.dropFirst()))
-        case .csv, .imageFolder, .datasetDirectory, .matrixMarket:
+        case .csv, .imageFolder, .datasetDirectory, .matrixMarket, .hdf5:
             throw DatasetError.incompatible(path: set.source, detail: "holds real values or counts; compression codes integer samples "
                                             + "(8-bit images, integer .npy arrays)")
         }

@@ -62,6 +62,7 @@ enum OptionName: String, CaseIterable, CustomStringConvertible {
     case logEvery = "log-every"
     case verifyReplicas = "verify-replicas"
     case threads
+    case allowSharedCores = "allow-shared-cores"
     case kernels
     case precision
     case shardOptimizer = "shard-optimizer"

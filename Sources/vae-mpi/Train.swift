@@ -239,6 +239,10 @@ struct Train: ParsableCommand {
     @Option(name: OptionName.threads.name, help: "Kernel threads per rank; ranks are the parallelism (default: 1).")
     var threads: Int?
 
+    @Flag(name: OptionName.allowSharedCores.name,
+          help: "Run even when \(OptionName.threads) exceeds the cores a rank's affinity allows (by default refused, with the mpirun options that fix it).")
+    var allowSharedCores = false
+
     @Option(name: OptionName.precision.name, help: "Inputs of matrix products and convolutions: fp32, or bf16 with fp32 accumulation (needs AVX512_BF16 or AMX); parameters, gradients, optimizer and checkpoints stay fp32 (default: fp32).")
     var precision: Precision?
 
@@ -502,6 +506,7 @@ struct Train: ParsableCommand {
         try set(logEvery, .logEvery, &c.logEvery)
         try set(verifyReplicas, .verifyReplicas, &c.verifyReplicas)
         try set(threads, .threads, &c.threads)
+        if allowSharedCores { c.allowSharedCores = true }
         try set(precision, .precision, &c.precision)
         try set(kernels, .kernels, &c.kernels)
         try set(shardOptimizer, .shardOptimizer, &c.shardOptimizer)

@@ -17,6 +17,8 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
     /// value is zeroed with this probability and the rest scaled by
     /// 1/(1 − p), the mask keyed by (seed, rank, sample, step).
     public var inputDropout: Double? = nil
+    /// Run even when --threads exceeds the cores a rank may use.
+    public var allowSharedCores: Bool? = nil
     /// Adam's base learning rate, and how it changes over the run.
     public var learningRate = 1e-3
     public var schedule = LearningRateSchedule()
@@ -76,6 +78,7 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         kl = try c.decode(KLControls.self, forKey: .kl)
         trainSamples = try c.decodeIfPresent(Int.self, forKey: .trainSamples)
         inputDropout = try c.decodeIfPresent(Double.self, forKey: .inputDropout)
+        allowSharedCores = try c.decodeIfPresent(Bool.self, forKey: .allowSharedCores)
         learningRate = try c.decode(Double.self, forKey: .learningRate)
         schedule = try c.decodeIfPresent(LearningRateSchedule.self, forKey: .schedule) ?? LearningRateSchedule()
         accumulate = try c.decodeIfPresent(Int.self, forKey: .accumulate) ?? 1

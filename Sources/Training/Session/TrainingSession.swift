@@ -73,6 +73,40 @@ public struct TrainingSession {
         if let previous = lock?.tookOverFrom {
             console.print("\(configuration.runDirectory): took over the lock left by \(previous), which is no longer running")
         }
+        // Threads on shared cores, silently at a fraction of the speed: refused unless asked for.
+        let threads = configuration.threads, allowShared = configuration.allowSharedCores == true
+        let placement = Placement.current()
+        try communicator.collectively {
+            if let placement, threads > placement.cores.count, !allowShared {
+                throw SharedCoresError(rank: rank, threads: threads, placement: placement)
+            }
+        }
+        var (ready, data) = try prepareData(configuration)
+        configuration = ready
+        data.placements = try Self.gatherPlacements(placement, communicator: communicator)
+        return try train(configuration.architecture.options, configuration: configuration, data: data)
+    }
+
+    /// Each rank's cores ("core 3", "cores 0-1"), for the header: the first
+    /// 64 core ids as a bit mask from every rank.
+    static func gatherPlacements(_ placement: Placement?, communicator: Communicator) throws -> [String] {
+        var mask: UInt64 = 0
+        for core in placement?.cores ?? [] where core < 64 { mask |= 1 << UInt64(core) }
+        let large = (placement?.cores ?? []).contains { $0 >= 64 }
+        let masks = try communicator.allGather(placement == nil || large ? UInt64.max : mask)
+        return masks.map { m in
+            guard m != .max else { return "?" }
+            return Placement(cores: (0..<64).filter { m & (1 << UInt64($0)) != 0 }).summary
+        }
+    }
+
+    /// Reads the data and settles what it decides in the configuration;
+    /// returns this rank's shard and the test set. The whole training set
+    /// read here is released on return (a mapped file's pages aside, which
+    /// are the page cache's).
+    mutating func prepareData(_ start: TrainingConfiguration) throws -> (TrainingConfiguration, ShardedData) {
+        let rank = communicator.rank
+        var configuration = start
         let settled = configuration
         let scanStart = monotonicSeconds()
         let prepared = try communicator.collectively { try settled.data.prepare(seed: settled.seed) }
@@ -103,10 +137,13 @@ public struct TrainingSession {
         let image = checkpoint?.sidecar.image ?? prepared.shape
         let checked = configuration.architecture
         try communicator.collectively { try prepared.validate(for: checked, image: image) }
-        let data = try loadShard(prepared, configuration: configuration)
+        var data = try loadShard(prepared, configuration: configuration)
         let architecture = configuration.architecture
         try communicator.collectively { try data.validate(for: architecture, image: image) }
-        return try train(configuration.architecture.options, configuration: configuration, data: data)
+        data.dataMemory = try communicator.allGather(UInt64(data.shard.values.privateBytes + data.test.values.privateBytes))
+            .map { Int($0) }
+        data.mapped = data.shard.values.isMapped
+        return (configuration, data)
     }
 
     /// "pid 1234 on host node07 since 2026-12-02T08:15:00Z (np 4)".
@@ -260,7 +297,9 @@ public struct TrainingSession {
                 + (data.test.isTrainingSet ? " (no test set: the training set)" : data.testIsHeldOut ? " (held out)" : " (\(data.test.source))") + " " + Self.kind(of: data.test)
                 + (data.classNames.map { ", \($0.count) classes (\(Self.listing($0)))" } ?? "")),
             ("ranks", "\(communicator.size) (rank 0 on \(communicator.hostName)), "
-                + "\(plural(c.threads, "kernel thread")) each"),
+                + "\(plural(c.threads, "kernel thread")) each"
+                + (data.placements.isEmpty ? "" : "; " + Self.placementSummary(data.placements))),
+            ("data memory", Self.memorySummary(data)),
             ("kernels", "\(c.kernels.rawValue), \(c.precision.rawValue)"
                 + (c.precision == .bf16 ? " inputs to matrix products and convolutions (fp32 accumulation, parameters, gradients, optimizer)" : "")),
             ("batch", c.reproducible
@@ -302,6 +341,19 @@ public struct TrainingSession {
         if let storage = set.storageName { text += ", \(storage)" }
         if let n = set.inputNormalization { text += ", encoder reads \(n == .l2 ? "x/‖x‖" : "log(1 + x)")" }
         return text
+    }
+
+    /// "rank 0 on core 0, rank 1 on core 1" (at most 8 ranks listed).
+    static func placementSummary(_ placements: [String]) -> String {
+        let shown = placements.prefix(8).enumerated().map { "rank \($0) on \($1)" }
+        return shown.joined(separator: ", ") + (placements.count > 8 ? ", …" : "")
+    }
+
+    /// "9.4 MB private per rank at most (shard and test set; the file mapped, its pages shared)".
+    static func memorySummary(_ data: ShardedData) -> String {
+        let most = data.dataMemory.max() ?? 0
+        return String(format: "%.1f MB", Double(most) / 1e6) + " private per rank at most (shard and test set"
+            + (data.mapped ? "; the file is mapped, its pages shared by the ranks of a node)" : ")")
     }
 
     static func listing(_ names: [String]) -> String {

@@ -1,0 +1,165 @@
+import CHDF5Reader
+import Foundation
+import TensorCore
+
+/// A dataset inside an HDF5 file, named as `file.h5:/path/to/dataset`.
+/// Read through libhdf5 (a small C layer, `CHDF5Reader`): shapes (N, D),
+/// (N, H, W) and (N, C, H, W); uint8, other integers (with their levels, or
+/// as counts), float32 and float64. A contiguous, uncompressed dataset of
+/// uint8 or little-endian float32 is mapped in place (as .npy files are:
+/// one copy per node in the page cache); others are read.
+public struct HDF5Path: Equatable, Sendable {
+    public var file: String
+    public var dataset: String
+
+    static let extensions = [".h5", ".hdf5", ".hdf", ".he5"]
+
+    /// `file.h5:/path` → (file.h5, /path); nil for paths that name no HDF5 file.
+    public init?(_ path: String) {
+        for ext in Self.extensions {
+            if let r = path.range(of: ext + ":") {
+                file = String(path[..<r.lowerBound]) + ext
+                dataset = String(path[r.upperBound...])
+                return
+            }
+            if path.lowercased().hasSuffix(ext) {
+                file = path
+                dataset = ""
+                return
+            }
+        }
+        return nil
+    }
+
+    public var description: String { dataset.isEmpty ? file : file + ":" + dataset }
+}
+
+extension ImageSet {
+    static func hdf5Error(_ path: HDF5Path, _ error: [CChar]) -> DatasetError {
+        let text = error.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        return DatasetError.incompatible(path: path.file, detail: text)
+    }
+
+    static func describe(_ path: HDF5Path) throws -> vae_h5_info {
+        guard !path.dataset.isEmpty else {
+            throw DatasetError.incompatible(path: path.file, detail: "is an HDF5 file: name the dataset too, as \(path.file):/images")
+        }
+        guard FileManager.default.fileExists(atPath: path.file) else { throw DatasetError.notFound(path: path.file, hint: "") }
+        guard vae_h5_is_hdf5(path.file) == 1 else {
+            throw DatasetError.incompatible(path: path.file, detail: "is not an HDF5 file")
+        }
+        var info = vae_h5_info()
+        var error = [CChar](repeating: 0, count: 512)
+        guard vae_h5_describe(path.file, path.dataset, &info, &error, Int32(error.count)) == 0 else {
+            throw hdf5Error(path, error)
+        }
+        return info
+    }
+
+    static func dimensions(_ info: vae_h5_info) -> [Int] {
+        withUnsafeBytes(of: info.dims) { raw in (0..<Int(info.rank)).map { Int(raw.load(fromByteOffset: $0 * 8, as: Int64.self)) } }
+    }
+
+    /// Rows [0, N) of the dataset converted to `mode` (0 bytes, 1 float32, 2 int64), read in blocks.
+    static func readAll<T>(_ path: HDF5Path, dims: [Int], mode: Int32, as: T.Type) throws -> [T] {
+        let rowSize = dims.dropFirst().reduce(1, *)
+        guard let total = checkedProduct(dims) else {
+            throw DatasetError.badDimensions(path: path.description, detail: "\(dims) holds more elements than this machine can address")
+        }
+        var values = [T](unsafeUninitializedCapacity: total) { _, n in n = total }
+        var error = [CChar](repeating: 0, count: 512)
+        // Blocks of about 64 MB, so that libhdf5's conversion buffers stay small.
+        let block = Swift.max(1, (64 << 20) / Swift.max(rowSize * MemoryLayout<T>.size, 1))
+        var first = 0
+        while first < dims[0] {
+            let count = Swift.min(block, dims[0] - first)
+            let status = values.withUnsafeMutableBufferPointer { b in
+                vae_h5_read_rows(path.file, path.dataset, Int64(first), Int64(count), mode,
+                                 UnsafeMutableRawPointer(b.baseAddress! + first * rowSize), &error, Int32(error.count))
+            }
+            guard status == 0 else { throw hdf5Error(path, error) }
+            first += count
+        }
+        return values
+    }
+
+    /// The samples of an HDF5 dataset, with their levels (see `ReadOptions`).
+    static func loadHDF5(_ path: HDF5Path, levels: Int?, counts: Bool) throws -> ImageSet {
+        let info = try describe(path)
+        let dims = dimensions(info)
+        guard (2...4).contains(dims.count) else {
+            throw DatasetError.badDimensions(path: path.description,
+                                             detail: "samples need 2 (N×D), 3 (N×H×W) or 4 (N×C×H×W) dimensions, found \(dims)")
+        }
+        if let levels, !(2...65536).contains(levels) {
+            throw DatasetError.incompatible(path: path.description, detail: "the number of levels must be 2…65536 (got \(levels))")
+        }
+        let isFloat = info.type_class == 1
+        let isBytes = !isFloat && info.size == 1 && info.is_signed == 0
+        let dtype = isFloat ? "float\(info.size * 8)" : (info.is_signed != 0 ? "int" : "uint") + "\(info.size * 8)"
+        if isFloat && levels != nil {
+            throw DatasetError.incompatible(path: path.description, detail: "holds floats: levels apply to integer arrays")
+        }
+        var values: SampleValues
+        var resolvedLevels: Int? = nil
+        var storageName: String? = nil
+        // Contiguous, uncompressed uint8 or little-endian float32: mapped in place.
+        if info.offset >= 0, ProcessInfo.processInfo.environment["VAE_MPI_NO_MMAP"] == nil,
+           isBytes || (isFloat && info.size == 4 && info.little_endian != 0 && info.offset % 4 == 0),
+           let total = checkedProduct(dims), let file = MappedFile(path.file),
+           Int(info.offset) + total * Int(info.size) <= file.byteCount {
+            values = SampleValues(element: isBytes ? .uint8 : .float32, count: total, mapping: file, offset: Int(info.offset))
+        } else if isBytes {
+            values = SampleValues(bytes: try readAll(path, dims: dims, mode: 0, as: UInt8.self))
+        } else if isFloat {
+            values = SampleValues(floats: try readAll(path, dims: dims, mode: 1, as: Float.self))
+        } else {
+            let v = try readAll(path, dims: dims, mode: 2, as: Int64.self)
+            if let k = levels {
+                if let i = v.firstIndex(where: { $0 < 0 || $0 >= Int64(k) }) {
+                    throw DatasetError.levelOutOfRange(path: path.description, index: i, value: v[i], levels: k)
+                }
+                values = k <= 256 ? SampleValues(bytes: v.map { UInt8($0) }) : SampleValues(words: v.map { UInt16($0) })
+                resolvedLevels = k
+            } else if counts {
+                if let i = v.firstIndex(where: { $0 < 0 || $0 > 1 << 24 }) {
+                    throw DatasetError.incompatible(path: path.description, detail: "value \(v[i]) at index \(i): counts are "
+                                                    + "non-negative integers up to 2^24 (16777216)")
+                }
+                values = SampleValues(floats: v.map { Float($0) })
+                storageName = "\(dtype) counts"
+            } else {
+                throw DatasetError.integersNeedLevels(path: path.description, dtype: dtype)
+            }
+        }
+        if isBytes {
+            if let k = levels {
+                var bad: (Int, Float)? = nil
+                values.forEachChunk { offset, chunk in
+                    guard bad == nil else { return }
+                    if let i = chunk.firstIndex(where: { $0 >= Float(k) }) { bad = (offset + i, chunk[i]) }
+                }
+                if let (index, value) = bad {
+                    throw DatasetError.levelOutOfRange(path: path.description, index: index, value: Int64(value), levels: k)
+                }
+            }
+            resolvedLevels = levels ?? 256
+        }
+        var set = try ImageSet(dimensions: dims, values: values, levels: resolvedLevels, path: path.description)
+        set.storageName = storageName ?? "HDF5 \(dtype)"
+        return set
+    }
+
+    /// Integer labels from an HDF5 dataset of shape (N) or (N, 1).
+    static func loadHDF5Labels(_ path: HDF5Path) throws -> [Int32] {
+        let info = try describe(path)
+        let dims = dimensions(info)
+        guard info.type_class == 0 else {
+            throw DatasetError.incompatible(path: path.description, detail: "labels must be integers, found floats")
+        }
+        guard dims.count == 1 || (dims.count == 2 && dims[1] == 1) else {
+            throw DatasetError.badDimensions(path: path.description, detail: "labels need shape (N,), found \(dims)")
+        }
+        return try readAll(path, dims: dims, mode: 2, as: Int64.self).map { Int32(clamping: $0) }
+    }
+}
