@@ -102,3 +102,42 @@ final class SparseAndCountDataTests: XCTestCase {
         XCTAssertThrowsError(try ImageSet(parsingArray: bytes, path: "c.npy", format: .npy, levels: nil))
     }
 }
+
+/// Mapped .npy and IDX files: the values read in place, selections as row lists.
+final class MappedArrayTests: XCTestCase {
+    func testMappedNPYReadsAsTheParsedFile() throws {
+        let dir = NSTemporaryDirectory() + "mapped-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let floats: [Float] = (0..<24).map { Float($0) * 0.25 }
+        var payload: [UInt8] = []
+        for v in floats { withUnsafeBytes(of: v.bitPattern.littleEndian) { payload += $0 } }
+        let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (4, 6), }"
+        let padded = header + String(repeating: " ", count: (64 - (10 + header.count + 1) % 64) % 64) + "\n"
+        let bytes = [0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(padded.utf8.count & 0xff), UInt8(padded.utf8.count >> 8)]
+            + Array(padded.utf8) + payload
+        let path = dir + "/x.npy"
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        let set = try ImageSet.load(images: path)
+        XCTAssertTrue(set.values.isMapped)
+        XCTAssertEqual(set.values.privateBytes, 0)
+        XCTAssertEqual(set.values.floats, floats)
+        let parsed = try ImageSet(parsingArray: bytes, path: path, format: .npy, levels: nil)
+        XCTAssertFalse(parsed.values.isMapped)
+        // A selection of a selection reads the right rows, without copying them.
+        let picked = set.selecting([3, 1, 2]).selecting([2, 0])
+        XCTAssertEqual(picked.values.floats, Array(floats[12..<18] + floats[18..<24]))
+        XCTAssertEqual(picked.values.privateBytes, 16)
+        XCTAssertEqual(picked.batch([1]).scalars, Array(floats[18..<24]))
+        XCTAssertEqual(picked.values.rawBytes, Array(payload[48..<72] + payload[72..<96]))
+        var part = [Float](repeating: 0, count: 4)
+        part.withUnsafeMutableBufferPointer { picked.values.convert(4, 4, into: $0.baseAddress!) }
+        XCTAssertEqual(part, [floats[16], floats[17], floats[18], floats[19]])
+        // A gzipped file is read, not mapped.
+        let idx = IDXArray.encode(dimensions: [2, 2, 2], bytes: [1, 2, 3, 4, 5, 6, 7, 8])
+        try Data(idx).write(to: URL(fileURLWithPath: dir + "/i-idx3-ubyte"))
+        let mappedIDX = try ImageSet.load(images: dir + "/i-idx3-ubyte")
+        XCTAssertTrue(mappedIDX.values.isMapped)
+        XCTAssertEqual(mappedIDX.values.floats, [1, 2, 3, 4, 5, 6, 7, 8])
+    }
+}

@@ -535,6 +535,7 @@ source "$VAE_MPI_ROOT/Tests/MultiRank/likelihood_tests.sh"
 source "$VAE_MPI_ROOT/Tests/MultiRank/compression_tests.sh"
 source "$VAE_MPI_ROOT/Tests/MultiRank/imputation_tests.sh"
 source "$VAE_MPI_ROOT/Tests/MultiRank/count_tests.sh"
+source "$VAE_MPI_ROOT/Tests/MultiRank/scale_tests.sh"
 
 say "multi-rank tests in $WORK"
 helpers make-dataset "$SMALL" 997 203 12 12 || die "could not write the test dataset"
@@ -600,6 +601,9 @@ run_test inpainting-np2 inpainting
 run_test image-folder-masks image_folder_masks
 run_test interactions-recommend-np2 interactions_recommend
 run_test count-matrix-nb-np2 count_matrix_nb
+run_test mapped-npy-memory-np4 mapped_npy_memory
+run_test hdf5-inputs-np1-2 hdf5_inputs
+run_test placement-refusal placement
 
 say "multi-rank tests: ${passed} passed, ${#failed[@]} failed${failed:+ (${failed[*]})}"
 [ ${#failed[@]} -eq 0 ] || exit 1

@@ -41,3 +41,18 @@ final class RecommendationTests: XCTestCase {
         XCTAssertEqual(set.columnPopularity[20], 1)
     }
 }
+
+final class PlacementTests: XCTestCase {
+    func testAffinityLists() {
+        XCTAssertEqual(Placement.parse("0-3,8,10-11")?.cores, [0, 1, 2, 3, 8, 10, 11])
+        XCTAssertEqual(Placement.parse(" 5\n")?.cores, [5])
+        XCTAssertNil(Placement.parse("3-1"))
+        XCTAssertNil(Placement.parse(""))
+        XCTAssertEqual(Placement(cores: [0, 1, 2, 3, 8, 10, 11]).summary, "cores 0-3,8,10-11")
+        XCTAssertEqual(Placement(cores: [4]).summary, "core 4")
+        XCTAssertNotNil(Placement.current())
+        let error = SharedCoresError(rank: 1, threads: 2, placement: Placement(cores: [3]))
+        XCTAssertTrue(error.description.hasPrefix("--threads 2: rank 1 may run only on core 3"), error.description)
+        XCTAssertTrue(error.description.contains("mpirun --map-by slot:PE=2 --bind-to core"), error.description)
+    }
+}

@@ -22,7 +22,7 @@ public struct Placement: Equatable, Sendable {
     /// "0-3,8,10-11" → [0, 1, 2, 3, 8, 10, 11].
     public static func parse(_ list: String) -> Placement? {
         var cores: [Int] = []
-        for part in list.trimmingCharacters(in: .whitespaces).split(separator: ",") {
+        for part in list.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ",") {
             let bounds = part.split(separator: "-").map { Int($0.trimmingCharacters(in: .whitespaces)) }
             if bounds.count == 1, let a = bounds[0] {
                 cores.append(a)

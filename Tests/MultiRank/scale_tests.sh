@@ -1,0 +1,143 @@
+# Scale (issue 16): mapped .npy memory per rank, HDF5 input, placement.
+# Sourced by run.sh.
+
+# Peak private memory (RssAnon) of each vae-mpi process and the peak sum of
+# their proportional set sizes (PSS, a shared page counted once), polled
+# while COMMAND runs: "ANON_MB_MAX PSS_SUM_MB".
+peak_memory() {
+    python3 - "$@" <<'PY'
+import os, subprocess, sys, time
+p = subprocess.Popen(sys.argv[1:], stdout=open(os.devnull, "w"), stderr=subprocess.STDOUT)
+anon, pss_peak = {}, 0
+while p.poll() is None:
+    total = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if not open(f"/proc/{pid}/comm").read().startswith("vae-mpi"): continue
+            a = int(next(l for l in open(f"/proc/{pid}/status") if l.startswith("RssAnon")).split()[1])
+            s = int(next(l for l in open(f"/proc/{pid}/smaps_rollup") if l.startswith("Pss:")).split()[1])
+        except (OSError, StopIteration): continue
+        anon[pid] = max(anon.get(pid, 0), a); total += s
+    pss_peak = max(pss_peak, total)
+    time.sleep(0.05)
+assert p.returncode == 0, p.returncode
+print(max(anon.values()) // 1024, pss_peak // 1024)
+PY
+}
+
+mapped_npy_memory() {
+    local d="$WORK/mapped" out="$WORK/mapped/out"
+    mkdir -p "$d"
+    # 120,000 × 784 float32: 376 MB.
+    python3 -c "
+import numpy as np
+x = np.lib.format.open_memmap('$d/big.npy', mode='w+', dtype=np.float32, shape=(120000, 784))
+rng = np.random.default_rng(0)
+for i in range(0, 120000, 20000): x[i:i + 20000] = rng.random((20000, 784), dtype=np.float32)
+x.flush()"
+    mpi 4 train --train-file "$d/big.npy" --test-fraction 0.01 --epochs 1 --max-steps 2 --run-dir "$d/r0" >"$out" 2>&1
+    expect "$out" "data memory +[0-9.]+ MB private per rank at most \(shard and test set; the file is mapped, its pages shared by the ranks of a node\)"
+    read -r anon pss < <(peak_memory mpirun $(mpirun_flags 4) -np 4 "$BINARY" train --train-file "$d/big.npy" \
+        --test-fraction 0.01 --epochs 1 --max-steps 40 --run-dir "$d/r1")
+    echo "peak RssAnon per rank ${anon} MB, peak sum of PSS ${pss} MB (data 376 MB)"
+    # Before mapping: about 750 MB private per rank (the file and its floats) and 3 GB in all.
+    [ "$anon" -lt 100 ] || { echo "a rank held ${anon} MB of private memory"; return 1; }
+    [ "$pss" -lt $((376 * 3 / 2 + 4 * 60)) ] || { echo "the ranks held ${pss} MB in all"; return 1; }
+    # The same run with the file read (not mapped) gives the same bytes.
+    VAE_MPI_NO_MMAP=1 mpirun $(mpirun_flags 4) -x VAE_MPI_NO_MMAP -np 4 "$BINARY" train --train-file "$d/big.npy" \
+        --test-fraction 0.01 --epochs 1 --max-steps 40 --run-dir "$d/r2" >"$out" 2>&1
+    cmp "$d/r1/checkpoints/step-00000040.safetensors" "$d/r2/checkpoints/step-00000040.safetensors"
+    rm -f "$d/big.npy"
+}
+
+hdf5_inputs() {
+    local d="$WORK/h5" out="$WORK/h5/out"
+    mkdir -p "$d"
+    python3 - "$d" <<'PY'
+import sys
+import h5py
+import numpy as np
+d = sys.argv[1]
+rng = np.random.default_rng(4)
+x = (rng.random((240, 1, 8, 8)) < 0.3).astype(np.float32)
+labels = rng.integers(0, 3, 240)
+np.save(f"{d}/x.npy", x)
+np.save(f"{d}/x-u8.npy", (x * 255).astype(np.uint8))
+np.save(f"{d}/y.npy", labels)
+np.save(f"{d}/x-levels.npy", (x[:, 0] * 3).astype(np.int16))
+with h5py.File(f"{d}/data.h5", "w") as f:
+    f["images"] = x                                                                       # contiguous float32 (N, C, H, W)
+    f.create_dataset("sets/u8", data=(x * 255).astype(np.uint8), chunks=(16, 1, 8, 8), compression="gzip")
+    f["sets/f64_hw"] = x[:, 0].astype(np.float64)                                         # (N, H, W) float64
+    f["sets/flat"] = x.reshape(240, 64)                                                   # (N, D)
+    f.create_dataset("sets/levels", data=(x[:, 0] * 3).astype(np.int16), chunks=(32, 8, 8))
+    f["labels"] = labels
+    f["names"] = np.array([b"a", b"b"])
+with h5py.File(f"{d}/bad.h5", "w") as f:
+    f["short"] = np.zeros((3,), np.float32)
+open(f"{d}/fake.h5", "wb").write(b"not an HDF5 file\n" * 10)
+PY
+    local common=(--test-fraction 0.1 --epochs 2 --batch-size 32 --hidden-dim 32 --latent-dim 2)
+    mpi 2 train --train-file "$d/x.npy" --train-labels "$d/y.npy" --conditional "${common[@]}" --run-dir "$d/npy" >"$out" 2>&1
+    local final="checkpoints/step-00000014.safetensors"
+    for spec in "data.h5:/images" "data.h5:/sets/u8" "data.h5:/sets/f64_hw" "data.h5:/sets/flat"; do
+        for np in 1 2; do
+            local run="$d/run-$np-${spec//[:\/.]/_}"
+            mpi $np train --train-file "$d/$spec" --train-labels "$d/data.h5:/labels" --conditional "${common[@]}" \
+                --run-dir "$run" >"$out" 2>&1 || { cat "$out"; return 1; }
+            expect "$out" "data .*\($d/$spec\).*HDF5"
+            # np 1 and np 2 differ (other batches); np 2 must equal the .npy run's bytes.
+            if [ $np = 2 ] && [ "$spec" != "data.h5:/sets/f64_hw" ] && [ "$spec" != "data.h5:/sets/flat" ]; then
+                cmp "$d/npy/$final" "$run/$final"
+            fi
+        done
+    done
+    expect "$out" "vectors of 64 values|images of 1×8×8"
+    # The file is mapped when contiguous: no private copy of the training set.
+    mpi 2 train --train-file "$d/data.h5:/images" "${common[@]}" --run-dir "$d/mapped" >"$out" 2>&1
+    expect "$out" "the file is mapped"
+    # Integer levels, as for .npy.
+    mpi 2 train --train-file "$d/data.h5:/sets/levels" --levels 4 --likelihood discretized-logistic "${common[@]}" \
+        --run-dir "$d/levels" >"$out" 2>&1
+    mpi 2 train --train-file "$d/x-levels.npy" --levels 4 --likelihood discretized-logistic "${common[@]}" \
+        --run-dir "$d/levels-npy" >"$out" 2>&1
+    cmp "$d/levels/$final" "$d/levels-npy/$final"
+    echo "ok: HDF5 runs byte-identical to the .npy runs"
+    # Errors name the file and the dataset; nothing is written.
+    local cases=(
+        "data.h5|is an HDF5 file: name the dataset too, as .*data.h5:/images"
+        "data.h5:/nope|data.h5: has no /nope"
+        "data.h5:/sets|/sets is a group, not a dataset"
+        "data.h5:/sets/nope/x|data.h5: has no /sets/nope"
+        "data.h5:/names|/names holds strings: samples are integers or floats"
+        "data.h5:/sets/levels|data.h5:/sets/levels: integer samples \(int16\) need their number of levels"
+        "bad.h5:/short|bad.h5:/short: bad dimensions: samples need 2 \(N×D\), 3 \(N×H×W\) or 4 \(N×C×H×W\) dimensions, found \[3\]"
+        "fake.h5:/x|fake.h5: is not an HDF5 file"
+        "missing.h5:/x|missing.h5: no such file"
+    )
+    local i=0 c
+    for c in "${cases[@]}"; do
+        i=$((i + 1))
+        if mpi 2 train --train-file "$d/${c%%|*}" "${common[@]}" --run-dir "$d/bad$i" >"$out" 2>&1; then return 1; fi
+        expect "$out" "${c#*|}"
+        [ ! -e "$d/bad$i" ]
+    done
+    if mpi 2 train --train-file "$d/x.npy" --train-labels "$d/data.h5:/images" "${common[@]}" --run-dir "$d/badl" >"$out" 2>&1; then return 1; fi
+    expect "$out" "labels must be integers, found floats"
+}
+
+placement() {
+    local out="$WORK/placement.out" run="$WORK/placement"
+    [ "$(cores)" -ge 2 ] || { echo "skipped: one core"; return 0; }
+    # mpirun binds a rank to one core at np ≤ 2: two threads there are refused, with the fix.
+    if timeout 120 mpirun $(mpirun_flags 1) -np 1 "$BINARY" train --data "$SMALL" --threads 2 --epochs 1 \
+        --run-dir "$run" >"$out" 2>&1; then return 1; fi
+    expect "$out" "--threads 2: rank 0 may run only on core [0-9]+ .*Launch with .mpirun --map-by slot:PE=2 --bind-to core."
+    [ ! -e "$run" ]
+    timeout 120 mpirun $(mpirun_flags 1) -np 1 "$BINARY" train --data "$SMALL" --threads 2 --allow-shared-cores \
+        --epochs 1 --run-dir "$run" >"$out" 2>&1
+    expect "$out" "2 kernel threads each; rank 0 on core [0-9]+$"
+    timeout 120 mpirun $(mpirun_flags 1 "" 2) -np 1 "$BINARY" train --data "$SMALL" --threads 2 --epochs 1 \
+        --run-dir "$run-2" >"$out" 2>&1
+    expect "$out" "rank 0 on cores 0-1"
+}
