@@ -42,8 +42,10 @@ public struct ImageSet: Sendable {
     /// (`InputNormalization`): applied in `batch(_:as: .scaled)`.
     public var inputNormalization: InputNormalization?
 
+    /// `observed` nil: NaN values are found and marked missing, unless
+    /// `scanningForNaN` is false (a selection of a set that has none).
     public init(shape: ImageShape, values: SampleValues, levels: Int? = nil, labels: [Int32]? = nil, source: String = "",
-                kind: Kind = .images, observed: [UInt8]? = nil) {
+                kind: Kind = .images, observed: [UInt8]? = nil, scanningForNaN: Bool = true) {
         precondition(shape.size > 0 && values.count % shape.size == 0, "values do not divide into \(shape) samples")
         precondition(levels == nil || values.element.isInteger, "levels need integer values")
         self.shape = shape
@@ -55,7 +57,7 @@ public struct ImageSet: Sendable {
         self.source = source
         self.kind = kind
         precondition(observed == nil || observed!.count == values.count, "one mask entry per value")
-        self.observed = observed ?? Self.missingFromNaN(values)
+        self.observed = observed ?? (scanningForNaN ? Self.missingFromNaN(values) : nil)
     }
 
     /// The mask of NaN values (missing), or nil when there is none.
@@ -152,7 +154,8 @@ public struct ImageSet: Sendable {
         let d = shape.size
         var set = ImageSet(shape: shape, values: values.selecting(rows: indices, width: d), levels: levels,
                            labels: labels.map { l in indices.map { l[$0] } }, source: source, kind: kind,
-                           observed: observed.map { o in indices.flatMap { o[$0 * d ..< ($0 + 1) * d] } })
+                           observed: observed.map { o in indices.flatMap { o[$0 * d ..< ($0 + 1) * d] } },
+                           scanningForNaN: false)
         set.standardization = standardization
         set.isTrainingSet = isTrainingSet
         set.storageName = storageName

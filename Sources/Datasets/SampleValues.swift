@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import TensorCore
 
 /// A data set's values as they were stored: unsigned bytes (8-bit images,
@@ -100,6 +103,24 @@ public struct SampleValues: Sendable {
         if let sparse { return sparse.nonzeroCount * 8 + (sparse.rowCount + 1) * 8 }
         if let view { return view.rows.count * 8 }
         return isMapped ? 0 : count * element.size
+    }
+
+    /// Asks the kernel to read these rows of a mapped file ahead
+    /// (asynchronously); nothing for values in memory.
+    public func prefetch(rows: Range<Int>, width: Int) {
+        guard let mapping = storage.mapping, !rows.isEmpty else { return }
+        let fileRows = view.map { v in rows.map { v.rows[$0] } } ?? Array(rows)
+        let rowBytes = width * element.size, page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        var start = 0
+        while start < fileRows.count {
+            var end = start + 1
+            while end < fileRows.count && fileRows[end] == fileRows[end - 1] + 1 { end += 1 }
+            let from = storage.base - UnsafeMutableRawPointer(mutating: mapping.base) + fileRows[start] * rowBytes
+            let to = from + (end - start) * rowBytes
+            let aligned = from / page * page
+            madvise(UnsafeMutableRawPointer(mutating: mapping.base + aligned), to - aligned, MADV_WILLNEED)
+            start = end
+        }
     }
 
     /// Whether the values are held as sparse rows.

@@ -23,15 +23,35 @@ public struct ShardPlan: Equatable, Sendable {
     public let seed: UInt64
     /// Each rank's shard size, when they are not the even blocks.
     public let explicitShardSizes: [Int]?
+    /// Block shuffling (`--shuffle-block`, for data read from disk as it
+    /// trains): the samples form blocks of this many consecutive ones; the
+    /// seeded permutation is one of blocks, and each epoch a rank walks its
+    /// blocks in a random order, shuffling the samples within windows of
+    /// `shuffleWindow` blocks. Reads stay sequential within a block.
+    public let blockSize: Int?
+    /// Blocks per shuffle window.
+    public static let shuffleWindow = 16
 
-    public init(sampleCount: Int, worldSize: Int, globalBatch: Int, seed: UInt64) {
+    public init(sampleCount: Int, worldSize: Int, globalBatch: Int, seed: UInt64, blockSize: Int? = nil) {
         precondition(worldSize >= 1 && globalBatch >= worldSize && sampleCount >= 0,
                      "global batch \(globalBatch) must be at least the world size \(worldSize)")
+        precondition(blockSize == nil || blockSize! >= 1, "a block holds at least one sample")
         self.sampleCount = sampleCount
         self.worldSize = worldSize
         self.globalBatch = globalBatch
         self.seed = seed
-        explicitShardSizes = nil
+        self.blockSize = blockSize
+        if let blockSize {
+            // Rank r takes a contiguous run of the permuted blocks: its shard size is their samples.
+            let blocks = RandomStream(seed: seed, domain: .dataPermutation).permutation((sampleCount + blockSize - 1) / blockSize)
+            explicitShardSizes = (0..<worldSize).map { r in
+                Self.block(count: blocks.count, rank: r, size: worldSize).reduce(0) { total, i in
+                    total + min(blockSize, sampleCount - blocks[i] * blockSize)
+                }
+            }
+        } else {
+            explicitShardSizes = nil
+        }
     }
 
     private init(_ plan: ShardPlan, shardSizes: [Int]) {
@@ -41,6 +61,7 @@ public struct ShardPlan: Equatable, Sendable {
         globalBatch = plan.globalBatch
         seed = plan.seed
         explicitShardSizes = shardSizes
+        blockSize = nil
     }
 
     /// This plan after each rank r kept `shardSizes[r]` of its block's samples.
@@ -55,6 +76,12 @@ public struct ShardPlan: Equatable, Sendable {
 
     /// Sample indices (into the full training set) that `rank` keeps.
     public func shardIndices(rank: Int) -> [Int] {
+        if let blockSize {
+            let blocks = RandomStream(seed: seed, domain: .dataPermutation).permutation((sampleCount + blockSize - 1) / blockSize)
+            return Self.block(count: blocks.count, rank: rank, size: worldSize).flatMap { i in
+                (blocks[i] * blockSize) ..< min((blocks[i] + 1) * blockSize, sampleCount)
+            }
+        }
         precondition(explicitShardSizes == nil, "a plan with explicit shard sizes has no blocks to index")
         let permutation = RandomStream(seed: seed, domain: .dataPermutation).permutation(sampleCount)
         return Array(permutation[Self.block(count: sampleCount, rank: rank, size: worldSize)])
@@ -86,8 +113,24 @@ public struct ShardPlan: Equatable, Sendable {
 
     /// The order in which rank r visits its shard in `epoch` (1-based epochs).
     public func epochOrder(epoch: Int, rank: Int) -> [Int] {
-        RandomStream(seed: seed, domain: .epochShuffle, UInt32(epoch), UInt32(rank))
-            .permutation(shardSize(rank: rank))
+        let stream = RandomStream(seed: seed, domain: .epochShuffle, UInt32(epoch), UInt32(rank))
+        guard let blockSize else { return stream.permutation(shardSize(rank: rank)) }
+        // The shard's blocks (positions [b·B, (b+1)·B) in it, the last maybe short) in a random order,
+        // then the positions of each window of blocks shuffled.
+        let n = shardSize(rank: rank)
+        let blocks = stream.permutation((n + blockSize - 1) / blockSize)
+        var order: [Int] = []
+        order.reserveCapacity(n)
+        var window = 0
+        while window * Self.shuffleWindow < blocks.count {
+            let chosen = blocks[(window * Self.shuffleWindow) ..< min((window + 1) * Self.shuffleWindow, blocks.count)]
+            let positions = chosen.flatMap { b in (b * blockSize) ..< min((b + 1) * blockSize, n) }
+            let shuffle = RandomStream(seed: seed &+ UInt64(window + 1) &* 0x9E37_79B9_7F4A_7C15, domain: .epochShuffle,
+                                       UInt32(epoch), UInt32(rank) | 1 << 31).permutation(positions.count)
+            order += shuffle.map { positions[$0] }
+            window += 1
+        }
+        return order
     }
 }
 

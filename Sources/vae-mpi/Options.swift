@@ -63,6 +63,7 @@ enum OptionName: String, CaseIterable, CustomStringConvertible {
     case verifyReplicas = "verify-replicas"
     case threads
     case allowSharedCores = "allow-shared-cores"
+    case shuffleBlock = "shuffle-block"
     case kernels
     case precision
     case shardOptimizer = "shard-optimizer"
@@ -143,7 +144,7 @@ extension OptionName {
             "data.test_fraction": .testFraction, "data.channels": .channels, "data.image_size": .imageSize,
             "data.center_crop": .centerCrop, "data.levels": .levels, "data.columns": .columns,
             "data.label_column": .labelColumn, "data.standardization": .standardize, "data.mask": .mask,
-            "train_samples": .trainSamples, "input_dropout": .inputDropout, "data.heldout_users": .heldoutUsers,
+            "train_samples": .trainSamples, "shuffle_block": .shuffleBlock, "input_dropout": .inputDropout, "data.heldout_users": .heldoutUsers,
             "data.interactions": .interactions, "data.interactions.min_rating": .minRating,
             "architecture.latent_size": .latentDim, "architecture.hidden_size": .hiddenDim,
             "architecture.hidden_sizes": .hiddenDims,

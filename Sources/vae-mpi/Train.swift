@@ -39,7 +39,7 @@ struct Train: ParsableCommand {
                                           .convChannels,
                                           .conditional, .missingFill, .mask, .trainSamples, .batchSize, .seed,
                                           .interactions, .userColumn, .itemColumn, .ratingColumn, .minRating, .transpose,
-                                          .heldoutUsers, .inputNormalization, .inputDropout,
+                                          .heldoutUsers, .inputNormalization, .inputDropout, .shuffleBlock,
                                           .reproducible, .microShards, .exactReduction]
 
     @Option(name: OptionName.data.name, help: ArgumentHelp(
@@ -238,6 +238,11 @@ struct Train: ParsableCommand {
 
     @Option(name: OptionName.threads.name, help: "Kernel threads per rank; ranks are the parallelism (default: 1).")
     var threads: Int?
+
+    @Option(name: OptionName.shuffleBlock.name, help: ArgumentHelp(
+        "Shuffle blocks of B consecutive samples, and samples within windows of \(ShardPlan.shuffleWindow) blocks, instead of single samples: reads stay sequential, for data larger than memory (a mapped .npy, IDX or HDF5 file), with read-ahead (default: a full shuffle).",
+        valueName: "B"))
+    var shuffleBlock: Int?
 
     @Flag(name: OptionName.allowSharedCores.name,
           help: "Run even when \(OptionName.threads) exceeds the cores a rank's affinity allows (by default refused, with the mpirun options that fix it).")
@@ -507,6 +512,7 @@ struct Train: ParsableCommand {
         try set(verifyReplicas, .verifyReplicas, &c.verifyReplicas)
         try set(threads, .threads, &c.threads)
         if allowSharedCores { c.allowSharedCores = true }
+        try set(shuffleBlock, .shuffleBlock, &c.shuffleBlock)
         try set(precision, .precision, &c.precision)
         try set(kernels, .kernels, &c.kernels)
         try set(shardOptimizer, .shardOptimizer, &c.shardOptimizer)

@@ -604,6 +604,7 @@ run_test count-matrix-nb-np2 count_matrix_nb
 run_test mapped-npy-memory-np4 mapped_npy_memory
 run_test hdf5-inputs-np1-2 hdf5_inputs
 run_test placement-refusal placement
+run_test block-shuffle-resume-np2 block_shuffle_resume
 
 say "multi-rank tests: ${passed} passed, ${#failed[@]} failed${failed:+ (${failed[*]})}"
 [ ${#failed[@]} -eq 0 ] || exit 1

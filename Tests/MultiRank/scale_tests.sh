@@ -141,3 +141,29 @@ placement() {
         --run-dir "$run-2" >"$out" 2>&1
     expect "$out" "rank 0 on cores 0-1"
 }
+
+# Block shuffling for data streamed from disk: a run stopped mid-epoch and
+# resumed equals the uninterrupted run. (Training under a memory limit is
+# measured in the README, not here: how fast it runs depends on the disk.)
+block_shuffle_resume() {
+    local d="$WORK/blocks" out="$WORK/blocks/out"
+    mkdir -p "$d"
+    python3 -c "
+import numpy as np
+x = np.lib.format.open_memmap('$d/data.npy', mode='w+', dtype=np.float32, shape=(60000, 784))
+rng = np.random.default_rng(1)
+for i in range(0, 60000, 20000): x[i:i + 20000] = rng.random((20000, 784), dtype=np.float32)
+x.flush()"
+    local common=(--train-file "$d/data.npy" --test-fraction 0.01 --shuffle-block 256 --hidden-dim 64 --latent-dim 4
+                  --batch-size 200 --epochs 2)
+    mpi 2 train "${common[@]}" --run-dir "$d/full" >"$out" 2>&1
+    expect "$out" "shuffled in blocks of 256 samples, windows of 16 blocks"
+    local last="checkpoints/$(cat "$d/full/checkpoints/latest").safetensors"
+    mpi 2 train "${common[@]}" --max-steps 250 --run-dir "$d/part" >"$out" 2>&1
+    mpi 2 train --resume "$d/part" >"$out" 2>&1
+    cmp "$d/full/$last" "$d/part/$last"
+    echo "ok: stopped at step 250 of 594 (mid-epoch), resumed: byte-identical"
+    if mpi 2 train --resume "$d/part" --shuffle-block 512 --epochs 3 >"$out" 2>&1; then return 1; fi
+    expect "$out" "--shuffle-block: cannot change when resuming"
+    rm -f "$d/data.npy"
+}

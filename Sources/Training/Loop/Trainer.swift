@@ -237,6 +237,7 @@ public final class Trainer<Model: VariationalAutoencoder> {
         faults.stallIfDue(rank: rank, step: step, phase: .data)
         // This rank's b images, or (reproducible) the whole step's B images in this rank's micro-shards.
         let indices = data.indices(stepInEpoch: position.stepInEpoch, order: order)
+        data.prefetch(stepInEpoch: position.stepInEpoch, order: order)
         // K draws per image: K·Z normals per row (the first Z those of K = 1).
         let z = model.latentSize * configuration.samplesPerImage
         let pieces: [Piece]

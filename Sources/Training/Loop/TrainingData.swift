@@ -89,6 +89,26 @@ struct TrainingData {
                          condition: condition(of: indices), mask: shard.mask(indices))
     }
 
+    /// Block-shuffled data in a mapped file (`--shuffle-block`): asks the
+    /// kernel to read ahead the blocks that the step a window ahead starts
+    /// to use (`madvise(WILLNEED)`, asynchronous), so that the step does
+    /// not wait for the disk when the disk keeps up.
+    func prefetch(stepInEpoch: Int, order: [Int]) {
+        guard let blockSize = plan.blockSize, shard.values.isMapped else { return }
+        let b = max(plan.localBatch(rank: planRank), 1)
+        let ahead = stepInEpoch + (ShardPlan.shuffleWindow * blockSize + b - 1) / b
+        func blocks(_ step: Int) -> Set<Int> {
+            Set(plan.localRange(step: step, rank: planRank).map { order[$0] / blockSize })
+        }
+        let wanted = blocks(ahead)
+        guard !wanted.isEmpty else { return }
+        let known = ahead > 0 ? blocks(ahead - 1) : []
+        let n = shard.count
+        for block in wanted.subtracting(known) {
+            shard.values.prefetch(rows: (block * blockSize) ..< min((block + 1) * blockSize, n), width: shard.shape.size)
+        }
+    }
+
     func indices(stepInEpoch: Int, order: [Int]) -> [Int] {
         plan.localRange(step: stepInEpoch, rank: planRank).map { order[$0] }
     }

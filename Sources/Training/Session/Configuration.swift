@@ -17,6 +17,9 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
     /// value is zeroed with this probability and the rest scaled by
     /// 1/(1 − p), the mask keyed by (seed, rank, sample, step).
     public var inputDropout: Double? = nil
+    /// Block shuffling for data streamed from disk (`ShardPlan.blockSize`):
+    /// samples per block; nil, a full shuffle.
+    public var shuffleBlock: Int? = nil
     /// Run even when --threads exceeds the cores a rank may use.
     public var allowSharedCores: Bool? = nil
     /// Adam's base learning rate, and how it changes over the run.
@@ -79,6 +82,7 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         trainSamples = try c.decodeIfPresent(Int.self, forKey: .trainSamples)
         inputDropout = try c.decodeIfPresent(Double.self, forKey: .inputDropout)
         allowSharedCores = try c.decodeIfPresent(Bool.self, forKey: .allowSharedCores)
+        shuffleBlock = try c.decodeIfPresent(Int.self, forKey: .shuffleBlock)
         learningRate = try c.decode(Double.self, forKey: .learningRate)
         schedule = try c.decodeIfPresent(LearningRateSchedule.self, forKey: .schedule) ?? LearningRateSchedule()
         accumulate = try c.decodeIfPresent(Int.self, forKey: .accumulate) ?? 1
@@ -136,6 +140,7 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
             do { try check() } catch let error as InvalidSetting { throw error.inside(parent) }
         }
         try inside("kl") { try kl.validate() }
+        if let b = shuffleBlock { try InvalidSetting.check("shuffle_block", b, in: 1...10_000_000) }
         if let p = inputDropout {
             try InvalidSetting.require(p >= 0 && p < 1, "input_dropout", "must be at least 0 and below 1 (got \(p))")
         }
@@ -177,6 +182,7 @@ public struct TrainingConfiguration: Codable, Equatable, Sendable {
         if batchSize != before.batchSize { return "the batch size (\(before.batchSize))" }
         if seed != before.seed { return "the seed (\(before.seed))" }
         if samplesPerImage != before.samplesPerImage { return "the training samples (\(before.samplesPerImage))" }
+        if shuffleBlock != before.shuffleBlock { return "the shuffle blocks (\(before.shuffleBlock.map(String.init) ?? "none"))" }
         if reproducible != before.reproducible { return "the reproducible mode (\(before.reproducible ? "on" : "off"))" }
         if reproducible && microShards != before.microShards { return "the micro-shards (\(before.microShards))" }
         if reproducible && exactReduction != before.exactReduction {

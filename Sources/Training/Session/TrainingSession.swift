@@ -182,7 +182,7 @@ public struct TrainingSession {
         // --reproducible: every rank holds the whole training set, walked by the plan of one rank (global batches).
         let reproducible = c.reproducible
         let plan = ShardPlan(sampleCount: prepared.train.count, worldSize: reproducible ? 1 : communicator.size,
-                             globalBatch: c.batchSize, seed: c.seed)
+                             globalBatch: c.batchSize, seed: c.seed, blockSize: c.shuffleBlock)
         let (shard, test) = try communicator.collectively {
             (try prepared.load(.train, indices: plan.shardIndices(rank: reproducible ? 0 : rank)), try prepared.load(.test))
         }
@@ -310,7 +310,8 @@ public struct TrainingSession {
                     + " (\(c.exactReduction.rawValue) sums)"
                 : "\(c.batchSize) global (\(trainer.localBatchOfRankZero) on rank 0"
                     + (c.accumulate > 1 ? ", in \(c.accumulate) micro-batches" : "") + "), "
-                    + plural(trainer.stepsPerEpoch, "step") + " per epoch"),
+                    + plural(trainer.stepsPerEpoch, "step") + " per epoch"
+                    + (c.shuffleBlock.map { "; shuffled in blocks of \($0) samples, windows of \(ShardPlan.shuffleWindow) blocks" } ?? "")),
             ("optimizer", "Adam, lr \(c.learningRate)"
                 + (c.schedule == LearningRateSchedule() ? "" : " (\(c.schedule.summary(totalSteps: c.epochs * trainer.stepsPerEpoch)))")
                 + ", betas (0.9, 0.999), eps 1e-8"
