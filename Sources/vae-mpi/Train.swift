@@ -55,7 +55,7 @@ struct Train: ParsableCommand {
     var trainClasses: String?
 
     @Option(name: OptionName.trainFile.name, help: ArgumentHelp(
-        "Training samples: IDX (N×H×W, N×C×H×W), .npy (uint8, other integers with \(OptionName.levels), float32 or float64; N×H×W, N×C×H×W or N×D) or CSV (a table, rows are samples), raw or .gz. Overrides \(OptionName.data).",
+        "Training samples: IDX (N×H×W, N×C×H×W), .npy (uint8, other integers with \(OptionName.levels), float32 or float64; N×H×W, N×C×H×W or N×D), an HDF5 dataset (FILE.h5:/path), CSV (a table, rows are samples) or Matrix Market (.mtx, sparse counts), raw or .gz. Uncompressed .npy, IDX and contiguous HDF5 are memory-mapped. Overrides \(OptionName.data).",
         valueName: "file"))
     var trainFile: String?
 
