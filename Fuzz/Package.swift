@@ -4,7 +4,7 @@ import PackageDescription
 // libFuzzer harnesses, one per parser of a file vae-mpi reads, built with
 // `swift build --sanitize=fuzzer --sanitize=address` by scripts/fuzz.sh.
 // Each exports LLVMFuzzerTestOneInput (libFuzzer supplies main).
-let parsers = ["npy", "idx", "csv", "safetensors", "checkpoint", "image", "metrics", "vaez"]
+let parsers = ["npy", "idx", "csv", "safetensors", "checkpoint", "image", "metrics", "vaez", "sparse", "hdf5"]
 
 let package = Package(
     name: "vae-mpi-fuzz",

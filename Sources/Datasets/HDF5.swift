@@ -62,9 +62,18 @@ extension ImageSet {
 
     /// Rows [0, N) of the dataset converted to `mode` (0 bytes, 1 float32, 2 int64), read in blocks.
     static func readAll<T>(_ path: HDF5Path, dims: [Int], mode: Int32, as: T.Type) throws -> [T] {
-        let rowSize = dims.dropFirst().reduce(1, *)
-        guard let total = checkedProduct(dims) else {
+        guard let total = checkedProduct(dims), let rowSize = checkedProduct(Array(dims.dropFirst())) else {
             throw DatasetError.badDimensions(path: path.description, detail: "\(dims) holds more elements than this machine can address")
+        }
+        // What is read must fit: in memory, and within what the file's bytes can decompress to (deflate
+        // expands at most about 1032:1), so that a damaged header cannot ask for terabytes.
+        let bytes = total.multipliedReportingOverflow(by: MemoryLayout<T>.size)
+        let fileBytes = (try? FileManager.default.attributesOfItem(atPath: path.file)[.size] as? Int) ?? 0
+        let limit = min(Int(ProcessInfo.processInfo.physicalMemory / 2), fileBytes.multipliedReportingOverflow(by: 1100).partialValue)
+        guard !bytes.overflow, bytes.partialValue <= limit else {
+            throw DatasetError.badDimensions(path: path.description, detail: "\(dims) of \(MemoryLayout<T>.size)-byte values "
+                + "would take more memory than this machine has for it, or than the file can hold (\(fileBytes) bytes); "
+                + "store the dataset contiguous and uncompressed (h5repack -l CONTI), which is mapped, not read")
         }
         var values = [T](unsafeUninitializedCapacity: total) { _, n in n = total }
         var error = [CChar](repeating: 0, count: 512)
@@ -87,6 +96,9 @@ extension ImageSet {
     static func loadHDF5(_ path: HDF5Path, levels: Int?, counts: Bool) throws -> ImageSet {
         let info = try describe(path)
         let dims = dimensions(info)
+        guard dims.allSatisfy({ $0 >= 0 }) else {
+            throw DatasetError.badDimensions(path: path.description, detail: "dimensions \(dims) are not valid")
+        }
         guard (2...4).contains(dims.count) else {
             throw DatasetError.badDimensions(path: path.description,
                                              detail: "samples need 2 (N×D), 3 (N×H×W) or 4 (N×C×H×W) dimensions, found \(dims)")
@@ -107,7 +119,7 @@ extension ImageSet {
         if info.offset >= 0, ProcessInfo.processInfo.environment["VAE_MPI_NO_MMAP"] == nil,
            isBytes || (isFloat && info.size == 4 && info.little_endian != 0 && info.offset % 4 == 0),
            let total = checkedProduct(dims), let file = MappedFile(path.file),
-           Int(info.offset) + total * Int(info.size) <= file.byteCount {
+           let end = checkedOffset(Int(info.offset), plus: total, times: Int(info.size)), end <= file.byteCount {
             values = SampleValues(element: isBytes ? .uint8 : .float32, count: total, mapping: file, offset: Int(info.offset))
         } else if isBytes {
             values = SampleValues(bytes: try readAll(path, dims: dims, mode: 0, as: UInt8.self))
@@ -154,6 +166,9 @@ extension ImageSet {
     static func loadHDF5Labels(_ path: HDF5Path) throws -> [Int32] {
         let info = try describe(path)
         let dims = dimensions(info)
+        guard dims.allSatisfy({ $0 >= 0 }) else {
+            throw DatasetError.badDimensions(path: path.description, detail: "dimensions \(dims) are not valid")
+        }
         guard info.type_class == 0 else {
             throw DatasetError.incompatible(path: path.description, detail: "labels must be integers, found floats")
         }

@@ -105,7 +105,6 @@ public struct TrainingSession {
     /// read here is released on return (a mapped file's pages aside, which
     /// are the page cache's).
     mutating func prepareData(_ start: TrainingConfiguration) throws -> (TrainingConfiguration, ShardedData) {
-        let rank = communicator.rank
         var configuration = start
         let settled = configuration
         let scanStart = monotonicSeconds()
