@@ -141,7 +141,8 @@ public struct ImageSet: Sendable {
                 let o = out.baseAddress! + row * d
                 values.convert(index * d, d, into: o, scale: scale)
                 if let standardization { standardization.apply(o, count: d) }
-                if let inputNormalization { inputNormalization.apply(o, count: d) }
+                // The encoder's view only: a likelihood of counts scores the counts themselves.
+                if representation == .scaled, let inputNormalization { inputNormalization.apply(o, count: d) }
                 // Missing values reach the models as 0 (the encoder's fill, and a target the likelihood masks out).
                 if let observed { for j in 0..<d where observed[index * d + j] == 0 { o[j] = 0 } }
                 row += 1

@@ -32,6 +32,15 @@ final class SparseAndCountDataTests: XCTestCase {
         let set = ImageSet(shape: ImageShape(channels: 1, height: 1, width: 4), values: values)
         XCTAssertEqual(set.batch([2, 1]).scalars, Array(dense[8..<12] + dense[4..<8]))
         XCTAssertNil(set.observed)
+        // The encoder reads the normalised rows; a likelihood of counts scores the counts themselves.
+        var normalised = set
+        normalised.inputNormalization = .l2
+        XCTAssertEqual(normalised.batch([2], as: .levels).scalars, [7, 0, 0, 6])
+        let l2 = normalised.batch([2]).scalars, norm = Float((49.0 + 36.0).squareRoot())
+        for (got, want) in zip(l2, [7 / norm, 0, 0, 6 / norm]) { XCTAssertEqual(got, want, accuracy: 1e-6) }
+        normalised.inputNormalization = .log1p
+        XCTAssertEqual(normalised.batch([0]).scalars[0], Float(Foundation.log1p(2.0)), accuracy: 1e-6)
+        XCTAssertEqual(normalised.batch([0], as: .levels).scalars, [2, 0, 1, 0])
     }
 
     func testInteractionLogs() throws {

@@ -55,7 +55,7 @@ import re, sys
 text = open(sys.argv[1]).read()
 m = {k: [float(x) for x in re.search(k + r" +NDCG@100 ([0-9.]+) +Recall@20 ([0-9.]+) +Recall@50 ([0-9.]+)", text).groups()]
      for k in ("model", "popularity")}
-# Measured: model 0.47 / 0.53 / 0.98, popularity 0.28 / 0.25 / 0.34.
+# Measured: model 0.557 / 0.596 / 0.985, popularity 0.311 / 0.235 / 0.336.
 assert m["model"][0] > m["popularity"][0] + 0.1 and m["model"][2] > 0.8, m
 print("ok: model", m["model"], "popularity", m["popularity"])
 PY
@@ -72,7 +72,7 @@ assert len(rows) == 5000 and rows[0]["item"].startswith("m"), rows[:2]
 assert all(r["item"] not in seen[r["user"]] for r in rows)
 group = lambda item: (int(item[1:]) - 1000) // 50
 hits = sum(group(r["item"]) == int(r["user"][1:]) % 6 for r in rows) / len(rows)
-assert hits > 0.5, hits   # measured 0.67; chance 1/6
+assert hits > 0.6, hits   # measured 0.82; chance 1/6
 print("ok: recommendations unseen, %.2f of them in the user's own group" % hits)
 PY
     # A resumed run keeps the log's columns; the options belong to logs.
