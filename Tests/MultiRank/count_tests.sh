@@ -59,6 +59,16 @@ m = {k: [float(x) for x in re.search(k + r" +NDCG@100 ([0-9.]+) +Recall@20 ([0-9
 assert m["model"][0] > m["popularity"][0] + 0.1 and m["model"][2] > 0.8, m
 print("ok: model", m["model"], "popularity", m["popularity"])
 PY
+    # Each evaluation ranks the held-out users too: the last one is what recommend --evaluate finds.
+    expect "$out" "held-out users NDCG@100 [0-9.]+, Recall@20 [0-9.]+, Recall@50 [0-9.]+ \(popularity"
+    python3 - "$d/run/metrics.jsonl" "$d/eval2" <<'PY'
+import json, re, sys
+last = [json.loads(l) for l in open(sys.argv[1]) if '"eval"' in l][-1]
+model = re.search(r"model +NDCG@100 ([0-9.]+)", open(sys.argv[2]).read()).group(1)
+assert "%.4f" % last["test_ndcg_at_100"] == model, (last["test_ndcg_at_100"], model)
+assert last["popularity_ndcg_at_100"] < last["test_ndcg_at_100"]
+print("ok: metrics.jsonl's last test_ndcg_at_100", model, "as recommend --evaluate")
+PY
     # Recommendations name the original ids and leave out what each user has.
     mpi 2 recommend --checkpoint "$d/run" --top 5 --out "$d/recs.csv" >"$out" 2>&1
     expect "$out" "wrote .*recs.csv: the 5 best unseen items of 1000 users"

@@ -29,6 +29,17 @@ public struct EvaluationResult: Equatable, Sendable {
     public var importanceSamples: Int?
     public var importanceWeightedNLL: Double?
     public var importanceWeightedBitsPerDim: Double?
+    /// Held-out users' ranking metrics (`--heldout-users`): the model's and
+    /// the popularity ranking's, when the run has held-out users.
+    public var ranking: (model: RankingMetrics, popularity: RankingMetrics)?
+
+    public static func == (a: EvaluationResult, b: EvaluationResult) -> Bool {
+        a.terms == b.terms && a.loss == b.loss && a.bitsPerDimension == b.bitsPerDimension && a.samples == b.samples
+            && a.klPerDimension == b.klPerDimension && a.activeUnits == b.activeUnits
+            && a.importanceSamples == b.importanceSamples && a.importanceWeightedNLL == b.importanceWeightedNLL
+            && a.importanceWeightedBitsPerDim == b.importanceWeightedBitsPerDim
+            && a.ranking?.model == b.ranking?.model && a.ranking?.popularity == b.ranking?.popularity
+    }
 
     /// A reported term by its key ("reconstruction", "kl").
     public subscript(term key: String) -> Double {

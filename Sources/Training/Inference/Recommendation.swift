@@ -99,7 +99,7 @@ public enum Recommendation {
 }
 
 /// NDCG@100, Recall@20 and Recall@50 averaged over the evaluated users.
-public struct RankingMetrics: Sendable {
+public struct RankingMetrics: Sendable, Equatable {
     public var users: Int
     public var ndcg100: Double
     public var recall20: Double

@@ -453,9 +453,18 @@ public final class Trainer<Model: VariationalAutoencoder> {
     }
 
     public func evaluate() throws -> EvaluationResult {
-        try Inference.evaluate(loadedModel, images: data.test, seed: configuration.seed,
-                               batchSize: configuration.evaluationBatchSize, communicator: communicator,
-                               exact: configuration.reproducible)
+        var result = try Inference.evaluate(loadedModel, images: data.test, seed: configuration.seed,
+                                            batchSize: configuration.evaluationBatchSize, communicator: communicator,
+                                            exact: configuration.reproducible)
+        if configuration.data.heldoutUsers != nil {
+            // The held-out users ranked as `vae-mpi recommend --evaluate` ranks them (same seed, same split).
+            var popularity = data.shard.columnPopularity
+            if !configuration.reproducible { try popularity.withUnsafeMutableBufferPointer { try communicator.allreduceSum($0) } }
+            let ranked = try loadedModel.rankingMetrics(data.test, seed: configuration.seed, popularity: popularity,
+                                                        communicator: communicator)
+            if ranked.model.users > 0 { result.ranking = ranked }
+        }
+        return result
     }
 
     func checkpoint(best: Bool = false) throws {

@@ -140,6 +140,15 @@ final class RunRecorder {
         for (name, value) in zip(ELBOTerms.reported, result.terms) { record.add("test_" + name.key, value) }
         // Bits per dimension only where they are a code length (see `EvaluationResult.bitsPerDimension`).
         if let bits = result.bitsPerDimension { record.add("test_bits_per_dim", bits) }
+        if let (model, popular) = result.ranking {
+            record.add("test_ndcg_at_100", model.ndcg100)
+            record.add("test_recall_at_20", model.recall20)
+            record.add("test_recall_at_50", model.recall50)
+            record.add("popularity_ndcg_at_100", popular.ndcg100)
+            record.add("popularity_recall_at_20", popular.recall20)
+            record.add("popularity_recall_at_50", popular.recall50)
+            record.add("ranked_users", model.users)
+        }
         record.add("test_samples", result.samples)
         record.add("test_kl_per_dim", .doubles(result.klPerDimension))
         record.add("active_units", result.activeUnits)
@@ -151,6 +160,7 @@ final class RunRecorder {
         record.add("elapsed_s", elapsed)
         // TensorBoard: test/loss, test/<term>, test/bits_per_dim, test/active_units, test/kl_dim_j.
         let scalars = ["test_loss"] + ELBOTerms.reported.map { "test_" + $0.key } + ["test_bits_per_dim", "active_units"]
+            + (result.ranking == nil ? [] : ["test_ndcg_at_100", "test_recall_at_20", "test_recall_at_50"])
         try write(record, scalars: scalars.map { ($0, "test/" + ($0.hasPrefix("test_") ? String($0.dropFirst(5)) : $0)) },
                   extraScalars: result.klPerDimension.enumerated().map { ("test/kl_dim_\($0.offset)", $0.element) },
                   step: position.step)
@@ -169,7 +179,12 @@ final class RunRecorder {
             + (result.bitsPerDimension.map { String(format: "%.4f bits/dim, ", $0) } ?? "")
             + (onTrainingSet ? "over the \(result.samples) training samples (no test set), "
                 : "over \(result.samples) test samples, ")
-            + "\(result.activeUnits) active units")
+            + "\(result.activeUnits) active units"
+            + (result.ranking.map { ranked in
+                String(format: "; held-out users NDCG@100 %.4f, Recall@20 %.4f, Recall@50 %.4f (popularity %.4f, %.4f, %.4f)",
+                       ranked.model.ndcg100, ranked.model.recall20, ranked.model.recall50,
+                       ranked.popularity.ndcg100, ranked.popularity.recall20, ranked.popularity.recall50)
+            } ?? ""))
     }
 
     // MARK: - Pictures
