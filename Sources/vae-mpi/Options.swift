@@ -42,6 +42,7 @@ enum OptionName: String, CaseIterable, CustomStringConvertible {
     case activation
     case conditional
     case missingFill = "missing-fill"
+    case dispersion
     // train: objective and optimizer
     case beta
     case klWarmupSteps = "kl-warmup-steps"

@@ -14,6 +14,7 @@ extension Activation: ExpressibleByArgument {}
 extension MissingFill: ExpressibleByArgument {}
 extension LearningRateSchedule.Kind: ExpressibleByArgument {}
 extension InputNormalization: ExpressibleByArgument {}
+extension Dispersion: ExpressibleByArgument {}
 
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -39,7 +40,7 @@ struct Train: ParsableCommand {
                                           .convChannels,
                                           .conditional, .missingFill, .mask, .trainSamples, .batchSize, .seed,
                                           .interactions, .userColumn, .itemColumn, .ratingColumn, .minRating, .transpose,
-                                          .heldoutUsers, .inputNormalization, .inputDropout, .shuffleBlock,
+                                          .heldoutUsers, .inputNormalization, .inputDropout, .shuffleBlock, .dispersion,
                                           .reproducible, .microShards, .exactReduction]
 
     @Option(name: OptionName.data.name, help: ArgumentHelp(
@@ -130,6 +131,11 @@ struct Train: ParsableCommand {
         "Dropout on the encoder's input in training: each value zeroed with probability p, the rest scaled by 1/(1 − p) (Mult-VAE: 0.5) (default: 0).",
         valueName: "p"))
     var inputDropout: Double?
+
+    @Option(name: OptionName.dispersion.name, help: ArgumentHelp(
+        "\(OptionName.likelihood) negative-binomial: the dispersion θ per feature (one learned value per gene, scVI's default) or per feature and sample (from the decoder) (default: feature-sample).",
+        valueName: "feature|feature-sample"))
+    var dispersion: Dispersion?
 
     @Option(name: OptionName.missingFill.name, help: ArgumentHelp(
         "What the encoder reads where a value is missing: zero, or learned constants (default: zero).",
@@ -457,6 +463,14 @@ struct Train: ParsableCommand {
         case .conv(var options):
             try set(try parsedConvChannels(), .convChannels, &options.channels)
             c.architecture = .conv(options)
+        }
+        if let dispersion {
+            let perFeature = dispersion == .feature
+            if let checkpoint, perFeature != c.architecture.featureDispersion { throw refuse(.dispersion, checkpoint) }
+            if perFeature && c.architecture.family != "mlp" {
+                throw OptionError(option: .dispersion, detail: "feature applies to the mlp family (not \(c.architecture.family))")
+            }
+            c.architecture.featureDispersion = perFeature
         }
         var fill = c.architecture.missingFill
         try set(missingFill, .missingFill, &fill)

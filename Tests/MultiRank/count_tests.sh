@@ -145,6 +145,17 @@ accuracy = (nearest == kind).mean()
 assert accuracy > 0.9, accuracy
 print("ok: the latent means separate the two cell types, nearest-centre accuracy %.3f" % accuracy)
 PY
+    # θ per gene (scVI's default), resumed exactly; not for ZINB, whose dropout logits share θ's head.
+    local nb=(--train-file "$d/10x/matrix.mtx.gz" --transpose --test-fraction 0.1 --likelihood negative-binomial
+              --dispersion feature --input-normalization log1p --latent-dim 4 --hidden-dim 64 --epochs 4 --batch-size 60)
+    mpi 2 train "${nb[@]}" --run-dir "$d/theta" >"$out" 2>&1
+    expect "$out" "model +mlp 60-64-4, dispersion per feature"
+    mpi 2 train "${nb[@]}" --max-steps 10 --run-dir "$d/theta-part" >"$out" 2>&1
+    mpi 2 train --resume "$d/theta-part" >"$out" 2>&1
+    cmp "$d/theta/checkpoints/step-00000024.safetensors" "$d/theta-part/checkpoints/step-00000024.safetensors"
+    if mpi 2 train "${nb[@]}" --likelihood zinb --run-dir "$d/theta-zinb" >"$out" 2>&1; then return 1; fi
+    expect "$out" "a dispersion per feature applies to the negative-binomial likelihood, not to zinb"
+    [ ! -e "$d/theta-zinb" ]
     # Count likelihoods refuse negative and fractional values; discrete ones still need levels.
     python3 -c "
 import numpy as np

@@ -339,3 +339,37 @@ final class CountLikelihoodTests: XCTestCase {
         }
     }
 }
+
+/// `--dispersion feature`: the NB's θ is one learned value per feature.
+final class FeatureDispersionTests: XCTestCase {
+    func testRepeatedRowGradient() {
+        let w = randomTensor([3, 4], seed: 9)
+        assertGradientMatchesFiniteDifferences(of: { row in sum(repeatedRow(row, count: 3) * w) },
+                                               at: randomTensor([4], seed: 8), "repeatedRow")
+    }
+
+    func testPerFeatureHeadIsTheSameForEverySampleAndLearns() throws {
+        var options = MLPVAE.Options(hiddenSizes: [8], latentSize: 2, likelihood: try Likelihood(named: "negative-binomial"))
+        options.featureDispersion = true
+        let model = options.makeModel(for: ImageShape(channels: 1, height: 1, width: 5), seed: 1)
+        XCTAssertTrue(model.hasFeatureDispersion)
+        XCTAssertEqual(model.fc4Auxiliary.weight.shape, [5, 0])
+        XCTAssertEqual(options.parameterCount(for: ImageShape(channels: 1, height: 1, width: 5)),
+                       MLPVAE.Options(hiddenSizes: [8], latentSize: 2).parameterCount(for: ImageShape(channels: 1, height: 1, width: 5)) + 5)
+        let out = model.decode(randomTensor([3, 2], seed: 2), condition: Tensor(zeros: [3, 0]), on: cpu)
+        XCTAssertEqual(out.auxiliary.shape, [3, 5])
+        XCTAssertEqual(Array(out.auxiliary.scalars[0..<5]), Array(out.auxiliary.scalars[10..<15]))
+        let x = Tensor(shape: [3, 5], scalars: [0, 3, 1, 0, 7, 2, 0, 0, 1, 1, 5, 4, 0, 2, 0])
+        let batch = DataBatch(input: x)
+        let (_, pullback) = valueWithPullback(at: model) { m in
+            negativeELBO(m, batch: batch, noise: randomTensor([3, 2], seed: 3), likelihood: options.likelihood, on: cpu)
+        }
+        let g = pullback(.init(reconstruction: 1, klPerDimension: Tensor(repeating: 1, shape: [2])))
+        XCTAssertEqual(g.fc4Auxiliary.bias.materialized(shape: [5]).scalars.count, 5)
+        XCTAssertTrue(g.fc4Auxiliary.bias.materialized(shape: [5]).scalars.contains { $0 != 0 })
+        let wrong = MLPVAE.Options(hiddenSizes: [8], latentSize: 2, likelihood: try Likelihood(named: "zinb"))
+        var zinb = wrong
+        zinb.featureDispersion = true
+        XCTAssertThrowsError(try zinb.validate(for: ImageShape(channels: 1, height: 1, width: 5)))
+    }
+}

@@ -91,6 +91,12 @@ public enum Architecture: Equatable, Sendable {
         }
     }
 
+    /// The NB dispersion per feature (`--dispersion feature`; the MLP family only).
+    public var featureDispersion: Bool {
+        get { if case .mlp(let o) = self { return o.featureDispersion } else { return false } }
+        set { if case .mlp(var o) = self { o.featureDispersion = newValue; self = .mlp(o) } }
+    }
+
     /// How the encoder fills missing inputs.
     public var missingFill: MissingFill {
         get { options.learnedMissingFill ? .learned : .zero }

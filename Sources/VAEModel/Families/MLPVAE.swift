@@ -38,9 +38,13 @@ public struct MLPVAE: VariationalAutoencoder {
     /// Layer streams: fc1 … fc4 and the auxiliary head 0 … 5 (those of the
     /// one-layer model before deeper ones existed), then the encoder's extra
     /// layers, then the decoder's.
+    /// `featureDispersion`: the likelihood's parameters 1…P−1 are learned
+    /// per feature, not computed from z (`--dispersion feature`, scVI's
+    /// per-gene θ): the head has no weights (((P−1)·D, 0)), only its bias,
+    /// starting at 0, repeated for every sample.
     public init(dataSize: Int, hiddenSizes: [Int], latentSize: Int, activation: Activation = .relu,
                 auxiliaryOutputs: Int = 0, auxiliaryHeadName: String = "aux", classes: Int = 0,
-                learnedMissingFill: Bool = false, seed: UInt64) {
+                learnedMissingFill: Bool = false, featureDispersion: Bool = false, seed: UInt64) {
         precondition(dataSize > 0 && !hiddenSizes.isEmpty && hiddenSizes.allSatisfy { $0 > 0 } && latentSize > 0 && classes >= 0,
                      "MLPVAE sizes must be positive (D \(dataSize), H \(hiddenSizes), Z \(latentSize), K \(classes))")
         func stream(_ layer: Int) -> RandomStream {
@@ -58,7 +62,9 @@ public struct MLPVAE: VariationalAutoencoder {
             Dense(inputSize: hiddenSizes[n - $0], outputSize: hiddenSizes[n - 1 - $0], stream: stream(5 + n - 1 + $0))
         })
         fc4 = Dense(inputSize: first, outputSize: dataSize, stream: stream(4))
-        fc4Auxiliary = Dense(inputSize: first, outputSize: auxiliaryOutputs * dataSize, stream: stream(5))
+        fc4Auxiliary = featureDispersion && auxiliaryOutputs > 0
+            ? Dense(weight: Tensor(zeros: [auxiliaryOutputs * dataSize, 0]), bias: Tensor(zeros: [auxiliaryOutputs * dataSize]))
+            : Dense(inputSize: first, outputSize: auxiliaryOutputs * dataSize, stream: stream(5))
         self.auxiliaryHeadName = ConstantName(auxiliaryHeadName)
         activationName = ConstantName(activation.rawValue)
         missingFill = Tensor(zeros: [learnedMissingFill ? dataSize : 0])
@@ -107,8 +113,16 @@ public struct MLPVAE: VariationalAutoencoder {
         let activation = withoutDerivative(at: self.activation)
         let h3 = Self.activated(fc3, concatenatingLastDimension(z, condition), activation, on: backend)
         let h = decoderHidden.count == 0 ? h3 : decoderHidden(h3, activation: activation, on: backend)
+        if withoutDerivative(at: fc4Auxiliary.inputSize) == 0 && withoutDerivative(at: fc4Auxiliary.outputSize) > 0 {
+            // Per-feature parameters (`featureDispersion`): the head's bias for every sample.
+            return DecoderOutput(location: fc4(h, on: backend),
+                                 auxiliary: repeatedRow(fc4Auxiliary.bias, count: withoutDerivative(at: z.shape[0])))
+        }
         return DecoderOutput(location: fc4(h, on: backend), auxiliary: fc4Auxiliary(h, on: backend))
     }
+
+    /// Whether the likelihood's extra parameters are per feature (`--dispersion feature`).
+    public var hasFeatureDispersion: Bool { fc4Auxiliary.inputSize == 0 && fc4Auxiliary.outputSize > 0 }
 
     public var latentSize: Int { fc21.outputSize }
     public var dataSize: Int { fc4.outputSize }
@@ -145,6 +159,8 @@ extension MLPVAE {
         public var activation = Activation.relu
         /// Learned constants for the encoder's missing inputs (`--missing-fill learned`).
         public var learnedMissingFill = false
+        /// The negative binomial's dispersion θ per feature, not per sample (`--dispersion feature`).
+        public var featureDispersion = false
 
         public init(hiddenSize: Int = 400, latentSize: Int = 20, likelihood: Likelihood = .bernoulli,
                     conditionalClasses: Int = 0) {
@@ -167,7 +183,9 @@ extension MLPVAE {
             set { hiddenSizes = [newValue] }
         }
 
-        enum CodingKeys: String, CodingKey { case hiddenSize, hiddenSizes, latentSize, likelihood, conditionalClasses, activation, missingFill }
+        enum CodingKeys: String, CodingKey {
+            case hiddenSize, hiddenSizes, latentSize, likelihood, conditionalClasses, activation, missingFill, dispersion
+        }
 
         public init(from decoder: Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -181,6 +199,7 @@ extension MLPVAE {
             conditionalClasses = try c.decodeIfPresent(Int.self, forKey: .conditionalClasses) ?? 0
             activation = try c.decodeIfPresent(Activation.self, forKey: .activation) ?? .relu
             learnedMissingFill = try c.decodeIfPresent(MissingFill.self, forKey: .missingFill) == .learned
+            featureDispersion = try c.decodeIfPresent(Dispersion.self, forKey: .dispersion) == .feature
         }
 
         /// The one-hidden-layer, ReLU, unconditional model's options are written
@@ -197,6 +216,7 @@ extension MLPVAE {
             if conditionalClasses > 0 { try c.encode(conditionalClasses, forKey: .conditionalClasses) }
             if activation != .relu { try c.encode(activation, forKey: .activation) }
             if learnedMissingFill { try c.encode(MissingFill.learned, forKey: .missingFill) }
+            if featureDispersion { try c.encode(Dispersion.feature, forKey: .dispersion) }
         }
 
         public func validate(for image: ImageShape) throws {
@@ -207,12 +227,19 @@ extension MLPVAE {
             guard image.size >= 1 else {
                 throw ArchitectureError.unsupportedImage(family: Self.family, image: image, requirement: .atLeastOneValue)
             }
+            if featureDispersion && likelihood.name != NegativeBinomialLikelihood.name {
+                throw ArchitectureError.invalidOptions(
+                    family: Self.family, detail: "a dispersion per feature applies to the negative-binomial likelihood, "
+                        + "not to \(likelihood.name)" + (likelihood.name == ZeroInflatedNegativeBinomialLikelihood.name
+                            ? " (its dropout logits share the decoder head with θ)" : ""))
+            }
         }
 
         public func summary(for image: ImageShape) -> String {
             "mlp \(image.size)-" + hiddenSizes.map(String.init).joined(separator: "-") + "-\(latentSize)"
                 + (activation == .relu ? "" : ", \(activation.rawValue)")
                 + (conditionalClasses > 0 ? ", conditional on \(conditionalClasses) classes" : "")
+                + (featureDispersion ? ", dispersion per feature" : "")
         }
 
         public func parameterCount(for image: ImageShape) -> Int {
@@ -222,15 +249,48 @@ extension MLPVAE {
             for i in 1..<hiddenSizes.count {
                 count += 2 * (hiddenSizes[i - 1] * hiddenSizes[i]) + hiddenSizes[i] + hiddenSizes[i - 1]
             }
-            return count + likelihood.auxiliaryOutputs * (d * first + d) + (learnedMissingFill ? d : 0)
+            let auxiliary = likelihood.auxiliaryOutputs * (featureDispersion ? d : d * first + d)
+            return count + auxiliary + (learnedMissingFill ? d : 0)
         }
 
         public func makeModel(for image: ImageShape, seed: UInt64) -> MLPVAE {
             MLPVAE(dataSize: image.size, hiddenSizes: hiddenSizes, latentSize: latentSize, activation: activation,
                    auxiliaryOutputs: likelihood.auxiliaryOutputs, auxiliaryHeadName: likelihood.auxiliaryHeadName,
-                   classes: conditionalClasses, learnedMissingFill: learnedMissingFill, seed: seed)
+                   classes: conditionalClasses, learnedMissingFill: learnedMissingFill,
+                   featureDispersion: featureDispersion, seed: seed)
         }
 
         public var architecture: Architecture { .mlp(self) }
     }
+}
+
+/// Where the likelihood's extra parameters (the NB dispersion θ) come from:
+/// the decoder, per sample and feature (scVI's `gene-cell`), or one learned
+/// value per feature (scVI's `gene`).
+public enum Dispersion: String, Codable, CaseIterable, Sendable {
+    case feature
+    case featureSample = "feature-sample"
+}
+
+/// `row` (N) repeated as `count` rows (count, N); its derivative sums the rows.
+@differentiable(reverse, wrt: row)
+func repeatedRow(_ row: Tensor, count: Int) -> Tensor {
+    let n = row.count
+    return Tensor(shape: [count, n]) { out in
+        row.scalars.withUnsafeBufferPointer { r in
+            for b in 0..<count { (out.baseAddress! + b * n).update(from: r.baseAddress!, count: n) }
+        }
+    }
+}
+
+@derivative(of: repeatedRow, wrt: row)
+func _vjpRepeatedRow(_ row: Tensor, count: Int) -> (value: Tensor, pullback: (Tensor) -> Tensor) {
+    let n = row.count
+    return (repeatedRow(row, count: count), { dy in
+        if dy.isSymbolicZero { return .zero }
+        return Tensor(shape: [n]) { out in
+            out.initialize(repeating: 0)
+            for b in 0..<count { for j in 0..<n { out[j] += dy.scalars[b * n + j] } }
+        }
+    })
 }
