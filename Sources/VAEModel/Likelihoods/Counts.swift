@@ -54,11 +54,19 @@ public struct MultinomialLikelihood: LikelihoodComponent {
 
     public func negativeLogLikelihood(_ x: UnsafePointer<Float>, _ parameters: ParameterPlanes, rows: Int,
                                       terms: UnsafeMutablePointer<Float>, gradient: MutableParameterPlanes?) {
+        // Float with vectorised exp (one pass over the row for the softmax), the sums in Double:
+        // the row's D logits dominate a step of Mult-VAE's output layer.
         let width = parameters.width
-        var s = [Double](repeating: 0, count: width)
+        var e = [Float](repeating: 0, count: width)
         for row in 0..<rows {
             let l = parameters.plane(0, row: row), xs = x + row * width, out = terms + row * width
-            let lse = rowSoftmax(l, width: width, into: &s)
+            var top = -Float.infinity
+            for j in 0..<width { top = Swift.max(top, l[j]) }
+            e.withUnsafeMutableBufferPointer { eb in
+                for j in 0..<width { eb[j] = fastExp(l[j] - top) }
+            }
+            let total = Double(e.withUnsafeBufferPointer { vectorSum($0.baseAddress!, count: width) })
+            let lse = Double(top) + Foundation.log(total)
             var n = 0.0
             for j in 0..<width {
                 let c = Self.count(xs[j])
@@ -66,7 +74,8 @@ public struct MultinomialLikelihood: LikelihoodComponent {
                 out[j] = c == 0 ? 0 : Float(-c * (Double(l[j]) - lse))
             }
             if let g = gradient?.plane(0, row: row) {
-                for j in 0..<width { g[j] = Float(n * s[j] - Self.count(xs[j])) }
+                let scale = Float(n / total)
+                for j in 0..<width { g[j] = scale * e[j] - Float(Self.count(xs[j])) }
             }
         }
     }
