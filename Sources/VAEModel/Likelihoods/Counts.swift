@@ -19,21 +19,43 @@ import TensorCore
 /// ε of scvi-tools' NB and ZINB formulas.
 let countEpsilon = 1e-8
 
-/// Per row: log Σ_j e^(l_j) and softmax, in Double.
+/// Per row: the softmax of the logits into `shares` and log Σ_j e^(l_j):
+/// the exponentials in Float with the vectorised `fastExp`, their sum and
+/// the log in Double (a row of D logits is the costly part of a count
+/// likelihood; Mult-VAE's output layer has one per item).
 @inline(__always)
-func rowSoftmax(_ logits: UnsafePointer<Float>, width: Int, into s: inout [Double]) -> Double {
-    var top = -Double.infinity
-    for j in 0..<width { top = Swift.max(top, Double(logits[j])) }
-    var total = 0.0
-    for j in 0..<width { s[j] = Foundation.exp(Double(logits[j]) - top); total += s[j] }
-    for j in 0..<width { s[j] /= total }
-    return top + Foundation.log(total)
+func rowSoftmax(_ logits: UnsafePointer<Float>, width: Int, into shares: UnsafeMutablePointer<Float>) -> Double {
+    var top = -Float.infinity
+    for j in 0..<width { top = Swift.max(top, logits[j]) }
+    for j in 0..<width { shares[j] = fastExp(logits[j] - top) }
+    let total = Double(vectorSum(shares, count: width))
+    let inverse = Float(1 / total)
+    for j in 0..<width { shares[j] *= inverse }
+    return Double(top) + Foundation.log(total)
 }
 
 /// The clamp of log θ: θ from e^−20 to e^20, no gradient outside (as `torch.clamp`).
 let logDispersionRange: ClosedRange<Double> = -20 ... 20
 
-extension LikelihoodComponent {
+/// What the count likelihoods share: no settings, counts as their data, and
+/// the shares of a row (softmax of head 0) as their mean, with a one-count
+/// draw as their sample (E[x] of a library of one).
+protocol CountLikelihoodComponent: LikelihoodComponent {
+    init()
+}
+
+extension CountLikelihoodComponent {
+    public static var settings: [LikelihoodSetting] { [] }
+    public init(settings: LikelihoodSettings) throws { self.init() }
+    public var domain: DataDomain { .counts }
+    /// softmax(l): each feature's share.
+    public func mean(_ output: DecoderOutput) -> Tensor { countShares(output) }
+
+    /// One draw of one count per row (a library of one): a one-hot row.
+    public func sample(_ output: DecoderOutput, uniforms: ElementUniforms) -> Tensor {
+        oneCountDraw(output, uniforms: uniforms)
+    }
+
     /// x ↦ the count it holds (negative or NaN read as 0: the data rules keep them out).
     @inline(__always)
     static func count(_ x: Float) -> Double { x > 0 ? Double(x) : 0 }
@@ -42,31 +64,19 @@ extension LikelihoodComponent {
 /// Mult-VAE's multinomial: −log p(x) = −Σ_j x_j log softmax(l)_j (the
 /// multinomial coefficient, constant in the model, left out as the paper
 /// does).
-public struct MultinomialLikelihood: LikelihoodComponent {
+public struct MultinomialLikelihood: CountLikelihoodComponent {
     public static let name = "multinomial"
     public static let summary = "multinomial over a row's features, log-softmax of the logits (Mult-VAE; counts or clicks)"
-    public static let settings: [LikelihoodSetting] = []
 
     public init() {}
-    public init(settings: LikelihoodSettings) throws {}
-
-    public var domain: DataDomain { .counts }
 
     public func negativeLogLikelihood(_ x: UnsafePointer<Float>, _ parameters: ParameterPlanes, rows: Int,
                                       terms: UnsafeMutablePointer<Float>, gradient: MutableParameterPlanes?) {
-        // Float with vectorised exp (one pass over the row for the softmax), the sums in Double:
-        // the row's D logits dominate a step of Mult-VAE's output layer.
         let width = parameters.width
-        var e = [Float](repeating: 0, count: width)
+        var shares = [Float](repeating: 0, count: width)
         for row in 0..<rows {
             let l = parameters.plane(0, row: row), xs = x + row * width, out = terms + row * width
-            var top = -Float.infinity
-            for j in 0..<width { top = Swift.max(top, l[j]) }
-            e.withUnsafeMutableBufferPointer { eb in
-                for j in 0..<width { eb[j] = fastExp(l[j] - top) }
-            }
-            let total = Double(e.withUnsafeBufferPointer { vectorSum($0.baseAddress!, count: width) })
-            let lse = Double(top) + Foundation.log(total)
+            let lse = rowSoftmax(l, width: width, into: &shares)
             var n = 0.0
             for j in 0..<width {
                 let c = Self.count(xs[j])
@@ -74,36 +84,24 @@ public struct MultinomialLikelihood: LikelihoodComponent {
                 out[j] = c == 0 ? 0 : Float(-c * (Double(l[j]) - lse))
             }
             if let g = gradient?.plane(0, row: row) {
-                let scale = Float(n / total)
-                for j in 0..<width { g[j] = scale * e[j] - Float(Self.count(xs[j])) }
+                let total = Float(n)
+                for j in 0..<width { g[j] = total * shares[j] - Float(Self.count(xs[j])) }
             }
         }
-    }
-
-    /// softmax(l): each feature's share.
-    public func mean(_ output: DecoderOutput) -> Tensor { countShares(output) }
-
-    /// One draw of one count per row (a library of one): a one-hot row.
-    public func sample(_ output: DecoderOutput, uniforms: ElementUniforms) -> Tensor {
-        oneCountDraw(output, uniforms: uniforms)
     }
 }
 
 /// Poisson counts with mean μ = ℓ·softmax(l): −log p = μ − x log μ + log Γ(x + 1).
-public struct PoissonLikelihood: LikelihoodComponent {
+public struct PoissonLikelihood: CountLikelihoodComponent {
     public static let name = "poisson"
     public static let summary = "Poisson counts, mean = library size × softmax of the logits"
-    public static let settings: [LikelihoodSetting] = []
 
     public init() {}
-    public init(settings: LikelihoodSettings) throws {}
-
-    public var domain: DataDomain { .counts }
 
     public func negativeLogLikelihood(_ x: UnsafePointer<Float>, _ parameters: ParameterPlanes, rows: Int,
                                       terms: UnsafeMutablePointer<Float>, gradient: MutableParameterPlanes?) {
         let width = parameters.width
-        var s = [Double](repeating: 0, count: width)
+        var s = [Float](repeating: 0, count: width)
         for row in 0..<rows {
             let l = parameters.plane(0, row: row), xs = x + row * width, out = terms + row * width
             let lse = rowSoftmax(l, width: width, into: &s)
@@ -111,22 +109,16 @@ public struct PoissonLikelihood: LikelihoodComponent {
             for j in 0..<width { library += Self.count(xs[j]) }
             let logLibrary = Foundation.log(library)
             for j in 0..<width {
-                let c = Self.count(xs[j]), mu = library * s[j]
+                let c = Self.count(xs[j]), mu = library * Double(s[j])
                 // x log μ with 0 log 0 = 0 (torch's xlogy).
                 let xLogMu = c == 0 ? 0 : c * (logLibrary + Double(l[j]) - lse)
                 out[j] = Float(mu - xLogMu + LibmMath.logGamma(c + 1))
             }
             // a_j = 1 − x_j/μ_j, so μ_j a_j = μ_j − x_j and Σ_i μ_i a_i = ℓ − Σ x = 0.
             if let g = gradient?.plane(0, row: row) {
-                for j in 0..<width { g[j] = Float(library * s[j] - Self.count(xs[j])) }
+                for j in 0..<width { g[j] = Float(library * Double(s[j]) - Self.count(xs[j])) }
             }
         }
-    }
-
-    public func mean(_ output: DecoderOutput) -> Tensor { countShares(output) }
-
-    public func sample(_ output: DecoderOutput, uniforms: ElementUniforms) -> Tensor {
-        oneCountDraw(output, uniforms: uniforms)
     }
 }
 
@@ -177,18 +169,14 @@ func logZeroInflatedNegativeBinomial(_ x: Double, mu: Double, theta: Double, pi:
 /// The negative binomial of scVI: mean μ = ℓ·softmax(l), inverse dispersion
 /// θ = exp(log θ) from head 1 (`*_dispersion`; per feature, per feature and
 /// covariate, or per sample, as the model's `--dispersion` says).
-public struct NegativeBinomialLikelihood: LikelihoodComponent {
+public struct NegativeBinomialLikelihood: CountLikelihoodComponent {
     public static let name = "negative-binomial"
     public static let summary = "negative binomial counts (scVI): mean = library size × softmax of the logits, dispersion θ"
-    public static let settings: [LikelihoodSetting] = []
 
     public init() {}
-    public init(settings: LikelihoodSettings) throws {}
 
     public var outputsPerDimension: Int { 2 }
     public var auxiliaryHeadName: String { "dispersion" }
-    public var domain: DataDomain { .counts }
-
     public func negativeLogLikelihood(_ x: UnsafePointer<Float>, _ parameters: ParameterPlanes, rows: Int,
                                       terms: UnsafeMutablePointer<Float>, gradient: MutableParameterPlanes?) {
         countRows(x, parameters, rows: rows, terms: terms, gradient: gradient) { c, mu, theta, _, wantGradient in
@@ -197,27 +185,18 @@ public struct NegativeBinomialLikelihood: LikelihoodComponent {
         }
     }
 
-    public func mean(_ output: DecoderOutput) -> Tensor { countShares(output) }
-
-    public func sample(_ output: DecoderOutput, uniforms: ElementUniforms) -> Tensor {
-        oneCountDraw(output, uniforms: uniforms)
-    }
 }
 
 /// The zero-inflated negative binomial of scVI: the NB above, and dropout
 /// logits π from head 2 (`*_dispersion_dropout`: θ's plane, then π's).
-public struct ZeroInflatedNegativeBinomialLikelihood: LikelihoodComponent {
+public struct ZeroInflatedNegativeBinomialLikelihood: CountLikelihoodComponent {
     public static let name = "zinb"
     public static let summary = "zero-inflated negative binomial counts (scVI): the NB, and dropout logits from the decoder"
-    public static let settings: [LikelihoodSetting] = []
 
     public init() {}
-    public init(settings: LikelihoodSettings) throws {}
 
     public var outputsPerDimension: Int { 3 }
     public var auxiliaryHeadName: String { "dispersion_dropout" }
-    public var domain: DataDomain { .counts }
-
     public func negativeLogLikelihood(_ x: UnsafePointer<Float>, _ parameters: ParameterPlanes, rows: Int,
                                       terms: UnsafeMutablePointer<Float>, gradient: MutableParameterPlanes?) {
         countRows(x, parameters, rows: rows, terms: terms, gradient: gradient) { c, mu, theta, pi, wantGradient in
@@ -239,13 +218,9 @@ public struct ZeroInflatedNegativeBinomialLikelihood: LikelihoodComponent {
             }
         }
     }
-
-    public func sample(_ output: DecoderOutput, uniforms: ElementUniforms) -> Tensor {
-        oneCountDraw(output, uniforms: uniforms)
-    }
 }
 
-extension LikelihoodComponent {
+extension CountLikelihoodComponent {
     /// The NB-family kernels: per row, μ = ℓ·softmax(l), θ = exp(clamped log θ)
     /// (head 1), π (head 2, when there is one); `logP(x, μ, θ, π, gradient)`
     /// gives log p and its derivatives with respect to μ, θ and π.
@@ -253,7 +228,7 @@ extension LikelihoodComponent {
                    gradient: MutableParameterPlanes?,
                    _ logP: (Double, Double, Double, Double, Bool) -> (Double, Double, Double, Double)) {
         let width = parameters.width, heads = parameters.count
-        var s = [Double](repeating: 0, count: width), a = s
+        var s = [Float](repeating: 0, count: width), a = [Double](repeating: 0, count: width)
         for row in 0..<rows {
             let l = parameters.plane(0, row: row), rawTheta = parameters.plane(1, row: row)
             let pis = heads > 2 ? parameters.plane(2, row: row) : nil
@@ -264,7 +239,7 @@ extension LikelihoodComponent {
             let g = gradient.map { ($0.plane(0, row: row), $0.plane(1, row: row), heads > 2 ? $0.plane(2, row: row) : nil) }
             var weighted = 0.0
             for j in 0..<width {
-                let c = Self.count(xs[j]), mu = library * s[j]
+                let c = Self.count(xs[j]), mu = library * Double(s[j])
                 let r = Double(rawTheta[j])
                 let clamped = Swift.min(Swift.max(r, logDispersionRange.lowerBound), logDispersionRange.upperBound)
                 let theta = Foundation.exp(clamped)
@@ -278,7 +253,7 @@ extension LikelihoodComponent {
                 }
             }
             if let g {
-                for j in 0..<width { g.0[j] = Float(library * s[j] * a[j] - s[j] * weighted) }
+                for j in 0..<width { g.0[j] = Float(Double(s[j]) * (library * a[j] - weighted)) }
             }
         }
     }
@@ -286,13 +261,9 @@ extension LikelihoodComponent {
     /// softmax of head 0, per row: each feature's share of the row's counts.
     func countShares(_ output: DecoderOutput) -> Tensor {
         let rows = output.location.shape[0], width = rows == 0 ? 0 : output.location.count / rows
-        var s = [Double](repeating: 0, count: width)
         return Tensor(shape: output.location.shape) { out in
             output.location.scalars.withUnsafeBufferPointer { l in
-                for b in 0..<rows {
-                    _ = rowSoftmax(l.baseAddress! + b * width, width: width, into: &s)
-                    for j in 0..<width { out[b * width + j] = Float(s[j]) }
-                }
+                for b in 0..<rows { _ = rowSoftmax(l.baseAddress! + b * width, width: width, into: out.baseAddress! + b * width) }
             }
         }
     }
