@@ -79,6 +79,45 @@ public struct ReadOptions: Equatable, Sendable {
     }
 }
 
+extension SampleValues {
+    /// Integer samples as read from a file: K levels (checked to lie in
+    /// 0…K−1, kept in the narrowest type that holds them) or, without
+    /// levels, counts (checked non-negative and at most 2^24, exact as
+    /// floats) when the likelihood models counts; anything else needs
+    /// `--levels`.
+    init(integers v: [Int64], levels: Int?, counts: Bool, path: String, dtype: String) throws {
+        if let k = levels {
+            guard k <= 65536 else {
+                throw DatasetError.incompatible(path: path, detail: "more than 65536 levels are not supported (got \(k))")
+            }
+            if let i = v.firstIndex(where: { $0 < 0 || $0 >= Int64(k) }) {
+                throw DatasetError.levelOutOfRange(path: path, index: i, value: v[i], levels: k)
+            }
+            self = k <= 256 ? SampleValues(bytes: v.map { UInt8($0) }) : SampleValues(words: v.map { UInt16($0) })
+        } else if counts {
+            if let i = v.firstIndex(where: { $0 < 0 || $0 > 1 << 24 }) {
+                throw DatasetError.incompatible(path: path, detail: "value \(v[i]) at index \(i): counts are "
+                                                + "non-negative integers up to 2^24 (16777216)")
+            }
+            self = SampleValues(floats: v.map { Float($0) })
+        } else {
+            throw DatasetError.integersNeedLevels(path: path, dtype: dtype)
+        }
+    }
+
+    /// Checks that every value (bytes read in place) lies below K.
+    func checkBelow(levels k: Int, path: String) throws {
+        var bad: (Int, Float)? = nil
+        forEachChunk { offset, chunk in
+            guard bad == nil else { return }
+            if let i = chunk.firstIndex(where: { $0 >= Float(k) }) { bad = (offset + i, chunk[i]) }
+        }
+        if let (index, value) = bad {
+            throw DatasetError.levelOutOfRange(path: path, index: index, value: Int64(value), levels: k)
+        }
+    }
+}
+
 extension ImageSet {
     /// Loads the samples of a file and, optionally, their labels (IDX or
     /// .npy, N integers): IDX (N×H×W or N×C×H×W unsigned bytes); .npy
@@ -224,14 +263,7 @@ extension ImageSet {
         }
         if let k = levels {
             guard (2...65536).contains(k) else { return nil }
-            var bad: (Int, Float)? = nil
-            values.forEachChunk { offset, chunk in
-                guard bad == nil else { return }
-                if let i = chunk.firstIndex(where: { $0 >= Float(k) }) { bad = (offset + i, chunk[i]) }
-            }
-            if let (index, value) = bad {
-                throw DatasetError.levelOutOfRange(path: path, index: index, value: Int64(value), levels: k)
-            }
+            try values.checkBelow(levels: k, path: path)
         }
         return try ImageSet(dimensions: dims, values: values, levels: resolvedLevels, path: path)
     }
@@ -265,23 +297,10 @@ extension ImageSet {
                     throw DatasetError.incompatible(path: path, detail: "holds floats: levels apply to integer arrays")
                 }
                 values = SampleValues(floats: f)
-            case .integers(let v) where counts && levels == nil:
-                // Counts: non-negative, exact as floats.
-                if let i = v.firstIndex(where: { $0 < 0 || $0 > 1 << 24 }) {
-                    throw DatasetError.incompatible(path: path, detail: "value \(v[i]) at index \(i): counts are "
-                                                    + "non-negative integers up to 2^24 (16777216)")
-                }
-                values = SampleValues(floats: v.map { Float($0) })
-                storageName = "\(array.dtype) counts"
             case .integers(let v):
-                guard let k = levels else { throw DatasetError.integersNeedLevels(path: path, dtype: array.dtype) }
-                guard k <= 65536 else {
-                    throw DatasetError.incompatible(path: path, detail: "more than 65536 levels are not supported (got \(k))")
-                }
-                try checkLevels(count: v.count) { v[$0] }
-                // The narrowest type that holds the levels.
-                values = k <= 256 ? SampleValues(bytes: v.map { UInt8($0) }) : SampleValues(words: v.map { UInt16($0) })
-                resolvedLevels = k
+                values = try SampleValues(integers: v, levels: levels, counts: counts, path: path, dtype: array.dtype)
+                resolvedLevels = levels
+                if levels == nil { storageName = "\(array.dtype) counts" }
             }
         } else {
             let array = try IDXArray(parsing: data, path: path)

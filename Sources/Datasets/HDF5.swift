@@ -127,34 +127,12 @@ extension ImageSet {
             values = SampleValues(floats: try readAll(path, dims: dims, mode: 1, as: Float.self))
         } else {
             let v = try readAll(path, dims: dims, mode: 2, as: Int64.self)
-            if let k = levels {
-                if let i = v.firstIndex(where: { $0 < 0 || $0 >= Int64(k) }) {
-                    throw DatasetError.levelOutOfRange(path: path.description, index: i, value: v[i], levels: k)
-                }
-                values = k <= 256 ? SampleValues(bytes: v.map { UInt8($0) }) : SampleValues(words: v.map { UInt16($0) })
-                resolvedLevels = k
-            } else if counts {
-                if let i = v.firstIndex(where: { $0 < 0 || $0 > 1 << 24 }) {
-                    throw DatasetError.incompatible(path: path.description, detail: "value \(v[i]) at index \(i): counts are "
-                                                    + "non-negative integers up to 2^24 (16777216)")
-                }
-                values = SampleValues(floats: v.map { Float($0) })
-                storageName = "\(dtype) counts"
-            } else {
-                throw DatasetError.integersNeedLevels(path: path.description, dtype: dtype)
-            }
+            values = try SampleValues(integers: v, levels: levels, counts: counts, path: path.description, dtype: dtype)
+            resolvedLevels = levels
+            if levels == nil { storageName = "\(dtype) counts" }
         }
         if isBytes {
-            if let k = levels {
-                var bad: (Int, Float)? = nil
-                values.forEachChunk { offset, chunk in
-                    guard bad == nil else { return }
-                    if let i = chunk.firstIndex(where: { $0 >= Float(k) }) { bad = (offset + i, chunk[i]) }
-                }
-                if let (index, value) = bad {
-                    throw DatasetError.levelOutOfRange(path: path.description, index: index, value: Int64(value), levels: k)
-                }
-            }
+            if let k = levels { try values.checkBelow(levels: k, path: path.description) }
             resolvedLevels = levels ?? 256
         }
         var set = try ImageSet(dimensions: dims, values: values, levels: resolvedLevels, path: path.description)

@@ -326,8 +326,8 @@ public struct SparseRows: Sendable, Equatable {
     /// The smallest and largest value, the implicit zeros included.
     var range: ClosedRange<Float>? {
         guard rowCount > 0, width > 0 else { return nil }
-        var lo: Float = nonzeroCount < rowCount * width ? 0 : .infinity, hi = -lo
-        if nonzeroCount < rowCount * width { hi = 0 }
+        let hasZeros = nonzeroCount < rowCount * width
+        var lo: Float = hasZeros ? 0 : .infinity, hi: Float = hasZeros ? 0 : -.infinity
         for v in values where !v.isNaN {
             lo = Swift.min(lo, v)
             hi = Swift.max(hi, v)

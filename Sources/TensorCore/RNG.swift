@@ -79,25 +79,35 @@ public struct RandomStream: Sendable {
     public func words(count: Int, offset: Int = 0) -> [UInt32] {
         precondition(offset >= 0 && count >= 0 && (offset + count) / 4 < Int(UInt32.max),
                      "random stream exhausted")
-        var out = [UInt32]()
-        out.reserveCapacity(count)
-        var index = offset / 4
-        var lane = offset % 4
-        while out.count < count {
+        return [UInt32](unsafeUninitializedCapacity: count) { out, initialized in
+            fill(out.baseAddress!, count: count, offset: offset) { $0 }
+            initialized = count
+        }
+    }
+
+    /// Writes `transform(word)` for `count` words from word `offset` on, block by block.
+    @inline(__always)
+    func fill<T>(_ out: UnsafeMutablePointer<T>, count: Int, offset: Int, _ transform: (UInt32) -> T) {
+        var index = offset / 4, lane = offset % 4, n = 0
+        while n < count {
             let w = block(UInt32(index))
-            while lane < 4 && out.count < count {
-                out.append(w[lane])
+            while lane < 4 && n < count {
+                out[n] = transform(w[lane])
+                n += 1
                 lane += 1
             }
             lane = 0
             index += 1
         }
-        return out
     }
 
     /// `count` uniforms in the open interval (0, 1), 24 random bits each.
     public func uniforms(count: Int, offset: Int = 0) -> [Float] {
-        words(count: count, offset: offset).map(Self.openUnit)
+        precondition(offset >= 0 && count >= 0 && (offset + count) / 4 < Int(UInt32.max), "random stream exhausted")
+        return [Float](unsafeUninitializedCapacity: count) { out, initialized in
+            fill(out.baseAddress!, count: count, offset: offset, Self.openUnit)
+            initialized = count
+        }
     }
 
     /// Uniform `index` of the stream, in (0, 1), alone (random access).

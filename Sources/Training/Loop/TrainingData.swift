@@ -68,24 +68,23 @@ struct TrainingData {
     /// the likelihood's targets in its representation (the input itself
     /// unless it scores integer levels), and a conditional model's labels.
     func batch(_ indices: [Int], likelihood: Likelihood, inputDropout: Double? = nil, step: Int = 0) -> DataBatch {
-        var input = shard.batch(indices)
+        let clean = shard.batch(indices)
+        var input = clean
         if let p = inputDropout, p > 0 {
             // Mult-VAE's dropout on the (normalised) input: zero with probability p, the rest scaled by 1/(1 − p).
             let d = shard.shape.size, keep = Float(1 - p), scale = 1 / Float(1 - p)
             let seed = self.seed ^ (UInt64(planRank) &* 0x9E37_79B9_7F4A_7C15)
-            var scalars = input.scalars
+            var scalars = clean.scalars
             for (row, i) in indices.enumerated() {
                 let u = RandomStream(seed: seed, domain: .inputDropout, UInt32(truncatingIfNeeded: i),
                                      UInt32(truncatingIfNeeded: step)).uniforms(count: d)
                 for j in 0..<d { scalars[row * d + j] = u[j] < keep ? scalars[row * d + j] * scale : 0 }
             }
-            input = Tensor(shape: input.shape, scalars: scalars)
-            // The likelihood scores the data, not the dropped-out input.
-            return DataBatch(input: input, target: shard.batch(indices, as: likelihood.targets),
-                             condition: condition(of: indices), mask: shard.mask(indices))
+            input = Tensor(shape: clean.shape, scalars: scalars)
         }
+        // The likelihood scores the data (never the dropped-out input).
         return DataBatch(input: input,
-                         target: likelihood.targets == .levels ? shard.batch(indices, as: .levels) : input,
+                         target: likelihood.targets == .levels ? shard.batch(indices, as: .levels) : clean,
                          condition: condition(of: indices), mask: shard.mask(indices))
     }
 
