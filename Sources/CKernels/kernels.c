@@ -140,6 +140,21 @@ void ck_f32_to_bf16(const float *s, uint16_t *d, size_t n) {
     for (size_t i = 0; i < n; i++) d[i] = bf16_round(s[i]);
 }
 
+void ck_sum_segments(float *const *segments, size_t ranks, size_t n, float *out) {
+    enum { CHUNK = 1024 };
+    float sums[CHUNK];
+    for (size_t i0 = 0; i0 < n; i0 += CHUNK) {
+        size_t m = n - i0 < CHUNK ? n - i0 : CHUNK;
+        const float *first = segments[0] + i0;
+        for (size_t i = 0; i < m; i++) sums[i] = first[i];
+        for (size_t r = 1; r < ranks; r++) {
+            const float *segment = segments[r] + i0;
+            for (size_t i = 0; i < m; i++) sums[i] += segment[i];
+        }
+        for (size_t i = 0; i < m; i++) out[i0 + i] = sums[i];
+    }
+}
+
 int ck_any_non_finite(const float *x, size_t n) {
     int bad = 0;
     for (size_t i = 0; i < n; i++) bad |= non_finite_bits(x[i]);

@@ -67,3 +67,16 @@ public enum BFloat16Buffers {
         ck_sum_bf16_blocks(blocks, ranks, count, out)
     }
 }
+
+/// Sums of same-length float arrays (the shared-memory gradient reduction).
+public enum SegmentSum {
+    /// out[i] = ((segments[0][offset + i] + segments[1][offset + i]) + …) for
+    /// i < count: in rank order, so every rank that sums the same arrays gets
+    /// the same bits. `out` may be one of the arrays at `offset`.
+    public static func sum(_ segments: [UnsafeMutablePointer<Float>], offset: Int, count: Int,
+                           into out: UnsafeMutablePointer<Float>) {
+        guard count > 0, !segments.isEmpty else { return }
+        var starts: [UnsafeMutablePointer<Float>?] = segments.map { $0 + offset }
+        starts.withUnsafeMutableBufferPointer { ck_sum_segments($0.baseAddress!, segments.count, count, out) }
+    }
+}

@@ -12,7 +12,8 @@ import CKernels
 /// values while it is still in cache. `complete(with:)` packs whatever the
 /// pullback returned as tensors instead, and zeroes slots nothing wrote.
 public final class GradientSink {
-    public let buffer: UnsafeMutablePointer<Float>
+    /// The step's buffer (the shared-memory reduction alternates between two).
+    public private(set) var buffer: UnsafeMutablePointer<Float>
     private var slots: [UnsafeRawPointer: Int] = [:]   // storage address → index in `entries`
     private var entries: [(offset: Int, count: Int)] = []
     private var written: [Bool] = []
@@ -21,6 +22,11 @@ public final class GradientSink {
 
     /// `buffer` holds at least the sum of the registered counts.
     public init(buffer: UnsafeMutablePointer<Float>) {
+        self.buffer = buffer
+    }
+
+    /// Points the next steps' writes at `buffer` (between steps only).
+    public func retarget(_ buffer: UnsafeMutablePointer<Float>) {
         self.buffer = buffer
     }
 

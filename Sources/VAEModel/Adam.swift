@@ -98,6 +98,27 @@ public struct Adam: Sendable {
         }
     }
 
+    /// One update of the flat range `range` of the model's parameters, whose
+    /// moments this optimizer holds from index 0 (a sharded optimizer's slice),
+    /// in place, with gradient `gradientScale · gradient[i]` for flat index i.
+    public mutating func update<Model: ParameterWalking>(
+        _ model: inout Model, range: Range<Int>, gradient: UnsafePointer<Float>, gradientScale: Float,
+        layout: ParameterLayout
+    ) {
+        precondition(firstMoment.count == range.count, "Adam: the slice does not match the moments")
+        let constants = nextStep(gradientScale: gradientScale)
+        firstMoment.withUnsafeMutableBufferPointer { m in
+            secondMoment.withUnsafeMutableBufferPointer { v in
+                guard let m = m.baseAddress, let v = v.baseAddress else { return }
+                model.withFlatRange(range, layout: layout) { p, start, count in
+                    let local = start - range.lowerBound
+                    AdamKernel.apply(parameters: p, gradient: gradient + start, m: m + local, v: v + local, count: count,
+                                     constants)
+                }
+            }
+        }
+    }
+
     /// One update of a flat slice of parameters whose moments this optimizer
     /// holds from index 0 (a sharded optimizer's slice).
     public mutating func update(parameters: UnsafeMutablePointer<Float>, gradient: UnsafePointer<Float>, count: Int,

@@ -116,6 +116,45 @@ extension ParameterWalking {
         }
     }
 
+    /// Calls `body` once for each parameter that holds part of the flat range
+    /// `range` (walk order), with that part: the parameter's storage at its
+    /// first element, the part's flat index and its length. The storage is
+    /// written in place (no new allocations).
+    public mutating func withFlatRange(_ range: Range<Int>, layout: ParameterLayout,
+                                       _ body: (UnsafeMutablePointer<Float>, Int, Int) -> Void) {
+        var index = 0
+        walkParameters { _, tensor in
+            let entry = layout.entries[index]
+            index += 1
+            let lower = max(range.lowerBound, entry.offset), upper = min(range.upperBound, entry.offset + entry.count)
+            guard lower < upper else { return }
+            precondition(tensor.count == entry.count, "parameter walk does not match its layout")
+            tensor.scalars.withUnsafeMutableBufferPointer { p in body(p.baseAddress! + (lower - entry.offset), lower, upper - lower) }
+        }
+    }
+
+    /// Copies the flat range `range` of the parameters to `destination`
+    /// (indexed by flat position: element i goes to destination[i]).
+    public func copy(range: Range<Int>, layout: ParameterLayout, to destination: UnsafeMutablePointer<Float>) {
+        var copy = self
+        var index = 0
+        copy.walkParameters { _, tensor in
+            let entry = layout.entries[index]
+            index += 1
+            let lower = max(range.lowerBound, entry.offset), upper = min(range.upperBound, entry.offset + entry.count)
+            guard lower < upper else { return }
+            tensor.scalars.withUnsafeBufferPointer { p in
+                (destination + lower).update(from: p.baseAddress! + (lower - entry.offset), count: upper - lower)
+            }
+        }
+    }
+
+    /// Overwrites the flat range `range` of the parameters from `source`
+    /// (indexed by flat position), in place.
+    public mutating func copy(range: Range<Int>, from source: UnsafePointer<Float>, layout: ParameterLayout) {
+        withFlatRange(range, layout: layout) { p, start, count in p.update(from: source + start, count: count) }
+    }
+
     /// Overwrites every parameter from a flat buffer laid out by `layout`.
     public mutating func assign(from buffer: UnsafeBufferPointer<Float>, layout: ParameterLayout) {
         precondition(buffer.count >= layout.count, "flat buffer too small")

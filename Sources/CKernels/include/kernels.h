@@ -22,6 +22,11 @@ void ck_bf16_to_f32(const uint16_t *source, float *destination, size_t n);
 // out[i] = bf16(Σ_{r < ranks} f32(blocks[r·n + i])): the sum in fp32, rank by rank in order, rounded once.
 void ck_sum_bf16_blocks(const uint16_t *blocks, size_t ranks, size_t n, uint16_t *out);
 
+// out[i] = ((segments[0][i] + segments[1][i]) + segments[2][i]) + …, i < n: the sum over
+// `ranks` arrays in rank order (the shared-memory gradient reduction). `out`
+// may be one of the segments.
+void ck_sum_segments(float *const *segments, size_t ranks, size_t n, float *out);
+
 // One Adam step (PyTorch's torch.optim.Adam semantics, see Adam.swift) over n
 // elements: g' = g·scale; m = m + (1−β1)(g' − m); v = β2·v + (1−β2)·g'²;
 // p −= stepSize · m / (√v · inverseBiasCorrection2Sqrt + ε).

@@ -3,6 +3,9 @@ import Collectives
 import Datasets
 import TensorCore
 import VAEModel
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// What a finished run reports.
 public struct TrainingSummary: Sendable {
@@ -100,10 +103,10 @@ public final class Trainer<Model: VariationalAutoencoder> {
             var adam = try communicator.collectively { try checkpoint.adam(layout: layout) }
             adam.learningRate = Float(configuration.learningRate)
             self.model = model
-            optimizer = DataParallelOptimizer(model: model, layout: layout, adam: adam, termCount: termCount,
-                                              communicator: communicator, sharded: configuration.shardOptimizer,
-                                              gradientPrecision: configuration.gradientPrecision,
-                                              reproducible: reproducible)
+            optimizer = try DataParallelOptimizer(model: model, layout: layout, adam: adam, termCount: termCount,
+                                                  communicator: communicator, sharded: configuration.shardOptimizer,
+                                                  gradientPrecision: configuration.gradientPrecision,
+                                                  reproducible: reproducible, sharedMemory: Self.sharedMemoryAllowed)
         } else {
             // Rank 0 draws the initial parameters; everyone starts from its copy.
             var model = options.makeModel(for: image, seed: configuration.seed)
@@ -112,11 +115,12 @@ public final class Trainer<Model: VariationalAutoencoder> {
             try communicator.broadcast(&flat, root: 0)
             flat.withUnsafeBufferPointer { model.assign(from: $0, layout: layout) }
             self.model = model
-            optimizer = DataParallelOptimizer(
+            optimizer = try DataParallelOptimizer(
                 model: model, layout: layout,
                 adam: Adam(parameterCount: layout.count, learningRate: Float(configuration.learningRate)),
                 termCount: termCount, communicator: communicator, sharded: configuration.shardOptimizer,
-                gradientPrecision: configuration.gradientPrecision, reproducible: reproducible)
+                gradientPrecision: configuration.gradientPrecision, reproducible: reproducible,
+                sharedMemory: Self.sharedMemoryAllowed)
         }
         // The steps' parameter gradients go straight into the optimizer's buffer.
         var backend = backend
@@ -126,6 +130,14 @@ public final class Trainer<Model: VariationalAutoencoder> {
         recorder = try RunRecorder(configuration: configuration, communicator: communicator, console: console,
                                    classNames: data.classNames, resumingAt: checkpoint?.sidecar.step)
         if let checkpoint { restorePosition(checkpoint) }
+    }
+
+    /// Whether the ranks may reduce gradients through shared memory when they
+    /// share a host: yes unless VAE_MPI_SHARED_MEMORY=0 (MPI's collectives then,
+    /// for comparison or for a system whose /dev/shm misbehaves).
+    static var sharedMemoryAllowed: Bool {
+        guard let value = getenv("VAE_MPI_SHARED_MEMORY") else { return true }
+        return String(cString: value) != "0"
     }
 
     /// Lists the images the data loading skipped in the run's metrics.

@@ -20,6 +20,22 @@ import VAEModel
 /// signal) says so in the same reduction, so every rank learns it at the
 /// same step and they stop together.
 ///
+/// When every rank runs on one host (the default there, with fp32 gradients
+/// and without `--reproducible`), the reduction goes through shared memory
+/// instead (`SharedSegments`), and Adam is sharded as below, with no copy
+/// through MPI: each rank's kernels write its gradient into its own segment;
+/// after a barrier, rank r sums slice r of every rank's gradient in rank
+/// order (in place, in its own segment), takes the Adam step on that slice of
+/// the parameters (holding Adam's moments for it only) and writes the updated
+/// values back in place of the summed gradient; after a second barrier every
+/// rank copies the other ranks' updated slices into its parameters. The
+/// counts, terms and flags are summed from every segment by every rank. Each
+/// step uses one of two halves of the segments in turn, so that a rank that
+/// runs ahead into the next step's backward pass never writes where another
+/// rank is still reading. The sums are those of rank order, which for np 2 are
+/// the bits of MPI's allreduce (a + b = b + a); Adam is elementwise, so the
+/// replicas and the update are the same as unsharded.
+///
 /// Sharded (ZeRO stage 1, `--shard-optimizer`): a reduce-scatter leaves each
 /// rank the summed gradient of its 1/np slice of the parameters (and a small
 /// allreduce the count, terms and flag), each rank updates its slice and holds
@@ -37,8 +53,19 @@ public final class DataParallelOptimizer {
     let communicator: Communicator
     private let termCount: Int
     public let sharded: Bool
-    private let buffer: UnsafeMutablePointer<Float>
+    /// The step's buffer: owned, or this rank's half of its shared segment.
+    private var buffer: UnsafeMutablePointer<Float>
+    private let ownsBuffer: Bool
     private let bufferCount: Int
+    /// The shared-memory reduction (nil: MPI's collectives), the half this
+    /// step uses, and the reduced counts, terms and flags.
+    private let shared: SharedSegments?
+    private var half = 0
+    private var sharedMeta: [Float] = []
+    /// How the step's gradients are reduced (for the run's header).
+    public let reductionSummary: String
+    /// Whether this rank holds Adam's moments for its slice only.
+    private var shardedMoments: Bool { sharded || shared != nil }
     /// Where this step's parameter gradients are written.
     public let sink: GradientSink
     /// Adam over the parameters this rank updates: all of them, or its slice.
@@ -72,7 +99,8 @@ public final class DataParallelOptimizer {
     public init<Model: ParameterWalking>(model: Model, layout: ParameterLayout, adam: Adam, termCount: Int,
                                          communicator: Communicator, sharded: Bool = false,
                                          gradientPrecision: Precision = .fp32,
-                                         reproducible: (microShards: Int, method: ExactReduction)? = nil) {
+                                         reproducible: (microShards: Int, method: ExactReduction)? = nil,
+                                         sharedMemory: Bool = true) throws {
         precondition(adam.firstMoment.count == layout.count, "optimizer state does not match the parameter layout")
         precondition(reproducible == nil || (!sharded && gradientPrecision == .fp32),
                      "the reproducible reduction is neither sharded nor in bf16")
@@ -84,7 +112,42 @@ public final class DataParallelOptimizer {
         self.communicator = communicator
         self.sharded = sharded
         bufferCount = layout.count + termCount + 3
-        buffer = .allocate(capacity: bufferCount)
+        // Shared memory where every rank can use it (decided by all ranks together).
+        var wanted = [Double](repeating: 0, count: communicator.size)
+        if !sharedMemory { wanted[communicator.rank] = 1 }
+        try communicator.allreduceSum(&wanted)
+        let refused = wanted.indices.filter { wanted[$0] != 0 }
+        if communicator.size == 1 {
+            shared = nil
+            reductionSummary = "none (one rank)"
+        } else if reproducible != nil || gradientPrecision == .bf16 {
+            shared = nil
+            reductionSummary = reproducible != nil ? "exact sums of the micro-shards (--reproducible)"
+                : "MPI (bf16 alltoall and allgather)"
+        } else if !refused.isEmpty {
+            shared = nil
+            reductionSummary = "MPI (" + (sharded ? "reduce-scatter, allgather" : "allreduce")
+                + "; shared memory turned off by VAE_MPI_SHARED_MEMORY=0 on rank"
+                + (refused.count > 1 ? "s " : " ") + refused.map(String.init).joined(separator: ", ") + ")"
+        } else {
+            switch try SharedSegments.make(count: 2 * bufferCount, communicator: communicator) {
+            case .shared(let segments):
+                shared = segments
+                reductionSummary = "shared memory (each rank sums and updates 1/\(communicator.size) of the parameters)"
+            case .unavailable(let reason):
+                shared = nil
+                reductionSummary = "MPI (" + (sharded ? "reduce-scatter, allgather" : "allreduce")
+                    + "; no shared memory: \(reason))"
+            }
+        }
+        if let shared {
+            buffer = shared.segments[communicator.rank]
+            ownsBuffer = false
+            sharedMeta = [Float](repeating: 0, count: termCount + 3)
+        } else {
+            buffer = .allocate(capacity: bufferCount)
+            ownsBuffer = true
+        }
         buffer.initialize(repeating: 0, count: bufferCount)
         sink = GradientSink(buffer: buffer)
         // Slices of equal length (the last ones shorter), as the bf16 exchange's alltoall needs.
@@ -100,17 +163,25 @@ public final class DataParallelOptimizer {
             summed16 = send16
         }
         var adam = adam
-        if sharded {
+        if sharded || shared != nil {
             let slice = min(sliceStart, layout.count) ..< min(sliceStart, layout.count) + blocks[communicator.rank]
             adam.firstMoment = Array(adam.firstMoment[slice])
             adam.secondMoment = Array(adam.secondMoment[slice])
-            flatParameters = model.flattened(layout: layout)
-            gradientSlice = [Float](repeating: 0, count: slice.count)
+            if shared == nil {
+                flatParameters = model.flattened(layout: layout)
+                gradientSlice = [Float](repeating: 0, count: slice.count)
+            }
         }
         self.adam = adam
     }
 
-    deinit { buffer.deallocate() }
+    deinit { if ownsBuffer { buffer.deallocate() } }
+
+    /// Rank r's slice of the flat parameters.
+    private func slice(of r: Int) -> Range<Int> {
+        let start = min(r * sliceLength, layout.count)
+        return start ..< start + blocks[r]
+    }
 
     public var learningRate: Float {
         get { adam.learningRate }
@@ -156,6 +227,9 @@ public final class DataParallelOptimizer {
         meta[2 + termCount] = stopRequested ? 1 : 0
         clock.lap(.pack)
 
+        if let shared {
+            return try sharedStep(&model, shared: shared, step: step, clock: &clock)
+        }
         if gradientPrecision == .bf16 {
             try exchangeBF16(gradient: buffer)
             try communicator.allreduceSum(UnsafeMutableBufferPointer(start: meta, count: termCount + 3))
@@ -202,6 +276,44 @@ public final class DataParallelOptimizer {
             clock.lap(.update)
         }
         return reduced
+    }
+
+    // MARK: - Shared memory
+
+    /// The step's reduction and update through shared memory (see the type's
+    /// comment); this rank's gradient sums, counts and terms are in `buffer`.
+    private func sharedStep<Model: ParameterWalking>(_ model: inout Model, shared: SharedSegments, step: Int,
+                                                     clock: inout PhaseClock) throws -> ReducedStep {
+        let (p, rank) = (layout.count, communicator.rank)
+        let halves = shared.segments.map { $0 + half * bufferCount }
+        try shared.synchronize()
+        let mine = slice(of: rank)
+        try sharedMeta.withUnsafeMutableBufferPointer { meta in
+            SegmentSum.sum(halves, offset: p, count: termCount + 3, into: meta.baseAddress!)
+            // Every rank sees the same sums and stops here, before any update.
+            if meta[1 + termCount] != 0 {
+                throw CollectiveFailure.unanimous(TrainingError.nonFinite(step: step, unscaledDataRange: nil), rank: rank)
+            }
+        }
+        SegmentSum.sum(halves, offset: mine.lowerBound, count: mine.count, into: halves[rank] + mine.lowerBound)
+        clock.lap(.reduction)
+        let total = sharedMeta[0]
+        adam.update(&model, range: mine, gradient: halves[rank], gradientScale: 1 / total, layout: layout)
+        // The updated slice replaces its summed gradient, for the other ranks to copy.
+        model.copy(range: mine, layout: layout, to: halves[rank])
+        clock.lap(.update)
+        try shared.synchronize()
+        clock.lap(.reduction)
+        for r in 0..<communicator.size where r != rank {
+            model.copy(range: slice(of: r), from: halves[r], layout: layout)
+        }
+        // The next step writes into the other half (see the type's comment).
+        half ^= 1
+        buffer = shared.segments[rank] + half * bufferCount
+        sink.retarget(buffer)
+        clock.lap(.update)
+        return ReducedStep(samples: total, terms: Array(sharedMeta[1 ..< 1 + termCount]),
+                           stopRequests: Int(sharedMeta[2 + termCount]))
     }
 
     // MARK: - --reproducible
@@ -274,7 +386,7 @@ public final class DataParallelOptimizer {
     /// Adam's state over all parameters, for a checkpoint. Sharded, the
     /// moments are gathered from every rank: a collective, every rank calls it.
     public func gatheredState() throws -> Adam {
-        guard sharded else { return adam }
+        guard shardedMoments else { return adam }
         var full = adam
         for moments in [\Adam.firstMoment, \Adam.secondMoment] {
             var all = [Float](repeating: 0, count: layout.count)

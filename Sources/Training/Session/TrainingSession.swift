@@ -316,6 +316,7 @@ public struct TrainingSession {
                 + ", betas (0.9, 0.999), eps 1e-8"
                 + (c.shardOptimizer ? "; sharded over the ranks (reduce-scatter, 1/\(communicator.size) of the update each, allgather)" : "")
                 + (c.gradientPrecision == .bf16 ? "; gradients exchanged in bf16" : "")),
+            ("reduction", trainer.optimizer.reductionSummary),
             ("schedule", plural(c.epochs, "epoch") + (c.maxSteps.map { ", at most " + plural($0, "step") } ?? "")
                 + ", log every \(c.logEvery) steps, checkpoint "
                 + (c.checkpointEvery.map { "every \($0) steps" } ?? "each epoch") + " (keep \(c.keepCheckpoints)"
