@@ -186,7 +186,9 @@ rank_failure() {
 # --- a replica that silently diverges is caught by --verify-replicas ----------
 replica_divergence() {
     local out="$WORK/diverge.out"
-    if VAE_MPI_DIVERGE_AT=2:3 mpi 4 train --data "$SMALL" --run-dir "$WORK/diverge" --epochs 2 --batch-size 64 \
+    # Through MPI's allreduce: with the shared-memory reduction every rank copies each slice from the rank
+    # that updated it, every step, so replicas cannot drift apart (the nudge is overwritten at the next step).
+    if VAE_MPI_SHARED_MEMORY=0 VAE_MPI_DIVERGE_AT=2:3 mpi 4 train --data "$SMALL" --run-dir "$WORK/diverge" --epochs 2 --batch-size 64 \
         --hidden-dim 32 --latent-dim 4 --verify-replicas >"$out" 2>&1; then
         return 1
     fi
@@ -536,6 +538,7 @@ source "$VAE_MPI_ROOT/Tests/MultiRank/compression_tests.sh"
 source "$VAE_MPI_ROOT/Tests/MultiRank/imputation_tests.sh"
 source "$VAE_MPI_ROOT/Tests/MultiRank/count_tests.sh"
 source "$VAE_MPI_ROOT/Tests/MultiRank/scale_tests.sh"
+source "$VAE_MPI_ROOT/Tests/MultiRank/performance_tests.sh"
 
 say "multi-rank tests in $WORK"
 helpers make-dataset "$SMALL" 997 203 12 12 || die "could not write the test dataset"
@@ -605,6 +608,7 @@ run_test mapped-npy-memory-np4 mapped_npy_memory
 run_test hdf5-inputs-np1-2 hdf5_inputs
 run_test placement-refusal placement
 run_test block-shuffle-resume-np2 block_shuffle_resume
+run_test shared-memory-reduction-np2-3 shared_memory_reduction
 
 say "multi-rank tests: ${passed} passed, ${#failed[@]} failed${failed:+ (${failed[*]})}"
 [ ${#failed[@]} -eq 0 ] || exit 1

@@ -1,0 +1,33 @@
+# Performance paths (issue 17) that change how a step runs: they must give the
+# same bits as the plain path, resume exactly and leave nothing behind.
+# Sourced by run.sh.
+
+# The shared-memory gradient reduction (the default on one host) against MPI's
+# allreduce: byte-identical at np 2 (a + b either way); at np 3 (uneven slices)
+# an interrupted and resumed run is byte-identical to an uninterrupted one; no
+# shared-memory object is left in /dev/shm.
+shared_memory_reduction() {
+    local d="$WORK/shm" out="$WORK/shm/out"
+    mkdir -p "$d"
+    local before
+    before=$(ls /dev/shm | grep -c '^vae-mpi-' || true)
+    local common=(--data "$SMALL" --batch-size 64 --hidden-dim 32 --latent-dim 4 --lr 3e-3 --epochs 2 --log-every 4)
+    mpi 2 train "${common[@]}" --run-dir "$d/shared" >"$out" 2>&1
+    expect "$out" "reduction +shared memory \(each rank sums and updates 1/2 of the parameters\)"
+    VAE_MPI_SHARED_MEMORY=0 mpi 2 train "${common[@]}" --run-dir "$d/mpi" >"$out" 2>&1
+    expect "$out" "reduction +MPI \(allreduce; shared memory turned off by VAE_MPI_SHARED_MEMORY=0 on ranks 0, 1\)"
+    local last="checkpoints/$(cat "$d/shared/checkpoints/latest").safetensors"
+    cmp "$d/shared/$last" "$d/mpi/$last"
+    cmp <(grep '"type": "train"' "$d/shared/metrics.jsonl") <(grep '"type": "train"' "$d/mpi/metrics.jsonl")
+    echo "ok: np 2 shared memory and MPI allreduce byte-identical"
+    mpi 3 train "${common[@]}" --run-dir "$d/full3" --verify-replicas >"$out" 2>&1
+    expect "$out" "1/3 of the parameters"
+    mpi 3 train "${common[@]}" --max-steps 7 --run-dir "$d/part3" >"$out" 2>&1
+    mpi 3 train --resume "$d/part3" >"$out" 2>&1
+    last="checkpoints/$(cat "$d/full3/checkpoints/latest").safetensors"
+    cmp "$d/full3/$last" "$d/part3/$last"
+    echo "ok: np 3 stopped at step 7, resumed: byte-identical; replicas verified"
+    local after
+    after=$(ls /dev/shm | grep -c '^vae-mpi-' || true)
+    [ "$after" = "$before" ] || { echo "left in /dev/shm: $(ls /dev/shm | grep '^vae-mpi-')"; return 1; }
+}
