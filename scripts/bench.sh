@@ -9,6 +9,12 @@
 # configuration once, in turn, so that the machine's drift (±20 % from minute
 # to minute here) hits all of them alike; the table shows medians.
 #
+# The machine's limit is measured in the same rounds: `vae-mpi gemm-rate`
+# (a 2048³ matrix product with oneDNN on every core at once, fp32 and bf16).
+# Each model's GEMM-only bound is that rate, for the cores the run used,
+# over its kernels' work per sample (from --profile); the table prints
+# samples/s as a share of it, and step time over kernel time.
+#
 #   scripts/bench.sh                                   # both models, fp32 and bf16, 3 rounds
 #   MODELS=mlp PRECISION=bf16 REPEATS=5 scripts/bench.sh
 #   RANKS="1 2" STEPS=1000 TORCH=0 scripts/bench.sh    # TORCH=0: without PyTorch
@@ -45,6 +51,10 @@ torch_configs() { if [ "$1" = conv ]; then printf '%s\n' "eager" "--bf16"; else 
 
 say "benchmark: models ${models[*]}, precisions ${precisions[*]}, ranks ${ranks[*]}, $repeats rounds, $(cores) cores${use_torch:+, with PyTorch}"
 for ((r = 1; r <= repeats; r++)); do
+    mapfile -t flags < <(mpirun_flags "$(cores)")
+    timeout -k 10 300 mpirun "${flags[@]}" --timeout 280 -np "$(cores)" "$BINARY" gemm-rate --seconds 1 \
+        --precision "$(IFS=,; echo "${precisions[*]}")" >"$work/gemm-$r" 2>&1 || die "gemm-rate failed: $(tail -5 "$work/gemm-$r")"
+    grep '^GEMM ' "$work/gemm-$r" | sed 's/^GEMM //' >>"$work/gemm.jsonl"
     for model in "${models[@]}"; do
         steps=$(steps_for "$model")
         for likelihood in "${likelihoods[@]}"; do
@@ -74,16 +84,23 @@ for ((r = 1; r <= repeats; r++)); do
     done
 done
 
-python3 - "$work/profiles.jsonl" "$work/torch.jsonl" <<'PY'
+python3 - "$work/profiles.jsonl" "$work/torch.jsonl" "$work/gemm.jsonl" "$(cores)" <<'PY'
 import json, os, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 torch = [json.loads(l) for l in open(sys.argv[2])] if os.path.exists(sys.argv[2]) else []
+gemm_runs = [json.loads(l) for l in open(sys.argv[3])]
+cores = int(sys.argv[4])
+gemm = {p: statistics.median(g["gflops"] for g in gemm_runs if g["precision"] == p)
+        for p in dict.fromkeys(g["precision"] for g in gemm_runs)}
+print("machine limit (vae-mpi gemm-rate, 2048³ oneDNN matmul on " + f"{cores} cores, medians of {len(gemm_runs) // max(len(gemm), 1)} rounds): "
+      + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in gemm.items()))
+print()
 keys = ["forward_backward_ms", "gemm_ms", "layout_ms", "elementwise_ms", "allreduce_ms", "optimizer_ms",
-        "other_ms", "step_ms", "samples_per_s"]
+        "other_ms", "step_ms", "samples_per_s", "gemm_mflop_per_sample"]
 several = len({r["likelihood"] for r in rows}) > 1
 label = lambda r: r["model"] + (" " + r["likelihood"] if several else "")
 print(f"{'model':>{30 if several else 5}} {'prec':>4} {'ranks':>5} {'samples/s':>10} {'speedup':>8} {'step ms':>8} {'fwd+bwd':>8} {'kernels':>7} "
-      f"{'layout':>7} {'eltwise':>7} {'reduce':>7} {'adam':>6} {'other':>6}   runs (samples/s)")
+      f"{'layout':>7} {'eltwise':>7} {'reduce':>7} {'adam':>6} {'other':>6} {'step/krn':>8} {'bound':>8} {'share':>6}   runs (samples/s)")
 best_torch = {}
 for model in dict.fromkeys(label(r) for r in rows):
     for precision in dict.fromkeys(r["precision"] for r in rows):
@@ -97,12 +114,21 @@ for model in dict.fromkeys(label(r) for r in rows):
             m = med[np]
             speed = f"{m['samples_per_s'] / base:.2f}x" if base else "-"
             runs = " ".join(f"{r['samples_per_s']:.0f}" for r in by[np])
+            # The GEMM-only bound: the machine's rate for the cores this run used, over the kernel work per sample.
+            bound = gemm[precision] * 1e9 * min(np, cores) / cores / (m["gemm_mflop_per_sample"] * 1e6) \
+                if precision in gemm and m["gemm_mflop_per_sample"] > 0 else None
             print(f"{model:>{30 if several else 5}} {precision:>4} {np:>5} {m['samples_per_s']:>10.0f} {speed:>8} {m['step_ms']:>8.3f} "
                   f"{m['forward_backward_ms']:>8.3f} {m['gemm_ms']:>7.3f} {m['layout_ms']:>7.3f} {m['elementwise_ms']:>7.3f} "
-                  f"{m['allreduce_ms']:>7.3f} {m['optimizer_ms']:>6.3f} {m['other_ms']:>6.3f}   {runs}")
+                  f"{m['allreduce_ms']:>7.3f} {m['optimizer_ms']:>6.3f} {m['other_ms']:>6.3f} {m['step_ms'] / m['gemm_ms']:>8.2f} "
+                  + (f"{bound:>8.0f} {m['samples_per_s'] / bound:>6.1%}" if bound else f"{'-':>8} {'-':>6}") + f"   {runs}")
 print("(medians; ms per step and rank; kernels = GEMM and convolution kernels; layout = reorders, bf16 rounding,\n"
       " im2col; eltwise = the rest of forward+backward; reduce = the step's collectives, waiting for slower ranks\n"
-      " included; other = batch, noise, gradient completion; speedup = samples/s over np=1 of that model and precision)")
+      " included; other = batch, noise, gradient completion; speedup = samples/s over np=1 of that model and precision;\n"
+      " step/krn = step time over kernel time; bound = the GEMM-only bound in samples/s (the machine's rate on the\n"
+      " run's cores over the kernels' MFLOP per sample); share = samples/s as a share of it)")
+for model in dict.fromkeys(r["model"] for r in rows):
+    work = statistics.median(r["gemm_mflop_per_sample"] for r in rows if r["model"] == model)
+    print(f"  {model}: {work:.2f} MFLOP of kernel work per sample (forward and backward)")
 if torch:
     print()
     print(f"{'model':>5} {'PyTorch configuration':>24} {'threads':>7} {'samples/s':>10}   runs")

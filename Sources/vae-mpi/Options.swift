@@ -102,6 +102,8 @@ enum OptionName: String, CaseIterable, CustomStringConvertible {
     case labelNames = "label-names"
     case sizes
     case repeats
+    case size
+    case seconds
     case histogram
     case normalClasses = "normal-classes"
     case tolerance

@@ -22,7 +22,7 @@ struct VAEMPI: ParsableCommand {
             """,
         version: "0.1.0",
         subcommands: [Train.self, Sample.self, Reconstruct.self, Encode.self, Interpolate.self, Evaluate.self,
-                      Inspect.self, LatentMap.self, Score.self, Impute.self, Inpaint.self, Recommend.self, Compress.self, Decompress.self, ExportData.self, CheckMPI.self,
+                      Inspect.self, LatentMap.self, Score.self, Impute.self, Inpaint.self, Recommend.self, Compress.self, Decompress.self, ExportData.self, CheckMPI.self, GemmRate.self,
                       Compare.self],
         defaultSubcommand: Train.self)
 

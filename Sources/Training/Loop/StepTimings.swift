@@ -37,6 +37,8 @@ public struct StepTimings: Sendable {
     /// layout work (reorders, bf16 rounding, im2col/col2im), with a profiler.
     public var gemm = 0.0
     public var layout = 0.0
+    /// Floating-point operations of those kernels (multiply and add counted apart).
+    public var gemmFlops = 0.0
     /// Steps measured.
     public var steps = 0
     /// Steps at the start of a run that are not measured (allocations, cold caches).
@@ -45,17 +47,18 @@ public struct StepTimings: Sendable {
     public subscript(phase: StepPhase) -> Double { phases[phase.rawValue] }
     public var total: Double { phases.reduce(0, +) }
 
-    mutating func add(_ clock: PhaseClock, kernels: (gemm: Double, layout: Double)) {
+    mutating func add(_ clock: PhaseClock, kernels: (gemm: Double, layout: Double, flops: Double)) {
         for i in phases.indices { phases[i] += clock.seconds[i] }
         gemm += kernels.gemm
         layout += kernels.layout
+        gemmFlops += kernels.flops
         steps += 1
     }
 }
 
 extension KernelProfiler {
-    /// (GEMM and convolution, layout) seconds so far.
-    var seconds: (gemm: Double, layout: Double) {
-        (Double(gemmNanoseconds) * 1e-9, Double(layoutNanoseconds) * 1e-9)
+    /// (GEMM and convolution, layout) seconds so far, and the kernels' operations.
+    var seconds: (gemm: Double, layout: Double, flops: Double) {
+        (Double(gemmNanoseconds) * 1e-9, Double(layoutNanoseconds) * 1e-9, Double(gemmFlops))
     }
 }

@@ -290,15 +290,16 @@ public final class Trainer<Model: VariationalAutoencoder> {
 
     /// After a step's reduction and update: the position, the timings and the report.
     func finishStep(_ reduced: DataParallelOptimizer.ReducedStep, clock: PhaseClock,
-                    kernelsBefore: (gemm: Double, layout: Double)?, beta: Double, learningRate: Double,
+                    kernelsBefore: (gemm: Double, layout: Double, flops: Double)?, beta: Double, learningRate: Double,
                     globalKL: (klPerDimension: [Float], count: Float)?) -> StepReport {
         if reduced.stopRequests > 0 { interrupted = true }
         position.finishStep(samples: Int(reduced.samples))
         faults.divergeIfDue(&model, rank: rank, step: position.step)
         if position.step > StepTimings.warmupSteps {
             let kernels = backend.profiler.map { p in
-                (gemm: p.seconds.gemm - kernelsBefore!.gemm, layout: p.seconds.layout - kernelsBefore!.layout)
-            } ?? (0, 0)
+                (gemm: p.seconds.gemm - kernelsBefore!.gemm, layout: p.seconds.layout - kernelsBefore!.layout,
+                 flops: p.seconds.flops - kernelsBefore!.flops)
+            } ?? (0, 0, 0)
             timings.add(clock, kernels: kernels)
         }
         let sums = reduced.terms.map(Double.init)

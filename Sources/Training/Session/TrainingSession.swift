@@ -377,8 +377,12 @@ public struct TrainingSession {
     /// one `PROFILE {json}` line for scripts (scripts/bench.sh).
     func printProfile(_ t: StepTimings, batch: Int,
                       kernelSummary: [(name: String, calls: Int, millisecondsPerCall: Double, gflops: Double)]?) throws {
-        var v = [t[.forwardBackward], t.gemm, t.layout, t[.reduction], t[.update], t[.data], t[.pack], t.total]
+        var v = [t[.forwardBackward], t.gemm, t.layout, t[.reduction], t[.update], t[.data], t[.pack], t.total,
+                 t.gemmFlops]
         try communicator.allreduceSum(&v)
+        // The kernels' work per sample of the global batch, and their rate on this machine (all ranks).
+        let flopsPerSample = v[8] / Double(max(t.steps, 1) * batch)
+        let gemmRate = v[1] > 0 ? v[8] / (v[1] / Double(communicator.size)) : 0
         let scale = 1e3 / Double(max(t.steps, 1) * communicator.size)
         let ms = v.map { $0 * scale }
         let (fb, gemm, layout, allreduce, optimizer, data, pack, step) = (ms[0], ms[1], ms[2], ms[3], ms[4], ms[5], ms[6], ms[7])
@@ -396,6 +400,8 @@ public struct TrainingSession {
         console.print("  optimizer         \(f(optimizer))")
         console.print("  other             \(f(data + pack))   (batch and noise \(f(data)), gradient completion and meta \(f(pack)))")
         console.print("  step              \(f(step))   → \(String(format: "%.0f", samplesPerSecond)) samples/s; step / GEMM = \(String(format: "%.2f", step / gemm))")
+        console.print("  kernel work       " + String(format: "%.3f MFLOP per sample, at %.1f GFLOP/s (all ranks)",
+                                                        flopsPerSample / 1e6, gemmRate / 1e9))
         if let kernels = kernelSummary, !kernels.isEmpty {
             console.print("  kernels on rank 0 (all steps, warm-up included):")
             for k in kernels {
@@ -407,7 +413,9 @@ public struct TrainingSession {
                       + "\"forward_backward_ms\": \(f(fb)), \"gemm_ms\": \(f(gemm)), \"layout_ms\": \(f(layout)), "
                       + "\"elementwise_ms\": \(f(elementwise)), \"allreduce_ms\": \(f(allreduce)), "
                       + "\"optimizer_ms\": \(f(optimizer)), \"other_ms\": \(f(data + pack)), \"step_ms\": \(f(step)), "
-                      + "\"samples_per_s\": \(String(format: "%.1f", samplesPerSecond))}")
+                      + "\"samples_per_s\": \(String(format: "%.1f", samplesPerSecond)), "
+                      + "\"gemm_mflop_per_sample\": \(String(format: "%.4f", flopsPerSample / 1e6)), "
+                      + "\"gemm_gflops\": \(String(format: "%.1f", gemmRate / 1e9))}")
     }
 }
 
