@@ -86,10 +86,20 @@ public struct MLPVAE: VariationalAutoencoder {
         activation == .relu ? layer.relu(x, on: backend) : tanh(layer(x, on: backend))
     }
 
+    /// activation(layer(x)) differentiated with respect to the layer only: x
+    /// is data, and its gradient (a matrix product as large as the layer's
+    /// forward one) is never computed.
+    @differentiable(reverse, wrt: layer)
+    static func activatedOnData(_ layer: Dense, _ x: Tensor, _ activation: Activation, on backend: Backend) -> Tensor {
+        activation == .relu ? layer.relu(x, on: backend) : tanh(layer(x, on: backend))
+    }
+
     @differentiable(reverse, wrt: self)
     public func encode(_ x: Tensor, condition: Tensor, on backend: Backend) -> Posterior {
         // x is data: nothing here is differentiated with respect to it.
-        encodeFirstLayerInput(withoutDerivative(at: concatenatingLastDimension(x, condition)), on: backend)
+        let activation = withoutDerivative(at: self.activation)
+        let input = withoutDerivative(at: concatenatingLastDimension(x, condition))
+        return encodeFromFirstHidden(Self.activatedOnData(fc1, input, activation, on: backend), on: backend)
     }
 
     @differentiable(reverse, wrt: self)
@@ -103,7 +113,13 @@ public struct MLPVAE: VariationalAutoencoder {
     @differentiable(reverse, wrt: (self, input))
     func encodeFirstLayerInput(_ input: Tensor, on backend: Backend) -> Posterior {
         let activation = withoutDerivative(at: self.activation)
-        let h1 = Self.activated(fc1, input, activation, on: backend)
+        return encodeFromFirstHidden(Self.activated(fc1, input, activation, on: backend), on: backend)
+    }
+
+    /// The encoder past fc1, from its activations h1 (B, H1).
+    @differentiable(reverse, wrt: (self, h1))
+    func encodeFromFirstHidden(_ h1: Tensor, on backend: Backend) -> Posterior {
+        let activation = withoutDerivative(at: self.activation)
         let h = encoderHidden.count == 0 ? h1 : encoderHidden(h1, activation: activation, on: backend)
         return Posterior(mean: fc21(h, on: backend), logVariance: fc22(h, on: backend))
     }
