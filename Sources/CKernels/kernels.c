@@ -231,6 +231,50 @@ void ck_add_bias(float *restrict x, const float *restrict bias, size_t rows, siz
     }
 }
 
+void ck_im2col_nhwc_taps(const void *x, size_t element_size, size_t batch, size_t height, size_t width,
+                         size_t channels, size_t kh, size_t kw, size_t stride, size_t padding, size_t oh, size_t ow,
+                         void *cols) {
+    const size_t k = channels * kh * kw, pixel = channels * element_size;
+    const long H = (long)height, W = (long)width;
+    const unsigned char *source = x;
+    unsigned char *out = cols;
+    for (size_t b = 0; b < batch; b++) {
+        const unsigned char *image = source + b * height * width * pixel;
+        for (size_t oy = 0; oy < oh; oy++) {
+            const long y0 = (long)(oy * stride) - (long)padding;
+            for (size_t ox = 0; ox < ow; ox++) {
+                const long x0 = (long)(ox * stride) - (long)padding;
+                unsigned char *row = out + ((b * oh + oy) * ow + ox) * k * element_size;
+                // The columns of the kernel row that fall inside the image: [j0, j1).
+                const long j0 = x0 < 0 ? -x0 : 0;
+                const long j1 = x0 + (long)kw > W ? W - x0 : (long)kw;
+                for (size_t i = 0; i < kh; i++) {
+                    unsigned char *taps = row + i * kw * pixel;
+                    const long iy = y0 + (long)i;
+                    if (iy < 0 || iy >= H || j1 <= j0) {
+                        memset(taps, 0, kw * pixel);
+                        continue;
+                    }
+                    if (j0 > 0) memset(taps, 0, (size_t)j0 * pixel);
+                    memcpy(taps + (size_t)j0 * pixel, image + ((size_t)iy * width + (size_t)(x0 + j0)) * pixel,
+                           (size_t)(j1 - j0) * pixel);
+                    if (j1 < (long)kw) memset(taps + (size_t)j1 * pixel, 0, (kw - (size_t)j1) * pixel);
+                }
+            }
+        }
+    }
+}
+
+void ck_taps_to_channels_major(const float *restrict in, size_t rows, size_t taps, size_t channels,
+                               float *restrict out) {
+    for (size_t r = 0; r < rows; r++) {
+        const float *a = in + r * taps * channels;
+        float *o = out + r * taps * channels;
+        for (size_t t = 0; t < taps; t++)
+            for (size_t c = 0; c < channels; c++) o[c * taps + t] = a[t * channels + c];
+    }
+}
+
 void ck_im2col_nhwc(const float *restrict x, size_t batch, size_t height, size_t width, size_t channels,
                     size_t kh, size_t kw, size_t stride, size_t padding, size_t oh, size_t ow, float *restrict cols) {
     const size_t k = channels * kh * kw;

@@ -186,4 +186,36 @@ final class ConvolutionTests: XCTestCase {
             for j in 0..<a.count { XCTAssertEqual(a.scalars[j], c.scalars[j], accuracy: 1e-5 * max(1, abs(a.scalars[j])), "result \(i)[\(j)]") }
         }
     }
+
+    /// The bf16 weight gradient's GEMM (tap-major im2col, then the permute to
+    /// PyTorch's order) against oneDNN's own backward-weights kernel, both in
+    /// f32 so that they agree to rounding: kernels taller than wide, windows
+    /// past every border, strides 1 and 2, and the transposed convolution's
+    /// adjoint roles (its input gradient as the "input").
+    func testWeightGradientByGEMMMatchesTheDirectKernel() throws {
+        let backend = try Backend(library: .onednn, precision: .fp32)
+        for (i, (c, o, kh, kw, stride, padding, h, w)) in [(6, 5, 3, 3, 2, 1, 9, 8), (7, 4, 4, 4, 2, 1, 10, 10),
+                                                           (5, 3, 5, 3, 1, 2, 6, 7)].enumerated() {
+            let x = randomTensor([3, h, w, c], seed: UInt32(40 + i)), weight = randomTensor([o, c, kh, kw], seed: UInt32(50 + i))
+            let bias = randomTensor([o], seed: UInt32(60 + i))
+            let (y, pullback) = valueWithPullback(at: weight) {
+                conv2d(x, weight: $0, bias: bias, stride: stride, padding: padding, on: backend)
+            }
+            let dy = randomTensor(y.shape, seed: UInt32(70 + i))
+            let direct = pullback(dy)
+            let shape = ConvolutionShape(batch: 3, height: h, width: w, channels: c, outputHeight: y.shape[1],
+                                         outputWidth: y.shape[2], outputChannels: o, kernelHeight: kh, kernelWidth: kw,
+                                         stride: stride, padding: padding)
+            var gemm = [Float](repeating: .nan, count: weight.count)
+            gemm.withUnsafeMutableBufferPointer {
+                shape.weightGradientByGEMM(input: ActivationOperand(x, on: backend),
+                                           gradient: ActivationOperand(dy, on: backend), into: $0.baseAddress!, on: backend)
+            }
+            XCTAssertEqual(direct.count, gemm.count)
+            for j in 0..<gemm.count {
+                XCTAssertEqual(gemm[j], direct.scalars[j], accuracy: 1e-4 * max(1, abs(direct.scalars[j])),
+                               "case \(i), dW[\(j)]")
+            }
+        }
+    }
 }

@@ -55,6 +55,14 @@ void ck_add_bias(float *x, const float *bias, size_t rows, size_t cols, int relu
 void ck_im2col_nhwc(const float *x, size_t batch, size_t height, size_t width, size_t channels,
                     size_t kernel_height, size_t kernel_width, size_t stride, size_t padding,
                     size_t output_height, size_t output_width, float *cols);
+// The same gather with the columns in tap-major order (i, j, c): each kernel
+// row's kw·C values are one contiguous copy of the image's row. For elements
+// of `element_size` bytes (4: f32, 2: bf16 already rounded), zeros outside.
+void ck_im2col_nhwc_taps(const void *x, size_t element_size, size_t batch, size_t height, size_t width,
+                         size_t channels, size_t kernel_height, size_t kernel_width, size_t stride, size_t padding,
+                         size_t output_height, size_t output_width, void *cols);
+// out (rows, channels, taps) = in (rows, taps, channels) permuted; out is overwritten.
+void ck_taps_to_channels_major(const float *in, size_t rows, size_t taps, size_t channels, float *out);
 // Its adjoint: dx (B, H, W, C) = Σ over windows of cols; dx is overwritten.
 void ck_col2im_nhwc(const float *cols, size_t batch, size_t height, size_t width, size_t channels,
                     size_t kernel_height, size_t kernel_width, size_t stride, size_t padding,
