@@ -296,7 +296,7 @@ struct ConvolutionShape {
     /// tap-major im2col matrix of x (copies of whole kernel rows, in x's own
     /// element type), then the (O, kh·kw, C) result permuted to PyTorch's order.
     /// In bf16, oneDNN 2.6's backward-weights kernels for the conv model's
-    /// shapes reach about 60 % of its matmul's rate; this path cut the conv
+    /// shapes reach about 60 % of its matmul's rate (docs/ARCHITECTURE.md, "Kernels"); this path cut the conv
     /// model's forward+backward from 8.41 to 7.71 ms at np 2 (in f32 it lost:
     /// 10.56 against 11.02, the gather costing more than the kernel saves).
     func weightGradientByGEMM(input x: ActivationOperand, gradient dy: ActivationOperand,

@@ -31,3 +31,26 @@ shared_memory_reduction() {
     after=$(ls /dev/shm | grep -c '^vae-mpi-' || true)
     [ "$after" = "$before" ] || { echo "left in /dev/shm: $(ls /dev/shm | grep '^vae-mpi-')"; return 1; }
 }
+
+# A /dev/shm too small for the segments (a private 100 KB tmpfs in a mount
+# namespace): the run says why and trains through MPI's allreduce, giving the
+# bytes of a run with shared memory turned off. Skipped where mount namespaces
+# are not permitted.
+shared_memory_full() {
+    local d="$WORK/shm-full" out="$WORK/shm-full/out"
+    mkdir -p "$d"
+    if ! unshare -m true 2>/dev/null; then
+        echo "skipped: mount namespaces are not permitted here"
+        return 0
+    fi
+    local common=(--data "$SMALL" --batch-size 64 --hidden-dim 32 --latent-dim 4 --epochs 1 --log-every 4)
+    local flags
+    mapfile -t flags < <(mpirun_flags 2)
+    timeout -k 10 $((MPI_TIMEOUT + 30)) unshare -m sh -c 'mount -t tmpfs -o size=100k tmpfs /dev/shm && exec "$@"' sh \
+        mpirun "${flags[@]}" --timeout "$MPI_TIMEOUT" -np 2 "$BINARY" train "${common[@]}" --run-dir "$d/full" >"$out" 2>&1
+    expect "$out" "reduction +MPI \(allreduce; no shared memory: reserving [0-9]+ bytes in /dev/shm: No space left on device\)"
+    VAE_MPI_SHARED_MEMORY=0 mpi 2 train "${common[@]}" --run-dir "$d/mpi" >"$out" 2>&1
+    local last="checkpoints/$(cat "$d/mpi/checkpoints/latest").safetensors"
+    cmp "$d/full/$last" "$d/mpi/$last"
+    echo "ok: a full /dev/shm falls back to MPI's allreduce, same bytes"
+}
