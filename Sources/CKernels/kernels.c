@@ -155,6 +155,162 @@ void ck_sum_segments(float *const *segments, size_t ranks, size_t n, float *out)
     }
 }
 
+// Swift's fastExp, fastLog and fastLog1p (TensorCore/Math.swift), operation
+// for operation (no contraction: -ffp-contract=off), with Swift.min/max's
+// choices: max(a, b) = b >= a ? b : a, min(a, b) = b < a ? b : a.
+static inline float swift_max(float a, float b) { return b >= a ? b : a; }
+static inline float swift_min(float a, float b) { return b < a ? b : a; }
+
+static inline float fast_exp(float x) {
+    x = swift_min(swift_max(x, -87.336544f), 88.376262f);
+    const float magic = 12582912.0f;
+    float t = x * 1.44269504f + magic;
+    float n = t - magic;
+    float r = (x - n * 0.693359375f) + n * 2.1219444e-4f;
+    float p = 1.98756915e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    uint32_t tb;
+    memcpy(&tb, &t, 4);
+    uint32_t sb = (tb - 0x4B400000u + 127u) << 23;
+    float scale;
+    memcpy(&scale, &sb, 4);
+    return p * scale;
+}
+
+static inline float fast_log(float x) {
+    uint32_t bits;
+    memcpy(&bits, &x, 4);
+    float e = (float)((int32_t)((bits >> 23) & 0xFFu) - 126);
+    uint32_t mb = (bits & 0x007FFFFFu) | 0x3F000000u;
+    float m;
+    memcpy(&m, &mb, 4);
+    int small = m < 0.707106781f;
+    e = small ? e - 1.0f : e;
+    m = small ? m + m - 1.0f : m - 1.0f;
+    float z = m * m;
+    float y = 7.0376836292e-2f;
+    y = y * m - 1.1514610310e-1f;
+    y = y * m + 1.1676998740e-1f;
+    y = y * m - 1.2420140846e-1f;
+    y = y * m + 1.4249322787e-1f;
+    y = y * m - 1.6668057665e-1f;
+    y = y * m + 2.0000714765e-1f;
+    y = y * m - 2.4999993993e-1f;
+    y = y * m + 3.3333331174e-1f;
+    y = y * m * z;
+    y += e * -2.12194440e-4f;
+    y += -0.5f * z;
+    return (m + y) + e * 0.693359375f;
+}
+
+static inline float fast_log1p(float t) {
+    float u = 1.0f + t;
+    float d = u - 1.0f;
+    return d == 0.0f ? t : fast_log(u) * (t / d);
+}
+
+static void bernoulli_portable(const float *l, const float *x, size_t n, float *terms, float *g) {
+    for (size_t i = 0; i < n; i++) {
+        float t = fast_exp(-fabsf(l[i]));
+        terms[i] = swift_max(l[i], 0.0f) - l[i] * x[i] + fast_log1p(t);
+        if (g) g[i] = (l[i] >= 0.0f ? 1.0f / (1.0f + t) : t / (1.0f + t)) - x[i];
+    }
+}
+
+#if defined(__x86_64__)
+// b >= a ? b : a and b < a ? b : a, lane by lane (NaN in a stays).
+#define SWIFT_MAX(a, b) _mm512_mask_blend_ps(_mm512_cmp_ps_mask((b), (a), _CMP_GE_OQ), (a), (b))
+#define SWIFT_MIN(a, b) _mm512_mask_blend_ps(_mm512_cmp_ps_mask((b), (a), _CMP_LT_OQ), (a), (b))
+
+__attribute__((target("avx512f")))
+static inline __m512 fast_exp16(__m512 x) {
+    x = SWIFT_MIN(SWIFT_MAX(x, _mm512_set1_ps(-87.336544f)), _mm512_set1_ps(88.376262f));
+    const __m512 magic = _mm512_set1_ps(12582912.0f);
+    __m512 t = _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)), magic);
+    __m512 n = _mm512_sub_ps(t, magic);
+    __m512 r = _mm512_add_ps(_mm512_sub_ps(x, _mm512_mul_ps(n, _mm512_set1_ps(0.693359375f))),
+                             _mm512_mul_ps(n, _mm512_set1_ps(2.1219444e-4f)));
+    __m512 p = _mm512_set1_ps(1.98756915e-4f);
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(p, _mm512_mul_ps(r, r)), r), _mm512_set1_ps(1.0f));
+    __m512i sb = _mm512_slli_epi32(_mm512_add_epi32(_mm512_sub_epi32(_mm512_castps_si512(t),
+                                                                     _mm512_set1_epi32(0x4B400000)),
+                                                    _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(p, _mm512_castsi512_ps(sb));
+}
+
+__attribute__((target("avx512f")))
+static inline __m512 fast_log16(__m512 x) {
+    __m512i bits = _mm512_castps_si512(x);
+    __m512 e = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_and_si512(_mm512_srli_epi32(bits, 23),
+                                                                    _mm512_set1_epi32(0xFF)),
+                                                   _mm512_set1_epi32(126)));
+    __m512 m = _mm512_castsi512_ps(_mm512_or_si512(_mm512_and_si512(bits, _mm512_set1_epi32(0x007FFFFF)),
+                                                   _mm512_set1_epi32(0x3F000000)));
+    const __m512 one = _mm512_set1_ps(1.0f);
+    __mmask16 small = _mm512_cmp_ps_mask(m, _mm512_set1_ps(0.707106781f), _CMP_LT_OQ);
+    e = _mm512_mask_blend_ps(small, e, _mm512_sub_ps(e, one));
+    m = _mm512_mask_blend_ps(small, _mm512_sub_ps(m, one), _mm512_sub_ps(_mm512_add_ps(m, m), one));
+    __m512 z = _mm512_mul_ps(m, m);
+    __m512 y = _mm512_set1_ps(7.0376836292e-2f);
+    y = _mm512_sub_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(1.1514610310e-1f));
+    y = _mm512_add_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(1.1676998740e-1f));
+    y = _mm512_sub_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(1.2420140846e-1f));
+    y = _mm512_add_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(1.4249322787e-1f));
+    y = _mm512_sub_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(1.6668057665e-1f));
+    y = _mm512_add_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(2.0000714765e-1f));
+    y = _mm512_sub_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(2.4999993993e-1f));
+    y = _mm512_add_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(3.3333331174e-1f));
+    y = _mm512_mul_ps(_mm512_mul_ps(y, m), z);
+    y = _mm512_add_ps(y, _mm512_mul_ps(e, _mm512_set1_ps(-2.12194440e-4f)));
+    y = _mm512_add_ps(y, _mm512_mul_ps(_mm512_set1_ps(-0.5f), z));
+    return _mm512_add_ps(_mm512_add_ps(m, y), _mm512_mul_ps(e, _mm512_set1_ps(0.693359375f)));
+}
+
+__attribute__((target("avx512f")))
+static void bernoulli_avx512(const float *l, const float *x, size_t n, float *terms, float *g) {
+    const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
+    const __m512 sign = _mm512_castsi512_ps(_mm512_set1_epi32((int)0x80000000u));
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 li = _mm512_loadu_ps(l + i), xi = _mm512_loadu_ps(x + i);
+        // −|l|: the sign bit set.
+        __m512 t = fast_exp16(_mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(li), _mm512_castps_si512(sign))));
+        __m512 u = _mm512_add_ps(one, t);
+        __m512 d = _mm512_sub_ps(u, one);
+        __mmask16 exact = _mm512_cmp_ps_mask(d, zero, _CMP_EQ_OQ);
+        __m512 log1p = _mm512_mask_blend_ps(exact, _mm512_mul_ps(fast_log16(u), _mm512_div_ps(t, d)), t);
+        __m512 term = _mm512_add_ps(_mm512_sub_ps(SWIFT_MAX(li, zero), _mm512_mul_ps(li, xi)), log1p);
+        _mm512_storeu_ps(terms + i, term);
+        if (g) {
+            __mmask16 positive = _mm512_cmp_ps_mask(li, zero, _CMP_GE_OQ);
+            __m512 sigma = _mm512_mask_blend_ps(positive, _mm512_div_ps(t, u), _mm512_div_ps(one, u));
+            _mm512_storeu_ps(g + i, _mm512_sub_ps(sigma, xi));
+        }
+    }
+    bernoulli_portable(l + i, x + i, n - i, terms + i, g ? g + i : NULL);
+}
+#endif
+
+void ck_bernoulli_nll(const float *logits, const float *x, size_t n, float *terms, float *gradient) {
+#if defined(__x86_64__)
+    if (ck_cpu_has_avx512f()) {
+        bernoulli_avx512(logits, x, n, terms, gradient);
+        return;
+    }
+#endif
+    bernoulli_portable(logits, x, n, terms, gradient);
+}
+
 int ck_any_non_finite(const float *x, size_t n) {
     int bad = 0;
     for (size_t i = 0; i < n; i++) bad |= non_finite_bits(x[i]);

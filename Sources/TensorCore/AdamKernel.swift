@@ -80,3 +80,12 @@ public enum SegmentSum {
         starts.withUnsafeMutableBufferPointer { ck_sum_segments($0.baseAddress!, segments.count, count, out) }
     }
 }
+
+/// The Bernoulli likelihood's one sweep over `count` elements, from logits:
+/// terms[i] = max(l, 0) − l·x + log1p(e^−|l|) and, if `gradient` is given,
+/// gradient[i] = σ(l) − x (16 lanes with AVX-512; the bits of the scalar
+/// formula with `fastExp` and `fastLog1p` either way).
+public func bernoulliNegativeLogLikelihood(logits: UnsafePointer<Float>, targets: UnsafePointer<Float>, count: Int,
+                                          terms: UnsafeMutablePointer<Float>, gradient: UnsafeMutablePointer<Float>?) {
+    ck_bernoulli_nll(logits, targets, count, terms, gradient)
+}

@@ -68,6 +68,13 @@ void ck_col2im_nhwc(const float *cols, size_t batch, size_t height, size_t width
                     size_t kernel_height, size_t kernel_width, size_t stride, size_t padding,
                     size_t output_height, size_t output_width, float *dx);
 
+// The Bernoulli likelihood from logits over n elements (Bernoulli.swift):
+// terms[i] = max(l, 0) − l·x + log1p(e^−|l|), and, when gradient is not NULL,
+// gradient[i] = σ(l) − x. The same operations in the same order as Swift's
+// fastExp and fastLog1p (Math.swift), so the AVX-512 and the portable paths
+// give Swift's bits.
+void ck_bernoulli_nll(const float *logits, const float *x, size_t n, float *terms, float *gradient);
+
 // 1 if any of the n floats is infinite or NaN.
 int ck_any_non_finite(const float *x, size_t n);
 

@@ -18,27 +18,14 @@ public struct BernoulliLikelihood: LikelihoodComponent {
 
     public func isCodeLength(for data: DataDescription) -> Bool { data.levels == 2 }
 
-    /// One element's loss given t = e^−|l|.
-    @inline(__always)
-    static func term(_ l: Float, _ x: Float, _ t: Float) -> Float {
-        Swift.max(l, 0) - l * x + fastLog1p(t)
-    }
-
-    /// One sweep: each element's loss and, if asked, ∂/∂l = σ(l) − x.
+    /// One sweep: each element's loss and, if asked, ∂/∂l = σ(l) − x, with
+    /// t = e^−|l|: max(l, 0) − l·x + log1p(t), and σ(l) = 1/(1 + t) for
+    /// l ≥ 0, t/(1 + t) below (a vectorised kernel, `TensorCore`'s
+    /// `bernoulliNegativeLogLikelihood`).
     public func negativeLogLikelihood(_ x: UnsafePointer<Float>, _ parameters: ParameterPlanes, rows: Int,
                                       terms: UnsafeMutablePointer<Float>, gradient: MutableParameterPlanes?) {
-        let n = rows * parameters.width
-        let l = parameters.plane(0, row: 0)
-        if let gradient {
-            let g = gradient.plane(0, row: 0)
-            for i in 0..<n {
-                let t = fastExp(-Swift.abs(l[i]))
-                terms[i] = Self.term(l[i], x[i], t)
-                g[i] = (l[i] >= 0 ? 1 / (1 + t) : t / (1 + t)) - x[i]
-            }
-        } else {
-            for i in 0..<n { terms[i] = Self.term(l[i], x[i], fastExp(-Swift.abs(l[i]))) }
-        }
+        bernoulliNegativeLogLikelihood(logits: parameters.plane(0, row: 0), targets: x, count: rows * parameters.width,
+                                       terms: terms, gradient: gradient?.plane(0, row: 0))
     }
 
     /// σ(l).
