@@ -182,16 +182,7 @@ public struct ImageSet: Sendable {
     }
 
     /// Whether every value (missing ones aside) is a whole number.
-    public var isIntegral: Bool {
-        if levels != nil || values.element.isInteger { return true }
-        if let sparse = values.sparse { return sparse.isIntegral }
-        var integral = true
-        values.forEachChunk { _, chunk in
-            guard integral else { return }
-            integral = chunk.allSatisfy { $0.isNaN || $0 == $0.rounded() }
-        }
-        return integral
-    }
+    public var isIntegral: Bool { levels != nil || values.isIntegral }
 }
 
 /// What the encoder reads of a row of counts (`--input-normalization`):

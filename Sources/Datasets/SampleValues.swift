@@ -2,6 +2,7 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
+import Synchronization
 import TensorCore
 
 /// A data set's values as they were stored: unsigned bytes (8-bit images,
@@ -46,6 +47,16 @@ public struct SampleValues: Sendable {
     /// A selection of rows of a mapped file's values, read through
     /// (`selecting(rows:width:)` on mapped values): no copy.
     private(set) var view: RowView? = nil
+    /// What whole scans of these values found (range, integrality), kept so
+    /// that asking again does not read a large (mapped) file again. The
+    /// values never change once made, and every initialiser starts a new
+    /// cache (a selection is new values).
+    private var scans = ScanCache()
+
+    final class ScanCache: Sendable {
+        let range = Mutex<ClosedRange<Float>??>(nil)
+        let integral = Mutex<Bool?>(nil)
+    }
 
     struct RowView: Sendable {
         var rows: [Int]
@@ -202,15 +213,37 @@ public struct SampleValues: Sendable {
     /// The smallest and largest value (unscaled), ignoring NaN; nil when
     /// there are none.
     public var range: ClosedRange<Float>? {
-        if let sparse { return sparse.range }
-        var lo = Float.infinity, hi = -Float.infinity
-        forEachChunk { _, values in
-            for v in values where !v.isNaN {
-                lo = Swift.min(lo, v)
-                hi = Swift.max(hi, v)
+        if let known = scans.range.withLock({ $0 }) { return known }
+        let found: ClosedRange<Float>? = {
+            if let sparse { return sparse.range }
+            var lo = Float.infinity, hi = -Float.infinity
+            forEachChunk { _, values in
+                for v in values where !v.isNaN {
+                    lo = Swift.min(lo, v)
+                    hi = Swift.max(hi, v)
+                }
             }
-        }
-        return lo <= hi ? lo...hi : nil
+            return lo <= hi ? lo...hi : nil
+        }()
+        scans.range.withLock { $0 = .some(found) }
+        return found
+    }
+
+    /// Whether every value (NaN aside) is a whole number.
+    public var isIntegral: Bool {
+        if element.isInteger { return true }
+        if let known = scans.integral.withLock({ $0 }) { return known }
+        let found: Bool = {
+            if let sparse { return sparse.isIntegral }
+            var integral = true
+            forEachChunk { _, chunk in
+                guard integral else { return }
+                integral = chunk.allSatisfy { $0.isNaN || $0 == $0.rounded() }
+            }
+            return integral
+        }()
+        scans.integral.withLock { $0 = found }
+        return found
     }
 
     /// The index of the first value that is NaN (a missing value) or
