@@ -79,7 +79,7 @@ best_and_early_stop() {
     mpi 2 train --data "$SMALL" --run-dir "$es" --epochs 40 --batch-size 64 --hidden-dim 32 --lr 2e-2 \
         --early-stop 2 --keep-best >"$es.out" 2>&1
     cat "$es.out"
-    expect "$es.out" "early stop at step [0-9]+: the test loss has not improved for 2 evaluations \(best [0-9.]+ at step [0-9]+, kept as checkpoints/best\)"
+    expect "$es.out" "early stop at step [0-9]+: the test loss has not improved for 2 evaluations \(best test loss [0-9.]+ at step [0-9]+, kept as checkpoints/best\)"
     python3 - "$es" <<'PY'
 import json, sys
 ms = [json.loads(l) for l in open(sys.argv[1] + "/metrics.jsonl")]

@@ -34,8 +34,19 @@ interactions_recommend() {
     local recipe=(--interactions "$d/ratings.csv" --user-column userId --item-column movieId --rating-column rating
                   --min-rating 4 --heldout-users 200 --likelihood multinomial --input-normalization l2 --input-dropout 0.5
                   --hidden-dims 600 --activation tanh --latent-dim 200 --beta 0.2 --kl-warmup-steps 200 --batch-size 100)
-    mpi 2 train "${recipe[@]}" --epochs 30 --run-dir "$d/run" >"$out" 2>&1
+    mpi 2 train "${recipe[@]}" --epochs 30 --keep-best --run-dir "$d/run" >"$out" 2>&1
     cat "$out"
+    # --keep-best selects by the held-out users' NDCG@100 (as the paper selects), not by the test loss.
+    expect "$out" "best NDCG@100 0\.[0-9]{4} at step [0-9]+: checkpoints/best"
+    python3 - "$d/run/metrics.jsonl" <<'PY'
+import json, sys
+evals = [json.loads(l) for l in open(sys.argv[1]) if '"eval"' in l]
+best = max(evals, key=lambda e: e["test_ndcg_at_100"])
+last = evals[-1]
+assert last["best_ndcg_at_100"] == best["test_ndcg_at_100"] and last["best_step"] == best["step"], (last, best)
+assert last["best_test_loss"] == best["test_loss"], (last["best_test_loss"], best["test_loss"])
+print("ok: checkpoints/best is the evaluation of highest NDCG@100:", best["step"], best["test_ndcg_at_100"])
+PY
     expect "$out" "data +1000 train \(.*ratings.csv\), 200 test \(held out\) rows of 300 columns \(m1.*\), sparse rows \(CSR\), clicks, encoder reads x/‖x‖"
     expect "$out" "model +mlp 300-600-200, tanh"
     python3 -c "

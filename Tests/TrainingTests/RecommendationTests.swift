@@ -1,3 +1,4 @@
+import Foundation
 import XCTest
 import Datasets
 import TensorCore
@@ -54,5 +55,36 @@ final class PlacementTests: XCTestCase {
         let error = SharedCoresError(rank: 1, threads: 2, placement: Placement(cores: [3]))
         XCTAssertTrue(error.description.hasPrefix("--threads 2: rank 1 may run only on core 3"), error.description)
         XCTAssertTrue(error.description.contains("mpirun --map-by slot:PE=2 --bind-to core"), error.description)
+    }
+
+}
+
+/// Which evaluation `--keep-best` and `--early-stop` count as the best.
+final class EvaluationProgressTests: XCTestCase {
+    /// With ranked users, the best evaluation is the one of highest NDCG@100,
+    /// whatever its test loss; without, the one of lowest test loss. A sidecar
+    /// written before `bestNDCG` existed still decodes.
+    func testBestEvaluationByNDCGWhenUsersAreRanked() throws {
+        var ranked = EvaluationProgress()
+        XCTAssertTrue(ranked.record(testLoss: 300, ndcg: 0.30, step: 10))
+        XCTAssertTrue(ranked.record(testLoss: 310, ndcg: 0.35, step: 20))    // worse loss, better NDCG: best
+        XCTAssertFalse(ranked.record(testLoss: 250, ndcg: 0.34, step: 30))   // better loss, worse NDCG: not
+        XCTAssertEqual(ranked.bestStep, 20)
+        XCTAssertEqual(ranked.bestTestLoss, 310)
+        XCTAssertEqual(ranked.evaluationsWithoutImprovement, 1)
+        XCTAssertEqual(ranked.bestSummary, "NDCG@100 0.3500")
+        XCTAssertEqual(ranked.criterion, "the held-out users' NDCG@100")
+
+        var plain = EvaluationProgress()
+        XCTAssertTrue(plain.record(testLoss: 300, step: 10))
+        XCTAssertFalse(plain.record(testLoss: 301, step: 20))
+        XCTAssertTrue(plain.record(testLoss: 299.5, step: 30))
+        XCTAssertEqual(plain.bestStep, 30)
+        XCTAssertEqual(plain.bestSummary, "test loss 299.500")
+
+        let old = #"{"bestStep": 7, "bestTestLoss": 91.5, "evaluationsWithoutImprovement": 2}"#
+        let decoded = try JSONDecoder().decode(EvaluationProgress.self, from: Data(old.utf8))
+        XCTAssertNil(decoded.bestNDCG)
+        XCTAssertEqual(decoded.bestStep, 7)
     }
 }

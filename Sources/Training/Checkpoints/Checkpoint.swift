@@ -34,24 +34,45 @@ struct CheckpointContents {
     }
 }
 
-/// The lowest test loss so far, where it was, and how many evaluations
-/// have passed without a lower one.
+/// The best evaluation so far, where it was, and how many evaluations have
+/// passed without a better one. Better is a lower test loss, or, for a run
+/// with held-out users (`--heldout-users`), a higher NDCG@100 (the paper
+/// selects Mult-VAE's model by it; its test loss is kept beside it).
 public struct EvaluationProgress: Codable, Equatable, Sendable {
     public var bestStep: Int?
+    /// The best evaluation's test loss.
     public var bestTestLoss: Double?
+    /// The best evaluation's NDCG@100, when the runs ranks held-out users.
+    public var bestNDCG: Double?
     public var evaluationsWithoutImprovement = 0
 
     public init() {}
 
-    /// Records an evaluation; true if it is the best so far.
-    public mutating func record(testLoss: Double, step: Int) -> Bool {
-        if let best = bestTestLoss, !(testLoss < best) {
+    /// Records an evaluation (`ndcg`: its NDCG@100, when users are ranked);
+    /// true if it is the best so far.
+    public mutating func record(testLoss: Double, ndcg: Double? = nil, step: Int) -> Bool {
+        let better: Bool
+        if let ndcg {
+            better = bestNDCG.map { ndcg > $0 } ?? true
+        } else {
+            better = bestTestLoss.map { testLoss < $0 } ?? true
+        }
+        guard better else {
             evaluationsWithoutImprovement += 1
             return false
         }
-        (bestStep, bestTestLoss, evaluationsWithoutImprovement) = (step, testLoss, 0)
+        (bestStep, bestTestLoss, bestNDCG, evaluationsWithoutImprovement) = (step, testLoss, ndcg, 0)
         return true
     }
+
+    /// "test loss 91.378" or "NDCG@100 0.4123": the best evaluation by its criterion.
+    public var bestSummary: String {
+        if let ndcg = bestNDCG { return String(format: "NDCG@100 %.4f", ndcg) }
+        return String(format: "test loss %.3f", bestTestLoss ?? .nan)
+    }
+
+    /// What selects the best: "the test loss" or "the held-out users' NDCG@100".
+    public var criterion: String { bestNDCG == nil ? "the test loss" : "the held-out users' NDCG@100" }
 }
 
 /// The JSON sidecar beside each checkpoint's safetensors file.

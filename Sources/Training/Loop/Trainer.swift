@@ -439,7 +439,7 @@ public final class Trainer<Model: VariationalAutoencoder> {
         watchdog?.set(phase: .evaluation)
         faults.stallIfDue(rank: rank, step: position.step, phase: .evaluation)
         let result = try evaluate()
-        let improved = progress.record(testLoss: result.loss, step: position.step)
+        let improved = progress.record(testLoss: result.loss, ndcg: result.ranking?.model.ndcg100, step: position.step)
         try recorder.pictures(of: loaded, testSet: data.test, at: position)
         let best = improved && configuration.keepBest
         if lastCheckpointStep != position.step {
@@ -453,8 +453,8 @@ public final class Trainer<Model: VariationalAutoencoder> {
         try recorder.evaluation(result, at: position, progress: progress, best: best,
                                 onTrainingSet: data.test.isTrainingSet)
         if let patience = configuration.earlyStop, progress.evaluationsWithoutImprovement >= patience {
-            earlyStop = "early stop at step \(position.step): the test loss has not improved for "
-                + plural(patience, "evaluation") + " (best \(String(format: "%.3f", progress.bestTestLoss ?? .nan)) "
+            earlyStop = "early stop at step \(position.step): \(progress.criterion) has not improved for "
+                + plural(patience, "evaluation") + " (best \(progress.bestSummary) "
                 + "at step \(progress.bestStep ?? 0)" + (configuration.keepBest ? ", kept as checkpoints/best)" : ")")
             try recorder.earlyStop(earlyStop!, at: position, progress: progress)
         }

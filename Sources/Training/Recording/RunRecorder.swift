@@ -154,6 +154,7 @@ final class RunRecorder {
         record.add("active_units", result.activeUnits)
         if configuration.keepBest || configuration.earlyStop != nil {
             record.add("best_test_loss", progress.bestTestLoss ?? result.loss)
+            if let ndcg = progress.bestNDCG { record.add("best_ndcg_at_100", ndcg) }
             record.add("best_step", progress.bestStep ?? position.step)
             record.add("evaluations_without_improvement", progress.evaluationsWithoutImprovement)
         }
@@ -272,6 +273,7 @@ final class RunRecorder {
         record.add("epoch", position.epoch)
         record.add("best_step", progress.bestStep ?? 0)
         record.add("best_test_loss", progress.bestTestLoss ?? .nan)
+        if let ndcg = progress.bestNDCG { record.add("best_ndcg_at_100", ndcg) }
         record.add("evaluations_without_improvement", progress.evaluationsWithoutImprovement)
         try outputs.log(record)
         console.print(reason)

@@ -362,8 +362,8 @@ public struct TrainingSession {
     }
 
     func printSummary(_ s: TrainingSummary) {
-        if configuration.keepBest, let step = s.progress.bestStep, let loss = s.progress.bestTestLoss {
-            console.print("best test loss \(String(format: "%.3f", loss)) at step \(step): checkpoints/best")
+        if configuration.keepBest, let step = s.progress.bestStep, s.progress.bestTestLoss != nil {
+            console.print("best \(s.progress.bestSummary) at step \(step): checkpoints/best")
         }
         var line = "done: \(s.steps) steps, \(s.samplesSeen) samples in \(formatDuration(s.trainingSeconds))"
         if let e = s.finalEvaluation {
