@@ -9,7 +9,7 @@ import Foundation
 ///     reconstructions/epoch-NNNN.png    8 test images above their reconstructions
 ///     latent-manifold/epoch-NNNN.png    (2-D latent) decoded 20×20 grid of the latent plane
 ///     latent-scatter/epoch-NNNN.png     (2-D latent) test-set posterior means by label
-///     curves.png                        −ELBO, reconstruction, KL and learning rate per step
+///     curves.png                        −ELBO, reconstruction, KL and learning rate per step (and ranking metrics)
 ///     events.out.tfevents.*             TensorBoard scalars and images
 ///     checkpoints/step-NNNNNNNN.{safetensors,json}, checkpoints/latest (and best)
 final class RunDirectory {

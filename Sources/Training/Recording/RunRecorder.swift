@@ -167,7 +167,11 @@ final class RunRecorder {
                   step: position.step)
         if let outputs {
             curves.test.append(.init(step: Double(position.step), reconstruction: record.number("test_reconstruction") ?? .nan,
-                                     kl: record.number("test_kl") ?? .nan))
+                                     kl: record.number("test_kl") ?? .nan,
+                                     ndcg: result.ranking?.model.ndcg100 ?? .nan,
+                                     recall20: result.ranking?.model.recall20 ?? .nan,
+                                     popularityNDCG: result.ranking?.popularity.ndcg100 ?? .nan,
+                                     popularityRecall20: result.ranking?.popularity.recall20 ?? .nan))
             let name = (outputs.root as NSString).lastPathComponent
             let png = try curves.render(title: "\(name): epoch \(position.epoch), step \(position.step)").pngData()
             try Files.writeAtomically(png, to: outputs.root + "/curves.png")
