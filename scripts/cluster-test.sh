@@ -334,6 +334,8 @@ run_tests() {
     check "train: mpirun exit code 0" test "$RC" = 0
     check "train: 4 ranks mapped 2 per node (ranks 0, 1 on node1; 2, 3 on node2)" two_per_node
     check "train: \"replicas identical on 4 ranks\"" has "replicas identical on 4 ranks"
+    check "train: the reduction goes through MPI (ranks on several nodes), not shared memory" \
+        has "MPI (allreduce; ranks on several nodes)"
     check "train: run dir in node1's private /tmp only (checkpoints/latest, metrics.jsonl, config.json; none on node2/head)" \
         run_on_node1_only
     check "train: MPI traffic crossed node2's cable (>= $MIN_NODE_BYTES B each way)" node_traffic node2 "$MIN_NODE_BYTES"

@@ -50,10 +50,16 @@ public protocol Communicator: AnyObject {
     /// The stall watchdog watching this rank's collectives, if any: the
     /// training loop tells it which phase and step the rank is in.
     var watchdog: CollectiveWatchdog? { get }
+    /// Whether every rank runs on one node as the launcher placed them (MPI's
+    /// shared-memory split); collective. The shared-memory reduction is used
+    /// only then, so ranks that the job treats as separate hosts talk through
+    /// MPI even where they happen to share a machine.
+    func allRanksOnOneNode() throws -> Bool
 }
 
 extension Communicator {
     public var watchdog: CollectiveWatchdog? { nil }
+    public func allRanksOnOneNode() throws -> Bool { true }
 }
 
 /// A failure of the communication layer (MPI error code and its message).

@@ -165,6 +165,18 @@ public final class MPICommunicator: Communicator {
         return out
     }
 
+    public func allRanksOnOneNode() throws -> Bool {
+        guard size > 1 else { return true }
+        var node: MPI_Comm? = nil
+        try check(MPI_Comm_split_type(cmpi_comm_world(), cmpi_comm_type_shared(), Int32(rank), cmpi_info_null(), &node),
+                  "MPI_Comm_split_type")
+        defer { MPI_Comm_free(&node) }
+        var nodeSize: Int32 = 0
+        MPI_Comm_size(node, &nodeSize)
+        // The same answer on every rank: all ranks are in one node's group, or none is in a group of all.
+        return Int(nodeSize) == size
+    }
+
     public func barrier() throws {
         try check(MPI_Barrier(cmpi_comm_world()), "MPI_Barrier")
     }

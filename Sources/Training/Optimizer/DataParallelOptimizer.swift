@@ -129,6 +129,9 @@ public final class DataParallelOptimizer {
             reductionSummary = "MPI (" + (sharded ? "reduce-scatter, allgather" : "allreduce")
                 + "; shared memory turned off by VAE_MPI_SHARED_MEMORY=0 on rank"
                 + (refused.count > 1 ? "s " : " ") + refused.map(String.init).joined(separator: ", ") + ")"
+        } else if try !communicator.allRanksOnOneNode() {
+            shared = nil
+            reductionSummary = "MPI (" + (sharded ? "reduce-scatter, allgather" : "allreduce") + "; ranks on several nodes)"
         } else {
             switch try SharedSegments.make(count: 2 * bufferCount, communicator: communicator) {
             case .shared(let segments):
