@@ -227,6 +227,15 @@ static void bernoulli_portable(const float *l, const float *x, size_t n, float *
 #define SWIFT_MAX(a, b) _mm512_mask_blend_ps(_mm512_cmp_ps_mask((b), (a), _CMP_GE_OQ), (a), (b))
 #define SWIFT_MIN(a, b) _mm512_mask_blend_ps(_mm512_cmp_ps_mask((b), (a), _CMP_LT_OQ), (a), (b))
 
+// p ← p·r + c[k] for each coefficient in turn (Horner's steps, each product
+// and sum rounded; a subtraction in the scalar code is the addition of the
+// negated coefficient, the same bits).
+__attribute__((target("avx512f")))
+static inline __m512 horner16(__m512 p, __m512 r, const float *c, int n) {
+    for (int k = 0; k < n; k++) p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(c[k]));
+    return p;
+}
+
 __attribute__((target("avx512f")))
 static inline __m512 fast_exp16(__m512 x) {
     x = SWIFT_MIN(SWIFT_MAX(x, _mm512_set1_ps(-87.336544f)), _mm512_set1_ps(88.376262f));
@@ -235,12 +244,9 @@ static inline __m512 fast_exp16(__m512 x) {
     __m512 n = _mm512_sub_ps(t, magic);
     __m512 r = _mm512_add_ps(_mm512_sub_ps(x, _mm512_mul_ps(n, _mm512_set1_ps(0.693359375f))),
                              _mm512_mul_ps(n, _mm512_set1_ps(2.1219444e-4f)));
-    __m512 p = _mm512_set1_ps(1.98756915e-4f);
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(5.0000001201e-1f));
+    static const float c[] = {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f,
+                              5.0000001201e-1f};
+    __m512 p = horner16(_mm512_set1_ps(1.98756915e-4f), r, c, 5);
     p = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(p, _mm512_mul_ps(r, r)), r), _mm512_set1_ps(1.0f));
     __m512i sb = _mm512_slli_epi32(_mm512_add_epi32(_mm512_sub_epi32(_mm512_castps_si512(t),
                                                                      _mm512_set1_epi32(0x4B400000)),
@@ -261,15 +267,9 @@ static inline __m512 fast_log16(__m512 x) {
     e = _mm512_mask_blend_ps(small, e, _mm512_sub_ps(e, one));
     m = _mm512_mask_blend_ps(small, _mm512_sub_ps(m, one), _mm512_sub_ps(_mm512_add_ps(m, m), one));
     __m512 z = _mm512_mul_ps(m, m);
-    __m512 y = _mm512_set1_ps(7.0376836292e-2f);
-    y = _mm512_sub_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(1.1514610310e-1f));
-    y = _mm512_add_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(1.1676998740e-1f));
-    y = _mm512_sub_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(1.2420140846e-1f));
-    y = _mm512_add_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(1.4249322787e-1f));
-    y = _mm512_sub_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(1.6668057665e-1f));
-    y = _mm512_add_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(2.0000714765e-1f));
-    y = _mm512_sub_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(2.4999993993e-1f));
-    y = _mm512_add_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(3.3333331174e-1f));
+    static const float c[] = {-1.1514610310e-1f, 1.1676998740e-1f, -1.2420140846e-1f, 1.4249322787e-1f,
+                              -1.6668057665e-1f, 2.0000714765e-1f, -2.4999993993e-1f, 3.3333331174e-1f};
+    __m512 y = horner16(_mm512_set1_ps(7.0376836292e-2f), m, c, 8);
     y = _mm512_mul_ps(_mm512_mul_ps(y, m), z);
     y = _mm512_add_ps(y, _mm512_mul_ps(e, _mm512_set1_ps(-2.12194440e-4f)));
     y = _mm512_add_ps(y, _mm512_mul_ps(_mm512_set1_ps(-0.5f), z));
