@@ -46,7 +46,7 @@ struct GemmRate: ParsableCommand {
     func validate() throws {
         _ = try precisions()
         try require(size, atLeast: 16, .size)
-        guard size <= 16384 else { throw invalid(.size, "must be at most 16384 (got \(size))") }
+        guard size <= 8192 else { throw invalid(.size, "must be at most 8192 (got \(size)): three matrices of size² floats per rank") }
         try require(threads, atLeast: 1, .threads)
         guard seconds > 0, seconds <= 600 else { throw invalid(.seconds, "must be in (0, 600] (got \(seconds))") }
     }
