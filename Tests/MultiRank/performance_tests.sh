@@ -54,3 +54,24 @@ shared_memory_full() {
     cmp "$d/full/$last" "$d/mpi/$last"
     echo "ok: a full /dev/shm falls back to MPI's allreduce, same bytes"
 }
+
+# vae-mpi gemm-rate: one GEMM line per precision with the sum over the ranks,
+# positive and equal to the ranks' figures added up; a bad option is refused.
+gemm_rate() {
+    local out="$WORK/gemm-rate.out"
+    mpi 2 gemm-rate --size 256 --seconds 0.2 >"$out" 2>&1
+    cat "$out"
+    python3 - "$out" <<'PY'
+import json, re, sys
+text = open(sys.argv[1]).read()
+lines = [json.loads(l[5:]) for l in text.splitlines() if l.startswith("GEMM ")]
+assert [l["precision"] for l in lines] == ["fp32", "bf16"], lines
+for l in lines:
+    assert l["ranks"] == 2 and l["size"] == 256 and l["gflops"] > 1, l
+    ranks = [float(x) for x in re.search(l["precision"] + r": [0-9.]+ GFLOP/s \(ranks: ([0-9., ]+)\)", text).group(1).split(", ")]
+    assert abs(sum(ranks) - l["gflops"]) < 0.2, (ranks, l)
+print("ok:", [(l["precision"], l["gflops"]) for l in lines])
+PY
+    if "$BINARY" gemm-rate --size 9000 >"$out" 2>&1; then return 1; fi
+    expect "$out" "--size must be at most 8192 \(got 9000\)"
+}
