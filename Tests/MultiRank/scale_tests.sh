@@ -25,16 +25,25 @@ print(max(anon.values()) // 1024, pss_peak // 1024)
 PY
 }
 
+# write_uniform_npy PATH ROWS SEED: a ROWS × 784 float32 .npy of uniform
+# values, written through a memory map 20,000 rows at a time.
+write_uniform_npy() {
+    python3 - "$@" <<'PY'
+import sys
+import numpy as np
+path, rows, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+x = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(rows, 784))
+rng = np.random.default_rng(seed)
+for i in range(0, rows, 20000): x[i:i + 20000] = rng.random((min(20000, rows - i), 784), dtype=np.float32)
+x.flush()
+PY
+}
+
 mapped_npy_memory() {
     local d="$WORK/mapped" out="$WORK/mapped/out"
     mkdir -p "$d"
     # 120,000 × 784 float32: 376 MB.
-    python3 -c "
-import numpy as np
-x = np.lib.format.open_memmap('$d/big.npy', mode='w+', dtype=np.float32, shape=(120000, 784))
-rng = np.random.default_rng(0)
-for i in range(0, 120000, 20000): x[i:i + 20000] = rng.random((20000, 784), dtype=np.float32)
-x.flush()"
+    write_uniform_npy "$d/big.npy" 120000 0
     mpi 4 train --train-file "$d/big.npy" --test-fraction 0.01 --epochs 1 --max-steps 2 --run-dir "$d/r0" >"$out" 2>&1
     expect "$out" "data memory +[0-9.]+ MB private per rank at most \(shard and test set; the file is mapped, its pages shared by the ranks of a node\)"
     read -r anon pss < <(peak_memory mpirun $(mpirun_flags 4) -np 4 "$BINARY" train --train-file "$d/big.npy" \
@@ -148,12 +157,7 @@ placement() {
 block_shuffle_resume() {
     local d="$WORK/blocks" out="$WORK/blocks/out"
     mkdir -p "$d"
-    python3 -c "
-import numpy as np
-x = np.lib.format.open_memmap('$d/data.npy', mode='w+', dtype=np.float32, shape=(60000, 784))
-rng = np.random.default_rng(1)
-for i in range(0, 60000, 20000): x[i:i + 20000] = rng.random((20000, 784), dtype=np.float32)
-x.flush()"
+    write_uniform_npy "$d/data.npy" 60000 1
     local common=(--train-file "$d/data.npy" --test-fraction 0.01 --shuffle-block 256 --hidden-dim 64 --latent-dim 4
                   --batch-size 200 --epochs 2)
     mpi 2 train "${common[@]}" --run-dir "$d/full" >"$out" 2>&1
