@@ -76,10 +76,9 @@ public struct ConvVAE: VariationalAutoencoder {
     @differentiable(reverse, wrt: self)
     public func encode(_ x: Tensor, condition: Tensor, on backend: Backend) -> Posterior {
         let g = withoutDerivative(at: geometry)
-        // x is data: nothing here is differentiated with respect to it, and the first convolution computes no
-        // input gradient (ConvStages' derivative with respect to its parameters only).
-        let image = withoutDerivative(at: Self.conditionedImage(x, condition: condition, geometry: g, on: backend))
-        return encodeFeatures(encoder(image, on: backend), on: backend)
+        // x is data: nothing here is differentiated with respect to it.
+        return encodeImage(withoutDerivative(at: Self.conditionedImage(x, condition: condition, geometry: g, on: backend)),
+                           on: backend)
     }
 
     @differentiable(reverse, wrt: self)
@@ -90,16 +89,16 @@ public struct ConvVAE: VariationalAutoencoder {
                                                  geometry: g, on: backend), on: backend)
     }
 
-    /// The encoder from its input image, (B, H, W, C + K) channels last.
+    /// The encoder from its input image, (B, H, W, C + K) channels last: with
+    /// respect to the image too when it depends on the model (a learned fill
+    /// of missing values), to the model alone when it is data (then the first
+    /// convolution computes no input gradient, through ConvStages' derivative
+    /// with respect to its parameters).
     @differentiable(reverse, wrt: (self, image))
+    @differentiable(reverse, wrt: self)
     func encodeImage(_ image: Tensor, on backend: Backend) -> Posterior {
-        encodeFeatures(encoder(image, on: backend), on: backend)
-    }
-
-    /// The encoder past its convolutions, from their output h (B, H/2^N, W/2^N, cN).
-    @differentiable(reverse, wrt: (self, h))
-    func encodeFeatures(_ h: Tensor, on backend: Backend) -> Posterior {
-        let b = withoutDerivative(at: h.shape[0])
+        let b = withoutDerivative(at: image.shape[0])
+        let h = encoder(image, on: backend)                                          // (B, H/2^N, W/2^N, cN)
         // PyTorch flattens (cN, H/2^N, W/2^N): back to channels first.
         let flat = channelsFirst(h, on: backend).reshaped([b, withoutDerivative(at: h).count / max(b, 1)])
         return Posterior(mean: fcMean(flat, on: backend), logVariance: fcLogVariance(flat, on: backend))

@@ -80,26 +80,19 @@ public struct MLPVAE: VariationalAutoencoder {
     /// The activation between layers.
     public var activation: Activation { Activation(rawValue: activationName.value) ?? .relu }
 
-    /// activation(layer(x)), ReLU fused into the matmul.
+    /// activation(layer(x)), ReLU fused into the matmul. With x inactive (data),
+    /// the configuration with respect to the layer alone is the one used, and
+    /// no gradient of x (a product as large as the layer's forward one) is computed.
     @differentiable(reverse, wrt: (layer, x))
-    static func activated(_ layer: Dense, _ x: Tensor, _ activation: Activation, on backend: Backend) -> Tensor {
-        activation == .relu ? layer.relu(x, on: backend) : tanh(layer(x, on: backend))
-    }
-
-    /// activation(layer(x)) differentiated with respect to the layer only: x
-    /// is data, and its gradient (a matrix product as large as the layer's
-    /// forward one) is never computed.
     @differentiable(reverse, wrt: layer)
-    static func activatedOnData(_ layer: Dense, _ x: Tensor, _ activation: Activation, on backend: Backend) -> Tensor {
+    static func activated(_ layer: Dense, _ x: Tensor, _ activation: Activation, on backend: Backend) -> Tensor {
         activation == .relu ? layer.relu(x, on: backend) : tanh(layer(x, on: backend))
     }
 
     @differentiable(reverse, wrt: self)
     public func encode(_ x: Tensor, condition: Tensor, on backend: Backend) -> Posterior {
         // x is data: nothing here is differentiated with respect to it.
-        let activation = withoutDerivative(at: self.activation)
-        let input = withoutDerivative(at: concatenatingLastDimension(x, condition))
-        return encodeFromFirstHidden(Self.activatedOnData(fc1, input, activation, on: backend), on: backend)
+        encodeFirstLayerInput(withoutDerivative(at: concatenatingLastDimension(x, condition)), on: backend)
     }
 
     @differentiable(reverse, wrt: self)
@@ -109,17 +102,14 @@ public struct MLPVAE: VariationalAutoencoder {
                                      on: backend)
     }
 
-    /// The encoder from fc1's input, [x, one-hot(label)] (B, D + K).
+    /// The encoder from fc1's input, [x, one-hot(label)] (B, D + K): with
+    /// respect to the input too when it depends on the model (a learned
+    /// fill of missing values), to the model alone when it is data.
     @differentiable(reverse, wrt: (self, input))
+    @differentiable(reverse, wrt: self)
     func encodeFirstLayerInput(_ input: Tensor, on backend: Backend) -> Posterior {
         let activation = withoutDerivative(at: self.activation)
-        return encodeFromFirstHidden(Self.activated(fc1, input, activation, on: backend), on: backend)
-    }
-
-    /// The encoder past fc1, from its activations h1 (B, H1).
-    @differentiable(reverse, wrt: (self, h1))
-    func encodeFromFirstHidden(_ h1: Tensor, on backend: Backend) -> Posterior {
-        let activation = withoutDerivative(at: self.activation)
+        let h1 = Self.activated(fc1, input, activation, on: backend)
         let h = encoderHidden.count == 0 ? h1 : encoderHidden(h1, activation: activation, on: backend)
         return Posterior(mean: fc21(h, on: backend), logVariance: fc22(h, on: backend))
     }
