@@ -39,6 +39,12 @@ public struct ParameterLayout: Equatable, Sendable {
         public let shape: [Int]
         public let offset: Int
         public var count: Int { shape.reduce(1, *) }
+
+        /// The flat indices of `range` this entry holds (empty if none).
+        func part(of range: Range<Int>) -> Range<Int> {
+            let lower = Swift.max(range.lowerBound, offset), upper = Swift.min(range.upperBound, offset + count)
+            return lower < upper ? lower ..< upper : lower ..< lower
+        }
     }
 
     public let entries: [Entry]
@@ -126,10 +132,12 @@ extension ParameterWalking {
         walkParameters { _, tensor in
             let entry = layout.entries[index]
             index += 1
-            let lower = max(range.lowerBound, entry.offset), upper = min(range.upperBound, entry.offset + entry.count)
-            guard lower < upper else { return }
+            let part = entry.part(of: range)
+            guard !part.isEmpty else { return }
             precondition(tensor.count == entry.count, "parameter walk does not match its layout")
-            tensor.scalars.withUnsafeMutableBufferPointer { p in body(p.baseAddress! + (lower - entry.offset), lower, upper - lower) }
+            tensor.scalars.withUnsafeMutableBufferPointer { p in
+                body(p.baseAddress! + (part.lowerBound - entry.offset), part.lowerBound, part.count)
+            }
         }
     }
 
@@ -141,10 +149,11 @@ extension ParameterWalking {
         copy.walkParameters { _, tensor in
             let entry = layout.entries[index]
             index += 1
-            let lower = max(range.lowerBound, entry.offset), upper = min(range.upperBound, entry.offset + entry.count)
-            guard lower < upper else { return }
+            let part = entry.part(of: range)
+            guard !part.isEmpty else { return }
             tensor.scalars.withUnsafeBufferPointer { p in
-                (destination + lower).update(from: p.baseAddress! + (lower - entry.offset), count: upper - lower)
+                (destination + part.lowerBound).update(from: p.baseAddress! + (part.lowerBound - entry.offset),
+                                                       count: part.count)
             }
         }
     }

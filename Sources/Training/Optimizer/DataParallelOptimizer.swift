@@ -53,9 +53,8 @@ public final class DataParallelOptimizer {
     let communicator: Communicator
     private let termCount: Int
     public let sharded: Bool
-    /// The step's buffer: owned, or this rank's half of its shared segment.
-    private var buffer: UnsafeMutablePointer<Float>
-    private let ownsBuffer: Bool
+    /// The step's buffer (the sink's): owned, or this rank's half of its shared segment.
+    private var buffer: UnsafeMutablePointer<Float> { sink.buffer }
     private let bufferCount: Int
     /// The shared-memory reduction (nil: MPI's collectives), the half this
     /// step uses, and the reduced counts, terms and flags.
@@ -117,6 +116,7 @@ public final class DataParallelOptimizer {
         if !sharedMemory { wanted[communicator.rank] = 1 }
         try communicator.allreduceSum(&wanted)
         let refused = wanted.indices.filter { wanted[$0] != 0 }
+        let viaMPI = { (why: String) in "MPI (" + (sharded ? "reduce-scatter, allgather" : "allreduce") + "; \(why))" }
         if communicator.size == 1 {
             shared = nil
             reductionSummary = "none (one rank)"
@@ -126,12 +126,11 @@ public final class DataParallelOptimizer {
                 : "MPI (bf16 alltoall and allgather)"
         } else if !refused.isEmpty {
             shared = nil
-            reductionSummary = "MPI (" + (sharded ? "reduce-scatter, allgather" : "allreduce")
-                + "; shared memory turned off by VAE_MPI_SHARED_MEMORY=0 on rank"
-                + (refused.count > 1 ? "s " : " ") + refused.map(String.init).joined(separator: ", ") + ")"
+            reductionSummary = viaMPI("shared memory turned off by VAE_MPI_SHARED_MEMORY=0 on rank"
+                                      + (refused.count > 1 ? "s " : " ") + refused.map(String.init).joined(separator: ", "))
         } else if try !communicator.allRanksOnOneNode() {
             shared = nil
-            reductionSummary = "MPI (" + (sharded ? "reduce-scatter, allgather" : "allreduce") + "; ranks on several nodes)"
+            reductionSummary = viaMPI("ranks on several nodes")
         } else {
             switch try SharedSegments.make(count: 2 * bufferCount, communicator: communicator) {
             case .shared(let segments):
@@ -139,18 +138,11 @@ public final class DataParallelOptimizer {
                 reductionSummary = "shared memory (each rank sums and updates 1/\(communicator.size) of the parameters)"
             case .unavailable(let reason):
                 shared = nil
-                reductionSummary = "MPI (" + (sharded ? "reduce-scatter, allgather" : "allreduce")
-                    + "; no shared memory: \(reason))"
+                reductionSummary = viaMPI("no shared memory: \(reason)")
             }
         }
-        if let shared {
-            buffer = shared.segments[communicator.rank]
-            ownsBuffer = false
-            sharedMeta = [Float](repeating: 0, count: termCount + 3)
-        } else {
-            buffer = .allocate(capacity: bufferCount)
-            ownsBuffer = true
-        }
+        let buffer = shared?.segments[communicator.rank] ?? .allocate(capacity: bufferCount)
+        if shared != nil { sharedMeta = [Float](repeating: 0, count: termCount + 3) }
         buffer.initialize(repeating: 0, count: bufferCount)
         sink = GradientSink(buffer: buffer)
         // Slices of equal length (the last ones shorter), as the bf16 exchange's alltoall needs.
@@ -178,7 +170,8 @@ public final class DataParallelOptimizer {
         self.adam = adam
     }
 
-    deinit { if ownsBuffer { buffer.deallocate() } }
+    /// The owned buffer (shared segments are the mapping's).
+    deinit { if shared == nil { buffer.deallocate() } }
 
     /// Rank r's slice of the flat parameters.
     private func slice(of r: Int) -> Range<Int> {
@@ -312,8 +305,7 @@ public final class DataParallelOptimizer {
         }
         // The next step writes into the other half (see the type's comment).
         half ^= 1
-        buffer = shared.segments[rank] + half * bufferCount
-        sink.retarget(buffer)
+        sink.retarget(shared.segments[rank] + half * bufferCount)
         clock.lap(.update)
         return ReducedStep(samples: total, terms: Array(sharedMeta[1 ..< 1 + termCount]),
                            stopRequests: Int(sharedMeta[2 + termCount]))
