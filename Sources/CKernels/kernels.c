@@ -606,3 +606,318 @@ float ck_max_abs(const float *x, size_t n) {
 void ck_add_in_place(float *restrict a, const float *restrict b, size_t n) {
     for (size_t i = 0; i < n; i++) a[i] += b[i];
 }
+
+// MARK: - the first layer on sparse rows
+//
+// Both products work on blocks of SPARSE_BLOCK = 32 outputs o0 … o0 + 31:
+// the block's weights transposed into a (D, 32) tile, so that each nonzero
+// x[r, j] meets one contiguous row of 32 weights (or of 32 gradient sums),
+// kept in cache. The vector lanes are different outputs, never parts of one
+// sum, so the AVX-512 and the portable paths give the same bits:
+// - forward: y[r, o] = (e + d) + bias[o], where e and d are the fused
+//   multiply-add sums of the row's nonzeros at even and at odd positions
+//   (CSR order), two chains that the processor overlaps;
+// - weight gradient: dw[o, j] = fma over the rows r in order of dy[r, o]·x[r, j],
+//   then written (or added to dw).
+
+enum { SPARSE_BLOCK = 32 };
+
+size_t ck_sparse_tile_floats(size_t d) { return d * SPARSE_BLOCK; }
+
+static inline float bf16_rounded(float x) { return bf16_widen(bf16_round(x)); }
+
+void ck_bf16_round_in_place(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = bf16_rounded(x[i]);
+}
+
+static void sparse_weight_tile_portable(const float *restrict w, size_t d, size_t o0, size_t n, int bf16,
+                                        float *restrict tile) {
+    for (size_t j = 0; j < d; j++) {
+        for (size_t t = 0; t < SPARSE_BLOCK; t++) {
+            float v = t < n ? w[(o0 + t) * d + j] : 0;
+            tile[j * SPARSE_BLOCK + t] = bf16 ? bf16_rounded(v) : v;
+        }
+    }
+}
+
+static void sparse_linear_portable(const int64_t *starts, const int32_t *columns, const float *values, size_t b,
+                                   const float *w, size_t h, size_t d, const float *bias, int relu, int bf16,
+                                   float *tile, float *y) {
+    for (size_t o0 = 0; o0 < h; o0 += SPARSE_BLOCK) {
+        size_t n = h - o0 < SPARSE_BLOCK ? h - o0 : SPARSE_BLOCK;
+        sparse_weight_tile_portable(w, d, o0, n, bf16, tile);
+        for (size_t r = 0; r < b; r++) {
+            float even[SPARSE_BLOCK] = {0}, odd[SPARSE_BLOCK] = {0};
+            for (int64_t k = starts[r]; k < starts[r + 1]; k++) {
+                const float *row = tile + (size_t)columns[k] * SPARSE_BLOCK;
+                float *acc = (k - starts[r]) % 2 == 0 ? even : odd;
+                for (size_t t = 0; t < SPARSE_BLOCK; t++) acc[t] = fmaf(values[k], row[t], acc[t]);
+            }
+            for (size_t t = 0; t < n; t++) {
+                float s = (even[t] + odd[t]) + bias[o0 + t];
+                y[r * h + o0 + t] = relu ? (s > 0 ? s : 0) : s;
+            }
+        }
+    }
+}
+
+static void sparse_weight_gradient_portable(const int64_t *starts, const int32_t *columns, const float *values,
+                                            size_t b, const float *dy, size_t h, size_t d, int bf16, int accumulate,
+                                            float *tile, float *dw) {
+    for (size_t o0 = 0; o0 < h; o0 += SPARSE_BLOCK) {
+        size_t n = h - o0 < SPARSE_BLOCK ? h - o0 : SPARSE_BLOCK;
+        memset(tile, 0, d * SPARSE_BLOCK * sizeof(float));
+        for (size_t r = 0; r < b; r++) {
+            float g[SPARSE_BLOCK];
+            for (size_t t = 0; t < SPARSE_BLOCK; t++) {
+                float v = t < n ? dy[r * h + o0 + t] : 0;
+                g[t] = bf16 ? bf16_rounded(v) : v;
+            }
+            for (int64_t k = starts[r]; k < starts[r + 1]; k++) {
+                float *row = tile + (size_t)columns[k] * SPARSE_BLOCK;
+                for (size_t t = 0; t < SPARSE_BLOCK; t++) row[t] = fmaf(values[k], g[t], row[t]);
+            }
+        }
+        for (size_t t = 0; t < n; t++) {
+            float *out = dw + (o0 + t) * d;
+            for (size_t j = 0; j < d; j++) {
+                float v = tile[j * SPARSE_BLOCK + t];
+                out[j] = accumulate ? out[j] + v : v;
+            }
+        }
+    }
+}
+
+#if defined(__x86_64__)
+// The bf16 rounding of 16 floats (bf16_round: nearest even, NaNs quieted), as floats.
+__attribute__((target("avx512f")))
+static inline __m512 bf16_round16(__m512 x) {
+    const __m512i high = _mm512_set1_epi32((int)0xFFFF0000u);
+    __m512i u = _mm512_castps_si512(x);
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_and_si512(_mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7FFF), lsb)), high);
+    __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    r = _mm512_mask_mov_epi32(r, nan, _mm512_and_si512(_mm512_or_si512(u, _mm512_set1_epi32(0x00400000)), high));
+    return _mm512_castsi512_ps(r);
+}
+
+// r[i] ← column i of the 16 × 16 matrix whose rows are r[0 … 15].
+__attribute__((target("avx512f")))
+static inline void transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        for (int j = 0; j < 2; j++) {
+            r[i + 2 * j] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + j]), _mm512_castps_pd(t[i + j + 2])));
+            r[i + 2 * j + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + j]), _mm512_castps_pd(t[i + j + 2])));
+        }
+    }
+    // Now r[4q + k] holds, in each 128-bit lane l, column 4l' + k … of rows 4q … 4q+3: combine lanes.
+    for (int k = 0; k < 4; k++) {
+        t[k] = _mm512_shuffle_f32x4(r[k], r[4 + k], 0x88);
+        t[4 + k] = _mm512_shuffle_f32x4(r[k], r[4 + k], 0xDD);
+        t[8 + k] = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0x88);
+        t[12 + k] = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0xDD);
+    }
+    for (int k = 0; k < 4; k++) {
+        r[k] = _mm512_shuffle_f32x4(t[k], t[8 + k], 0x88);
+        r[8 + k] = _mm512_shuffle_f32x4(t[k], t[8 + k], 0xDD);
+        r[4 + k] = _mm512_shuffle_f32x4(t[4 + k], t[12 + k], 0x88);
+        r[12 + k] = _mm512_shuffle_f32x4(t[4 + k], t[12 + k], 0xDD);
+    }
+}
+
+__attribute__((target("avx512f")))
+static void sparse_weight_tile_avx512(const float *restrict w, size_t d, size_t o0, size_t n, int bf16,
+                                      float *restrict tile) {
+    for (size_t j0 = 0; j0 < d; j0 += 16) {
+        size_t m = d - j0 < 16 ? d - j0 : 16;
+        __mmask16 columns = (__mmask16)((1u << m) - 1);
+        for (size_t half = 0; half < 2; half++) {
+            __m512 r[16];
+            for (size_t t = 0; t < 16; t++) {
+                size_t o = half * 16 + t;
+                r[t] = o < n ? _mm512_maskz_loadu_ps(columns, w + (o0 + o) * d + j0) : _mm512_setzero_ps();
+                if (bf16) r[t] = bf16_round16(r[t]);
+            }
+            transpose16(r);
+            for (size_t j = 0; j < m; j++) _mm512_storeu_ps(tile + (j0 + j) * SPARSE_BLOCK + half * 16, r[j]);
+        }
+    }
+}
+
+__attribute__((target("avx512f")))
+static void sparse_linear_avx512(const int64_t *starts, const int32_t *columns, const float *values, size_t b,
+                                 const float *w, size_t h, size_t d, const float *bias, int relu, int bf16,
+                                 float *tile, float *y) {
+    for (size_t o0 = 0; o0 < h; o0 += SPARSE_BLOCK) {
+        size_t n = h - o0 < SPARSE_BLOCK ? h - o0 : SPARSE_BLOCK;
+        __mmask16 m0 = (__mmask16)(n >= 16 ? 0xFFFF : (1u << n) - 1);
+        __mmask16 m1 = (__mmask16)(n >= 32 ? 0xFFFF : n > 16 ? (1u << (n - 16)) - 1 : 0);
+        sparse_weight_tile_avx512(w, d, o0, n, bf16, tile);
+        __m512 b0 = _mm512_maskz_loadu_ps(m0, bias + o0), b1 = _mm512_maskz_loadu_ps(m1, bias + o0 + 16);
+        for (size_t r = 0; r < b; r++) {
+            __m512 e0 = _mm512_setzero_ps(), e1 = e0, d0 = e0, d1 = e0;
+            int64_t k = starts[r], end = starts[r + 1];
+            for (; k + 1 < end; k += 2) {
+                const float *p = tile + (size_t)columns[k] * SPARSE_BLOCK;
+                const float *q = tile + (size_t)columns[k + 1] * SPARSE_BLOCK;
+                __m512 u = _mm512_set1_ps(values[k]), v = _mm512_set1_ps(values[k + 1]);
+                e0 = _mm512_fmadd_ps(u, _mm512_loadu_ps(p), e0);
+                e1 = _mm512_fmadd_ps(u, _mm512_loadu_ps(p + 16), e1);
+                d0 = _mm512_fmadd_ps(v, _mm512_loadu_ps(q), d0);
+                d1 = _mm512_fmadd_ps(v, _mm512_loadu_ps(q + 16), d1);
+            }
+            if (k < end) {
+                const float *p = tile + (size_t)columns[k] * SPARSE_BLOCK;
+                __m512 u = _mm512_set1_ps(values[k]);
+                e0 = _mm512_fmadd_ps(u, _mm512_loadu_ps(p), e0);
+                e1 = _mm512_fmadd_ps(u, _mm512_loadu_ps(p + 16), e1);
+            }
+            __m512 s0 = _mm512_add_ps(_mm512_add_ps(e0, d0), b0), s1 = _mm512_add_ps(_mm512_add_ps(e1, d1), b1);
+            if (relu) {
+                // s > 0 ? s : 0 (NaN → 0), as the portable path.
+                s0 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(s0, _mm512_setzero_ps(), _CMP_GT_OQ), s0);
+                s1 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(s1, _mm512_setzero_ps(), _CMP_GT_OQ), s1);
+            }
+            _mm512_mask_storeu_ps(y + r * h + o0, m0, s0);
+            _mm512_mask_storeu_ps(y + r * h + o0 + 16, m1, s1);
+        }
+    }
+}
+
+__attribute__((target("avx512f")))
+static void sparse_weight_gradient_avx512(const int64_t *starts, const int32_t *columns, const float *values,
+                                          size_t b, const float *dy, size_t h, size_t d, int bf16, int accumulate,
+                                          float *tile, float *dw) {
+    for (size_t o0 = 0; o0 < h; o0 += SPARSE_BLOCK) {
+        size_t n = h - o0 < SPARSE_BLOCK ? h - o0 : SPARSE_BLOCK;
+        __mmask16 m0 = (__mmask16)(n >= 16 ? 0xFFFF : (1u << n) - 1);
+        __mmask16 m1 = (__mmask16)(n >= 32 ? 0xFFFF : n > 16 ? (1u << (n - 16)) - 1 : 0);
+        memset(tile, 0, d * SPARSE_BLOCK * sizeof(float));
+        for (size_t r = 0; r < b; r++) {
+            __m512 g0 = _mm512_maskz_loadu_ps(m0, dy + r * h + o0), g1 = _mm512_maskz_loadu_ps(m1, dy + r * h + o0 + 16);
+            if (bf16) {
+                g0 = bf16_round16(g0);
+                g1 = bf16_round16(g1);
+            }
+            for (int64_t k = starts[r]; k < starts[r + 1]; k++) {
+                float *p = tile + (size_t)columns[k] * SPARSE_BLOCK;
+                __m512 u = _mm512_set1_ps(values[k]);
+                _mm512_storeu_ps(p, _mm512_fmadd_ps(u, g0, _mm512_loadu_ps(p)));
+                _mm512_storeu_ps(p + 16, _mm512_fmadd_ps(u, g1, _mm512_loadu_ps(p + 16)));
+            }
+        }
+        for (size_t j0 = 0; j0 < d; j0 += 16) {
+            size_t m = d - j0 < 16 ? d - j0 : 16;
+            __mmask16 cols = (__mmask16)((1u << m) - 1);
+            for (size_t half = 0; half * 16 < n; half++) {
+                __m512 r[16];
+                for (size_t j = 0; j < 16; j++)
+                    r[j] = j < m ? _mm512_loadu_ps(tile + (j0 + j) * SPARSE_BLOCK + half * 16) : _mm512_setzero_ps();
+                transpose16(r);
+                for (size_t t = 0; t < 16 && half * 16 + t < n; t++) {
+                    float *out = dw + (o0 + half * 16 + t) * d + j0;
+                    __m512 v = accumulate ? _mm512_add_ps(_mm512_maskz_loadu_ps(cols, out), r[t]) : r[t];
+                    _mm512_mask_storeu_ps(out, cols, v);
+                }
+            }
+        }
+    }
+}
+
+__attribute__((target("avx512f")))
+static int64_t dense_to_csr_avx512(const float *x, size_t b, size_t d, size_t limit, int64_t *starts,
+                                   int32_t *columns, float *values) {
+    size_t count = 0;
+    const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    starts[0] = 0;
+    for (size_t r = 0; r < b; r++) {
+        const float *row = x + r * d;
+        for (size_t j0 = 0; j0 < d; j0 += 16) {
+            size_t m = d - j0 < 16 ? d - j0 : 16;
+            __mmask16 in = (__mmask16)((1u << m) - 1);
+            __m512i v = _mm512_maskz_loadu_epi32(in, row + j0);
+            __mmask16 nonzero = _mm512_test_epi32_mask(v, v);
+            if (!nonzero) continue;
+            size_t c = (size_t)__builtin_popcount(nonzero);
+            if (count + c > limit) return -1;
+            // Compressed in registers, stored whole (a compressing store to memory is slow on some
+            // processors): the arrays have 16 values of slack.
+            _mm512_storeu_si512(columns + count,
+                                _mm512_maskz_compress_epi32(nonzero, _mm512_add_epi32(lanes, _mm512_set1_epi32((int)j0))));
+            _mm512_storeu_si512(values + count, _mm512_maskz_compress_epi32(nonzero, v));
+            count += c;
+        }
+        starts[r + 1] = (int64_t)count;
+    }
+    return (int64_t)count;
+}
+#endif
+
+void ck_sparse_linear(const int64_t *starts, const int32_t *columns, const float *values, size_t b, const float *w,
+                      size_t h, size_t d, const float *bias, int relu, int bf16, float *tile, float *y) {
+#if defined(__x86_64__)
+    if (ck_cpu_has_avx512f()) {
+        sparse_linear_avx512(starts, columns, values, b, w, h, d, bias, relu, bf16, tile, y);
+        return;
+    }
+#endif
+    sparse_linear_portable(starts, columns, values, b, w, h, d, bias, relu, bf16, tile, y);
+}
+
+void ck_sparse_linear_weight_gradient(const int64_t *starts, const int32_t *columns, const float *values, size_t b,
+                                      const float *dy, size_t h, size_t d, int bf16, int accumulate, float *tile,
+                                      float *dw) {
+#if defined(__x86_64__)
+    if (ck_cpu_has_avx512f()) {
+        sparse_weight_gradient_avx512(starts, columns, values, b, dy, h, d, bf16, accumulate, tile, dw);
+        return;
+    }
+#endif
+    sparse_weight_gradient_portable(starts, columns, values, b, dy, h, d, bf16, accumulate, tile, dw);
+}
+
+static int64_t dense_to_csr_portable(const float *x, size_t b, size_t d, size_t limit, int64_t *starts,
+                                     int32_t *columns, float *values) {
+    size_t count = 0;
+    starts[0] = 0;
+    for (size_t r = 0; r < b; r++) {
+        const float *row = x + r * d;
+        for (size_t j = 0; j < d; j++) {
+            uint32_t bits;
+            memcpy(&bits, row + j, 4);
+            if (bits == 0) continue;
+            if (count == limit) return -1;
+            columns[count] = (int32_t)j;
+            values[count] = row[j];
+            count++;
+        }
+        starts[r + 1] = (int64_t)count;
+    }
+    return (int64_t)count;
+}
+
+int64_t ck_dense_to_csr(const float *x, size_t b, size_t d, size_t limit, int64_t *starts, int32_t *columns,
+                        float *values) {
+#if defined(__x86_64__)
+    if (ck_cpu_has_avx512f()) return dense_to_csr_avx512(x, b, d, limit, starts, columns, values);
+#endif
+    return dense_to_csr_portable(x, b, d, limit, starts, columns, values);
+}
+
+// Test hook: the portable paths, whatever the processor.
+void ck_sparse_linear_portable(const int64_t *starts, const int32_t *columns, const float *values, size_t b,
+                               const float *w, size_t h, size_t d, const float *bias, int relu, int bf16, float *tile,
+                               float *y) {
+    sparse_linear_portable(starts, columns, values, b, w, h, d, bias, relu, bf16, tile, y);
+}
+
+void ck_sparse_linear_weight_gradient_portable(const int64_t *starts, const int32_t *columns, const float *values,
+                                               size_t b, const float *dy, size_t h, size_t d, int bf16,
+                                               int accumulate, float *tile, float *dw) {
+    sparse_weight_gradient_portable(starts, columns, values, b, dy, h, d, bf16, accumulate, tile, dw);
+}

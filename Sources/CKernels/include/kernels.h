@@ -87,4 +87,37 @@ float ck_max_abs(const float *x, size_t n);
 // a[i] += b[i].
 void ck_add_in_place(float *a, const float *b, size_t n);
 
+// The first layer on sparse input (interactions, counts): x (B, D) held as
+// CSR rows (row r's nonzeros are values[starts[r] .. starts[r+1]) in columns
+// columns[…]). Sums in a fixed order, with fused multiply-adds:
+// y[r, o] = (E + O) + bias[o], E and O the sums over the row's nonzeros at
+// even and at odd CSR positions of values[k]·w[o, columns[k]], then
+// (s > 0 ? s : 0) when relu; the weight gradient dw[o, j] = Σ over rows r in
+// order of dy[r, o]·x[r, j] (added to dw when accumulate, else written, zeros
+// included). With bf16, the weights (forward) or dy (gradient) are rounded
+// to bf16; round the values beforehand (ck_bf16_round_in_place), as the
+// dense bf16 GEMMs round both factors. `tile` is scratch space of
+// ck_sparse_tile_floats(d) floats. w and dw are (H, D) row-major. The
+// AVX-512 and portable paths give the same bits; the _portable entry points
+// run the latter whatever the processor (for tests).
+size_t ck_sparse_tile_floats(size_t d);
+void ck_sparse_linear(const int64_t *starts, const int32_t *columns, const float *values, size_t b, const float *w,
+                      size_t h, size_t d, const float *bias, int relu, int bf16, float *tile, float *y);
+void ck_sparse_linear_weight_gradient(const int64_t *starts, const int32_t *columns, const float *values, size_t b,
+                                      const float *dy, size_t h, size_t d, int bf16, int accumulate, float *tile,
+                                      float *dw);
+// x (B, D) dense as CSR: writes starts (B + 1) and, while at most `limit`
+// values are nonzero (any bit set: −0 and NaN count), their columns and
+// values; returns the count, or −1 past the limit (the arrays then partial).
+// columns and values need room for limit + 16 (whole vectors are stored).
+int64_t ck_dense_to_csr(const float *x, size_t b, size_t d, size_t limit, int64_t *starts, int32_t *columns,
+                        float *values);
+void ck_bf16_round_in_place(float *x, size_t n);
+void ck_sparse_linear_portable(const int64_t *starts, const int32_t *columns, const float *values, size_t b,
+                               const float *w, size_t h, size_t d, const float *bias, int relu, int bf16, float *tile,
+                               float *y);
+void ck_sparse_linear_weight_gradient_portable(const int64_t *starts, const int32_t *columns, const float *values,
+                                               size_t b, const float *dy, size_t h, size_t d, int bf16,
+                                               int accumulate, float *tile, float *dw);
+
 #endif

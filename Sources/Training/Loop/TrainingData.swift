@@ -74,11 +74,25 @@ struct TrainingData {
             // Mult-VAE's dropout on the (normalised) input: zero with probability p, the rest scaled by 1/(1 − p).
             let d = shard.shape.size, keep = Float(1 - p), scale = 1 / Float(1 - p)
             let seed = self.seed ^ (UInt64(planRank) &* 0x9E37_79B9_7F4A_7C15)
+            // Value j of a row meets uniform j of the row's stream. A +0 stays +0 either way, so a
+            // mostly-zero row (interactions, counts) draws only its nonzeros' uniforms, by random
+            // access into the counter-based stream: the same numbers, a fraction of the work.
             var scalars = clean.scalars
-            for (row, i) in indices.enumerated() {
-                let u = RandomStream(seed: seed, domain: .inputDropout, UInt32(truncatingIfNeeded: i),
-                                     UInt32(truncatingIfNeeded: step)).uniforms(count: d)
-                for j in 0..<d { scalars[row * d + j] = u[j] < keep ? scalars[row * d + j] * scale : 0 }
+            scalars.withUnsafeMutableBufferPointer { x in
+                for (row, i) in indices.enumerated() {
+                    let stream = RandomStream(seed: seed, domain: .inputDropout, UInt32(truncatingIfNeeded: i),
+                                              UInt32(truncatingIfNeeded: step))
+                    let values = UnsafeMutableBufferPointer(rebasing: x[row * d ..< (row + 1) * d])
+                    let nonzero = values.reduce(0) { $0 + ($1.bitPattern != 0 ? 1 : 0) }
+                    if nonzero * 4 < d {
+                        for j in 0..<d where values[j].bitPattern != 0 {
+                            values[j] = stream.uniform(at: j) < keep ? values[j] * scale : 0
+                        }
+                    } else {
+                        let u = stream.uniforms(count: d)
+                        for j in 0..<d { values[j] = u[j] < keep ? values[j] * scale : 0 }
+                    }
+                }
             }
             input = Tensor(shape: clean.shape, scalars: scalars)
         }
