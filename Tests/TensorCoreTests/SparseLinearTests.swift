@@ -38,11 +38,14 @@ final class SparseLinearTests: XCTestCase {
         XCTAssertNil(SparseRowsOperand(randomTensor([200, 60], seed: 2), outputs: 20, on: cpu), "dense data stays dense")
         XCTAssertNil(SparseRowsOperand(sparseTensor(3, 60, density: 0.05, seed: 3), outputs: 20, on: cpu),
                      "3 rows: one pass over the weight costs more than the dense product")
-        // The limit grows with the batch, and bf16's faster dense GEMM lowers it.
-        let fp32 = SparseRowsOperand.nonzeroLimit(rows: 500, columns: 3000, outputs: 600, bf16: false)
+        // At most 10 % nonzero; below that, the limit grows with the batch, and bf16's faster dense GEMM lowers it.
+        XCTAssertEqual(SparseRowsOperand.nonzeroLimit(rows: 500, columns: 3000, outputs: 600, bf16: false), 150_000)
         let bf16 = SparseRowsOperand.nonzeroLimit(rows: 500, columns: 3000, outputs: 600, bf16: true)
-        XCTAssertGreaterThan(fp32, bf16)
         XCTAssertGreaterThan(bf16, 500 * 3000 / 20, "Mult-VAE's 2 % nonzeros run sparse in either precision")
+        let small = (fp32: SparseRowsOperand.nonzeroLimit(rows: 100, columns: 3000, outputs: 600, bf16: false),
+                     bf16: SparseRowsOperand.nonzeroLimit(rows: 100, columns: 3000, outputs: 600, bf16: true))
+        XCTAssertGreaterThan(small.fp32, small.bf16)
+        XCTAssertLessThan(small.bf16, 100 * 3000 / 10)
         XCTAssertLessThan(SparseRowsOperand.nonzeroLimit(rows: 128, columns: 784, outputs: 400, bf16: true), 128 * 784 / 10,
                           "images (Fashion-MNIST: half the pixels nonzero; MNIST: a fifth) stay dense")
         XCTAssertEqual(SparseRowsOperand.nonzeroLimit(rows: 64, columns: 784, outputs: 400, bf16: true), 0)
