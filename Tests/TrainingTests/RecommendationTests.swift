@@ -24,6 +24,30 @@ final class RecommendationTests: XCTestCase {
         XCTAssertEqual(Recommendation.top(10, of: scores, width: 5, excluding: [[0, 1, 2]]), [[4, 3]])
     }
 
+    func testTopMatchesAFullSort() {
+        // Many ties (scores on a coarse grid), −∞ and NaN (never ranked), several rows and k from 0 past D.
+        var rng = SystemRandomNumberGenerator()
+        let d = 300
+        for k in [0, 1, 7, 100, 299, 300, 400] {
+            let rows = 3
+            let scores: [Float] = (0..<(rows * d)).map { _ in
+                switch Int.random(in: 0..<50, using: &rng) {
+                case 0: return -.infinity
+                case 1: return .nan
+                default: return Float(Int.random(in: -20...20, using: &rng)) / 4
+                }
+            }
+            let exclude: [[Int32]] = (0..<rows).map { _ in (0..<10).map { _ in Int32.random(in: 0..<Int32(d), using: &rng) } }
+            let expected: [[Int32]] = (0..<rows).map { b in
+                var s = Array(scores[(b * d) ..< ((b + 1) * d)])
+                for item in exclude[b] { s[Int(item)] = -.infinity }
+                let candidates = (0..<d).filter { s[$0] > -.infinity }
+                return candidates.sorted { s[$0] != s[$1] ? s[$0] > s[$1] : $0 < $1 }.prefix(k).map { Int32($0) }
+            }
+            XCTAssertEqual(Recommendation.top(k, of: scores, width: d, excluding: exclude), expected, "k \(k)")
+        }
+    }
+
     /// Users with 5 or more clicks hold out ⌊20 %⌋, seeded per user; the
     /// split does not depend on which other users are in the set.
     func testHeldOutSplit() {

@@ -11,12 +11,13 @@ dropout (keep 0.5), encoder I → 600 → 2·200 (tanh), decoder 200 → 600 →
 epoch. The data are the same clicks vae-mpi trains on (ratings ≥ 4, users
 and items in order of first appearance), held dense in memory. Prints
 users/s of training steps (the first epoch excluded as warm-up) and the
-final training loss; --evaluate also ranks held-out users like
+final training loss (and a RESULT line of JSON for scripts/bench.sh); --heldout-users N also ranks held-out users like
 `vae-mpi recommend --evaluate` (a different random split, for a rough
 quality check).
 """
 import argparse
 import csv
+import json
 import time
 
 import numpy as np
@@ -112,6 +113,9 @@ def main():
         print(f"epoch {epoch + 1}: {users / seconds:.0f} users/s, loss {last:.3f}", flush=True)
     print(f"median-free summary: {timed_users / max(timed_seconds, 1e-9):.0f} users/s over epochs 2…{a.epochs} "
           f"(threads {a.threads}, compile {a.compile}, bf16 {a.bf16})")
+    # For scripts/bench.sh, in the shape of ../shared/bench/torch_vae.py's summary.
+    print("RESULT " + json.dumps({"model": "multvae", "threads": a.threads, "compile": a.compile, "bf16": a.bf16,
+                                  "epochs": [{"samples_per_s": timed_users / max(timed_seconds, 1e-9)}]}), flush=True)
     if a.heldout_users:
         model.eval()
         ndcg = []

@@ -70,13 +70,43 @@ public enum Recommendation {
     }
 
     /// The k best items of each row of `scores` (B, D), best first, leaving
-    /// out `exclude[b]`; ties go to the lower index.
+    /// out `exclude[b]` (and scores of −∞ or NaN); ties go to the lower index.
+    /// A bounded heap of the k best so far: O(D log k) a row, not a sort of D.
     public static func top(_ k: Int, of scores: [Float], width d: Int, excluding exclude: [[Int32]]) -> [[Int32]] {
         exclude.indices.map { b in
             var s = Array(scores[(b * d) ..< ((b + 1) * d)])
             for item in exclude[b] { s[Int(item)] = -.infinity }
-            let order = (0..<d).sorted { s[$0] != s[$1] ? s[$0] > s[$1] : $0 < $1 }
-            return order.prefix(k).filter { s[$0] > -.infinity }.map { Int32($0) }
+            // A strict total order on the candidates (no NaN among them).
+            func better(_ i: Int, _ j: Int) -> Bool { s[i] != s[j] ? s[i] > s[j] : i < j }
+            // A min-heap under `better`: the root is the worst item kept.
+            var heap = [Int]()
+            heap.reserveCapacity(k)
+            func siftDown(_ start: Int) {
+                var i = start
+                while true {
+                    let l = 2 * i + 1, r = l + 1
+                    var worst = i
+                    if l < heap.count && better(heap[worst], heap[l]) { worst = l }
+                    if r < heap.count && better(heap[worst], heap[r]) { worst = r }
+                    if worst == i { return }
+                    heap.swapAt(i, worst)
+                    i = worst
+                }
+            }
+            for i in 0..<d where s[i] > -.infinity && k > 0 {
+                if heap.count < k {
+                    heap.append(i)
+                    var c = heap.count - 1
+                    while c > 0, better(heap[(c - 1) / 2], heap[c]) {
+                        heap.swapAt(c, (c - 1) / 2)
+                        c = (c - 1) / 2
+                    }
+                } else if better(i, heap[0]) {
+                    heap[0] = i
+                    siftDown(0)
+                }
+            }
+            return heap.sorted(by: better).map { Int32($0) }
         }
     }
 
