@@ -154,7 +154,13 @@ extension ImageSet {
             guard set.labels == nil else {
                 throw DatasetError.incompatible(path: labels, detail: "labels given twice: \(path) has a label column")
             }
-            let values = try loadLabels(labels)
+            var names: [String]? = nil
+            let values: [Int32]
+            if let table = LabelTable.Spec(labels) {
+                (values, names) = try LabelTable.labels(table, rows: set.count, rowNames: set.rowNames, data: path)
+            } else {
+                values = try loadLabels(labels)
+            }
             guard values.count == set.count else {
                 throw DatasetError.countMismatch(images: path, imageCount: set.count, labels: labels, labelCount: values.count)
             }
@@ -162,6 +168,7 @@ extension ImageSet {
                                     kind: set.kind, observed: set.observed)
             labelled.storageName = set.storageName
             labelled.rowNames = set.rowNames
+            labelled.labelNames = names
             set = labelled
         }
         return set
@@ -341,6 +348,9 @@ extension ImageSet {
     /// Integer labels from an IDX (1 dimension) or .npy (N or N×1) file.
     static func loadLabels(_ path: String) throws -> [Int32] {
         if let h5 = HDF5Path(path) { return try loadHDF5Labels(h5) }
+        if CSVTable.isCSVPath(path) {
+            throw DatasetError.incompatible(path: path, detail: "is a table: name the column of labels, \(path):COLUMN")
+        }
         let data = try readPossiblyCompressedFile(path)
         if NPYArray.looksLikeNPY(data) {
             let array = try NPYArray(parsing: data, path: path)
@@ -359,5 +369,86 @@ extension ImageSet {
             throw DatasetError.badDimensions(path: path, detail: "a label file needs 1 dimension, found \(array.dimensions)")
         }
         return array.bytes.map { Int32($0) }
+    }
+}
+
+/// Labels from a column of a CSV table (`FILE.csv:COLUMN`, raw or gzipped):
+/// a per-sample covariate such as a cell's batch or a user's group, given as
+/// text. The column's distinct values, in sorted order (numerically when all
+/// are integers), are the categories 0…K−1 and name them. Rows are matched
+/// to the samples by name when the data names its rows (a Matrix Market
+/// file's barcodes, an interaction log's users) and another column of the
+/// table holds every one of those names; otherwise the table has one row
+/// per sample, in order. The same table gives the same numbering to every
+/// file it labels (training, test, and the subcommands' `--labels`).
+public enum LabelTable {
+    public struct Spec: Equatable, Sendable {
+        public var path: String
+        public var column: String
+
+        /// `FILE.csv:COLUMN` (or `.csv.gz`); nil for other label files.
+        public init?(_ text: String) {
+            for suffix in [".csv.gz:", ".csv:"] {
+                guard let range = text.range(of: suffix, options: [.backwards, .caseInsensitive]) else { continue }
+                let column = String(text[range.upperBound...])
+                guard !column.isEmpty else { return nil }
+                path = String(text[..<text.index(before: range.upperBound)])
+                self.column = column
+                return
+            }
+            return nil
+        }
+    }
+
+    /// The labels of `rows` samples (named `rowNames`, when the data has
+    /// names) and the categories' names. `data` names the data file in errors.
+    public static func labels(_ spec: Spec, rows: Int, rowNames: [String]?, data: String) throws -> ([Int32], [String]) {
+        let table = try CSVRecords(parsing: try readPossiblyCompressedFile(spec.path), path: spec.path)
+        guard let header = table.header else {
+            throw DatasetError.incompatible(path: spec.path, detail: "has no header row: a label table names its columns "
+                                            + "(the first row, with at least one field that is not a number)")
+        }
+        guard let column = header.firstIndex(of: spec.column) else {
+            throw DatasetError.incompatible(path: spec.path, detail: "has no column \"\(spec.column)\" (its columns: "
+                                            + header.prefix(20).joined(separator: ", ") + (header.count > 20 ? ", …" : "") + ")")
+        }
+        for (i, row) in table.rows.enumerated() where row.count != header.count {
+            throw DatasetError.incompatible(path: spec.path, detail: "row \(i + 1) has \(row.count) fields, the header \(header.count)")
+        }
+        let values = table.rows.map { $0[column].trimmingCharacters(in: .whitespaces) }
+        if let empty = values.firstIndex(of: "") {
+            throw DatasetError.incompatible(path: spec.path, detail: "row \(empty + 1) has no value in column \"\(spec.column)\"")
+        }
+        // Categories: numerically when every value is an integer, else as text.
+        let distinct = Array(Set(values))
+        let categories = distinct.allSatisfy { Int($0) != nil }
+            ? distinct.sorted { Int($0)! < Int($1)! } : distinct.sorted()
+        guard categories.count <= 100_000 else {
+            throw DatasetError.incompatible(path: spec.path, detail: "column \"\(spec.column)\" has \(categories.count) distinct "
+                                            + "values: labels are categories (at most 100,000)")
+        }
+        let index = Dictionary(uniqueKeysWithValues: categories.enumerated().map { ($1, Int32($0)) })
+        // Match by name: a key column holding every row name of the data.
+        if let rowNames, !rowNames.isEmpty {
+            let wanted = Set(rowNames)
+            for key in header.indices where key != column {
+                let keys = table.rows.map { $0[key].trimmingCharacters(in: .whitespaces) }
+                guard wanted.isSubset(of: keys) else { continue }
+                var row = [String: Int]()
+                for (i, k) in keys.enumerated() where row[k] == nil { row[k] = i }
+                if let repeated = keys.enumerated().first(where: { wanted.contains($0.element) && row[$0.element] != $0.offset }) {
+                    throw DatasetError.incompatible(path: spec.path, detail: "names sample \"\(repeated.element)\" twice "
+                                                    + "(column \"\(header[key])\", rows \(row[repeated.element]! + 1) and \(repeated.offset + 1))")
+                }
+                return (rowNames.map { index[values[row[$0]!]]! }, categories)
+            }
+        }
+        guard values.count == rows else {
+            let names = rowNames.map { names in
+                "; no column of it holds all of \(data)'s \(names.count) sample names (the first: \"\(names[0])\")"
+            } ?? ""
+            throw DatasetError.incompatible(path: spec.path, detail: "has \(values.count) rows but \(data) has \(rows) samples\(names)")
+        }
+        return (values.map { index[$0]! }, categories)
     }
 }

@@ -205,7 +205,7 @@ public struct DataSource: Codable, Equatable, Sendable {
             let (scaledTrain, scaledTest) = standardized(train, test)
             // Class names name labels: none without them (a data set's names never label another's samples).
             return PreparedData(train: .loaded(scaledTrain), test: .loaded(scaledTest), shape: train.shape,
-                                classNames: train.labels == nil ? nil : files.classNames, testIsHeldOut: false)
+                                classNames: train.labels == nil ? nil : files.classNames ?? train.labelNames, testIsHeldOut: false)
         }
         if let heldoutUsers {
             if let testFraction {
@@ -219,10 +219,10 @@ public struct DataSource: Codable, Equatable, Sendable {
             let split = train.holdingOut(fraction: Double(heldoutUsers) / Double(train.count), seed: seed)
             let (scaledTrain, scaledTest) = standardized(split.train, split.test)
             return PreparedData(train: .loaded(scaledTrain), test: .loaded(scaledTest), shape: train.shape,
-                                classNames: nil, testIsHeldOut: true)
+                                classNames: train.labels == nil ? nil : train.labelNames, testIsHeldOut: true)
         }
         guard let testFraction else { throw DataSourceError.noTestImages(trainFile: files.trainImages) }
-        let classNames = train.labels == nil ? nil : files.classNames
+        let classNames = train.labels == nil ? nil : files.classNames ?? train.labelNames
         if testFraction == 0 {
             // No test set (every row trains, as imputation protocols do): evaluations use the training set and say so.
             let (scaledTrain, _) = standardized(train, train)

@@ -38,6 +38,8 @@ public struct ImageSet: Sendable {
     /// The samples' own ids (users of an interaction log, cells of a count
     /// matrix), when the data name them.
     public var rowNames: [String]?
+    /// The labels' names when they came as text (a label table's categories).
+    public var labelNames: [String]?
     /// What the encoder reads of each row besides the values themselves
     /// (`InputNormalization`): applied in `batch(_:as: .scaled)`.
     public var inputNormalization: InputNormalization?
@@ -161,6 +163,7 @@ public struct ImageSet: Sendable {
         set.isTrainingSet = isTrainingSet
         set.storageName = storageName
         set.rowNames = rowNames.map { names in indices.map { names[$0] } }
+        set.labelNames = labelNames
         set.inputNormalization = inputNormalization
         return set
     }

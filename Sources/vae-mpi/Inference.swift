@@ -44,7 +44,7 @@ struct DataOptions: ParsableArguments {
         valueName: "path"))
     var images: String?
 
-    @Option(name: OptionName.labels.name, help: ArgumentHelp("Labels of \(OptionName.images) (IDX or .npy).", valueName: "file"))
+    @Option(name: OptionName.labels.name, help: ArgumentHelp("Labels of \(OptionName.images) (IDX or .npy, or FILE.csv:COLUMN: the table a model was trained with by --covariate).", valueName: "file"))
     var labels: String?
 
     @Option(name: OptionName.split.name, help: "Which images: test (t10k-*) or train (train-*).")

@@ -41,6 +41,7 @@ enum OptionName: String, CaseIterable, CustomStringConvertible {
     case hiddenDims = "hidden-dims"
     case activation
     case conditional
+    case covariate
     case missingFill = "missing-fill"
     case dispersion
     // train: objective and optimizer

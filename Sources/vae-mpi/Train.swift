@@ -80,8 +80,15 @@ struct Train: ParsableCommand {
     @Option(name: OptionName.testFile.name, help: ArgumentHelp("Test images, in the same formats.", valueName: "file"))
     var testFile: String?
 
-    @Option(name: OptionName.trainLabels.name, help: ArgumentHelp("Labels of the training images (IDX or .npy integers).", valueName: "file"))
+    @Option(name: OptionName.trainLabels.name, help: ArgumentHelp(
+        "Labels of the training images (IDX or .npy integers, or FILE.csv:COLUMN, a column of a table as with \(OptionName.covariate)).",
+        valueName: "file"))
     var trainLabels: String?
+
+    @Option(name: OptionName.covariate.name, help: ArgumentHelp(
+        "A per-sample covariate (a cell's batch, a user's group) that conditions the model, as scVI's batch does: column COLUMN of a CSV table, its values the categories (in sorted order), its rows matched to the samples by name (a column holding every barcode or user id) or else one per sample in order. Implies \(OptionName.conditional); the test file's samples are looked up in the same table.",
+        valueName: "file.csv:column"))
+    var covariate: String?
 
     @Option(name: OptionName.testLabels.name, help: ArgumentHelp("Labels of the test images.", valueName: "file"))
     var testLabels: String?
@@ -420,6 +427,19 @@ struct Train: ParsableCommand {
         if let testFile { c.data.testImages = testFile }
         if let trainLabels { c.data.trainLabels = trainLabels }
         if let testLabels { c.data.testLabels = testLabels }
+        if let covariate {
+            guard LabelTable.Spec(covariate) != nil else {
+                throw OptionError(option: .covariate, detail: "\"\(covariate)\" is not FILE.csv:COLUMN (a column of a CSV table)")
+            }
+            if trainLabels != nil {
+                throw OptionError(option: .covariate, detail: "labels the training samples, as \(OptionName.trainLabels) does: give one")
+            }
+            if let checkpoint, c.architecture.conditionalClasses == 0 {
+                throw OptionError(option: .covariate, detail: "cannot change when resuming: the model in \(checkpoint.path) is unconditional")
+            }
+            c.data.trainLabels = covariate
+            if c.data.testImages != nil && testLabels == nil { c.data.testLabels = covariate }
+        }
         if let testFraction { c.data.testFraction = testFraction }
         try set(levels, .levels, &c.data.levels)
         try set(mask, .mask, &c.data.mask)
@@ -553,7 +573,7 @@ struct Train: ParsableCommand {
             BLAS.setThreads(configuration.threads)
             var session = TrainingSession(configuration: configuration, resumingFrom: checkpoint,
                                           communicator: communicator, profile: options.profile, faults: .fromEnvironment,
-                                          conditional: options.conditional)
+                                          conditional: options.conditional || options.covariate != nil)
             // SIGTERM and SIGINT stop training at the next step, with a checkpoint (rank 0 announces it).
             vm_install_stop_handlers(communicator.rank == 0 ? 1 : 0)
             session.stopRequested = { vm_stop_signal() != 0 }
