@@ -66,6 +66,12 @@ public struct DataSource: Codable, Equatable, Sendable {
     /// held-out users, whose clicks split into fold-in and held-out parts
     /// for ranking metrics (`--heldout-users`).
     public var heldoutUsers: Int?
+    /// Hold out this many more users (rows) as the validation set
+    /// (`--validation-users`, with `heldoutUsers`): training's evaluations,
+    /// `--keep-best` and `--early-stop` use them, and the test users are
+    /// left for `recommend --evaluate`, as Mult-VAE selects its model on
+    /// validation users and reports test users.
+    public var validationUsers: Int?
 
     /// The test fraction of an image folder without a test folder.
     public static let defaultImageTestFraction = 0.1
@@ -110,6 +116,7 @@ public struct DataSource: Codable, Equatable, Sendable {
         source.interactions = interactions
         source.transpose = transpose
         source.heldoutUsers = heldoutUsers
+        source.validationUsers = validationUsers
         return source
     }
 
@@ -212,14 +219,26 @@ public struct DataSource: Codable, Equatable, Sendable {
                 throw DatasetError.incompatible(path: files.trainImages, detail: "--heldout-users \(heldoutUsers) and a test "
                                                 + "fraction (\(testFraction)) both hold out a test set: give one")
             }
-            guard heldoutUsers < train.count else {
+            let held = heldoutUsers + (validationUsers ?? 0)
+            guard held < train.count else {
                 throw DatasetError.incompatible(path: files.trainImages, detail: "has \(train.count) users (rows): "
-                                                + "--heldout-users \(heldoutUsers) would leave none to train on")
+                                                + "--heldout-users \(heldoutUsers)"
+                                                + (validationUsers.map { " and --validation-users \($0)" } ?? "")
+                                                + " would leave none to train on")
             }
-            let split = train.holdingOut(fraction: Double(heldoutUsers) / Double(train.count), seed: seed)
-            let (scaledTrain, scaledTest) = standardized(split.train, split.test)
+            let split = train.holdingOut(fraction: Double(held) / Double(train.count), seed: seed)
+            let classNames = train.labels == nil ? nil : train.labelNames
+            guard let validationUsers else {
+                let (scaledTrain, scaledTest) = standardized(split.train, split.test)
+                return PreparedData(train: .loaded(scaledTrain), test: .loaded(scaledTest), shape: train.shape,
+                                    classNames: classNames, testIsHeldOut: true)
+            }
+            // The held-out users, split again (seeded): the validation users and the test users.
+            let (test, validation) = Self.splitHeldOut(split.test, validation: validationUsers, seed: seed)
+            let (scaledTrain, scaledTest) = standardized(split.train, test)
+            let (_, scaledValidation) = standardized(split.train, validation)
             return PreparedData(train: .loaded(scaledTrain), test: .loaded(scaledTest), shape: train.shape,
-                                classNames: train.labels == nil ? nil : train.labelNames, testIsHeldOut: true)
+                                classNames: classNames, testIsHeldOut: true, validation: .loaded(scaledValidation))
         }
         guard let testFraction else { throw DataSourceError.noTestImages(trainFile: files.trainImages) }
         let classNames = train.labels == nil ? nil : files.classNames ?? train.labelNames
@@ -235,6 +254,14 @@ public struct DataSource: Codable, Equatable, Sendable {
         let (scaledTrain, scaledTest) = standardized(split.train, split.test)
         return PreparedData(train: .loaded(scaledTrain), test: .loaded(scaledTest), shape: train.shape,
                             classNames: classNames, testIsHeldOut: true)
+    }
+
+    /// Held-out users as (test users, `validation` validation users), a
+    /// seeded split of their own (each part in the set's order).
+    static func splitHeldOut(_ held: ImageSet, validation: Int, seed: UInt64) -> (test: ImageSet, validation: ImageSet) {
+        let permutation = RandomStream(seed: seed, domain: .dataPermutation, 2).permutation(held.count)
+        return (held.selecting(Array(permutation[validation...]).sorted()),
+                held.selecting(Array(permutation[..<validation]).sorted()))
     }
 
     /// With `standardize`, both sets standardized by the training set's
@@ -264,6 +291,11 @@ public struct DataSource: Codable, Equatable, Sendable {
     /// The rules of each value (`InvalidSetting` names the field).
     public func validate() throws {
         if let n = heldoutUsers { try InvalidSetting.check("heldout_users", n, in: 1...100_000_000) }
+        if let n = validationUsers {
+            try InvalidSetting.check("validation_users", n, in: 1...100_000_000)
+            try InvalidSetting.require(heldoutUsers != nil, "validation_users",
+                                       "validation users are held out beside the test users of heldout_users: give both")
+        }
         if let interactions {
             try InvalidSetting.require(!interactions.user.isEmpty && !interactions.item.isEmpty
                                        && interactions.user != interactions.item, "interactions",
@@ -360,6 +392,8 @@ public struct PreparedData: Sendable {
     }
     public let classNames: [String]?
     public let testIsHeldOut: Bool
+    /// Validation users held out beside the test users (`validationUsers`).
+    public let validation: Images?
     /// The scanned folder, for image folders.
     public let folder: ImageFolder?
     public let skippingBad: Bool
@@ -368,10 +402,12 @@ public struct PreparedData: Sendable {
     let classCountOverride: Int?
 
     public init(train: Images, test: Images, shape: ImageShape, classNames: [String]?, testIsHeldOut: Bool,
-                folder: ImageFolder? = nil, skippingBad: Bool = false, classCountOverride: Int? = nil) {
+                folder: ImageFolder? = nil, skippingBad: Bool = false, classCountOverride: Int? = nil,
+                validation: Images? = nil) {
         self.classCountOverride = classCountOverride
         self.train = train
         self.test = test
+        self.validation = validation
         self.shape = shape
         self.classNames = classNames
         self.testIsHeldOut = testIsHeldOut
@@ -380,6 +416,14 @@ public struct PreparedData: Sendable {
     }
 
     public func images(_ split: DataSplit) -> Images { split == .test ? test : train }
+
+    /// For training: the validation users, when there are any, in the place
+    /// of the test set (each evaluation scores them; the test users stay unseen).
+    public var evaluatingOnValidation: PreparedData {
+        guard let validation else { return self }
+        return PreparedData(train: train, test: validation, shape: shape, classNames: classNames, testIsHeldOut: testIsHeldOut,
+                            folder: folder, skippingBad: skippingBad, classCountOverride: classCountOverride)
+    }
 
     /// The column names of vectors (see `DataSource.columnNames`); nil for images.
     public var columnNames: [String]? {
@@ -458,7 +502,7 @@ public struct PreparedData: Sendable {
         }
         return PreparedData(train: try filtered(train, .train), test: test, shape: shape, classNames: classNames,
                             testIsHeldOut: testIsHeldOut, folder: folder, skippingBad: skippingBad,
-                            classCountOverride: classCount)
+                            classCountOverride: classCount, validation: validation)
     }
 
     /// K for a conditional model: the number of class names, else one more

@@ -28,6 +28,7 @@ enum OptionName: String, CaseIterable, CustomStringConvertible {
     case minRating = "min-rating"
     case transpose
     case heldoutUsers = "heldout-users"
+    case validationUsers = "validation-users"
     case inputNormalization = "input-normalization"
     case inputDropout = "input-dropout"
     // train: architecture
@@ -149,6 +150,7 @@ extension OptionName {
             "data.center_crop": .centerCrop, "data.levels": .levels, "data.columns": .columns,
             "data.label_column": .labelColumn, "data.standardization": .standardize, "data.mask": .mask,
             "train_samples": .trainSamples, "shuffle_block": .shuffleBlock, "input_dropout": .inputDropout, "data.heldout_users": .heldoutUsers,
+            "data.validation_users": .validationUsers,
             "data.interactions": .interactions, "data.interactions.min_rating": .minRating,
             "architecture.latent_size": .latentDim, "architecture.hidden_size": .hiddenDim,
             "architecture.hidden_sizes": .hiddenDims,

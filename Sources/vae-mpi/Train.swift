@@ -40,7 +40,7 @@ struct Train: ParsableCommand {
                                           .convChannels,
                                           .conditional, .missingFill, .mask, .trainSamples, .batchSize, .seed,
                                           .interactions, .userColumn, .itemColumn, .ratingColumn, .minRating, .transpose,
-                                          .heldoutUsers, .inputNormalization, .inputDropout, .shuffleBlock, .dispersion,
+                                          .heldoutUsers, .validationUsers, .inputNormalization, .inputDropout, .shuffleBlock, .dispersion,
                                           .reproducible, .microShards, .exactReduction]
 
     @Option(name: OptionName.data.name, help: ArgumentHelp(
@@ -128,6 +128,11 @@ struct Train: ParsableCommand {
         "Hold out N users (rows), seeded, as the test set; vae-mpi recommend --evaluate ranks their held-out clicks (Mult-VAE's protocol).",
         valueName: "N"))
     var heldoutUsers: Int?
+
+    @Option(name: OptionName.validationUsers.name, help: ArgumentHelp(
+        "With \(OptionName.heldoutUsers): hold out N more users (seeded) as the validation set, on which training evaluates (loss and ranking metrics), and by which \(OptionName.keepBest) and \(OptionName.earlyStop) choose; the test users are then left for vae-mpi recommend --evaluate (Mult-VAE's validation and test users).",
+        valueName: "N"))
+    var validationUsers: Int?
 
     @Option(name: OptionName.inputNormalization.name, help: ArgumentHelp(
         "What the encoder reads of a row of counts: l2 (x/‖x‖, Mult-VAE) or log1p (log(1 + x), scVI) (default: the counts).",
@@ -422,6 +427,7 @@ struct Train: ParsableCommand {
             c.data.transpose = true
         }
         try set(heldoutUsers, .heldoutUsers, &c.data.heldoutUsers)
+        try set(validationUsers, .validationUsers, &c.data.validationUsers)
         try set(inputNormalization, .inputNormalization, &c.data.inputNormalization)
         try set(inputDropout, .inputDropout, &c.inputDropout)
         if let testFile { c.data.testImages = testFile }

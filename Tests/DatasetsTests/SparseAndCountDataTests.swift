@@ -150,3 +150,45 @@ final class MappedArrayTests: XCTestCase {
         XCTAssertEqual(mappedIDX.values.floats, [1, 2, 3, 4, 5, 6, 7, 8])
     }
 }
+
+/// `--heldout-users H --validation-users V`: H test users and V validation
+/// users, disjoint, from a seeded split; training evaluates on the validation users.
+final class ValidationUsersTests: XCTestCase {
+    func testValidationAndTestUsersAreDisjointAndSeeded() throws {
+        let dir = NSTemporaryDirectory() + "validation-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+        var log = "user,item\n"
+        for u in 0..<40 { for i in 0..<6 { log += "u\(u),i\((u * 7 + i * 3) % 25)\n" } }
+        try write(Array(log.utf8), to: dir + "/log.csv")
+        var source = DataSource(trainImages: dir + "/log.csv")
+        source.interactions = InteractionColumns()
+        source.heldoutUsers = 6
+        source.validationUsers = 4
+        let prepared = try source.prepare(seed: 3)
+        let names = { (images: PreparedData.Images) -> [String] in
+            guard case .loaded(let set) = images else { return [] }
+            return set.rowNames ?? []
+        }
+        let (train, test, validation) = (names(prepared.train), names(prepared.test), names(prepared.validation!))
+        XCTAssertEqual([train.count, test.count, validation.count], [30, 6, 4])
+        XCTAssertEqual(Set(train + test + validation).count, 40, "every user in one set only")
+        XCTAssertEqual(names(prepared.evaluatingOnValidation.test), validation)
+        XCTAssertNil(prepared.evaluatingOnValidation.validation)
+        XCTAssertEqual(names(try source.prepare(seed: 3).test), test, "seeded")
+        XCTAssertNotEqual(names(try source.prepare(seed: 4).test), test)
+        // Without validation users nothing moves to a validation set.
+        source.validationUsers = nil
+        XCTAssertNil(try source.prepare(seed: 3).validation)
+        XCTAssertEqual(names(try source.prepare(seed: 3).evaluatingOnValidation.test).count, 6)
+        // Validation users need held-out users, and users left to train on.
+        source.heldoutUsers = nil
+        source.validationUsers = 4
+        XCTAssertThrowsError(try source.prepare(seed: 3)) { XCTAssertTrue("\($0)".contains("validation_users"), "\($0)") }
+        source.heldoutUsers = 20
+        source.validationUsers = 20
+        XCTAssertThrowsError(try source.prepare(seed: 3)) {
+            XCTAssertTrue("\($0)".contains("--heldout-users 20 and --validation-users 20 would leave none to train on"), "\($0)")
+        }
+    }
+}

@@ -263,3 +263,40 @@ PY
     expect "$out" "is not FILE.csv:COLUMN \(a column of a CSV table\)"
     for r in r1 r2 r3 r4; do [ ! -e "$d/$r" ]; done
 }
+
+# --validation-users: training evaluates (and --keep-best chooses) on validation users; the test users
+# are left for recommend --evaluate, as Mult-VAE selects on validation users and reports test users.
+interactions_validation() {
+    local d="$WORK/validation" out="$WORK/validation/out"
+    mkdir -p "$d"
+    write_planted_log "$d/ratings.csv" 600 13
+    local recipe=(--interactions "$d/ratings.csv" --user-column userId --item-column movieId --rating-column rating
+                  --min-rating 4 --heldout-users 100 --validation-users 80 --likelihood multinomial
+                  --input-normalization l2 --input-dropout 0.5 --hidden-dims 100 --activation tanh --latent-dim 20
+                  --beta 0.2 --kl-warmup-steps 50 --batch-size 70)
+    mpi 2 train "${recipe[@]}" --epochs 8 --keep-best --run-dir "$d/run" >"$out" 2>&1
+    cat "$out"
+    expect "$out" "data +420 train \(.*ratings.csv\), 80 validation \(held out; the evaluations below\), 100 test users \(held out for recommend --evaluate\)"
+    expect "$out" "epoch 8 step [0-9]+: validation loss [0-9.]+ nats/sample .* over 80 validation samples, .*; validation users NDCG@100 0\.[0-9]{4}"
+    expect "$out" "best NDCG@100 0\.[0-9]{4} at step [0-9]+: checkpoints/best"
+    expect "$out" "final validation loss"
+    python3 - "$d/run/metrics.jsonl" "$d/run/config.json" <<'PY'
+import json, sys
+evals = [json.loads(l) for l in open(sys.argv[1]) if '"eval"' in l]
+assert evals and all(e["evaluated_on"] == "validation users" and e["test_samples"] == 80 for e in evals), evals[-1]
+c = json.load(open(sys.argv[2]))
+assert c["data"]["validation_users"] == 80 and c["data"]["heldout_users"] == 100, c["data"]
+print("ok: every evaluation on the 80 validation users, recorded as such")
+PY
+    # recommend --evaluate ranks the 100 test users, never seen in training or selection.
+    mpi 2 recommend --checkpoint "$d/run" --evaluate >"$out" 2>&1
+    cat "$out"
+    expect "$out" "held-out users: 100 .*; (9[0-9]|100) with at least 5 clicks scored"
+    # Fixed on resume; validation users need held-out users.
+    if mpi 2 train --resume "$d/run" --validation-users 50 --epochs 9 >"$out" 2>&1; then return 1; fi
+    expect "$out" "--validation-users: cannot change when resuming"
+    if mpi 2 train --interactions "$d/ratings.csv" --user-column userId --item-column movieId --validation-users 50 \
+        --likelihood multinomial --run-dir "$d/r1" >"$out" 2>&1; then return 1; fi
+    expect "$out" "validation users are held out beside the test users of heldout_users: give both"
+    [ ! -e "$d/r1" ]
+}

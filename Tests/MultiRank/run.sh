@@ -605,6 +605,7 @@ run_test image-folder-masks image_folder_masks
 run_test interactions-recommend-np2 interactions_recommend
 run_test count-matrix-nb-np2 count_matrix_nb
 run_test count-covariate-np2 count_covariate
+run_test interactions-validation-np2 interactions_validation
 run_test mapped-npy-memory-np4 mapped_npy_memory
 run_test hdf5-inputs-np1-2 hdf5_inputs
 run_test placement-refusal placement

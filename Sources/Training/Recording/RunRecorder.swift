@@ -136,6 +136,9 @@ final class RunRecorder {
         record.add("epoch", position.epoch)
         // Without a test set the "test" keys hold the training set's values, and the record says so.
         if onTrainingSet { record.add("evaluated_on", .string("training set")) }
+        // With validation users (`--validation-users`) the "test" keys hold theirs, and the record says so.
+        let onValidation = !onTrainingSet && configuration.data.validationUsers != nil
+        if onValidation { record.add("evaluated_on", .string("validation users")) }
         record.add("test_loss", result.loss)
         for (name, value) in zip(ELBOTerms.reported, result.terms) { record.add("test_" + name.key, value) }
         // Bits per dimension only where they are a code length (see `EvaluationResult.bitsPerDimension`).
@@ -179,14 +182,14 @@ final class RunRecorder {
         let terms = zip(ELBOTerms.reported, result.terms)
             .map { "\($0.name) \(String(format: "%.3f", $1))" }
         console.print(
-            "epoch \(position.epoch) step \(position.step): \(onTrainingSet ? "training-set" : "test") loss \(String(format: "%.3f", result.loss)) nats/sample "
+            "epoch \(position.epoch) step \(position.step): \(onTrainingSet ? "training-set" : onValidation ? "validation" : "test") loss \(String(format: "%.3f", result.loss)) nats/sample "
             + "(\(terms.joined(separator: ", "))), "
             + (result.bitsPerDimension.map { String(format: "%.4f bits/dim, ", $0) } ?? "")
             + (onTrainingSet ? "over the \(result.samples) training samples (no test set), "
-                : "over \(result.samples) test samples, ")
+                : "over \(result.samples) \(onValidation ? "validation" : "test") samples, ")
             + "\(result.activeUnits) active units"
             + (result.ranking.map { ranked in
-                String(format: "; held-out users NDCG@100 %.4f, Recall@20 %.4f, Recall@50 %.4f (popularity %.4f, %.4f, %.4f)",
+                String(format: "; \(onValidation ? "validation" : "held-out") users NDCG@100 %.4f, Recall@20 %.4f, Recall@50 %.4f (popularity %.4f, %.4f, %.4f)",
                        ranked.model.ndcg100, ranked.model.recall20, ranked.model.recall50,
                        ranked.popularity.ndcg100, ranked.popularity.recall20, ranked.popularity.recall50)
             } ?? ""))

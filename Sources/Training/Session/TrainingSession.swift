@@ -108,7 +108,8 @@ public struct TrainingSession {
         var configuration = start
         let settled = configuration
         let scanStart = monotonicSeconds()
-        let prepared = try communicator.collectively { try settled.data.prepare(seed: settled.seed) }
+        // With validation users, training evaluates on them; the test users are left for `recommend --evaluate`.
+        let prepared = try communicator.collectively { try settled.data.prepare(seed: settled.seed) }.evaluatingOnValidation
         if let folder = prepared.folder {
             console.print("found \(folder.train.count + (folder.test?.count ?? 0)) images in \(folder.path) (\(folder.layout.rawValue)"
                           + (prepared.classNames.map { ", \($0.count) classes" } ?? ", no labels")
@@ -292,8 +293,12 @@ public struct TrainingSession {
             ("likelihood", "\(c.architecture.likelihood), β = \(kl.beta)"
                 + (kl.warmupSteps > 0 ? " after a \(kl.warmupSteps)-step warm-up" : "")
                 + (kl.freeBits > 0 ? ", free bits \(kl.freeBits) nats per dimension" : "")),
-            ("data", "\(data.plan.sampleCount) train (\(data.trainSource)), \(data.test.count) test"
-                + (data.test.isTrainingSet ? " (no test set: the training set)" : data.testIsHeldOut ? " (held out)" : " (\(data.test.source))") + " " + Self.kind(of: data.test)
+            ("data", "\(data.plan.sampleCount) train (\(data.trainSource)), "
+                + (c.data.validationUsers.map { _ in "\(data.test.count) validation (held out; the evaluations below), "
+                                                + "\(c.data.heldoutUsers ?? 0) test users (held out for recommend --evaluate)" }
+                   ?? "\(data.test.count) test"
+                   + (data.test.isTrainingSet ? " (no test set: the training set)" : data.testIsHeldOut ? " (held out)" : " (\(data.test.source))"))
+                + " " + Self.kind(of: data.test)
                 + (data.classNames.map { ", \($0.count) classes (\(Self.listing($0)))" } ?? "")),
             ("ranks", "\(communicator.size) (rank 0 on \(communicator.hostName)), "
                 + "\(plural(c.threads, "kernel thread")) each"
@@ -367,7 +372,7 @@ public struct TrainingSession {
         }
         var line = "done: \(s.steps) steps, \(s.samplesSeen) samples in \(formatDuration(s.trainingSeconds))"
         if let e = s.finalEvaluation {
-            line += "; final \(configuration.data.testFraction == 0 ? "training-set" : "test") loss \(String(format: "%.3f", e.loss)) nats/sample"
+            line += "; final \(configuration.data.testFraction == 0 ? "training-set" : configuration.data.validationUsers != nil ? "validation" : "test") loss \(String(format: "%.3f", e.loss)) nats/sample"
                 + (e.bitsPerDimension.map { String(format: ", %.4f bits/dim", $0) } ?? "")
         }
         console.print(line + "; outputs in \(s.runDirectory)")
