@@ -145,7 +145,7 @@ struct Train: ParsableCommand {
     var inputDropout: Double?
 
     @Option(name: OptionName.dispersion.name, help: ArgumentHelp(
-        "\(OptionName.likelihood) negative-binomial: the dispersion θ per feature (one learned value per gene, scVI's default) or per feature and sample (from the decoder) (default: feature-sample).",
+        "\(OptionName.likelihood) negative-binomial: the dispersion θ per feature (one learned value per gene, scVI's default), per feature and covariate category (feature-covariate: one per gene and batch, scVI's gene-batch; with \(OptionName.covariate)), or per feature and sample (from the decoder) (default: feature-sample).",
         valueName: "feature|feature-sample"))
     var dispersion: Dispersion?
 
@@ -491,12 +491,15 @@ struct Train: ParsableCommand {
             c.architecture = .conv(options)
         }
         if let dispersion {
-            let perFeature = dispersion == .feature
-            if let checkpoint, perFeature != c.architecture.featureDispersion { throw refuse(.dispersion, checkpoint) }
-            if perFeature && c.architecture.family != "mlp" {
-                throw OptionError(option: .dispersion, detail: "feature applies to the mlp family (not \(c.architecture.family))")
+            let perFeature = dispersion == .feature, perCovariate = dispersion == .featureCovariate
+            if let checkpoint, perFeature != c.architecture.featureDispersion || perCovariate != c.architecture.covariateDispersion {
+                throw refuse(.dispersion, checkpoint)
+            }
+            if (perFeature || perCovariate) && c.architecture.family != "mlp" {
+                throw OptionError(option: .dispersion, detail: "\(dispersion.rawValue) applies to the mlp family (not \(c.architecture.family))")
             }
             c.architecture.featureDispersion = perFeature
+            c.architecture.covariateDispersion = perCovariate
         }
         var fill = c.architecture.missingFill
         try set(missingFill, .missingFill, &fill)

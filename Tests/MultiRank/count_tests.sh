@@ -251,6 +251,22 @@ for r in ("cond", "plain"):
 # Measured: conditional 0.515 (0.5 is perfect mixing), unconditional 0.996.
 assert mix["cond"] < 0.65 and mix["plain"] > 0.9, mix
 PY
+    # θ per gene and batch (scVI's gene-batch), resumed exactly; it needs the covariate.
+    local fc=("${common[@]}" --epochs 4 --covariate "$d/cells.csv:batch" --dispersion feature-covariate)
+    mpi 2 train "${fc[@]}" --run-dir "$d/fc" >"$out" 2>&1
+    expect "$out" "model +mlp 60-64-4, conditional on 2 classes, dispersion per feature and covariate"
+    mpi 2 train "${fc[@]}" --max-steps 10 --run-dir "$d/fc-part" >"$out" 2>&1
+    mpi 2 train --resume "$d/fc-part" >"$out" 2>&1
+    cmp "$d/fc/checkpoints/step-00000036.safetensors" "$d/fc-part/checkpoints/step-00000036.safetensors"
+    python3 - "$d/fc/checkpoints/step-00000036.safetensors" <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+h = json.loads(b[8:8 + struct.unpack("<Q", b[:8])[0]])
+assert h["fc4_dispersion.weight"]["shape"] == [60, 2] and h["fc4_dispersion.bias"]["shape"] == [60], h["fc4_dispersion.weight"]
+print("ok: log θ per gene (60) and batch (2)")
+PY
+    if mpi 2 train "${common[@]}" --dispersion feature-covariate --run-dir "$d/r0" >"$out" 2>&1; then return 1; fi
+    expect "$out" "a dispersion per feature and covariate needs the covariate"
     # Errors: a missing column, an unmatched table, both label options, a table without a column.
     if mpi 2 train "${common[@]}" --covariate "$d/cells.csv:donor" --run-dir "$d/r1" >"$out" 2>&1; then return 1; fi
     expect "$out" "cells.csv: has no column \"donor\" \(its columns: barcode, batch, cell_type\)"
@@ -261,7 +277,7 @@ PY
     expect "$out" "--covariate: labels the training samples, as --train-labels does: give one"
     if mpi 2 train "${common[@]}" --covariate "$d/cells.csv" --run-dir "$d/r4" >"$out" 2>&1; then return 1; fi
     expect "$out" "is not FILE.csv:COLUMN \(a column of a CSV table\)"
-    for r in r1 r2 r3 r4; do [ ! -e "$d/$r" ]; done
+    for r in r0 r1 r2 r3 r4; do [ ! -e "$d/$r" ]; done
 }
 
 # --validation-users: training evaluates (and --keep-best chooses) on validation users; the test users

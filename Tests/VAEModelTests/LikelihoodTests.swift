@@ -372,4 +372,64 @@ final class FeatureDispersionTests: XCTestCase {
         zinb.featureDispersion = true
         XCTAssertThrowsError(try zinb.validate(for: ImageShape(channels: 1, height: 1, width: 5)))
     }
+
+    /// `--dispersion feature-covariate`: θ per feature and class, bias + W[:, k] for a sample of class k.
+    func testPerCovariateHeadReadsTheClassAndItsGradientMatchesFiniteDifferences() throws {
+        let nb = try Likelihood(named: "negative-binomial")
+        var options = MLPVAE.Options(hiddenSizes: [8], latentSize: 2, likelihood: nb, conditionalClasses: 3)
+        options.covariateDispersion = true
+        let shape = ImageShape(channels: 1, height: 1, width: 5)
+        try options.validate(for: shape)
+        var model = options.makeModel(for: shape, seed: 1)
+        XCTAssertTrue(model.hasCovariateDispersion)
+        XCTAssertFalse(model.hasFeatureDispersion)
+        XCTAssertEqual(model.fc4Auxiliary.weight.shape, [5, 3])
+        var counted = 0
+        model.walkParameters { _, t in counted += t.count }
+        XCTAssertEqual(options.parameterCount(for: shape), counted)
+        // Non-zero head parameters, so that the classes differ.
+        model.fc4Auxiliary.weight = randomTensor([5, 3], seed: 4)
+        model.fc4Auxiliary.bias = randomTensor([5], seed: 5)
+        let classes: [Int32] = [2, 0, 2]
+        let condition = Tensor(oneHot: classes, classes: 3)
+        let out = model.decode(randomTensor([3, 2], seed: 2), condition: condition, on: cpu)
+        for (b, k) in classes.enumerated() {
+            for j in 0..<5 {
+                XCTAssertEqual(out.auxiliary.scalars[b * 5 + j],
+                               model.fc4Auxiliary.bias.scalars[j] + model.fc4Auxiliary.weight.scalars[j * 3 + Int(k)],
+                               accuracy: 1e-6)
+            }
+        }
+        // The negative ELBO's gradient with respect to the head, against finite differences.
+        let x = Tensor(shape: [3, 5], scalars: [0, 3, 1, 0, 7, 2, 0, 0, 1, 1, 5, 4, 0, 2, 0])
+        let batch = DataBatch(input: x, target: x, condition: condition)
+        let noise = randomTensor([3, 2], seed: 3)
+        func loss(_ m: MLPVAE) -> Float {
+            let terms = negativeELBO(m, batch: batch, noise: noise, likelihood: nb, on: cpu)
+            return terms.reconstruction + terms.klPerDimension.scalars.reduce(0, +)
+        }
+        let frozen = model
+        let (_, pullback) = valueWithPullback(at: frozen) { m in
+            negativeELBO(m, batch: batch, noise: noise, likelihood: nb, on: cpu)
+        }
+        let g = pullback(ELBOTerms.TangentVector(reconstruction: 1, klPerDimension: Tensor(repeating: 1, shape: [2])))
+        assertMatchesFiniteDifferences(g.fc4Auxiliary.weight, of: { w in
+            var m = model
+            m.fc4Auxiliary.weight = w
+            return loss(m)
+        }, at: model.fc4Auxiliary.weight, "∂ head weight")
+        assertMatchesFiniteDifferences(g.fc4Auxiliary.bias, of: { b in
+            var m = model
+            m.fc4Auxiliary.bias = b
+            return loss(m)
+        }, at: model.fc4Auxiliary.bias, "∂ head bias")
+        XCTAssertEqual(g.fc4Auxiliary.weight.materialized(shape: [5, 3]).scalars[1], 0, "class 1 has no sample: no gradient")
+        // It needs classes, and the NB.
+        var unconditional = options
+        unconditional.conditionalClasses = 0
+        XCTAssertThrowsError(try unconditional.validate(for: shape)) { XCTAssertTrue("\($0)".contains("needs the covariate"), "\($0)") }
+        var poisson = options
+        poisson.likelihood = try Likelihood(named: "poisson")
+        XCTAssertThrowsError(try poisson.validate(for: shape))
+    }
 }

@@ -97,6 +97,12 @@ public enum Architecture: Equatable, Sendable {
         set { if case .mlp(var o) = self { o.featureDispersion = newValue; self = .mlp(o) } }
     }
 
+    /// `--dispersion feature-covariate` (the MLP family).
+    public var covariateDispersion: Bool {
+        get { if case .mlp(let o) = self { return o.covariateDispersion } else { return false } }
+        set { if case .mlp(var o) = self { o.covariateDispersion = newValue; self = .mlp(o) } }
+    }
+
     /// How the encoder fills missing inputs.
     public var missingFill: MissingFill {
         get { options.learnedMissingFill ? .learned : .zero }

@@ -28,6 +28,10 @@ public struct MLPVAE: VariationalAutoencoder {
     public var auxiliaryHeadName: ConstantName
     /// "relu" or "tanh" (a constant, not walked).
     public var activationName: ConstantName
+    /// "feature-covariate" when the likelihood's parameters 1…P−1 are learned
+    /// per feature and covariate category (scVI's `gene-batch`): the head
+    /// reads the one-hot condition; "" otherwise (a constant, not walked).
+    public var dispersionName: ConstantName
     /// The encoder's value for each missing input (D), learned
     /// (`--missing-fill learned`); (0) and left out of checkpoints with the
     /// zero fill.
@@ -41,10 +45,14 @@ public struct MLPVAE: VariationalAutoencoder {
     /// `featureDispersion`: the likelihood's parameters 1…P−1 are learned
     /// per feature, not computed from z (`--dispersion feature`, scVI's
     /// per-gene θ): the head has no weights (((P−1)·D, 0)), only its bias,
-    /// starting at 0, repeated for every sample.
+    /// starting at 0, repeated for every sample. `covariateDispersion` (with
+    /// K > 0 classes): per feature and class (`--dispersion feature-covariate`,
+    /// scVI's `gene-batch`): the head's weights ((P−1)·D, K), starting at 0,
+    /// read the one-hot class, so sample b's parameters are bias + W[:, k_b].
     public init(dataSize: Int, hiddenSizes: [Int], latentSize: Int, activation: Activation = .relu,
                 auxiliaryOutputs: Int = 0, auxiliaryHeadName: String = "aux", classes: Int = 0,
-                learnedMissingFill: Bool = false, featureDispersion: Bool = false, seed: UInt64) {
+                learnedMissingFill: Bool = false, featureDispersion: Bool = false, covariateDispersion: Bool = false,
+                seed: UInt64) {
         precondition(dataSize > 0 && !hiddenSizes.isEmpty && hiddenSizes.allSatisfy { $0 > 0 } && latentSize > 0 && classes >= 0,
                      "MLPVAE sizes must be positive (D \(dataSize), H \(hiddenSizes), Z \(latentSize), K \(classes))")
         func stream(_ layer: Int) -> RandomStream {
@@ -62,9 +70,13 @@ public struct MLPVAE: VariationalAutoencoder {
             Dense(inputSize: hiddenSizes[n - $0], outputSize: hiddenSizes[n - 1 - $0], stream: stream(5 + n - 1 + $0))
         })
         fc4 = Dense(inputSize: first, outputSize: dataSize, stream: stream(4))
-        fc4Auxiliary = featureDispersion && auxiliaryOutputs > 0
-            ? Dense(weight: Tensor(zeros: [auxiliaryOutputs * dataSize, 0]), bias: Tensor(zeros: [auxiliaryOutputs * dataSize]))
+        precondition(!covariateDispersion || (classes > 0 && auxiliaryOutputs > 0),
+                     "a dispersion per covariate needs classes and an auxiliary head")
+        fc4Auxiliary = (featureDispersion || covariateDispersion) && auxiliaryOutputs > 0
+            ? Dense(weight: Tensor(zeros: [auxiliaryOutputs * dataSize, covariateDispersion ? classes : 0]),
+                    bias: Tensor(zeros: [auxiliaryOutputs * dataSize]))
             : Dense(inputSize: first, outputSize: auxiliaryOutputs * dataSize, stream: stream(5))
+        dispersionName = ConstantName(covariateDispersion ? Dispersion.featureCovariate.rawValue : "")
         self.auxiliaryHeadName = ConstantName(auxiliaryHeadName)
         activationName = ConstantName(activation.rawValue)
         missingFill = Tensor(zeros: [learnedMissingFill ? dataSize : 0])
@@ -124,11 +136,17 @@ public struct MLPVAE: VariationalAutoencoder {
             return DecoderOutput(location: fc4(h, on: backend),
                                  auxiliary: repeatedRow(fc4Auxiliary.bias, count: withoutDerivative(at: z.shape[0])))
         }
+        if withoutDerivative(at: hasCovariateDispersion) {
+            // Per feature and class: the head reads the one-hot class (data: no gradient for it).
+            return DecoderOutput(location: fc4(h, on: backend), auxiliary: fc4Auxiliary(withoutDerivative(at: condition), on: backend))
+        }
         return DecoderOutput(location: fc4(h, on: backend), auxiliary: fc4Auxiliary(h, on: backend))
     }
 
     /// Whether the likelihood's extra parameters are per feature (`--dispersion feature`).
     public var hasFeatureDispersion: Bool { fc4Auxiliary.inputSize == 0 && fc4Auxiliary.outputSize > 0 }
+    /// Whether they are per feature and class (`--dispersion feature-covariate`).
+    public var hasCovariateDispersion: Bool { dispersionName.value == Dispersion.featureCovariate.rawValue }
 
     public var latentSize: Int { fc21.outputSize }
     public var dataSize: Int { fc4.outputSize }
@@ -167,6 +185,8 @@ extension MLPVAE {
         public var learnedMissingFill = false
         /// The negative binomial's dispersion θ per feature, not per sample (`--dispersion feature`).
         public var featureDispersion = false
+        /// θ per feature and covariate category (`--dispersion feature-covariate`; needs a conditional model).
+        public var covariateDispersion = false
 
         public init(hiddenSize: Int = 400, latentSize: Int = 20, likelihood: Likelihood = .bernoulli,
                     conditionalClasses: Int = 0) {
@@ -205,7 +225,9 @@ extension MLPVAE {
             conditionalClasses = try c.decodeIfPresent(Int.self, forKey: .conditionalClasses) ?? 0
             activation = try c.decodeIfPresent(Activation.self, forKey: .activation) ?? .relu
             learnedMissingFill = try c.decodeIfPresent(MissingFill.self, forKey: .missingFill) == .learned
-            featureDispersion = try c.decodeIfPresent(Dispersion.self, forKey: .dispersion) == .feature
+            let dispersion = try c.decodeIfPresent(Dispersion.self, forKey: .dispersion)
+            featureDispersion = dispersion == .feature
+            covariateDispersion = dispersion == .featureCovariate
         }
 
         /// The one-hidden-layer, ReLU, unconditional model's options are written
@@ -223,6 +245,7 @@ extension MLPVAE {
             if activation != .relu { try c.encode(activation, forKey: .activation) }
             if learnedMissingFill { try c.encode(MissingFill.learned, forKey: .missingFill) }
             if featureDispersion { try c.encode(Dispersion.feature, forKey: .dispersion) }
+            if covariateDispersion { try c.encode(Dispersion.featureCovariate, forKey: .dispersion) }
         }
 
         public func validate(for image: ImageShape) throws {
@@ -233,11 +256,17 @@ extension MLPVAE {
             guard image.size >= 1 else {
                 throw ArchitectureError.unsupportedImage(family: Self.family, image: image, requirement: .atLeastOneValue)
             }
-            if featureDispersion && likelihood.name != NegativeBinomialLikelihood.name {
+            if (featureDispersion || covariateDispersion) && likelihood.name != NegativeBinomialLikelihood.name {
                 throw ArchitectureError.invalidOptions(
-                    family: Self.family, detail: "a dispersion per feature applies to the negative-binomial likelihood, "
-                        + "not to \(likelihood.name)" + (likelihood.name == ZeroInflatedNegativeBinomialLikelihood.name
+                    family: Self.family, detail: "a dispersion per feature\(covariateDispersion ? " and covariate" : "") applies "
+                        + "to the negative-binomial likelihood, not to \(likelihood.name)"
+                        + (likelihood.name == ZeroInflatedNegativeBinomialLikelihood.name
                             ? " (its dropout logits share the decoder head with θ)" : ""))
+            }
+            if covariateDispersion && conditionalClasses == 0 {
+                throw ArchitectureError.invalidOptions(
+                    family: Self.family, detail: "a dispersion per feature and covariate needs the covariate: "
+                        + "a conditional model (--covariate FILE.csv:COLUMN, or --conditional with labels)")
             }
         }
 
@@ -246,6 +275,7 @@ extension MLPVAE {
                 + (activation == .relu ? "" : ", \(activation.rawValue)")
                 + (conditionalClasses > 0 ? ", conditional on \(conditionalClasses) classes" : "")
                 + (featureDispersion ? ", dispersion per feature" : "")
+                + (covariateDispersion ? ", dispersion per feature and covariate" : "")
         }
 
         public func parameterCount(for image: ImageShape) -> Int {
@@ -255,7 +285,8 @@ extension MLPVAE {
             for i in 1..<hiddenSizes.count {
                 count += 2 * (hiddenSizes[i - 1] * hiddenSizes[i]) + hiddenSizes[i] + hiddenSizes[i - 1]
             }
-            let auxiliary = likelihood.auxiliaryOutputs * (featureDispersion ? d : d * first + d)
+            let auxiliary = likelihood.auxiliaryOutputs
+                * (covariateDispersion ? d * k + d : featureDispersion ? d : d * first + d)
             return count + auxiliary + (learnedMissingFill ? d : 0)
         }
 
@@ -263,7 +294,8 @@ extension MLPVAE {
             MLPVAE(dataSize: image.size, hiddenSizes: hiddenSizes, latentSize: latentSize, activation: activation,
                    auxiliaryOutputs: likelihood.auxiliaryOutputs, auxiliaryHeadName: likelihood.auxiliaryHeadName,
                    classes: conditionalClasses, learnedMissingFill: learnedMissingFill,
-                   featureDispersion: featureDispersion, seed: seed)
+                   featureDispersion: featureDispersion,
+                   covariateDispersion: covariateDispersion && conditionalClasses > 0, seed: seed)
         }
 
         public var architecture: Architecture { .mlp(self) }
@@ -271,11 +303,13 @@ extension MLPVAE {
 }
 
 /// Where the likelihood's extra parameters (the NB dispersion θ) come from:
-/// the decoder, per sample and feature (scVI's `gene-cell`), or one learned
-/// value per feature (scVI's `gene`).
+/// the decoder, per sample and feature (scVI's `gene-cell`), one learned
+/// value per feature (scVI's `gene`), or per feature and covariate category.
 public enum Dispersion: String, Codable, CaseIterable, Sendable {
     case feature
     case featureSample = "feature-sample"
+    /// Per feature and covariate category (scVI's `gene-batch`).
+    case featureCovariate = "feature-covariate"
 }
 
 /// `row` (N) repeated as `count` rows (count, N); its derivative sums the rows.
