@@ -225,8 +225,21 @@ extension ImageSet {
 
     static func loadArray(_ path: String, format: DataFormat, levels: Int?, counts: Bool = false) throws -> ImageSet {
         if let mapped = try loadMapped(path, format: format, levels: levels) { return mapped }
-        return try ImageSet(parsingArray: try readPossiblyCompressedFile(path), path: path, format: format, levels: levels,
-                            counts: counts)
+        // Gzipped: decompressed once into the cache and mapped from there (`DecompressionCache`).
+        var copy: String? = nil
+        if isGzipped(path), let cached = try DecompressionCache.decompressed(path) {
+            if let mapped = try loadMapped(cached, format: format, levels: levels, source: path) { return mapped }
+            copy = cached
+        }
+        return try ImageSet(parsingArray: try readPossiblyCompressedFile(copy ?? path), path: path, format: format,
+                            levels: levels, counts: counts)
+    }
+
+    /// Whether the file at `path` starts with the gzip magic bytes.
+    static func isGzipped(_ path: String) -> Bool {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return false }
+        defer { try? handle.close() }
+        return (try? handle.read(upToCount: 2)) == Data([0x1F, 0x8B])
     }
 
     /// Uncompressed .npy files of uint8 or little-endian float32 and
@@ -235,9 +248,11 @@ extension ImageSet {
     /// rank's selection of them (its shard) is a list of rows. nil for any
     /// other file (read whole by `init(parsingArray:)`, which also gives
     /// every error). `VAE_MPI_NO_MMAP=1` turns mapping off.
-    static func loadMapped(_ path: String, format: DataFormat, levels: Int?) throws -> ImageSet? {
+    /// `source` names the data in messages when `path` is a cached copy of it.
+    static func loadMapped(_ path: String, format: DataFormat, levels: Int?, source: String? = nil) throws -> ImageSet? {
         guard ProcessInfo.processInfo.environment["VAE_MPI_NO_MMAP"] == nil,
               let file = MappedFile(path), !file.isGzipped else { return nil }
+        let path = source ?? path
         let dims: [Int]
         let values: SampleValues
         var resolvedLevels: Int? = nil
