@@ -418,7 +418,13 @@ public enum LabelTable {
     /// The labels of `rows` samples (named `rowNames`, when the data has
     /// names) and the categories' names. `data` names the data file in errors.
     public static func labels(_ spec: Spec, rows: Int, rowNames: [String]?, data: String) throws -> ([Int32], [String]) {
-        let table = try CSVRecords(parsing: try readPossiblyCompressedFile(spec.path), path: spec.path)
+        try labels(parsing: try readPossiblyCompressedFile(spec.path), spec, rows: rows, rowNames: rowNames, data: data)
+    }
+
+    /// The same from the table's bytes (`spec.path` names them in errors).
+    public static func labels(parsing bytes: [UInt8], _ spec: Spec, rows: Int, rowNames: [String]?,
+                              data: String) throws -> ([Int32], [String]) {
+        let table = try CSVRecords(parsing: bytes, path: spec.path)
         guard let header = table.header else {
             throw DatasetError.incompatible(path: spec.path, detail: "has no header row: a label table names its columns "
                                             + "(the first row, with at least one field that is not a number)")
