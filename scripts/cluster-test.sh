@@ -328,6 +328,38 @@ run_bench() {
     done
 }
 
+lost_node() {
+    local cmd down
+    OUT=$STATE/lost-node.out
+    cmd="source $(printf '%q' "$HERE/supervise.sh") && start_mpirun mpirun $(quote "${MPIRUN_OPTS[@]}" -np 4 "$BINARY" \
+        train --data "$DATA" --run-dir /tmp/run-lost --epochs 1000 --batch-size 64 --hidden-dim 32 --latent-dim 4 \
+        --log-every 5 --collective-timeout 10) && wait_mpirun; echo \"supervised mpirun: status \$MPIRUN_STATUS\"; exit \$MPIRUN_STATUS"
+    say ""
+    say "=== lost-node"
+    say "[head]\$ VAE_MPI_EXIT_DIR=$STATE VAE_MPI_MPIRUN_GRACE=5 bash -c '$cmd'"
+    VAE_MPI_EXIT_DIR=$STATE VAE_MPI_MPIRUN_GRACE=5 timeout -k 10 "$OUTER_TIMEOUT" "$RSH" --keep-env "$HEAD" \
+        "cd $(printf '%q' "$STATE") && exec bash -c $(printf '%q' "$cmd")" < /dev/null > "$OUT" 2>&1 9<&- &
+    JOB=$!
+    for _ in $(seq 300); do grep -q "step 20/" "$OUT" && break; sleep 0.1; done
+    ip -n "$SW" link set "p-node2" down
+    down=$(now)
+    RC=0
+    wait "$JOB" || RC=$?
+    JOB=
+    ELAPSED=$(since "$down")
+    ip -n "$SW" link set "p-node2" up
+    sed 's/^/    | /' "$OUT"
+    say "    ended with status $RC, $ELAPSED s after node2's link went down"
+    check "lost node: training had started before the link went down" has "step 20/"
+    check "lost node: a rank's stall watchdog reported the stall" grep -qE "stalled: rank [0-9] on node[12] has waited 1[0-9] s in" "$OUT"
+    check "lost node: the supervisor ended mpirun" has "mpirun has not returned 5 s after its ranks began to exit"
+    check "lost node: status 4, the stall watchdog's ($RC)" test "$RC" = 4
+    check "lost node: ended within 40 s of the link going down ($ELAPSED s; watchdog 10 s, grace 5 s)" \
+        awk -v e="$ELAPSED" 'BEGIN { exit !(e < 40) }'
+    check "lost node: no process left on any host" no_leftovers
+    check "lost node: no exit records left" bash -c "! compgen -G '$STATE/.exit-records.*' >/dev/null"
+}
+
 run_tests() {
     # 1. Training across two hosts.
     run_mpi train -np 4 -- "${TRAIN[@]}"
@@ -374,6 +406,12 @@ run_tests() {
         return 1
     }
     check "failure: no process left on any host" no_leftovers
+
+    # 5. node2 lost mid-run (its cable unplugged, as a dead switch port or a powered-off node): every
+    #    rank's stall watchdog ends it (--collective-timeout 10), and mpirun, which would wait for
+    #    node2's daemon until the link came back, is ended by the supervisor train.sh runs it under
+    #    (scripts/supervise.sh), VAE_MPI_MPIRUN_GRACE seconds after the ranks' exit records appear.
+    lost_node
 
     # 4. --reproducible: 4 ranks on two hosts over TCP give the bytes of one process on this machine.
     local repro=(train --data "$DATA" --epochs 2 --batch-size 64 --hidden-dim 32 --latent-dim 4 --log-every 1

@@ -14,7 +14,11 @@
 # from the run's latest checkpoint, or from scratch if it had none, up to N
 # times, saying why each time. SIGTERM or SIGINT to this script asks the
 # ranks to stop gracefully (SIGUSR1 to mpirun, which forwards it): they
-# finish the step, checkpoint, and the script exits with 75.
+# finish the step, checkpoint, and the script exits with 75. When a node is
+# lost, its ranks' peers end (the stall watchdog) but mpirun may wait for
+# the lost node's daemon for as long as TCP takes to give up: the script
+# kills mpirun VAE_MPI_MPIRUN_GRACE seconds (default 30) after the ranks on
+# this node have ended, then restarts as for any failure (supervise.sh).
 source "$(dirname "$0")/common.sh"
 ensure_packages
 ensure_swift
@@ -43,11 +47,13 @@ if [ -z "$run_dir" ]; then
     args=(--run-dir "$run_dir" "${args[@]}")
 fi
 
+# shellcheck source=supervise.sh
+source "$(dirname "$0")/supervise.sh"
 stopping=0
-pid=""
+MPIRUN_PID=""
 on_stop() {
     stopping=1
-    [ -n "$pid" ] && kill -USR1 "$pid" 2>/dev/null
+    [ -n "$MPIRUN_PID" ] && kill -USR1 "$MPIRUN_PID" 2>/dev/null
 }
 trap on_stop TERM INT
 
@@ -55,15 +61,11 @@ attempt=0
 command=(train "${args[@]}")
 while true; do
     say "mpirun ${flags[*]} -np $np $BINARY ${command[*]}"
-    mpirun "${flags[@]}" -np "$np" "$BINARY" "${command[@]}" &
-    pid=$!
-    status=0
-    # `wait` returns early when a trapped signal arrives: wait again for the job itself.
-    while true; do
-        wait "$pid" && status=0 || status=$?
-        kill -0 "$pid" 2>/dev/null || break
-    done
-    pid=""
+    # mpirun, ended if it outlives its ranks (a lost node: see supervise.sh).
+    start_mpirun mpirun "${flags[@]}" -np "$np" "$BINARY" "${command[@]}"
+    wait_mpirun
+    status=$MPIRUN_STATUS
+    MPIRUN_PID=""
     case $status in
         0) exit 0 ;;
         2|64) say "the job failed with a user error (status $status): not restarting"; exit "$status" ;;

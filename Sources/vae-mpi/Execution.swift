@@ -37,6 +37,28 @@ enum Execution {
     /// Seconds a collective may wait before the stall watchdog ends the job (0: no watchdog).
     nonisolated(unsafe) static var collectiveTimeout = 600.0
 
+    /// `VAE_MPI_EXIT_RECORD=PREFIX` (set by scripts/lib/supervise.sh): each
+    /// rank writes its exit status to PREFIX.RANK as it exits, so that a
+    /// supervisor can tell that the ranks have ended when mpirun itself does
+    /// not return (it waits for the daemon of a node it cannot reach).
+    nonisolated(unsafe) static var exitRecord: [CChar]? = nil
+
+    /// Writes the exit record, if asked for (open/write/close only: also
+    /// called from the watchdog thread just before `_exit`).
+    static func recordExit(_ status: Int32) {
+        guard let path = exitRecord else { return }
+        let fd = path.withUnsafeBufferPointer { open($0.baseAddress!, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) }
+        guard fd >= 0 else { return }
+        var text = Array("\(status)\n".utf8)
+        _ = text.withUnsafeMutableBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+    }
+
+    static func exit(_ status: Int32) -> Never {
+        recordExit(status)
+        Foundation.exit(status)
+    }
+
     static func run(_ work: (Communicator) throws -> Void) -> Never {
         BLAS.flushSubnormalsToZero()
         BLAS.setThreads(1)
@@ -54,12 +76,16 @@ enum Execution {
             communicator = LocalCommunicator()
         }
         let rankLabel = communicator.size > 1 ? communicator.rank : nil
+        if let prefix = ProcessInfo.processInfo.environment["VAE_MPI_EXIT_RECORD"], !prefix.isEmpty {
+            exitRecord = Array("\(prefix).\(communicator.rank)".utf8CString)
+        }
         if let mpi, communicator.size > 1, collectiveTimeout > 0 {
             // A stalled collective: the report, then status 4, which makes mpirun end the job.
             let rank = mpi.rank
             let watchdog = CollectiveWatchdog(timeout: collectiveTimeout, rank: rank, host: mpi.hostName) { report in
                 let line = "vae-mpi: error (rank \(rank)): " + report + "\n"
                 _ = line.withCString { write(2, $0, strlen($0)) }
+                Execution.recordExit(ExitStatus.stalled)
                 _exit(ExitStatus.stalled)
             }
             mpi.watchdog = watchdog
@@ -87,7 +113,10 @@ enum Execution {
         } catch {
             let host = communicator.size > 1 ? " on \(communicator.hostName)" : ""
             printError(Messages.text(for: error) + host, rank: rankLabel)
-            if communicator.size > 1 { communicator.abort(exitCode: ExitStatus.rankFailure) }
+            if communicator.size > 1 {
+                recordExit(ExitStatus.rankFailure)
+                communicator.abort(exitCode: ExitStatus.rankFailure)
+            }
             exit(ExitStatus.userError)
         }
     }
