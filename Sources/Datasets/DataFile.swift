@@ -394,7 +394,9 @@ extension ImageSet {
 /// to the samples by name when the data names its rows (a Matrix Market
 /// file's barcodes, an interaction log's users) and another column of the
 /// table holds every one of those names; otherwise the table has one row
-/// per sample, in order. The same table gives the same numbering to every
+/// per sample, in order. A sample may be named on several rows that agree
+/// (an interaction log, one row per click, with a per-user column: the log
+/// itself can be the table). The same table gives the same numbering to every
 /// file it labels (training, test, and the subcommands' `--labels`).
 public enum LabelTable {
     public struct Spec: Equatable, Sendable {
@@ -457,9 +459,14 @@ public enum LabelTable {
                 guard wanted.isSubset(of: keys) else { continue }
                 var row = [String: Int]()
                 for (i, k) in keys.enumerated() where row[k] == nil { row[k] = i }
-                if let repeated = keys.enumerated().first(where: { wanted.contains($0.element) && row[$0.element] != $0.offset }) {
-                    throw DatasetError.incompatible(path: spec.path, detail: "names sample \"\(repeated.element)\" twice "
-                                                    + "(column \"\(header[key])\", rows \(row[repeated.element]! + 1) and \(repeated.offset + 1))")
+                // A sample named on several rows (an interaction log: one row per click) must have one value there.
+                if let repeated = keys.enumerated().first(where: {
+                    wanted.contains($0.element) && row[$0.element] != $0.offset && values[row[$0.element]!] != values[$0.offset]
+                }) {
+                    let first = row[repeated.element]!
+                    throw DatasetError.incompatible(path: spec.path, detail: "gives sample \"\(repeated.element)\" two values "
+                        + "of \"\(spec.column)\": \"\(values[first])\" (row \(first + 1)) and \"\(values[repeated.offset])\" "
+                        + "(row \(repeated.offset + 1)); a covariate has one value per sample")
                 }
                 return (rowNames.map { index[values[row[$0]!]]! }, categories)
             }

@@ -152,6 +152,20 @@ public struct ImageSet: Sendable {
         }
     }
 
+    /// The same samples with these labels (named `names` when they came as text).
+    public func labelled(_ labels: [Int32], names: [String]?) -> ImageSet {
+        precondition(labels.count == count, "one label per sample")
+        var set = ImageSet(shape: shape, values: values, levels: levels, labels: labels, source: source, kind: kind,
+                           observed: observed, scanningForNaN: false)
+        set.standardization = standardization
+        set.isTrainingSet = isTrainingSet
+        set.storageName = storageName
+        set.rowNames = rowNames
+        set.labelNames = names
+        set.inputNormalization = inputNormalization
+        return set
+    }
+
     /// A new set holding the samples (and labels) at `indices`, in that order.
     public func selecting(_ indices: [Int]) -> ImageSet {
         let d = shape.size

@@ -32,6 +32,11 @@ struct Recommend: ParsableCommand {
         valueName: "file.csv"))
     var interactions: String?
 
+    @Option(name: OptionName.labels.name, help: ArgumentHelp(
+        "With \(OptionName.interactions) and a model conditioned on a covariate: the users' categories, FILE.csv:COLUMN (matched by user id; the log itself can hold the column).",
+        valueName: "file.csv:column"))
+    var labels: String?
+
     @Option(name: OptionName.top.name, help: "Items per user in \(OptionName.out) (default: 20).")
     var top: Int = 20
 
@@ -45,13 +50,16 @@ struct Recommend: ParsableCommand {
         if top < 1 || top > 100_000 { throw invalid(.top, "must be from 1 to 100000 (got \(top))") }
         if !evaluate && out == nil { throw invalid(.out, "is needed (or \(OptionName.evaluate))") }
         if let out, !out.lowercased().hasSuffix(".csv") { throw invalid(.out, "must end in .csv (got \(out))") }
+        if labels != nil && interactions == nil {
+            throw invalid(.labels, "labels the users of \(OptionName.interactions); the training users have theirs")
+        }
         if evaluate && interactions != nil {
             throw invalid(.interactions, "names users to recommend for; \(OptionName.evaluate) ranks the run's own held-out users")
         }
     }
 
     func run() throws {
-        let (options, evaluate, interactionsPath, top, out, seed) = (model, evaluate, interactions, top, out, seed)
+        let (options, evaluate, interactionsPath, top, out, seed, labelsPath) = (model, evaluate, interactions, top, out, seed, labels)
         Execution.run { communicator in
             let context = try options.open(communicator)
             let console = context.console
@@ -92,6 +100,29 @@ struct Recommend: ParsableCommand {
                 let loaded = try communicator.collectively { try ImageSet.loadInteractions(interactionsPath, columns: log, items: training.columnNames) }
                 users = loaded.set
                 users.inputNormalization = trained.inputNormalization
+                if context.model.isConditional {
+                    // The categories by name, numbered as the model's (the run's class names).
+                    guard let labelsPath, let spec = LabelTable.Spec(labelsPath) else {
+                        throw optionError(.labels, "is needed: the model in \(context.checkpoint.path) is conditioned on a "
+                                          + "covariate; give the users' categories as FILE.csv:COLUMN", communicator)
+                    }
+                    guard let known = training.labelNames ?? trained.classNames else {
+                        throw optionError(.labels, "the model in \(context.checkpoint.path) has no names for its "
+                                          + "\(context.model.classes) categories to match", communicator)
+                    }
+                    let newUsers = users
+                    let (found, names) = try communicator.collectively {
+                        try LabelTable.labels(spec, rows: newUsers.count, rowNames: newUsers.rowNames, data: interactionsPath)
+                    }
+                    let mapped = try found.map { label -> Int32 in
+                        guard let k = known.firstIndex(of: names[Int(label)]) else {
+                            throw optionError(.labels, "\"\(names[Int(label)])\" (in \(spec.path)) is not one of the model's "
+                                              + "categories (\(known.joined(separator: ", ")))", communicator)
+                        }
+                        return Int32(k)
+                    }
+                    users = users.labelled(mapped, names: known)
+                }
                 if loaded.unknownItems > 0 {
                     console.print("\(plural(loaded.unknownItems, "interaction")) with items the model does not know left out")
                 }

@@ -38,6 +38,15 @@ final class LabelTableTests: XCTestCase {
         XCTAssertEqual(labels, [1, 2, 2])
     }
 
+    func testAnInteractionLogIsItsOwnTable() throws {
+        // One row per click; the user's group repeats on each of its rows.
+        let dir = try folder()
+        let path = try table("user,item,group\nu2,i1,west\nu1,i1,east\nu2,i7,west\nu1,i3,east\n", in: dir)
+        let (labels, names) = try LabelTable.labels(LabelTable.Spec(path + ":group")!, rows: 2, rowNames: ["u2", "u1"], data: path)
+        XCTAssertEqual(names, ["east", "west"])
+        XCTAssertEqual(labels, [1, 0])
+    }
+
     func testRowsInOrderAndIntegerCategoriesSortNumerically() throws {
         let dir = try folder()
         let path = try table("group\n10\n2\n2\n-1\n", in: dir)
@@ -71,7 +80,7 @@ final class LabelTableTests: XCTestCase {
         XCTAssertTrue(try failure("id,batch\na,1\nb,2\n", "batch", rows: 3, rowNames: ["a", "b", "c"])
             .contains("has 2 rows but m.mtx has 3 samples; no column of it holds all of m.mtx's 3 sample names (the first: \"a\")"))
         XCTAssertTrue(try failure("id,batch\na,1\nb,2\na,2\n", "batch", rows: 2, rowNames: ["a", "b"])
-            .contains("names sample \"a\" twice (column \"id\", rows 1 and 3)"))
+            .contains("gives sample \"a\" two values of \"batch\": \"1\" (row 1) and \"2\" (row 3); a covariate has one value per sample"))
     }
 
     func testLoadingWithATableLabelsTheSetAndNamesTheClasses() throws {

@@ -341,4 +341,37 @@ PY
         --likelihood multinomial --run-dir "$d/r1" >"$out" 2>&1; then return 1; fi
     expect "$out" "validation users are held out beside the test users of heldout_users: give both"
     [ ! -e "$d/r1" ]
+    # A covariate from a column of the log itself (one value per user, on each of its rows): the held-out
+    # users are ranked with theirs, and new users need theirs, matched by the model's category names.
+    python3 - "$d/ratings.csv" "$d/regions.csv" "$d/new.csv" "$d/new-unknown.csv" <<'PY'
+import csv, sys
+rows = list(csv.reader(open(sys.argv[1], newline="")))
+region = lambda user: "r%d" % (sum(map(ord, user)) % 3)
+with open(sys.argv[2], "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(rows[0] + ["region"])
+    for r in rows[1:]: w.writerow(r + [region(r[0])])
+users = sorted({r[0] for r in rows[1:]})[:5]
+for path, rename in ((sys.argv[3], {}), (sys.argv[4], {"r1": "r7"})):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(rows[0] + ["region"])
+        for r in rows[1:]:
+            if r[0] in users: w.writerow(r + [rename.get(region(r[0]), region(r[0]))])
+PY
+    recipe[1]="$d/regions.csv"
+    mpi 2 train "${recipe[@]}" --epochs 3 --covariate "$d/regions.csv:region" --run-dir "$d/cov" >"$out" 2>&1
+    cat "$out"
+    expect "$out" "conditional on 3 classes"
+    expect "$out" "validation users NDCG@100 0\.[0-9]{4}"
+    mpi 2 recommend --checkpoint "$d/cov" --evaluate >"$out" 2>&1
+    expect "$out" "model +NDCG@100 0\.[0-9]{4}"
+    if mpi 2 recommend --checkpoint "$d/cov" --interactions "$d/new.csv" --out "$d/recs.csv" >"$out" 2>&1; then return 1; fi
+    expect "$out" "--labels: is needed: the model in .* is conditioned on a covariate"
+    mpi 2 recommend --checkpoint "$d/cov" --interactions "$d/new.csv" --labels "$d/new.csv:region" --out "$d/recs.csv" >"$out" 2>&1
+    expect "$out" "wrote .*recs.csv: the 20 best unseen items of 5 users"
+    if mpi 2 recommend --checkpoint "$d/cov" --interactions "$d/new-unknown.csv" --labels "$d/new-unknown.csv:region" \
+        --out "$d/recs2.csv" >"$out" 2>&1; then return 1; fi
+    expect "$out" "\"r7\" \(in .*new-unknown.csv\) is not one of the model's categories \(r0, r1, r2\)"
+    [ ! -e "$d/recs2.csv" ]
 }

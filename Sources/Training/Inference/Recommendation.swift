@@ -62,8 +62,10 @@ public enum Recommendation {
             row.withUnsafeMutableBufferPointer { set.values.convert(user.row * d, d, into: $0.baseAddress!) }
             for item in user.foldIn { triplets.append((Int32(i), item, row[Int(item)])) }
         }
+        // The users' labels go with them: a conditional model (a covariate) encodes and decodes with them.
         var folded = ImageSet(shape: set.shape, values: SampleValues(sparse: SparseRows(rows: users.count, width: d, triplets: triplets)),
-                              source: set.source, kind: set.kind)
+                              labels: set.labels.map { labels in users.map { labels[$0.row] } }, source: set.source, kind: set.kind)
+        folded.labelNames = set.labelNames
         folded.inputNormalization = set.inputNormalization
         folded.standardization = set.standardization
         return folded
@@ -149,7 +151,8 @@ public struct RankingMetrics: Sendable, Equatable {
 extension LoadedModel {
     /// Item scores (B, D) of these rows: the decoder's head 0 at the posterior mean.
     public func itemScores(_ set: ImageSet, _ range: Range<Int>) -> Tensor {
-        decode(posteriorMean(set.batch(range), condition: condition(of: set, range))).location
+        let condition = condition(of: set, range)
+        return decode(posteriorMean(set.batch(range), condition: condition), condition: condition).location
     }
 
     /// The top `k` items of every row of `set` the model has not seen
