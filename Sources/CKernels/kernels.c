@@ -901,6 +901,38 @@ static int64_t dense_to_csr_portable(const float *x, size_t b, size_t d, size_t 
     return (int64_t)count;
 }
 
+#if defined(__x86_64__)
+__attribute__((target("avx512f")))
+static size_t count_nonzero_avx512(const float *x, size_t n, size_t limit) {
+    size_t count = 0, i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512i v = _mm512_loadu_si512(x + i);
+        count += (size_t)__builtin_popcount(_mm512_test_epi32_mask(v, v));
+        if (count > limit) return limit + 1;
+    }
+    for (; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, x + i, 4);
+        count += bits != 0;
+    }
+    return count > limit ? limit + 1 : count;
+}
+#endif
+
+size_t ck_count_nonzero(const float *x, size_t n, size_t limit) {
+#if defined(__x86_64__)
+    if (ck_cpu_has_avx512f()) return count_nonzero_avx512(x, n, limit);
+#endif
+    size_t count = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, x + i, 4);
+        count += bits != 0;
+        if (count > limit) return limit + 1;
+    }
+    return count;
+}
+
 int64_t ck_dense_to_csr(const float *x, size_t b, size_t d, size_t limit, int64_t *starts, int32_t *columns,
                         float *values) {
 #if defined(__x86_64__)

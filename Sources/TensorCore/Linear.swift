@@ -276,11 +276,14 @@ struct SparseRowsOperand {
         let (b, d) = (x.shape[0], x.shape[1])
         let limit = Self.nonzeroLimit(rows: b, columns: d, outputs: h, bf16: backend.bf16)
         guard limit > 0, b > 0, d > 0, h > 0 else { return nil }
+        // Counted first (stopping past the limit: dense data costs a glance), then gathered into arrays of that size.
+        let nonzero = x.scalars.withUnsafeBufferPointer { ck_count_nonzero($0.baseAddress, b * d, limit) }
+        guard nonzero <= limit else { return nil }
         var starts = [Int64](repeating: 0, count: b + 1)
-        var columns = [Int32](repeating: 0, count: limit + 16)
-        var values = [Float](repeating: 0, count: limit + 16)
+        var columns = [Int32](repeating: 0, count: nonzero + 16)
+        var values = [Float](repeating: 0, count: nonzero + 16)
         let count = x.scalars.withUnsafeBufferPointer { px in
-            ck_dense_to_csr(px.baseAddress, b, d, limit, &starts, &columns, &values)
+            ck_dense_to_csr(px.baseAddress, b, d, nonzero, &starts, &columns, &values)
         }
         guard count >= 0 else { return nil }
         columns.removeLast(columns.count - Int(count))

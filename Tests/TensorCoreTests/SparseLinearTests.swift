@@ -166,5 +166,11 @@ final class SparseLinearTests: XCTestCase {
         XCTAssertTrue(values[2].isNaN)
         XCTAssertEqual(ck_dense_to_csr(x, 3, 4, 4, &starts, &columns, &values), -1, "past the limit")
         XCTAssertEqual(ck_dense_to_csr(x, 3, 4, 5, &starts, &columns, &values), 5, "at the limit")
+        XCTAssertEqual(ck_count_nonzero(x, 12, 100), 5)
+        XCTAssertEqual(ck_count_nonzero(x, 12, 5), 5)
+        XCTAssertEqual(ck_count_nonzero(x, 12, 4), 5, "past the limit: limit + 1")
+        let long = (0..<100).map { Float($0 % 3) }  // 66 nonzero, across whole vectors and a tail
+        XCTAssertEqual(ck_count_nonzero(long, 100, 1000), 66)
+        XCTAssertEqual(ck_count_nonzero(long, 100, 10), 11)
     }
 }

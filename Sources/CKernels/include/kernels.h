@@ -113,6 +113,8 @@ void ck_sparse_linear_weight_gradient(const int64_t *starts, const int32_t *colu
 int64_t ck_dense_to_csr(const float *x, size_t b, size_t d, size_t limit, int64_t *starts, int32_t *columns,
                         float *values);
 void ck_bf16_round_in_place(float *x, size_t n);
+// The number of nonzero values (any bit set) of x[0 … n), or limit + 1 as soon as it passes limit.
+size_t ck_count_nonzero(const float *x, size_t n, size_t limit);
 void ck_sparse_linear_portable(const int64_t *starts, const int32_t *columns, const float *values, size_t b,
                                const float *w, size_t h, size_t d, const float *bias, int relu, int bf16, float *tile,
                                float *y);
