@@ -157,13 +157,18 @@ public struct ImageSet: Sendable {
         precondition(labels.count == count, "one label per sample")
         var set = ImageSet(shape: shape, values: values, levels: levels, labels: labels, source: source, kind: kind,
                            observed: observed, scanningForNaN: false)
+        carryDescription(to: &set)
+        set.rowNames = rowNames
+        set.labelNames = names
+        return set
+    }
+
+    /// What describes the samples besides their values (kept by a selection or relabelling).
+    private func carryDescription(to set: inout ImageSet) {
         set.standardization = standardization
         set.isTrainingSet = isTrainingSet
         set.storageName = storageName
-        set.rowNames = rowNames
-        set.labelNames = names
         set.inputNormalization = inputNormalization
-        return set
     }
 
     /// A new set holding the samples (and labels) at `indices`, in that order.
@@ -173,12 +178,9 @@ public struct ImageSet: Sendable {
                            labels: labels.map { l in indices.map { l[$0] } }, source: source, kind: kind,
                            observed: observed.map { o in indices.flatMap { o[$0 * d ..< ($0 + 1) * d] } },
                            scanningForNaN: false)
-        set.standardization = standardization
-        set.isTrainingSet = isTrainingSet
-        set.storageName = storageName
+        carryDescription(to: &set)
         set.rowNames = rowNames.map { names in indices.map { names[$0] } }
         set.labelNames = labelNames
-        set.inputNormalization = inputNormalization
         return set
     }
 

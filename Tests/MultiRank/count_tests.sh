@@ -112,9 +112,11 @@ count_matrix_nb() {
     local d="$WORK/counts" out="$WORK/counts/out"
     mkdir -p "$d/10x"
     # A 10x-style matrix: genes × cells, two cell types with different expression, gzipped, with names.
-    python3 - "$d/10x" <<'PY'
-import gzip, sys
+    python3 - "$d/10x" "${HELPERS%/*}" <<'PY'
+import sys
 import numpy as np
+sys.path.insert(0, sys.argv[2])
+from helpers import write_10x
 d = sys.argv[1]
 rng = np.random.default_rng(5)
 genes, cells = 60, 400
@@ -122,15 +124,7 @@ kind = np.arange(cells) % 2
 rates = np.where(kind[None, :] == 0, rng.gamma(2, 1, (genes, 1)), rng.gamma(2, 1, (genes, 1))[::-1])
 library = rng.uniform(0.5, 2, cells)
 x = rng.negative_binomial(5, 5 / (5 + rates * library[None, :]))
-nz = np.argwhere(x > 0)
-with gzip.open(f"{d}/matrix.mtx.gz", "wt") as f:
-    f.write("%%MatrixMarket matrix coordinate integer general\n%metadata_json: {}\n")
-    f.write(f"{genes} {cells} {len(nz)}\n")
-    for i, j in nz: f.write(f"{i + 1} {j + 1} {x[i, j]}\n")
-with gzip.open(f"{d}/features.tsv.gz", "wt") as f:
-    for i in range(genes): f.write(f"ENSG{i:05d}\tGene{i}\tGene Expression\n")
-with gzip.open(f"{d}/barcodes.tsv.gz", "wt") as f:
-    for j in range(cells): f.write(f"CELL{j:04d}-1\n")
+write_10x(d, x, metadata_line=True)
 np.save(f"{d}/../dense.npy", np.ascontiguousarray(x.T).astype(np.int64))
 PY
     mpi 2 train --train-file "$d/10x/matrix.mtx.gz" --transpose --test-fraction 0.1 --likelihood negative-binomial \
@@ -193,9 +187,11 @@ np.save('$d/frac.npy', np.array([[1, 0.5, 3]] * 20, dtype=np.float32))"
 count_covariate() {
     local d="$WORK/covariate" out="$WORK/covariate/out"
     mkdir -p "$d/10x"
-    python3 - "$d" <<'PY'
-import gzip, sys
+    python3 - "$d" "${HELPERS%/*}" <<'PY'
+import sys
 import numpy as np
+sys.path.insert(0, sys.argv[2])
+from helpers import write_10x
 d = sys.argv[1]
 rng = np.random.default_rng(7)
 genes, cells = 60, 600
@@ -206,14 +202,7 @@ rates = np.where(kind[None, :] == 0, base, base[::-1])
 effect = np.ones((genes, 1)); effect[rng.permutation(genes)[:20]] = 4.0
 rates = np.where(batch[None, :] == 1, rates * effect, rates)
 x = rng.negative_binomial(5, 5 / (5 + rates * rng.uniform(0.5, 2, cells)[None, :]))
-nz = np.argwhere(x > 0)
-with gzip.open(f"{d}/10x/matrix.mtx.gz", "wt") as f:
-    f.write(f"%%MatrixMarket matrix coordinate integer general\n{genes} {cells} {len(nz)}\n")
-    for i, j in nz: f.write(f"{i + 1} {j + 1} {x[i, j]}\n")
-with gzip.open(f"{d}/10x/features.tsv.gz", "wt") as f:
-    for i in range(genes): f.write(f"ENSG{i:05d}\tGene{i}\tGene Expression\n")
-with gzip.open(f"{d}/10x/barcodes.tsv.gz", "wt") as f:
-    for j in range(cells): f.write(f"CELL{j:04d}-1\n")
+write_10x(f"{d}/10x", x)
 with open(f"{d}/cells.csv", "w") as f:
     f.write("barcode,batch,cell_type\n")
     for j in rng.permutation(cells): f.write(f"CELL{j:04d}-1,run-{'AB'[batch[j]]},{'TB'[kind[j]]}\n")

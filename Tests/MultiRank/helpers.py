@@ -48,6 +48,27 @@ def make_dataset(directory, train, test, height, width, seed=5):
         f.write(idx_bytes([test], tel))
 
 
+def write_10x(directory, x, metadata_line=False):
+    """A 10x Genomics CellRanger folder of the counts x (genes × cells): matrix.mtx.gz (coordinate
+    integer, 1-based), features.tsv.gz (ENSG…, Gene…, Gene Expression) and barcodes.tsv.gz (CELL…-1)."""
+    os.makedirs(directory, exist_ok=True)
+    genes, cells = len(x), len(x[0])
+    entries = [(i, j, int(x[i][j])) for i in range(genes) for j in range(cells) if x[i][j] > 0]
+    with gzip.open(f"{directory}/matrix.mtx.gz", "wt") as f:
+        f.write("%%MatrixMarket matrix coordinate integer general\n")
+        if metadata_line:
+            f.write("%metadata_json: {}\n")
+        f.write(f"{genes} {cells} {len(entries)}\n")
+        for i, j, v in entries:
+            f.write(f"{i + 1} {j + 1} {v}\n")
+    with gzip.open(f"{directory}/features.tsv.gz", "wt") as f:
+        for i in range(genes):
+            f.write(f"ENSG{i:05d}\tGene{i}\tGene Expression\n")
+    with gzip.open(f"{directory}/barcodes.tsv.gz", "wt") as f:
+        for j in range(cells):
+            f.write(f"CELL{j:04d}-1\n")
+
+
 def png_size(path):
     """(width, height, channels) of a PNG, after checking its chunks' CRCs and
     that the image data inflates to the right size."""
