@@ -43,6 +43,7 @@ enum OptionName: String, CaseIterable, CustomStringConvertible {
     case activation
     case conditional
     case covariate
+    case encoderCondition = "encoder-condition"
     case missingFill = "missing-fill"
     case dispersion
     // train: objective and optimizer

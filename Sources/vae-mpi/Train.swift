@@ -38,7 +38,7 @@ struct Train: ParsableCommand {
     static let fixedOnResume: [OptionName] = [.model, .likelihood, .sigma, .logisticMixtures, .levels, .columns,
                                           .labelColumn, .standardize, .hiddenDim, .hiddenDims, .activation, .latentDim,
                                           .convChannels,
-                                          .conditional, .missingFill, .mask, .trainSamples, .batchSize, .seed,
+                                          .conditional, .encoderCondition, .missingFill, .mask, .trainSamples, .batchSize, .seed,
                                           .interactions, .userColumn, .itemColumn, .ratingColumn, .minRating, .transpose,
                                           .heldoutUsers, .validationUsers, .inputNormalization, .inputDropout, .shuffleBlock, .dispersion,
                                           .reproducible, .microShards, .exactReduction]
@@ -89,6 +89,10 @@ struct Train: ParsableCommand {
         "A per-sample covariate (a cell's batch, a user's group) that conditions the model, as scVI's batch does: column COLUMN of a CSV table, its values the categories (in sorted order), its rows matched to the samples by name (a column holding every barcode or user id) or else one per sample in order. Implies \(OptionName.conditional); the test file's samples are looked up in the same table.",
         valueName: "file.csv:column"))
     var covariate: String?
+
+    @Flag(name: OptionName.encoderCondition.name, inversion: .prefixedNo, help: ArgumentHelp(
+        "A conditional model (\(OptionName.conditional), \(OptionName.covariate)): whether the encoder reads the label too, or the decoder only (--no-encoder-condition: scVI's default for a batch; the mlp family) (default: on)."))
+    var encoderCondition: Bool?
 
     @Option(name: OptionName.testLabels.name, help: ArgumentHelp("Labels of the test images.", valueName: "file"))
     var testLabels: String?
@@ -489,6 +493,18 @@ struct Train: ParsableCommand {
         case .conv(var options):
             try set(try parsedConvChannels(), .convChannels, &options.channels)
             c.architecture = .conv(options)
+        }
+        if let encoderCondition {
+            if let checkpoint, encoderCondition != c.architecture.conditionEncoder { throw refuse(.encoderCondition, checkpoint) }
+            if !encoderCondition && c.architecture.family != "mlp" {
+                throw OptionError(option: .encoderCondition, detail: "the \(c.architecture.family) family conditions its encoder; "
+                                  + "--no-encoder-condition applies to the mlp family")
+            }
+            if !encoderCondition && !conditional && covariate == nil && c.architecture.conditionalClasses == 0 {
+                throw OptionError(option: .encoderCondition, detail: "applies to a conditional model (\(OptionName.conditional) "
+                                  + "or \(OptionName.covariate))")
+            }
+            c.architecture.conditionEncoder = encoderCondition
         }
         if let dispersion {
             let perFeature = dispersion == .feature, perCovariate = dispersion == .featureCovariate

@@ -1,3 +1,4 @@
+import Foundation
 import _Differentiation
 import XCTest
 import TestSupport
@@ -144,5 +145,44 @@ final class ConditionalVAEGoldenTests: XCTestCase {
         decoder.keyDecodingStrategy = .convertFromSnakeCase
         XCTAssertEqual(try decoder.decode(Architecture.self, from: Data(conditional.utf8)).conditionalClasses, 7)
         XCTAssertEqual(try decoder.decode(Architecture.self, from: Data(plain.utf8)), .mlp(.init()))
+    }
+
+    /// `--no-encoder-condition`: the label enters the decoder only; the encoder reads x alone.
+    func testDecoderOnlyConditioning() throws {
+        var options = MLPVAE.Options(hiddenSizes: [8], latentSize: 3, conditionalClasses: 4)
+        options.conditionEncoder = false
+        let shape = ImageShape(channels: 1, height: 1, width: 12)
+        let model = options.makeModel(for: shape, seed: 0)
+        XCTAssertFalse(model.conditionsEncoder)
+        XCTAssertEqual(model.fc1.weight.shape, [8, 12])
+        XCTAssertEqual(model.fc3.weight.shape, [8, 7])
+        var counted = 0
+        var walked = model
+        walked.walkParameters { _, t in counted += t.count }
+        XCTAssertEqual(options.parameterCount(for: shape), counted)
+        let x = randomTensor([2, 12], low: 0, high: 1, seed: 1)
+        let a = model.encode(x, condition: Tensor(oneHot: [0, 1], classes: 4), on: cpu)
+        let b = model.encode(x, condition: Tensor(oneHot: [3, 2], classes: 4), on: cpu)
+        XCTAssertEqual(a.mean, b.mean, "the encoder does not read the label")
+        let z = randomTensor([2, 3], seed: 2)
+        XCTAssertNotEqual(model.decode(z, condition: Tensor(oneHot: [0, 1], classes: 4), on: cpu).location,
+                          model.decode(z, condition: Tensor(oneHot: [3, 2], classes: 4), on: cpu).location, "the decoder does")
+        // Written only when off; the default conditions the encoder as before.
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        let json = String(decoding: try encoder.encode(Architecture.mlp(options)), as: UTF8.self)
+        XCTAssertTrue(json.contains("\"condition_encoder\":false"), json)
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        XCTAssertFalse(try decoder.decode(Architecture.self, from: Data(json.utf8)).conditionEncoder)
+        XCTAssertFalse(String(decoding: try encoder.encode(Architecture.mlp(MLPVAE.Options(conditionalClasses: 4))), as: UTF8.self)
+            .contains("condition_encoder"))
+        // The gradient still flows to every parameter the label touches, and to fc1.
+        let batch = DataBatch(input: x, target: x, condition: Tensor(oneHot: [0, 1], classes: 4))
+        let (_, pullback) = valueWithPullback(at: model) { m in
+            negativeELBO(m, batch: batch, noise: randomTensor([2, 3], seed: 3), likelihood: .bernoulli, on: cpu)
+        }
+        let g = pullback(ELBOTerms.TangentVector(reconstruction: 1, klPerDimension: Tensor(repeating: 1, shape: [3])))
+        XCTAssertTrue(g.fc1.weight.materialized(shape: [8, 12]).scalars.contains { $0 != 0 })
     }
 }

@@ -97,6 +97,12 @@ public enum Architecture: Equatable, Sendable {
         set { if case .mlp(var o) = self { o.featureDispersion = newValue; self = .mlp(o) } }
     }
 
+    /// A conditional model's encoder reads the label (the MLP family can leave it to the decoder).
+    public var conditionEncoder: Bool {
+        get { if case .mlp(let o) = self { return o.conditionEncoder } else { return true } }
+        set { if case .mlp(var o) = self { o.conditionEncoder = newValue; self = .mlp(o) } }
+    }
+
     /// `--dispersion feature-covariate` (the MLP family).
     public var covariateDispersion: Bool {
         get { if case .mlp(let o) = self { return o.covariateDispersion } else { return false } }

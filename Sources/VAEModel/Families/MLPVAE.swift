@@ -52,14 +52,14 @@ public struct MLPVAE: VariationalAutoencoder {
     public init(dataSize: Int, hiddenSizes: [Int], latentSize: Int, activation: Activation = .relu,
                 auxiliaryOutputs: Int = 0, auxiliaryHeadName: String = "aux", classes: Int = 0,
                 learnedMissingFill: Bool = false, featureDispersion: Bool = false, covariateDispersion: Bool = false,
-                seed: UInt64) {
+                conditionEncoder: Bool = true, seed: UInt64) {
         precondition(dataSize > 0 && !hiddenSizes.isEmpty && hiddenSizes.allSatisfy { $0 > 0 } && latentSize > 0 && classes >= 0,
                      "MLPVAE sizes must be positive (D \(dataSize), H \(hiddenSizes), Z \(latentSize), K \(classes))")
         func stream(_ layer: Int) -> RandomStream {
             RandomStream(seed: seed, domain: .initialization, UInt32(layer))
         }
         let (first, last, n) = (hiddenSizes[0], hiddenSizes[hiddenSizes.count - 1], hiddenSizes.count)
-        fc1 = Dense(inputSize: dataSize + classes, outputSize: first, stream: stream(0))
+        fc1 = Dense(inputSize: dataSize + (conditionEncoder ? classes : 0), outputSize: first, stream: stream(0))
         encoderHidden = DenseStages((1..<n).map {
             Dense(inputSize: hiddenSizes[$0 - 1], outputSize: hiddenSizes[$0], stream: stream(5 + $0))
         })
@@ -104,14 +104,25 @@ public struct MLPVAE: VariationalAutoencoder {
     @differentiable(reverse, wrt: self)
     public func encode(_ x: Tensor, condition: Tensor, on backend: Backend) -> Posterior {
         // x is data: nothing here is differentiated with respect to it.
-        encodeFirstLayerInput(withoutDerivative(at: concatenatingLastDimension(x, condition)), on: backend)
+        encodeFirstLayerInput(withoutDerivative(at: concatenatingLastDimension(x, encoderCondition(condition))), on: backend)
     }
 
     @differentiable(reverse, wrt: self)
     public func encode(_ x: Tensor, mask: Tensor?, condition: Tensor, on backend: Backend) -> Posterior {
         guard let mask, withoutDerivative(at: missingFill.count) > 0 else { return encode(x, condition: condition, on: backend) }
-        return encodeFirstLayerInput(concatenatingLastDimension(fillingMissing(x, mask: mask, fill: missingFill), condition),
+        return encodeFirstLayerInput(concatenatingLastDimension(fillingMissing(x, mask: mask, fill: missingFill),
+                                                                withoutDerivative(at: encoderCondition(condition))),
                                      on: backend)
+    }
+
+    /// Whether the encoder reads the condition too (fc1 takes [x, one-hot]); a
+    /// model conditioned in its decoder only (`conditionEncoder: false`, scVI's
+    /// default for a batch) has fc1 of D inputs.
+    public var conditionsEncoder: Bool { fc1.inputSize > dataSize }
+
+    /// The condition as the encoder takes it: all of it, or none (B, 0).
+    func encoderCondition(_ condition: Tensor) -> Tensor {
+        conditionsEncoder ? condition : Tensor(zeros: [condition.shape[0], 0])
     }
 
     /// The encoder from fc1's input, [x, one-hot(label)] (B, D + K): with
@@ -187,6 +198,9 @@ extension MLPVAE {
         public var featureDispersion = false
         /// θ per feature and covariate category (`--dispersion feature-covariate`; needs a conditional model).
         public var covariateDispersion = false
+        /// A conditional model's encoder reads the label too (Sohn et al.); false: the decoder only
+        /// (`--no-encoder-condition`, scVI's `encode_covariates=False`).
+        public var conditionEncoder = true
 
         public init(hiddenSize: Int = 400, latentSize: Int = 20, likelihood: Likelihood = .bernoulli,
                     conditionalClasses: Int = 0) {
@@ -211,6 +225,7 @@ extension MLPVAE {
 
         enum CodingKeys: String, CodingKey {
             case hiddenSize, hiddenSizes, latentSize, likelihood, conditionalClasses, activation, missingFill, dispersion
+            case conditionEncoder
         }
 
         public init(from decoder: Decoder) throws {
@@ -228,6 +243,7 @@ extension MLPVAE {
             let dispersion = try c.decodeIfPresent(Dispersion.self, forKey: .dispersion)
             featureDispersion = dispersion == .feature
             covariateDispersion = dispersion == .featureCovariate
+            conditionEncoder = try c.decodeIfPresent(Bool.self, forKey: .conditionEncoder) ?? true
         }
 
         /// The one-hidden-layer, ReLU, unconditional model's options are written
@@ -246,6 +262,7 @@ extension MLPVAE {
             if learnedMissingFill { try c.encode(MissingFill.learned, forKey: .missingFill) }
             if featureDispersion { try c.encode(Dispersion.feature, forKey: .dispersion) }
             if covariateDispersion { try c.encode(Dispersion.featureCovariate, forKey: .dispersion) }
+            if !conditionEncoder { try c.encode(false, forKey: .conditionEncoder) }
         }
 
         public func validate(for image: ImageShape) throws {
@@ -273,7 +290,8 @@ extension MLPVAE {
         public func summary(for image: ImageShape) -> String {
             "mlp \(image.size)-" + hiddenSizes.map(String.init).joined(separator: "-") + "-\(latentSize)"
                 + (activation == .relu ? "" : ", \(activation.rawValue)")
-                + (conditionalClasses > 0 ? ", conditional on \(conditionalClasses) classes" : "")
+                + (conditionalClasses > 0 ? ", conditional on \(conditionalClasses) classes"
+                    + (conditionEncoder ? "" : " (decoder only)") : "")
                 + (featureDispersion ? ", dispersion per feature" : "")
                 + (covariateDispersion ? ", dispersion per feature and covariate" : "")
         }
@@ -281,7 +299,8 @@ extension MLPVAE {
         public func parameterCount(for image: ImageShape) -> Int {
             let (d, z, k) = (image.size, latentSize, conditionalClasses)
             let (first, last) = (hiddenSizes[0], hiddenSizes[hiddenSizes.count - 1])
-            var count = ((d + k) * first + first) + 2 * (last * z + z) + ((z + k) * last + last) + (first * d + d)
+            var count = ((d + (conditionEncoder ? k : 0)) * first + first) + 2 * (last * z + z) + ((z + k) * last + last)
+                + (first * d + d)
             for i in 1..<hiddenSizes.count {
                 count += 2 * (hiddenSizes[i - 1] * hiddenSizes[i]) + hiddenSizes[i] + hiddenSizes[i - 1]
             }
@@ -295,7 +314,8 @@ extension MLPVAE {
                    auxiliaryOutputs: likelihood.auxiliaryOutputs, auxiliaryHeadName: likelihood.auxiliaryHeadName,
                    classes: conditionalClasses, learnedMissingFill: learnedMissingFill,
                    featureDispersion: featureDispersion,
-                   covariateDispersion: covariateDispersion && conditionalClasses > 0, seed: seed)
+                   covariateDispersion: covariateDispersion && conditionalClasses > 0, conditionEncoder: conditionEncoder,
+                   seed: seed)
         }
 
         public var architecture: Architecture { .mlp(self) }
