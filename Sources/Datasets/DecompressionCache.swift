@@ -51,20 +51,31 @@ public enum DecompressionCache {
     /// folder cannot be written. Throws, naming `path`, when the gzip data
     /// is corrupt or truncated.
     public static func decompressed(_ path: String) throws -> String? {
+        var name = (path as NSString).lastPathComponent
+        if name.lowercased().hasSuffix(".gz") { name.removeLast(3) }
+        return try cached(path, variant: nil, name: name) { emit in try gunzip(path, emit) }
+    }
+
+    /// The checked copy of what `produce` makes of the file at `path`
+    /// (`variant` says what, when it is not the file's decompression: a
+    /// dataset of an HDF5 file, say), made by one process when missing or
+    /// failing its check; nil when caching is off or the folder cannot take
+    /// it. `produce` hands its bytes, in order, to the function it is given.
+    static func cached(_ path: String, variant: String?, name: String,
+                       produce: ((UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws -> String? {
         guard let folder = directory else { return nil }
         var info = stat()
         guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return nil }
         let absolute = (realpath(path, nil)).map { p in defer { free(p) }; return String(cString: p) } ?? path
+        let source = absolute + (variant.map { ":" + $0 } ?? "")
         let modified = Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec)
         let size = Int(info.st_size)
         var hash: UInt64 = 0xCBF2_9CE4_8422_2325
-        for byte in Array("\(absolute)\u{0}\(size)\u{0}\(modified)".utf8) {
+        for byte in Array("\(source)\u{0}\(size)\u{0}\(modified)".utf8) {
             hash = (hash ^ UInt64(byte)) &* 0x100_0000_01B3
         }
-        var name = (absolute as NSString).lastPathComponent
-        if name.lowercased().hasSuffix(".gz") { name.removeLast(3) }
         let copy = folder + "/" + name + "." + String(hash, radix: 16)
-        let expected = Record(source: absolute, sourceSize: size, sourceModified: modified, size: 0, crc32: 0)
+        let expected = Record(source: source, sourceSize: size, sourceModified: modified, size: 0, crc32: 0)
         if isValid(copy, expected) { return copy }
         guard (try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)) != nil else {
             return nil
@@ -76,7 +87,7 @@ public enum DecompressionCache {
         guard flock(lock, LOCK_EX) == 0 else { return nil }
         defer { flock(lock, LOCK_UN) }
         if isValid(copy, expected) { return copy }
-        guard let record = try make(copy, from: path, expected) else { return nil }
+        guard let record = try make(copy, expected, produce: produce) else { return nil }
         return isValid(copy, record) ? copy : nil
     }
 
@@ -100,70 +111,82 @@ public enum DecompressionCache {
         return UInt32(crc) == record.crc32
     }
 
-    /// Decompresses `path` into `copy` (through a temporary file) and writes
-    /// its record; nil when the folder cannot take it (the file is then read whole).
-    static func make(_ copy: String, from path: String, _ expected: Record) throws -> Record? {
+    /// The copy could not be written (a full disk, a quota).
+    struct WriteFailed: Error {}
+
+    /// Writes what `produce` makes into `copy` (through a temporary file) and
+    /// its record; nil when the folder cannot take it (the caller then reads
+    /// the file itself). Errors of `produce` pass through, leaving nothing.
+    static func make(_ copy: String, _ expected: Record,
+                     produce: ((UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws -> Record? {
         let temporary = copy + ".partial-\(getpid())"
         let out = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard out >= 0 else { return nil }
-        var written = false
+        var closed = false
         defer {
-            if !written { unlink(temporary) }
+            if !closed { close(out) }
+            unlink(temporary)
         }
-        guard let input = gzopen(path, "rb") else {
-            close(out)
-            throw DatasetError.unreadable(path: path, reason: String(cString: strerror(errno)))
-        }
-        defer { gzclose(input) }
-        gzbuffer(input, 1 << 17)
-        var chunk = [UInt8](repeating: 0, count: 1 << 20)
         var crc = crc32(0, nil, 0), size = 0
-        while true {
-            let n = chunk.withUnsafeMutableBytes { gzread(input, $0.baseAddress, UInt32($0.count)) }
-            if n < 0 {
-                close(out)
-                var code: Int32 = 0
-                throw DatasetError.unreadable(path: path, reason: gzerror(input, &code).map { String(cString: $0) } ?? "read error")
-            }
-            if n == 0 { break }
-            let ok = chunk.withUnsafeBytes { buffer -> Bool in
+        do {
+            try produce { bytes in
                 var done = 0
-                while done < Int(n) {
-                    let w = write(out, buffer.baseAddress! + done, Int(n) - done)
-                    if w <= 0 { return false }
+                while done < bytes.count {
+                    let w = write(out, bytes.baseAddress! + done, bytes.count - done)
+                    if w <= 0 { throw WriteFailed() }
                     done += w
                 }
-                return true
+                var offset = 0
+                while offset < bytes.count {
+                    let n = min(1 << 30, bytes.count - offset)
+                    crc = crc32(crc, bytes.baseAddress!.advanced(by: offset).assumingMemoryBound(to: Bytef.self), uInt(n))
+                    offset += n
+                }
+                size += bytes.count
             }
-            guard ok else {  // a full disk or a quota: read the file whole instead
-                close(out)
-                return nil
-            }
-            crc = chunk.withUnsafeBufferPointer { crc32(crc, $0.baseAddress, uInt(n)) }
-            size += Int(n)
+        } catch is WriteFailed {
+            return nil
         }
-        var code: Int32 = 0
-        let message = gzerror(input, &code)
-        if code != Z_OK && code != Z_STREAM_END {
-            close(out)
-            throw DatasetError.unreadable(
-                path: path, reason: "corrupt or truncated gzip data (\(message.map { String(cString: $0) } ?? "zlib error \(code)"))")
-        }
-        let synced = fsync(out) == 0, closed = close(out) == 0
-        guard synced && closed, rename(temporary, copy) == 0 else { return nil }
-        written = true
+        let synced = fsync(out) == 0
+        closed = true
+        guard close(out) == 0, synced, rename(temporary, copy) == 0 else { return nil }
         var record = expected
         record.size = size
         record.crc32 = UInt32(crc)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         encoder.keyEncodingStrategy = .convertToSnakeCase
-        guard let json = try? encoder.encode(record),
-              FileManager.default.createFile(atPath: copy + ".json.partial-\(getpid())", contents: json),
-              rename(copy + ".json.partial-\(getpid())", copy + ".json") == 0 else {
-            unlink(copy + ".json.partial-\(getpid())")
+        let partial = copy + ".json.partial-\(getpid())"
+        guard let json = try? encoder.encode(record), FileManager.default.createFile(atPath: partial, contents: json),
+              rename(partial, copy + ".json") == 0 else {
+            unlink(partial)
             return nil
         }
         return record
+    }
+
+    /// The decompressed bytes of gzipped `path`, a MiB at a time.
+    static func gunzip(_ path: String, _ emit: (UnsafeRawBufferPointer) throws -> Void) throws {
+        guard let input = gzopen(path, "rb") else {
+            throw DatasetError.unreadable(path: path, reason: String(cString: strerror(errno)))
+        }
+        defer { gzclose(input) }
+        gzbuffer(input, 1 << 17)
+        var chunk = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { gzread(input, $0.baseAddress, UInt32($0.count)) }
+            if n < 0 {
+                var code: Int32 = 0
+                throw DatasetError.unreadable(path: path, reason: gzerror(input, &code).map { String(cString: $0) } ?? "read error")
+            }
+            if n == 0 { break }
+            try chunk.withUnsafeBytes { try emit(UnsafeRawBufferPointer(rebasing: $0[0..<Int(n)])) }
+        }
+        var code: Int32 = 0
+        let message = gzerror(input, &code)
+        if code != Z_OK && code != Z_STREAM_END {
+            throw DatasetError.unreadable(
+                path: path, reason: "corrupt or truncated gzip data (\(message.map { String(cString: $0) } ?? "zlib error \(code)"))")
+        }
     }
 }

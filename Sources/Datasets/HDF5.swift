@@ -121,6 +121,9 @@ extension ImageSet {
            let total = checkedProduct(dims), let file = MappedFile(path.file),
            let end = checkedOffset(Int(info.offset), plus: total, times: Int(info.size)), end <= file.byteCount {
             values = SampleValues(element: isBytes ? .uint8 : .float32, count: total, mapping: file, offset: Int(info.offset))
+        } else if let cached = try cachedCopy(path, dims: dims, bytes: isBytes, float: isFloat) {
+            // Chunked, compressed or another float type: read once into the cache (as uint8 or float32) and mapped.
+            values = cached
         } else if isBytes {
             values = SampleValues(bytes: try readAll(path, dims: dims, mode: 0, as: UInt8.self))
         } else if isFloat {
@@ -138,6 +141,26 @@ extension ImageSet {
         var set = try ImageSet(dimensions: dims, values: values, levels: resolvedLevels, path: path.description)
         set.storageName = storageName ?? "HDF5 \(dtype)"
         return set
+    }
+
+    /// A dataset of bytes or floats that cannot be mapped in place (chunked,
+    /// compressed, float64, big-endian): read once by one process into the
+    /// cache folder (`DecompressionCache`: uint8, or float32 as training
+    /// takes floats) and mapped from there, so that the ranks of a node share
+    /// one copy; nil when caching is off or the dataset is empty.
+    static func cachedCopy(_ path: HDF5Path, dims: [Int], bytes: Bool, float: Bool) throws -> SampleValues? {
+        guard bytes || float, ProcessInfo.processInfo.environment["VAE_MPI_NO_MMAP"] == nil,
+              let total = checkedProduct(dims), total > 0 else { return nil }
+        let element = bytes ? "uint8" : "float32"
+        let name = (path.file as NSString).lastPathComponent + "-" + path.dataset.map { $0 == "/" ? "_" : $0 }
+        guard let copy = try DecompressionCache.cached(path.file, variant: path.dataset + " as " + element, name: String(name), produce: { emit in
+            if bytes {
+                try readAll(path, dims: dims, mode: 0, as: UInt8.self).withUnsafeBytes { try emit($0) }
+            } else {
+                try readAll(path, dims: dims, mode: 1, as: Float.self).withUnsafeBytes { try emit($0) }
+            }
+        }), let file = MappedFile(copy), file.byteCount == total * (bytes ? 1 : 4) else { return nil }
+        return SampleValues(element: bytes ? .uint8 : .float32, count: total, mapping: file, offset: 0)
     }
 
     /// Integer labels from an HDF5 dataset of shape (N) or (N, 1).

@@ -8,6 +8,8 @@ set +e  # each test decides; failures are counted, not fatal
 
 [ -x "$BINARY" ] || die "build first: swift build -c release"
 WORK=$(mktemp -d /tmp/vae-mpi-multirank.XXXXXX)
+# The decompression cache of gzipped and HDF5 inputs: the tests' own, empty at the start.
+export VAE_MPI_CACHE=$WORK/cache
 HELPERS="$VAE_MPI_ROOT/Tests/MultiRank/helpers.py"
 CLIENTS="$VAE_MPI_ROOT/Tests/MultiRank/clients.py"
 SMALL="$WORK/small-data"

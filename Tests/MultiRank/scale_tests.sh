@@ -95,6 +95,8 @@ PY
             mpi $np train --train-file "$d/$spec" --train-labels "$d/data.h5:/labels" --conditional "${common[@]}" \
                 --run-dir "$run" >"$out" 2>&1 || { cat "$out"; return 1; }
             expect "$out" "data .*\($d/$spec\).*HDF5"
+            # Contiguous datasets are mapped in place; chunked, compressed and float64 ones from the cache.
+            expect "$out" "the file is mapped"
             # np 1 and np 2 differ (other batches); np 2 must equal the .npy run's bytes.
             if [ $np = 2 ] && [ "$spec" != "data.h5:/sets/f64_hw" ] && [ "$spec" != "data.h5:/sets/flat" ]; then
                 cmp "$d/npy/$final" "$run/$final"
@@ -112,6 +114,12 @@ PY
         --run-dir "$d/levels-npy" >"$out" 2>&1
     cmp "$d/levels/$final" "$d/levels-npy/$final"
     echo "ok: HDF5 runs byte-identical to the .npy runs"
+    ls "$VAE_MPI_CACHE" | grep -q "^data.h5-_sets_u8\.[0-9a-f]*\.json$"
+    # Without the cache, a chunked dataset is read whole, with the same bytes.
+    VAE_MPI_CACHE=off mpi 2 train --train-file "$d/data.h5:/sets/u8" --train-labels "$d/data.h5:/labels" --conditional \
+        "${common[@]}" --run-dir "$d/u8-read" >"$out" 2>&1
+    expect "$out" "MB private per rank at most \(shard and test set\)$"
+    cmp "$d/npy/$final" "$d/u8-read/$final"
     # Errors name the file and the dataset; nothing is written.
     local cases=(
         "data.h5|is an HDF5 file: name the dataset too, as .*data.h5:/images"
