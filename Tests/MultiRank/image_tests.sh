@@ -106,7 +106,7 @@ assert s['configuration']['data']['class_names'] == ['class_0', 'class_1', 'clas
     # --conditional needs labels.
     if mpi 2 train --data "$base-flat" --conditional --run-dir "$WORK/img-no" >"$out" 2>&1; then return 1; fi
     cat "$out"
-    expect "$out" "--conditional: a conditional VAE needs labelled images, and .*img-layout-flat has no labels"
+    expect "$out" "--conditional: a conditional VAE needs labelled samples, and .*img-layout-flat has no labels"
     [ ! -e "$WORK/img-no" ]
 }
 

@@ -56,8 +56,9 @@ public enum TrainingError: Error, CustomStringConvertible {
         case let .invalidConfiguration(detail):
             return "its configuration is invalid: \(detail)"
         case let .conditionalWithoutLabels(source):
-            return "a conditional VAE needs labelled images, and \(source) has no labels "
-                + "(give a label file, or put the images in one folder per class)"
+            return "a conditional VAE needs labelled samples, and \(source) has no labels "
+                + "(give a label file or a table's column, FILE.csv:COLUMN, as trained with --covariate; "
+                + "or put the images in one folder per class)"
         case let .labelOutOfRange(source, label, classes):
             return "\(source): label \(label) is outside the \(classes) classes 0…\(classes - 1) of the conditional model"
         case let .classCountChanged(checkpoint, data, source):
