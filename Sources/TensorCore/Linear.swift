@@ -235,8 +235,9 @@ enum LinearKernels {
 /// over the weight, instead of B·D·H multiply-adds each. Chosen per call,
 /// from the input alone, when a cost model measured on this machine's kernels
 /// says the sparse kernels are faster (see `init`); the result is then
-/// computed in a fixed order (`ck_sparse_linear`), so the choice is
-/// deterministic and does not depend on the rank count.
+/// computed in a fixed order (`ck_sparse_linear`), so the choice and the
+/// result depend on that input alone (under `--reproducible`, a fixed
+/// micro-shard, whatever the rank count).
 @usableFromInline
 struct SparseRowsOperand {
     let rows: Int
