@@ -235,8 +235,7 @@ public struct DataSource: Codable, Equatable, Sendable {
             }
             // The held-out users, split again (seeded): the validation users and the test users.
             let (test, validation) = Self.splitHeldOut(split.test, validation: validationUsers, seed: seed)
-            let (scaledTrain, scaledTest) = standardized(split.train, test)
-            let (_, scaledValidation) = standardized(split.train, validation)
+            let (scaledTrain, scaledTest, scaledValidation) = standardized(split.train, test, validation)
             return PreparedData(train: .loaded(scaledTrain), test: .loaded(scaledTest), shape: train.shape,
                                 classNames: classNames, testIsHeldOut: true, validation: .loaded(scaledValidation))
         }
@@ -267,14 +266,26 @@ public struct DataSource: Codable, Equatable, Sendable {
     /// With `standardize`, both sets standardized by the training set's
     /// statistics (those recorded in `standardization`, when resuming).
     func standardized(_ train: ImageSet, _ test: ImageSet) -> (ImageSet, ImageSet) {
-        var (train, test) = (train, test)
-        train.inputNormalization = inputNormalization
-        test.inputNormalization = inputNormalization
-        guard standardize == true else { return (train, test) }
-        let statistics = standardization ?? Standardization(fitting: train)
-        train.standardization = statistics
-        test.standardization = statistics
-        return (train, test)
+        let all = standardizing([train, test])
+        return (all[0], all[1])
+    }
+
+    /// The same with a validation set, by the one fit to the training set.
+    func standardized(_ train: ImageSet, _ test: ImageSet, _ validation: ImageSet) -> (ImageSet, ImageSet, ImageSet) {
+        let all = standardizing([train, test, validation])
+        return (all[0], all[1], all[2])
+    }
+
+    /// `sets` (the training set first) with the input normalization and, with
+    /// `standardize`, the statistics fit once to the training set.
+    private func standardizing(_ sets: [ImageSet]) -> [ImageSet] {
+        let statistics = standardize == true ? standardization ?? Standardization(fitting: sets[0]) : nil
+        return sets.map { set in
+            var set = set
+            set.inputNormalization = inputNormalization
+            if let statistics { set.standardization = statistics }
+            return set
+        }
     }
 
     /// The image-folder options apply to image folders only.

@@ -303,23 +303,34 @@ struct SparseRowsOperand {
     func linear(weight: Tensor, bias: UnsafePointer<Float>, relu: Bool, into y: UnsafeMutablePointer<Float>,
                 on backend: Backend) {
         let h = weight.shape[0]
-        var tile = [Float](repeating: 0, count: ck_sparse_tile_floats(columns))
-        backend.timingKernel(flops: 2 * nonzeroCount * h, "sparse matmul \(rows)×\(columns)·\(columns)×\(h)ᵀ") {
-            weight.scalars.withUnsafeBufferPointer { pw in
-                ck_sparse_linear(starts, columnIndices, values, rows, pw.baseAddress, h, columns, bias, relu ? 1 : 0,
-                                 backend.bf16 ? 1 : 0, &tile, y)
+        withTile { tile in
+            backend.timingKernel(flops: 2 * nonzeroCount * h, "sparse matmul \(rows)×\(columns)·\(columns)×\(h)ᵀ") {
+                weight.scalars.withUnsafeBufferPointer { pw in
+                    ck_sparse_linear(starts, columnIndices, values, rows, pw.baseAddress, h, columns, bias, relu ? 1 : 0,
+                                     backend.bf16 ? 1 : 0, tile, y)
+                }
             }
         }
+    }
+
+    /// The kernels' scratch tile, uninitialized: they write all of it before
+    /// reading (the forward fills it from the weights, the gradient zeroes it),
+    /// so it is not zero-filled here on every call.
+    private func withTile(_ body: (UnsafeMutablePointer<Float>) -> Void) {
+        let tile = UnsafeMutablePointer<Float>.allocate(capacity: ck_sparse_tile_floats(columns))
+        defer { tile.deallocate() }
+        body(tile)
     }
 
     /// dw (H, D) = dyᵀ · x, written or added to dw.
     func weightGradient(_ dy: Tensor, outputs h: Int, into dw: UnsafeMutablePointer<Float>, accumulate: Bool,
                         on backend: Backend) {
-        var tile = [Float](repeating: 0, count: ck_sparse_tile_floats(columns))
-        backend.timingKernel(flops: 2 * nonzeroCount * h, "sparse matmul \(h)×\(rows)ᵀ·\(rows)×\(columns)") {
-            dy.scalars.withUnsafeBufferPointer { pdy in
-                ck_sparse_linear_weight_gradient(starts, columnIndices, values, rows, pdy.baseAddress, h, columns,
-                                                 backend.bf16 ? 1 : 0, accumulate ? 1 : 0, &tile, dw)
+        withTile { tile in
+            backend.timingKernel(flops: 2 * nonzeroCount * h, "sparse matmul \(h)×\(rows)ᵀ·\(rows)×\(columns)") {
+                dy.scalars.withUnsafeBufferPointer { pdy in
+                    ck_sparse_linear_weight_gradient(starts, columnIndices, values, rows, pdy.baseAddress, h, columns,
+                                                     backend.bf16 ? 1 : 0, accumulate ? 1 : 0, tile, dw)
+                }
             }
         }
     }

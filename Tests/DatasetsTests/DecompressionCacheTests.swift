@@ -9,15 +9,13 @@ final class DecompressionCacheTests: XCTestCase {
     var cache = ""
 
     override func setUpWithError() throws {
-        dir = NSTemporaryDirectory() + "cache-test-\(UUID().uuidString)"
+        dir = try temporaryDirectory(removedAfter: self)
         cache = dir + "/cache"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         setenv("VAE_MPI_CACHE", cache, 1)
     }
 
     override func tearDownWithError() throws {
         unsetenv("VAE_MPI_CACHE")
-        try? FileManager.default.removeItem(atPath: dir)
     }
 
     let floats: [Float] = (0..<24).map { Float($0) * 0.25 - 2 }

@@ -5,12 +5,7 @@ import TestSupport
 
 /// Labels from a column of a CSV table (`--covariate`, `--train-labels FILE.csv:COLUMN`).
 final class LabelTableTests: XCTestCase {
-    func folder() throws -> String {
-        let dir = NSTemporaryDirectory() + "labels-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
-        return dir
-    }
+    func folder() throws -> String { try temporaryDirectory(removedAfter: self) }
 
     func table(_ text: String, in dir: String, name: String = "cells.csv") throws -> String {
         let path = dir + "/" + name

@@ -6,12 +6,7 @@ import TestSupport
 
 /// Sparse rows (CSR), interaction logs and Matrix Market files.
 final class SparseAndCountDataTests: XCTestCase {
-    func temporaryFolder() throws -> String {
-        let dir = NSTemporaryDirectory() + "sparse-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
-        return dir
-    }
+    func temporaryFolder() throws -> String { try temporaryDirectory(removedAfter: self) }
 
     /// Triplets in any order become sorted rows; a repeated cell adds up;
     /// every read (a row, a range across rows, a selection) matches the dense matrix.
@@ -155,9 +150,7 @@ final class MappedArrayTests: XCTestCase {
 /// users, disjoint, from a seeded split; training evaluates on the validation users.
 final class ValidationUsersTests: XCTestCase {
     func testValidationAndTestUsersAreDisjointAndSeeded() throws {
-        let dir = NSTemporaryDirectory() + "validation-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+        let dir = try temporaryDirectory(removedAfter: self)
         var log = "user,item\n"
         for u in 0..<40 { for i in 0..<6 { log += "u\(u),i\((u * 7 + i * 3) % 25)\n" } }
         try write(Array(log.utf8), to: dir + "/log.csv")

@@ -63,3 +63,10 @@ public func temporaryDirectory() throws -> String {
     try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     return path
 }
+
+/// A fresh, empty temporary directory, removed when `test` ends.
+public func temporaryDirectory(removedAfter test: XCTestCase) throws -> String {
+    let path = try temporaryDirectory()
+    test.addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
+    return path
+}
