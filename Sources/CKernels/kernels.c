@@ -110,6 +110,27 @@ void ck_adam_update(float *p, const float *g, float *m, float *v, size_t n, ck_a
     adam_portable(p, g, m, v, n, c);
 }
 
+void ck_adam_sum_update(float *p, float *const *segments, size_t ranks, float *m, float *v, size_t n,
+                        ck_adam_constants c, float *publish) {
+    // Blocks small enough that their summed gradient and updated parameters
+    // are read back from L1: the segments, p, m and v cross memory once.
+    enum { BLOCK = 1024 };
+    float sums[BLOCK];
+    if (ranks == 0) return;
+    for (size_t i0 = 0; i0 < n; i0 += BLOCK) {
+        size_t count = n - i0 < BLOCK ? n - i0 : BLOCK;
+        // ck_sum_segments' order: rank 0, then + rank 1, + rank 2, …
+        const float *first = segments[0] + i0;
+        for (size_t i = 0; i < count; i++) sums[i] = first[i];
+        for (size_t r = 1; r < ranks; r++) {
+            const float *segment = segments[r] + i0;
+            for (size_t i = 0; i < count; i++) sums[i] += segment[i];
+        }
+        ck_adam_update(p + i0, sums, m + i0, v + i0, count, c);
+        memcpy(publish + i0, p + i0, count * sizeof(float));
+    }
+}
+
 static inline uint16_t bf16_round(float x) {
     uint32_t u;
     memcpy(&u, &x, 4);

@@ -89,3 +89,23 @@ public func bernoulliNegativeLogLikelihood(logits: UnsafePointer<Float>, targets
                                           terms: UnsafeMutablePointer<Float>, gradient: UnsafeMutablePointer<Float>?) {
     ck_bernoulli_nll(logits, targets, count, terms, gradient)
 }
+
+extension AdamKernel {
+    /// The step with the gradient summed from `segments` (each at the same
+    /// offset, in rank order) and the updated parameters also written to
+    /// `publish`: `SegmentSum.sum`, `apply` and a copy, with the same bits, in
+    /// one pass over memory.
+    public static func apply(parameters p: UnsafeMutablePointer<Float>, summing segments: [UnsafeMutablePointer<Float>],
+                             m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, count: Int,
+                             publish: UnsafeMutablePointer<Float>, _ c: Constants) {
+        var starts: [UnsafeMutablePointer<Float>?] = segments
+        starts.withUnsafeMutableBufferPointer {
+            ck_adam_sum_update(p, $0.baseAddress!, segments.count, m, v, count,
+                               ck_adam_constants(gradient_scale: c.gradientScale, one_minus_beta1: c.oneMinusBeta1,
+                                                 beta2: c.beta2, one_minus_beta2: c.oneMinusBeta2, step_size: c.stepSize,
+                                                 inverse_bias_correction2_sqrt: c.inverseBiasCorrection2Sqrt,
+                                                 epsilon: c.epsilon),
+                               publish)
+        }
+    }
+}

@@ -119,6 +119,28 @@ public struct Adam: Sendable {
         }
     }
 
+    /// The same update of `range`, with the gradient summed from `segments`
+    /// (flat arrays, in rank order) and the updated values also written to
+    /// `publish` at their flat positions: the shared-memory step's sum,
+    /// update and copy in one pass, with their bits.
+    public mutating func update<Model: ParameterWalking>(
+        _ model: inout Model, range: Range<Int>, summing segments: [UnsafeMutablePointer<Float>],
+        publish: UnsafeMutablePointer<Float>, gradientScale: Float, layout: ParameterLayout
+    ) {
+        precondition(firstMoment.count == range.count, "Adam: the slice does not match the moments")
+        let constants = nextStep(gradientScale: gradientScale)
+        firstMoment.withUnsafeMutableBufferPointer { m in
+            secondMoment.withUnsafeMutableBufferPointer { v in
+                guard let m = m.baseAddress, let v = v.baseAddress else { return }
+                model.withFlatRange(range, layout: layout) { p, start, count in
+                    let local = start - range.lowerBound
+                    AdamKernel.apply(parameters: p, summing: segments.map { $0 + start }, m: m + local, v: v + local,
+                                     count: count, publish: publish + start, constants)
+                }
+            }
+        }
+    }
+
     /// One update of a flat slice of parameters whose moments this optimizer
     /// holds from index 0 (a sharded optimizer's slice).
     public mutating func update(parameters: UnsafeMutablePointer<Float>, gradient: UnsafePointer<Float>, count: Int,

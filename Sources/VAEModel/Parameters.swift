@@ -141,23 +141,6 @@ extension ParameterWalking {
         }
     }
 
-    /// Copies the flat range `range` of the parameters to `destination`
-    /// (indexed by flat position: element i goes to destination[i]).
-    public func copy(range: Range<Int>, layout: ParameterLayout, to destination: UnsafeMutablePointer<Float>) {
-        var copy = self
-        var index = 0
-        copy.walkParameters { _, tensor in
-            let entry = layout.entries[index]
-            index += 1
-            let part = entry.part(of: range)
-            guard !part.isEmpty else { return }
-            tensor.scalars.withUnsafeBufferPointer { p in
-                (destination + part.lowerBound).update(from: p.baseAddress! + (part.lowerBound - entry.offset),
-                                                       count: part.count)
-            }
-        }
-    }
-
     /// Overwrites the flat range `range` of the parameters from `source`
     /// (indexed by flat position), in place.
     public mutating func copy(range: Range<Int>, from source: UnsafePointer<Float>, layout: ParameterLayout) {

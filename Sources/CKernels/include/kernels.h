@@ -36,6 +36,13 @@ typedef struct {
     float gradient_scale, one_minus_beta1, beta2, one_minus_beta2, step_size, inverse_bias_correction2_sqrt, epsilon;
 } ck_adam_constants;
 void ck_adam_update(float *parameters, const float *gradient, float *m, float *v, size_t n, ck_adam_constants c);
+// The shared-memory step of one rank's slice in one pass over memory: the
+// gradient is the rank-order sum of segments[0..ranks) (as ck_sum_segments),
+// the step is ck_adam_update's, and the updated parameters are also written
+// to `publish` (for the other ranks to copy). The same bits as the three
+// calls in turn; `publish` may be one of the segments.
+void ck_adam_sum_update(float *parameters, float *const *segments, size_t ranks, float *m, float *v, size_t n,
+                        ck_adam_constants c, float *publish);
 // The same step with a bf16 gradient (widened exactly on the fly).
 void ck_adam_update_bf16_gradient(float *parameters, const uint16_t *gradient, float *m, float *v, size_t n,
                                   ck_adam_constants c);

@@ -25,9 +25,10 @@ import VAEModel
 /// instead (`SharedSegments`), and Adam is sharded as below, with no copy
 /// through MPI: each rank's kernels write its gradient into its own segment;
 /// after a barrier, rank r sums slice r of every rank's gradient in rank
-/// order (in place, in its own segment), takes the Adam step on that slice of
-/// the parameters (holding Adam's moments for it only) and writes the updated
-/// values back in place of the summed gradient; after a second barrier every
+/// order, takes the Adam step on that slice of the parameters (holding
+/// Adam's moments for it only) and writes the updated values in place of its
+/// own gradient there, all in one pass over memory (`ck_adam_sum_update`,
+/// block by block); after a second barrier every
 /// rank copies the other ranks' updated slices into its parameters. The
 /// counts, terms and flags are summed from every segment by every rank. Each
 /// step uses one of two halves of the segments in turn, so that a rank that
@@ -291,12 +292,13 @@ public final class DataParallelOptimizer {
                 throw CollectiveFailure.unanimous(TrainingError.nonFinite(step: step, unscaledDataRange: nil), rank: rank)
             }
         }
-        SegmentSum.sum(halves, offset: mine.lowerBound, count: mine.count, into: halves[rank] + mine.lowerBound)
         clock.lap(.reduction)
         let total = sharedMeta[0]
-        adam.update(&model, range: mine, gradient: halves[rank], gradientScale: 1 / total, layout: layout)
-        // The updated slice replaces its summed gradient, for the other ranks to copy.
-        model.copy(range: mine, layout: layout, to: halves[rank])
+        // In one pass: the slice's gradient summed over the ranks, Adam on
+        // it, and the updated values written in place of this rank's
+        // gradient, for the other ranks to copy.
+        adam.update(&model, range: mine, summing: halves, publish: halves[rank], gradientScale: 1 / total,
+                    layout: layout)
         clock.lap(.update)
         try shared.synchronize()
         clock.lap(.reduction)
