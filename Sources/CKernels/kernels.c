@@ -332,6 +332,105 @@ void ck_bernoulli_nll(const float *logits, const float *x, size_t n, float *term
     bernoulli_portable(logits, x, n, terms, gradient);
 }
 
+static float softmax_exponentials_portable(const float *l, size_t width, float *shares) {
+    float top = -INFINITY;
+    for (size_t j = 0; j < width; j++) top = swift_max(top, l[j]);
+    for (size_t j = 0; j < width; j++) shares[j] = fast_exp(l[j] - top);
+    return top;
+}
+
+// x's count: x if x > 0, else 0 (NaN too).
+static inline float count_of(float x) { return x > 0.0f ? x : 0.0f; }
+
+static double multinomial_row_portable(const float *l, const float *x, size_t width, const float *shares, double lse,
+                                       float *terms, float *g) {
+    double n = 0.0;
+    for (size_t j = 0; j < width; j++) {
+        float c = count_of(x[j]);
+        // Adding a zero count leaves n's bits (n starts at +0 and stays ≥ 0).
+        if (c != 0.0f) n += (double)c;
+        terms[j] = c == 0.0f ? 0.0f : (float)(-(double)c * ((double)l[j] - lse));
+    }
+    if (g) {
+        float total = (float)n;
+        for (size_t j = 0; j < width; j++) g[j] = total * shares[j] - count_of(x[j]);
+    }
+    return n;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f")))
+static float softmax_exponentials_avx512(const float *l, size_t width, float *shares) {
+    // The largest value is the same whichever order it is found in; only
+    // zeros' signs could differ, and l − (+0) and l − (−0) have the same
+    // fastExp, as Double(±0) + log(total ≥ 1) has the same lse.
+    __m512 top16 = _mm512_set1_ps(-INFINITY);
+    size_t j = 0;
+    for (; j + 16 <= width; j += 16) top16 = SWIFT_MAX(top16, _mm512_loadu_ps(l + j));
+    float lanes[16], top = -INFINITY;
+    _mm512_storeu_ps(lanes, top16);
+    for (int k = 0; k < 16; k++) top = swift_max(top, lanes[k]);
+    for (size_t t = j; t < width; t++) top = swift_max(top, l[t]);
+    const __m512 top_v = _mm512_set1_ps(top);
+    for (j = 0; j + 16 <= width; j += 16)
+        _mm512_storeu_ps(shares + j, fast_exp16(_mm512_sub_ps(_mm512_loadu_ps(l + j), top_v)));
+    for (; j < width; j++) shares[j] = fast_exp(l[j] - top);
+    return top;
+}
+
+__attribute__((target("avx512f")))
+static double multinomial_row_avx512(const float *l, const float *x, size_t width, const float *shares, double lse,
+                                     float *terms, float *g) {
+    double n = 0.0;
+    size_t j = 0;
+    const __m512 zero = _mm512_setzero_ps();
+    for (; j + 16 <= width; j += 16) {
+        __mmask16 nonzero = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + j), zero, _CMP_GT_OQ);
+        _mm512_storeu_ps(terms + j, zero);
+        // The nonzero counts in order: n's sum and their terms as the scalar code.
+        while (nonzero) {
+            int k = __builtin_ctz(nonzero);
+            nonzero &= nonzero - 1;
+            double c = (double)x[j + k];
+            n += c;
+            terms[j + k] = (float)(-c * ((double)l[j + k] - lse));
+        }
+    }
+    for (; j < width; j++) {
+        float c = count_of(x[j]);
+        if (c != 0.0f) n += (double)c;
+        terms[j] = c == 0.0f ? 0.0f : (float)(-(double)c * ((double)l[j] - lse));
+    }
+    if (g) {
+        const __m512 total = _mm512_set1_ps((float)n);
+        size_t i = 0;
+        for (; i + 16 <= width; i += 16) {
+            __m512 xi = _mm512_loadu_ps(x + i);
+            __m512 c = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(xi, zero, _CMP_GT_OQ), xi);
+            _mm512_storeu_ps(g + i, _mm512_sub_ps(_mm512_mul_ps(total, _mm512_loadu_ps(shares + i)), c));
+        }
+        float total1 = (float)n;
+        for (; i < width; i++) g[i] = total1 * shares[i] - count_of(x[i]);
+    }
+    return n;
+}
+#endif
+
+float ck_softmax_exponentials(const float *logits, size_t width, float *shares) {
+#if defined(__x86_64__)
+    if (ck_cpu_has_avx512f()) return softmax_exponentials_avx512(logits, width, shares);
+#endif
+    return softmax_exponentials_portable(logits, width, shares);
+}
+
+double ck_multinomial_row(const float *logits, const float *x, size_t width, const float *shares, double lse,
+                          float *terms, float *gradient) {
+#if defined(__x86_64__)
+    if (ck_cpu_has_avx512f()) return multinomial_row_avx512(logits, x, width, shares, lse, terms, gradient);
+#endif
+    return multinomial_row_portable(logits, x, width, shares, lse, terms, gradient);
+}
+
 int ck_any_non_finite(const float *x, size_t n) {
     int bad = 0;
     for (size_t i = 0; i < n; i++) bad |= non_finite_bits(x[i]);

@@ -81,6 +81,25 @@ public enum SegmentSum {
     }
 }
 
+/// The first half of a count row's softmax: returns the row's largest logit
+/// and writes shares[j] = fastExp(l[j] − top) (`ck_softmax_exponentials`:
+/// the bits of the plain Swift loops).
+public func softmaxExponentials(_ logits: UnsafePointer<Float>, width: Int, into shares: UnsafeMutablePointer<Float>)
+    -> Float
+{
+    ck_softmax_exponentials(logits, width, shares)
+}
+
+/// The multinomial's terms of one row, and its gradient when asked, from the
+/// row's softmax `shares` and log-sum-exp (`ck_multinomial_row`); returns
+/// the row's count total.
+@discardableResult
+public func multinomialRow(logits: UnsafePointer<Float>, counts: UnsafePointer<Float>, width: Int,
+                           shares: UnsafePointer<Float>, lse: Double, terms: UnsafeMutablePointer<Float>,
+                           gradient: UnsafeMutablePointer<Float>?) -> Double {
+    ck_multinomial_row(logits, counts, width, shares, lse, terms, gradient)
+}
+
 /// The Bernoulli likelihood's one sweep over `count` elements, from logits:
 /// terms[i] = max(l, 0) − l·x + log1p(e^−|l|) and, if `gradient` is given,
 /// gradient[i] = σ(l) − x (16 lanes with AVX-512; the bits of the scalar

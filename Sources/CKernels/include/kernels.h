@@ -82,6 +82,18 @@ void ck_col2im_nhwc(const float *cols, size_t batch, size_t height, size_t width
 // give Swift's bits.
 void ck_bernoulli_nll(const float *logits, const float *x, size_t n, float *terms, float *gradient);
 
+// A count row's softmax, first half (Counts.swift, rowSoftmax): returns the
+// row's largest logit (Swift.max's choices, NaN passed over) and writes
+// shares[j] = fastExp(l[j] − top), the bits of the Swift loop either path.
+float ck_softmax_exponentials(const float *logits, size_t width, float *shares);
+// The multinomial's terms of a row (MultinomialLikelihood): with c_j = x_j
+// if x_j > 0, else 0, terms[j] = c_j == 0 ? 0 : (float)(−c_j·((double)l_j −
+// lse)); n = Σ c_j in Double, in order, returned; when gradient is not NULL,
+// gradient[j] = (float)n · shares[j] − (float)c_j. The zeros of a sparse row
+// cost a comparison: they add nothing to n and their terms are 0.
+double ck_multinomial_row(const float *logits, const float *x, size_t width, const float *shares, double lse,
+                          float *terms, float *gradient);
+
 // 1 if any of the n floats is infinite or NaN.
 int ck_any_non_finite(const float *x, size_t n);
 

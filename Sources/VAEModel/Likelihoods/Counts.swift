@@ -25,9 +25,9 @@ let countEpsilon = 1e-8
 /// likelihood; Mult-VAE's output layer has one per item).
 @inline(__always)
 func rowSoftmax(_ logits: UnsafePointer<Float>, width: Int, into shares: UnsafeMutablePointer<Float>) -> Double {
-    var top = -Float.infinity
-    for j in 0..<width { top = Swift.max(top, logits[j]) }
-    for j in 0..<width { shares[j] = fastExp(logits[j] - top) }
+    // The largest logit and the exponentials (the loops `top = Swift.max(top,
+    // l_j)` and `shares_j = fastExp(l_j − top)`, vectorised in C, same bits).
+    let top = softmaxExponentials(logits, width: width, into: shares)
     let total = Double(vectorSum(shares, count: width))
     let inverse = Float(1 / total)
     for j in 0..<width { shares[j] *= inverse }
@@ -77,16 +77,12 @@ public struct MultinomialLikelihood: CountLikelihoodComponent {
         for row in 0..<rows {
             let l = parameters.plane(0, row: row), xs = x + row * width, out = terms + row * width
             let lse = rowSoftmax(l, width: width, into: &shares)
-            var n = 0.0
-            for j in 0..<width {
-                let c = Self.count(xs[j])
-                n += c
-                out[j] = c == 0 ? 0 : Float(-c * (Double(l[j]) - lse))
-            }
-            if let g = gradient?.plane(0, row: row) {
-                let total = Float(n)
-                for j in 0..<width { g[j] = total * shares[j] - Float(Self.count(xs[j])) }
-            }
+            // With c_j = count(x_j) and n = Σ c_j (in order, in Double):
+            // out_j = c_j == 0 ? 0 : Float(−c_j (l_j − lse)), and the gradient
+            // Float(n)·shares_j − Float(c_j). In C, where a row's zeros cost a
+            // comparison (clicks are sparse).
+            multinomialRow(logits: l, counts: xs, width: width, shares: shares, lse: lse, terms: out,
+                           gradient: gradient?.plane(0, row: row))
         }
     }
 }

@@ -1,0 +1,93 @@
+import XCTest
+@testable import TensorCore
+import Foundation
+
+/// The shared-memory step's fused kernel against the three calls it replaces.
+final class AdamKernelTests: XCTestCase {
+    func testSumUpdateAndPublishInOnePassGivesTheBitsOfTheThreeSteps() {
+        var generator = SystemRandomNumberGenerator()
+        let constants = AdamKernel.Constants(gradientScale: 1 / 137, oneMinusBeta1: 0.1, beta2: 0.999,
+                                             oneMinusBeta2: 0.001, stepSize: 1e-3, inverseBiasCorrection2Sqrt: 31.6,
+                                             epsilon: 1e-8)
+        for ranks in 1...5 {
+            for count in [0, 1, 15, 17, 1023, 1024, 1025, 3001] {
+                func randoms(_ scale: Float) -> [Float] { (0..<count).map { _ in Float.random(in: -scale...scale, using: &generator) } }
+                let segments = (0..<ranks).map { _ in randoms(50) }
+                let parameters = randoms(1), m = randoms(0.1), v = randoms(0.1).map { $0 * $0 }
+                // The three steps: the rank-order sum, Adam on it, a copy of the result.
+                var sum = [Float](repeating: 0, count: count)
+                var p1 = parameters, m1 = m, v1 = v
+                let copies: [UnsafeMutablePointer<Float>] = segments.map { _ in .allocate(capacity: max(count, 1)) }
+                defer { copies.forEach { $0.deallocate() } }
+                for (r, s) in segments.enumerated() { copies[r].initialize(from: s, count: count) }
+                sum.withUnsafeMutableBufferPointer { SegmentSum.sum(copies, offset: 0, count: count, into: $0.baseAddress!) }
+                if count > 0 {
+                    AdamKernel.apply(parameters: &p1, gradient: sum, m: &m1, v: &v1, count: count, constants)
+                }
+                // The fused pass, publishing in place of the last rank's gradient (as ranks do).
+                var p2 = parameters, m2 = m, v2 = v
+                let publish = copies[ranks - 1]
+                AdamKernel.apply(parameters: &p2, summing: copies, m: &m2, v: &v2, count: count, publish: publish,
+                                 constants)
+                let published: [Float] = Array(UnsafeBufferPointer(start: publish, count: count))
+                XCTAssertEqual(p1.map(\.bitPattern), p2.map(\.bitPattern), "parameters, \(ranks) ranks, \(count)")
+                XCTAssertEqual(m1.map(\.bitPattern), m2.map(\.bitPattern), "first moment, \(ranks) ranks, \(count)")
+                XCTAssertEqual(v1.map(\.bitPattern), v2.map(\.bitPattern), "second moment, \(ranks) ranks, \(count)")
+                XCTAssertEqual(p1.map(\.bitPattern), published.map(\.bitPattern), "published, \(ranks) ranks, \(count)")
+            }
+        }
+    }
+}
+
+/// The count likelihoods' row kernels against the plain loops they replace.
+final class CountRowKernelTests: XCTestCase {
+    func testSoftmaxAndMultinomialRowGiveTheBitsOfThePlainLoops() {
+        var generator = SystemRandomNumberGenerator()
+        for width in [1, 15, 16, 17, 100, 3001] {
+            for trial in 0..<4 {
+                var logits = (0..<width).map { _ in Float.random(in: -30...30, using: &generator) }
+                // Sparse counts with fractions, negatives and NaN (read as 0), and ±0 logits.
+                let x: [Float] = (0..<width).map { j in
+                    switch Int.random(in: 0..<40, using: &generator) {
+                    case 0: return 1
+                    case 1: return Float.random(in: 0.001...7, using: &generator)
+                    case 2: return -2
+                    case 3 where trial == 3: return .nan
+                    default: return 0
+                    }
+                }
+                if trial == 2 { logits[0] = -0.0; logits[width - 1] = 0.0 }
+                // The loops as Counts.swift wrote them.
+                var top = -Float.infinity
+                for j in 0..<width { top = Swift.max(top, logits[j]) }
+                let expected = logits.map { fastExp($0 - top) }
+                var shares = [Float](repeating: 0, count: width)
+                let kernelTop = softmaxExponentials(logits, width: width, into: &shares)
+                XCTAssertEqual(kernelTop.bitPattern, top.bitPattern, "top, width \(width)")
+                XCTAssertEqual(shares.map(\.bitPattern), expected.map(\.bitPattern), "exponentials, width \(width)")
+                let total = Double(vectorSum(shares, count: width))
+                let lse = Double(top) + Foundation.log(total)
+                let inverse = Float(1 / total)
+                for j in 0..<width { shares[j] *= inverse }
+                var n = 0.0
+                var terms = [Float](repeating: 0, count: width), gradient = terms
+                for j in 0..<width {
+                    let c = x[j] > 0 ? Double(x[j]) : 0
+                    n += c
+                    terms[j] = c == 0 ? 0 : Float(-c * (Double(logits[j]) - lse))
+                }
+                for j in 0..<width { gradient[j] = Float(n) * shares[j] - Float(x[j] > 0 ? Double(x[j]) : 0) }
+                var kernelTerms = [Float](repeating: 1, count: width), kernelGradient = kernelTerms
+                let kernelN = multinomialRow(logits: logits, counts: x, width: width, shares: shares, lse: lse,
+                                             terms: &kernelTerms, gradient: &kernelGradient)
+                XCTAssertEqual(kernelN.bitPattern, n.bitPattern, "count total, width \(width)")
+                XCTAssertEqual(kernelTerms.map(\.bitPattern), terms.map(\.bitPattern), "terms, width \(width)")
+                XCTAssertEqual(kernelGradient.map(\.bitPattern), gradient.map(\.bitPattern), "gradient, width \(width)")
+                var termsOnly = [Float](repeating: 1, count: width)
+                multinomialRow(logits: logits, counts: x, width: width, shares: shares, lse: lse, terms: &termsOnly,
+                               gradient: nil)
+                XCTAssertEqual(termsOnly.map(\.bitPattern), terms.map(\.bitPattern), "terms without gradient")
+            }
+        }
+    }
+}
