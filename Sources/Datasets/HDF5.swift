@@ -62,11 +62,25 @@ extension ImageSet {
 
     /// Rows [0, N) of the dataset converted to `mode` (0 bytes, 1 float32, 2 int64), read in blocks.
     static func readAll<T>(_ path: HDF5Path, dims: [Int], mode: Int32, as: T.Type) throws -> [T] {
-        guard let total = checkedProduct(dims), let rowSize = checkedProduct(Array(dims.dropFirst())) else {
+        let total = try checkedSize(path, dims: dims, as: T.self)
+        var values = [T](unsafeUninitializedCapacity: total) { _, n in n = total }
+        var filled = 0
+        try values.withUnsafeMutableBytes { out in
+            try readBlocks(path, dims: dims, mode: mode, as: T.self) { block in
+                out.baseAddress!.advanced(by: filled).copyMemory(from: block.baseAddress!, byteCount: block.count)
+                filled += block.count
+            }
+        }
+        return values
+    }
+
+    /// The number of values of `dims`, checked to fit: in memory, and within
+    /// what the file's bytes can decompress to (deflate expands at most about
+    /// 1032:1), so that a damaged header cannot ask for terabytes.
+    static func checkedSize<T>(_ path: HDF5Path, dims: [Int], as: T.Type) throws -> Int {
+        guard let total = checkedProduct(dims), checkedProduct(Array(dims.dropFirst())) != nil else {
             throw DatasetError.badDimensions(path: path.description, detail: "\(dims) holds more elements than this machine can address")
         }
-        // What is read must fit: in memory, and within what the file's bytes can decompress to (deflate
-        // expands at most about 1032:1), so that a damaged header cannot ask for terabytes.
         let bytes = total.multipliedReportingOverflow(by: MemoryLayout<T>.size)
         let fileBytes = (try? FileManager.default.attributesOfItem(atPath: path.file)[.size] as? Int) ?? 0
         let limit = min(Int(ProcessInfo.processInfo.physicalMemory / 2), fileBytes.multipliedReportingOverflow(by: 1100).partialValue)
@@ -75,21 +89,69 @@ extension ImageSet {
                 + "would take more memory than this machine has for it, or than the file can hold (\(fileBytes) bytes); "
                 + "store the dataset contiguous and uncompressed (h5repack -l CONTI), which is mapped, not read")
         }
-        var values = [T](unsafeUninitializedCapacity: total) { _, n in n = total }
-        var error = [CChar](repeating: 0, count: 512)
-        // Blocks of about 64 MB, so that libhdf5's conversion buffers stay small.
+        return total
+    }
+
+    /// Integer samples (`SampleValues(integers:…)`'s rules and messages),
+    /// converted block by block: what is held is the samples in their
+    /// narrowest type, not the whole dataset as 64-bit integers as well.
+    static func readIntegers(_ path: HDF5Path, dims: [Int], levels: Int?, counts: Bool, dtype: String) throws -> SampleValues {
+        guard levels != nil || counts else { throw DatasetError.integersNeedLevels(path: path.description, dtype: dtype) }
+        var bytes: [UInt8] = [], words: [UInt16] = [], floats: [Float] = []
+        let total: Int
+        if let k = levels, k <= 256 {
+            total = try checkedSize(path, dims: dims, as: UInt8.self)
+            bytes.reserveCapacity(total)
+        } else if levels != nil {
+            total = try checkedSize(path, dims: dims, as: UInt16.self)
+            words.reserveCapacity(total)
+        } else {
+            total = try checkedSize(path, dims: dims, as: Float.self)
+            floats.reserveCapacity(total)
+        }
+        var offset = 0
+        try readBlocks(path, dims: dims, mode: 2, as: Int64.self) { raw in
+            let v = raw.bindMemory(to: Int64.self)
+            if let k = levels {
+                if let i = v.firstIndex(where: { $0 < 0 || $0 >= Int64(k) }) {
+                    throw DatasetError.levelOutOfRange(path: path.description, index: offset + i, value: v[i], levels: k)
+                }
+                if k <= 256 { bytes.append(contentsOf: v.lazy.map { UInt8($0) }) } else { words.append(contentsOf: v.lazy.map { UInt16($0) }) }
+            } else {
+                if let i = v.firstIndex(where: { $0 < 0 || $0 > 1 << 24 }) {
+                    throw DatasetError.incompatible(path: path.description, detail: "value \(v[i]) at index \(offset + i): counts are "
+                                                    + "non-negative integers up to 2^24 (16777216)")
+                }
+                floats.append(contentsOf: v.lazy.map { Float($0) })
+            }
+            offset += v.count
+        }
+        if let k = levels { return k <= 256 ? SampleValues(bytes: bytes) : SampleValues(words: words) }
+        return SampleValues(floats: floats)
+    }
+
+    /// Hands the dataset's rows to `body` in order, converted to `mode`, in
+    /// blocks of about 64 MB read into one reused buffer (libhdf5's
+    /// conversion buffers stay small, and so does what the caller holds).
+    static func readBlocks<T>(_ path: HDF5Path, dims: [Int], mode: Int32, as: T.Type,
+                              _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+        let rowSize = checkedProduct(Array(dims.dropFirst()))!
+        guard rowSize > 0, dims[0] > 0 else { return }
         let block = Swift.max(1, (64 << 20) / Swift.max(rowSize * MemoryLayout<T>.size, 1))
+        var buffer = [T](unsafeUninitializedCapacity: Swift.min(block, dims[0]) * rowSize) { _, n in
+            n = Swift.min(block, dims[0]) * rowSize
+        }
+        var error = [CChar](repeating: 0, count: 512)
         var first = 0
         while first < dims[0] {
             let count = Swift.min(block, dims[0] - first)
-            let status = values.withUnsafeMutableBufferPointer { b in
-                vae_h5_read_rows(path.file, path.dataset, Int64(first), Int64(count), mode,
-                                 UnsafeMutableRawPointer(b.baseAddress! + first * rowSize), &error, Int32(error.count))
+            try buffer.withUnsafeMutableBytes { b in
+                guard vae_h5_read_rows(path.file, path.dataset, Int64(first), Int64(count), mode, b.baseAddress!,
+                                       &error, Int32(error.count)) == 0 else { throw hdf5Error(path, error) }
+                try body(UnsafeRawBufferPointer(rebasing: b[0 ..< count * rowSize * MemoryLayout<T>.size]))
             }
-            guard status == 0 else { throw hdf5Error(path, error) }
             first += count
         }
-        return values
     }
 
     /// The samples of an HDF5 dataset, with their levels (see `ReadOptions`).
@@ -129,8 +191,7 @@ extension ImageSet {
         } else if isFloat {
             values = SampleValues(floats: try readAll(path, dims: dims, mode: 1, as: Float.self))
         } else {
-            let v = try readAll(path, dims: dims, mode: 2, as: Int64.self)
-            values = try SampleValues(integers: v, levels: levels, counts: counts, path: path.description, dtype: dtype)
+            values = try readIntegers(path, dims: dims, levels: levels, counts: counts, dtype: dtype)
             resolvedLevels = levels
             if levels == nil { storageName = "\(dtype) counts" }
         }
@@ -153,11 +214,13 @@ extension ImageSet {
               let total = checkedProduct(dims), total > 0 else { return nil }
         let element = bytes ? "uint8" : "float32"
         let name = (path.file as NSString).lastPathComponent + "-" + path.dataset.map { $0 == "/" ? "_" : $0 }
+        if bytes { _ = try checkedSize(path, dims: dims, as: UInt8.self) } else { _ = try checkedSize(path, dims: dims, as: Float.self) }
         guard let copy = try DecompressionCache.cached(path.file, variant: path.dataset + " as " + element, name: String(name), produce: { emit in
+            // Block by block: the process that makes the copy holds 64 MB of it at a time.
             if bytes {
-                try readAll(path, dims: dims, mode: 0, as: UInt8.self).withUnsafeBytes { try emit($0) }
+                try readBlocks(path, dims: dims, mode: 0, as: UInt8.self, emit)
             } else {
-                try readAll(path, dims: dims, mode: 1, as: Float.self).withUnsafeBytes { try emit($0) }
+                try readBlocks(path, dims: dims, mode: 1, as: Float.self, emit)
             }
         }), let file = MappedFile(copy), file.byteCount == total * (bytes ? 1 : 4) else { return nil }
         return SampleValues(element: bytes ? .uint8 : .float32, count: total, mapping: file, offset: 0)
