@@ -92,42 +92,84 @@ extension ImageSet {
         return total
     }
 
-    /// Integer samples (`SampleValues(integers:…)`'s rules and messages),
-    /// converted block by block: what is held is the samples in their
-    /// narrowest type, not the whole dataset as 64-bit integers as well.
-    static func readIntegers(_ path: HDF5Path, dims: [Int], levels: Int?, counts: Bool, dtype: String) throws -> SampleValues {
-        guard levels != nil || counts else { throw DatasetError.integersNeedLevels(path: path.description, dtype: dtype) }
-        var bytes: [UInt8] = [], words: [UInt16] = [], floats: [Float] = []
-        let total: Int
-        if let k = levels, k <= 256 {
-            total = try checkedSize(path, dims: dims, as: UInt8.self)
-            bytes.reserveCapacity(total)
-        } else if levels != nil {
-            total = try checkedSize(path, dims: dims, as: UInt16.self)
-            words.reserveCapacity(total)
-        } else {
-            total = try checkedSize(path, dims: dims, as: Float.self)
-            floats.reserveCapacity(total)
-        }
+    /// What integer samples are kept as: K ≤ 256 levels as bytes, more as
+    /// 16-bit words, counts (no levels) as float32.
+    static func integerElement(levels: Int?) -> SampleValues.Element {
+        guard let k = levels else { return .float32 }
+        return k <= 256 ? .uint8 : .uint16
+    }
+
+    /// Integer samples converted block by block to `integerElement(levels:)`
+    /// with `SampleValues(integers:…)`'s checks and messages (the index of a
+    /// bad value is its index in the dataset), handed to `emit` in order.
+    static func convertIntegers(_ path: HDF5Path, dims: [Int], levels: Int?, dtype: String,
+                                _ emit: (UnsafeRawBufferPointer) throws -> Void) throws {
         var offset = 0
+        var bytes: [UInt8] = [], words: [UInt16] = [], floats: [Float] = []
         try readBlocks(path, dims: dims, mode: 2, as: Int64.self) { raw in
             let v = raw.bindMemory(to: Int64.self)
             if let k = levels {
                 if let i = v.firstIndex(where: { $0 < 0 || $0 >= Int64(k) }) {
                     throw DatasetError.levelOutOfRange(path: path.description, index: offset + i, value: v[i], levels: k)
                 }
-                if k <= 256 { bytes.append(contentsOf: v.lazy.map { UInt8($0) }) } else { words.append(contentsOf: v.lazy.map { UInt16($0) }) }
-            } else {
-                if let i = v.firstIndex(where: { $0 < 0 || $0 > 1 << 24 }) {
-                    throw DatasetError.incompatible(path: path.description, detail: "value \(v[i]) at index \(offset + i): counts are "
-                                                    + "non-negative integers up to 2^24 (16777216)")
-                }
+            } else if let i = v.firstIndex(where: { $0 < 0 || $0 > 1 << 24 }) {
+                throw DatasetError.incompatible(path: path.description, detail: "value \(v[i]) at index \(offset + i): counts are "
+                                                + "non-negative integers up to 2^24 (16777216)")
+            }
+            switch integerElement(levels: levels) {
+            case .uint8:
+                bytes.removeAll(keepingCapacity: true)
+                bytes.append(contentsOf: v.lazy.map { UInt8($0) })
+                try bytes.withUnsafeBytes(emit)
+            case .uint16:
+                words.removeAll(keepingCapacity: true)
+                words.append(contentsOf: v.lazy.map { UInt16($0) })
+                try words.withUnsafeBytes(emit)
+            case .float32:
+                floats.removeAll(keepingCapacity: true)
                 floats.append(contentsOf: v.lazy.map { Float($0) })
+                try floats.withUnsafeBytes(emit)
             }
             offset += v.count
         }
-        if let k = levels { return k <= 256 ? SampleValues(bytes: bytes) : SampleValues(words: words) }
-        return SampleValues(floats: floats)
+    }
+
+    /// Integer samples, with their levels (K) or as counts: read once by one
+    /// process into the decompression cache, converted (keyed by K, whose
+    /// check the copy passed) and mapped by every rank; else read by this
+    /// process, converted block by block. What is held is never the whole
+    /// dataset as 64-bit integers.
+    static func readIntegers(_ path: HDF5Path, dims: [Int], levels: Int?, counts: Bool, dtype: String) throws -> SampleValues {
+        guard levels != nil || counts else { throw DatasetError.integersNeedLevels(path: path.description, dtype: dtype) }
+        let element = integerElement(levels: levels)
+        let total: Int
+        switch element {
+        case .uint8: total = try checkedSize(path, dims: dims, as: UInt8.self)
+        case .uint16: total = try checkedSize(path, dims: dims, as: UInt16.self)
+        case .float32: total = try checkedSize(path, dims: dims, as: Float.self)
+        }
+        if ProcessInfo.processInfo.environment["VAE_MPI_NO_MMAP"] == nil, total > 0 {
+            let what = levels.map { "\(element.rawValue) below \($0)" } ?? "float32 counts"
+            let name = (path.file as NSString).lastPathComponent + "-" + path.dataset.map { $0 == "/" ? "_" : $0 }
+            if let copy = try DecompressionCache.cached(path.file, variant: path.dataset + " as " + what, name: String(name),
+                                                        produce: { emit in
+                                                            try convertIntegers(path, dims: dims, levels: levels, dtype: dtype, emit)
+                                                        }),
+               let file = MappedFile(copy), file.byteCount == total * element.size {
+                return SampleValues(element: element, count: total, mapping: file, offset: 0)
+            }
+        }
+        func collect<T>(_: T.Type) throws -> [T] {
+            var out = [T]()
+            out.reserveCapacity(total)
+            try convertIntegers(path, dims: dims, levels: levels, dtype: dtype) { out.append(contentsOf: $0.bindMemory(to: T.self)) }
+            return out
+        }
+        switch element {
+        case .uint8: return SampleValues(bytes: try collect(UInt8.self))
+        case .uint16: return SampleValues(words: try collect(UInt16.self))
+        case .float32: return SampleValues(floats: try collect(Float.self))
+        }
     }
 
     /// Hands the dataset's rows to `body` in order, converted to `mode`, in

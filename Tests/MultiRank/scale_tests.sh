@@ -74,12 +74,15 @@ np.save(f"{d}/x.npy", x)
 np.save(f"{d}/x-u8.npy", (x * 255).astype(np.uint8))
 np.save(f"{d}/y.npy", labels)
 np.save(f"{d}/x-levels.npy", (x[:, 0] * 3).astype(np.int16))
+counts = rng.poisson(2.0, (240, 12)).astype(np.int32)
+np.save(f"{d}/counts.npy", counts)
 with h5py.File(f"{d}/data.h5", "w") as f:
     f["images"] = x                                                                       # contiguous float32 (N, C, H, W)
     f.create_dataset("sets/u8", data=(x * 255).astype(np.uint8), chunks=(16, 1, 8, 8), compression="gzip")
     f["sets/f64_hw"] = x[:, 0].astype(np.float64)                                         # (N, H, W) float64
     f["sets/flat"] = x.reshape(240, 64)                                                   # (N, D)
     f.create_dataset("sets/levels", data=(x[:, 0] * 3).astype(np.int16), chunks=(32, 8, 8))
+    f.create_dataset("sets/counts", data=counts, chunks=(16, 12), compression="gzip")     # int32 counts
     f["labels"] = labels
     f["names"] = np.array([b"a", b"b"])
 with h5py.File(f"{d}/bad.h5", "w") as f:
@@ -110,9 +113,30 @@ PY
     # Integer levels, as for .npy.
     mpi 2 train --train-file "$d/data.h5:/sets/levels" --levels 4 --likelihood discretized-logistic "${common[@]}" \
         --run-dir "$d/levels" >"$out" 2>&1
+    expect "$out" "the file is mapped"
     mpi 2 train --train-file "$d/x-levels.npy" --levels 4 --likelihood discretized-logistic "${common[@]}" \
         --run-dir "$d/levels-npy" >"$out" 2>&1
     cmp "$d/levels/$final" "$d/levels-npy/$final"
+    # Integer datasets go through the cache too, converted (levels as bytes, counts as floats) and mapped.
+    ls "$VAE_MPI_CACHE" | grep -q "^data.h5-_sets_levels\.[0-9a-f]*\.json$"
+    local nb=(--likelihood negative-binomial --test-fraction 0.1 --epochs 2 --batch-size 32 --hidden-dim 16 --latent-dim 2)
+    mpi 2 train --train-file "$d/data.h5:/sets/counts" "${nb[@]}" --run-dir "$d/counts" >"$out" 2>&1
+    expect "$out" "int32 counts"
+    expect "$out" "the file is mapped"
+    mpi 2 train --train-file "$d/counts.npy" "${nb[@]}" --run-dir "$d/counts-npy" >"$out" 2>&1
+    VAE_MPI_CACHE=off mpi 2 train --train-file "$d/data.h5:/sets/counts" "${nb[@]}" --run-dir "$d/counts-read" >"$out" 2>&1
+    local last
+    last=$(cd "$d/counts/checkpoints" && ls step-*.safetensors | tail -1)
+    cmp "$d/counts/checkpoints/$last" "$d/counts-npy/checkpoints/$last"
+    cmp "$d/counts/checkpoints/$last" "$d/counts-read/checkpoints/$last"
+    # A level out of range is an error naming the value's index; no copy is left in the cache.
+    local copies
+    copies=$(ls "$VAE_MPI_CACHE" | grep -vc '\.lock$')
+    if mpi 2 train --train-file "$d/data.h5:/sets/levels" --levels 3 --likelihood discretized-logistic "${common[@]}" \
+        --run-dir "$d/levels3" >"$out" 2>&1; then return 1; fi
+    expect "$out" "data.h5:/sets/levels: value 3 at index [0-9]+ is outside the 3 levels"
+    [ "$(ls "$VAE_MPI_CACHE" | grep -vc '\.lock$')" = "$copies" ]
+    [ ! -e "$d/levels3" ]
     echo "ok: HDF5 runs byte-identical to the .npy runs"
     ls "$VAE_MPI_CACHE" | grep -q "^data.h5-_sets_u8\.[0-9a-f]*\.json$"
     # Without the cache, a chunked dataset is read whole, with the same bytes.
