@@ -1073,3 +1073,103 @@ void ck_sparse_linear_weight_gradient_portable(const int64_t *starts, const int3
                                                int accumulate, float *tile, float *dw) {
     sparse_weight_gradient_portable(starts, columns, values, b, dy, h, d, bf16, accumulate, tile, dw);
 }
+
+// Philox4x32-10, as RNG.swift's Philox.block.
+static inline void philox_block(uint32_t c[4], uint32_t k0, uint32_t k1) {
+    for (int round = 0; round < 10; round++) {
+        if (round > 0) {
+            k0 += 0x9E3779B9u;
+            k1 += 0xBB67AE85u;
+        }
+        uint64_t p0 = (uint64_t)0xD2511F53u * c[0];
+        uint64_t p1 = (uint64_t)0xCD9E8D57u * c[2];
+        uint32_t n0 = (uint32_t)(p1 >> 32) ^ c[1] ^ k0, n1 = (uint32_t)p1;
+        uint32_t n2 = (uint32_t)(p0 >> 32) ^ c[3] ^ k1, n3 = (uint32_t)p0;
+        c[0] = n0; c[1] = n1; c[2] = n2; c[3] = n3;
+    }
+}
+
+#if defined(__x86_64__)
+// Sixteen blocks, one per 32-bit lane of c0 (counter word 0); c1…c3 are the
+// counter's other words. Leaves the four output words in c[0…3].
+__attribute__((target("avx512f")))
+static inline void philox16(__m512i c[4], uint32_t k0, uint32_t k1) {
+    const __m512i m0 = _mm512_set1_epi32((int)0xD2511F53u), m1 = _mm512_set1_epi32((int)0xCD9E8D57u);
+    for (int round = 0; round < 10; round++) {
+        if (round > 0) {
+            k0 += 0x9E3779B9u;
+            k1 += 0xBB67AE85u;
+        }
+        // High halves of the 64-bit products: even lanes from one multiply, odd lanes from another.
+        __m512i e0 = _mm512_mul_epu32(c[0], m0), o0 = _mm512_mul_epu32(_mm512_srli_epi64(c[0], 32), m0);
+        __m512i e1 = _mm512_mul_epu32(c[2], m1), o1 = _mm512_mul_epu32(_mm512_srli_epi64(c[2], 32), m1);
+        __m512i hi0 = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(e0, 32), o0);
+        __m512i hi1 = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(e1, 32), o1);
+        __m512i lo0 = _mm512_mullo_epi32(c[0], m0), lo1 = _mm512_mullo_epi32(c[2], m1);
+        __m512i n0 = _mm512_xor_si512(_mm512_xor_si512(hi1, c[1]), _mm512_set1_epi32((int)k0));
+        __m512i n2 = _mm512_xor_si512(_mm512_xor_si512(hi0, c[3]), _mm512_set1_epi32((int)k1));
+        c[0] = n0; c[1] = lo1; c[2] = n2; c[3] = lo0;
+    }
+}
+
+__attribute__((target("avx512f")))
+static size_t philox_blocks_avx512(uint32_t k0, uint32_t k1, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t first,
+                                   size_t blocks, uint32_t *out) {
+    const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    uint32_t words[4][16];
+    size_t i = 0;
+    for (; i + 16 <= blocks; i += 16) {
+        __m512i c[4] = {_mm512_add_epi32(_mm512_set1_epi32((int)(first + (uint32_t)i)), lanes),
+                        _mm512_set1_epi32((int)c1), _mm512_set1_epi32((int)c2), _mm512_set1_epi32((int)c3)};
+        philox16(c, k0, k1);
+        for (int w = 0; w < 4; w++) _mm512_storeu_si512(words[w], c[w]);
+        uint32_t *o = out + 4 * i;
+        for (int b = 0; b < 16; b++) {
+            o[4 * b] = words[0][b]; o[4 * b + 1] = words[1][b]; o[4 * b + 2] = words[2][b]; o[4 * b + 3] = words[3][b];
+        }
+    }
+    return i;
+}
+
+__attribute__((target("avx512f")))
+static size_t philox_words_at_avx512(uint32_t k0, uint32_t k1, uint32_t c1, uint32_t c2, uint32_t c3,
+                                     const int64_t *indices, size_t n, uint32_t *out) {
+    uint32_t counters[16], words[4][16];
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        for (int b = 0; b < 16; b++) counters[b] = (uint32_t)((uint64_t)indices[i + b] >> 2);
+        __m512i c[4] = {_mm512_loadu_si512(counters), _mm512_set1_epi32((int)c1), _mm512_set1_epi32((int)c2),
+                        _mm512_set1_epi32((int)c3)};
+        philox16(c, k0, k1);
+        for (int w = 0; w < 4; w++) _mm512_storeu_si512(words[w], c[w]);
+        for (int b = 0; b < 16; b++) out[i + b] = words[indices[i + b] & 3][b];
+    }
+    return i;
+}
+#endif
+
+void ck_philox_blocks(uint32_t k0, uint32_t k1, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t first, size_t blocks,
+                      uint32_t *out) {
+    size_t i = 0;
+#if defined(__x86_64__)
+    if (ck_cpu_has_avx512f()) i = philox_blocks_avx512(k0, k1, c1, c2, c3, first, blocks, out);
+#endif
+    for (; i < blocks; i++) {
+        uint32_t c[4] = {first + (uint32_t)i, c1, c2, c3};
+        philox_block(c, k0, k1);
+        memcpy(out + 4 * i, c, sizeof c);
+    }
+}
+
+void ck_philox_words_at(uint32_t k0, uint32_t k1, uint32_t c1, uint32_t c2, uint32_t c3, const int64_t *indices,
+                        size_t n, uint32_t *out) {
+    size_t i = 0;
+#if defined(__x86_64__)
+    if (ck_cpu_has_avx512f()) i = philox_words_at_avx512(k0, k1, c1, c2, c3, indices, n, out);
+#endif
+    for (; i < n; i++) {
+        uint32_t c[4] = {(uint32_t)((uint64_t)indices[i] >> 2), c1, c2, c3};
+        philox_block(c, k0, k1);
+        out[i] = c[indices[i] & 3];
+    }
+}

@@ -1,3 +1,4 @@
+import CKernels
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -85,20 +86,35 @@ public struct RandomStream: Sendable {
         }
     }
 
-    /// Writes `transform(word)` for `count` words from word `offset` on, block by block.
+    /// Writes `transform(word)` for `count` words from word `offset` on. The
+    /// blocks come from `ck_philox_blocks` (16 at a time with AVX-512; the
+    /// bits of `Philox.block`), 1,024 at a time.
     @inline(__always)
     func fill<T>(_ out: UnsafeMutablePointer<T>, count: Int, offset: Int, _ transform: (UInt32) -> T) {
-        var index = offset / 4, lane = offset % 4, n = 0
-        while n < count {
-            let w = block(UInt32(index))
-            while lane < 4 && n < count {
-                out[n] = transform(w[lane])
-                n += 1
-                lane += 1
+        guard count > 0 else { return }
+        let key = self.key
+        let chunk = 1024
+        withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 4 * chunk) { words in
+            var block = offset / 4, skip = offset % 4, n = 0
+            while n < count {
+                let blocks = Swift.min(chunk, (skip + count - n + 3) / 4)
+                ck_philox_blocks(key[0], key[1], domain.rawValue, a, b, UInt32(truncatingIfNeeded: block), blocks,
+                                 words.baseAddress!)
+                let take = Swift.min(4 * blocks - skip, count - n)
+                for w in 0..<take { out[n + w] = transform(words[skip + w]) }
+                n += take
+                block += blocks
+                skip = 0
             }
-            lane = 0
-            index += 1
         }
+    }
+
+    /// Words `indices[i]` of the stream, each alone (random access; as
+    /// `block(index / 4)[index % 4]`), vectorised over the indices.
+    public func words(at indices: UnsafeBufferPointer<Int64>, into out: UnsafeMutablePointer<UInt32>) {
+        guard let base = indices.baseAddress, !indices.isEmpty else { return }
+        let key = self.key
+        ck_philox_words_at(key[0], key[1], domain.rawValue, a, b, base, indices.count, out)
     }
 
     /// `count` uniforms in the open interval (0, 1), 24 random bits each.
@@ -121,13 +137,14 @@ public struct RandomStream: Sendable {
     /// uses words `2i` and `2i+1`, so any slice can be recomputed alone.
     public func normals(count: Int, offset: Int = 0) -> [Float] {
         let w = words(count: 2 * count, offset: 2 * offset)
-        return (0..<count).map { i in
-            Self.normal(w[2 * i], w[2 * i + 1])
+        return [Float](unsafeUninitializedCapacity: count) { out, initialized in
+            for i in 0..<count { out[i] = Self.normal(w[2 * i], w[2 * i + 1]) }
+            initialized = count
         }
     }
 
     @inlinable
-    static func openUnit(_ w: UInt32) -> Float {
+    public static func openUnit(_ w: UInt32) -> Float {
         (Float(w >> 8) + 0.5) * (1.0 / 16_777_216.0)
     }
 

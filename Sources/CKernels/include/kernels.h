@@ -141,4 +141,15 @@ void ck_sparse_linear_weight_gradient_portable(const int64_t *starts, const int3
                                                size_t b, const float *dy, size_t h, size_t d, int bf16,
                                                int accumulate, float *tile, float *dw);
 
+// Philox4x32-10 (RNG.swift, Philox.block): the four words of block i are the
+// cipher of counter (first + i (mod 2^32), c1, c2, c3) under key (k0, k1),
+// written to out[4i…4i+3], for `blocks` blocks. Integer arithmetic: the
+// AVX-512 path (16 blocks at a time) gives the bits of the scalar one.
+void ck_philox_blocks(uint32_t k0, uint32_t k1, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t first, size_t blocks,
+                      uint32_t *out);
+// Word indices[i] of the same stream (lane indices[i] % 4 of block
+// indices[i] / 4, the block index taken mod 2^32), for n indices.
+void ck_philox_words_at(uint32_t k0, uint32_t k1, uint32_t c1, uint32_t c2, uint32_t c3, const int64_t *indices,
+                        size_t n, uint32_t *out);
+
 #endif
