@@ -1173,3 +1173,32 @@ void ck_philox_words_at(uint32_t k0, uint32_t k1, uint32_t c1, uint32_t c2, uint
         out[i] = c[indices[i] & 3];
     }
 }
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f")))
+static size_t nonzero_positions_avx512(const float *x, size_t n, int64_t *positions, size_t *done) {
+    size_t count = 0, j = 0;
+    for (; j + 16 <= n; j += 16) {
+        __mmask16 nonzero = _mm512_test_epi32_mask(_mm512_loadu_si512(x + j), _mm512_set1_epi32(-1));
+        while (nonzero) {
+            positions[count++] = (int64_t)(j + (size_t)__builtin_ctz(nonzero));
+            nonzero &= nonzero - 1;
+        }
+    }
+    *done = j;
+    return count;
+}
+#endif
+
+size_t ck_nonzero_positions(const float *x, size_t n, int64_t *positions) {
+    size_t count = 0, j = 0;
+#if defined(__x86_64__)
+    if (ck_cpu_has_avx512f()) count = nonzero_positions_avx512(x, n, positions, &j);
+#endif
+    for (; j < n; j++) {
+        uint32_t bits;
+        memcpy(&bits, x + j, 4);
+        if (bits != 0) positions[count++] = (int64_t)j;
+    }
+    return count;
+}

@@ -152,4 +152,8 @@ void ck_philox_blocks(uint32_t k0, uint32_t k1, uint32_t c1, uint32_t c2, uint32
 void ck_philox_words_at(uint32_t k0, uint32_t k1, uint32_t c1, uint32_t c2, uint32_t c3, const int64_t *indices,
                         size_t n, uint32_t *out);
 
+// The positions j < n where x[j]'s bits are not zero (−0 and NaN count as
+// nonzero), in order, into positions (room for n); returns how many.
+size_t ck_nonzero_positions(const float *x, size_t n, int64_t *positions);
+
 #endif

@@ -78,21 +78,17 @@ struct TrainingData {
             // mostly-zero row (interactions, counts) draws only its nonzeros' uniforms, by random
             // access into the counter-based stream: the same numbers, a fraction of the work.
             var scalars = clean.scalars
-            var positions = [Int64](), words = [UInt32]()
+            var positions = [Int64](), uniforms = [Float]()
             scalars.withUnsafeMutableBufferPointer { x in
                 for (row, i) in indices.enumerated() {
                     let stream = RandomStream(seed: seed, domain: .inputDropout, UInt32(truncatingIfNeeded: i),
                                               UInt32(truncatingIfNeeded: step))
                     let values = UnsafeMutableBufferPointer(rebasing: x[row * d ..< (row + 1) * d])
-                    let nonzero = values.reduce(0) { $0 + ($1.bitPattern != 0 ? 1 : 0) }
-                    if nonzero * 4 < d {
-                        positions.removeAll(keepingCapacity: true)
-                        for j in 0..<d where values[j].bitPattern != 0 { positions.append(Int64(j)) }
-                        words.removeAll(keepingCapacity: true)
-                        words.append(contentsOf: repeatElement(0, count: positions.count))
-                        positions.withUnsafeBufferPointer { stream.words(at: $0, into: &words) }
+                    stream.uniformsAtNonzeros(of: UnsafeBufferPointer(values), limit: (d + 3) / 4, positions: &positions,
+                                              uniforms: &uniforms)
+                    if positions.count * 4 < d {
                         for (k, j) in positions.enumerated() {
-                            values[Int(j)] = RandomStream.openUnit(words[k]) < keep ? values[Int(j)] * scale : 0
+                            values[Int(j)] = uniforms[k] < keep ? values[Int(j)] * scale : 0
                         }
                     } else {
                         let u = stream.uniforms(count: d)
