@@ -110,6 +110,18 @@ void ck_adam_update(float *p, const float *g, float *m, float *v, size_t n, ck_a
     adam_portable(p, g, m, v, n, c);
 }
 
+// sums[i] = ((segments[0][i0 + i] + segments[1][i0 + i]) + …) for i < m: a
+// block of the rank-order sum (ranks ≥ 1), for ck_sum_segments and
+// ck_adam_sum_update alike.
+static inline void sum_block(float *const *segments, size_t ranks, size_t i0, size_t m, float *sums) {
+    const float *first = segments[0] + i0;
+    for (size_t i = 0; i < m; i++) sums[i] = first[i];
+    for (size_t r = 1; r < ranks; r++) {
+        const float *segment = segments[r] + i0;
+        for (size_t i = 0; i < m; i++) sums[i] += segment[i];
+    }
+}
+
 void ck_adam_sum_update(float *p, float *const *segments, size_t ranks, float *m, float *v, size_t n,
                         ck_adam_constants c, float *publish) {
     // Blocks small enough that their summed gradient and updated parameters
@@ -119,13 +131,7 @@ void ck_adam_sum_update(float *p, float *const *segments, size_t ranks, float *m
     if (ranks == 0) return;
     for (size_t i0 = 0; i0 < n; i0 += BLOCK) {
         size_t count = n - i0 < BLOCK ? n - i0 : BLOCK;
-        // ck_sum_segments' order: rank 0, then + rank 1, + rank 2, …
-        const float *first = segments[0] + i0;
-        for (size_t i = 0; i < count; i++) sums[i] = first[i];
-        for (size_t r = 1; r < ranks; r++) {
-            const float *segment = segments[r] + i0;
-            for (size_t i = 0; i < count; i++) sums[i] += segment[i];
-        }
+        sum_block(segments, ranks, i0, count, sums);
         ck_adam_update(p + i0, sums, m + i0, v + i0, count, c);
         memcpy(publish + i0, p + i0, count * sizeof(float));
     }
@@ -166,12 +172,7 @@ void ck_sum_segments(float *const *segments, size_t ranks, size_t n, float *out)
     float sums[CHUNK];
     for (size_t i0 = 0; i0 < n; i0 += CHUNK) {
         size_t m = n - i0 < CHUNK ? n - i0 : CHUNK;
-        const float *first = segments[0] + i0;
-        for (size_t i = 0; i < m; i++) sums[i] = first[i];
-        for (size_t r = 1; r < ranks; r++) {
-            const float *segment = segments[r] + i0;
-            for (size_t i = 0; i < m; i++) sums[i] += segment[i];
-        }
+        sum_block(segments, ranks, i0, m, sums);
         for (size_t i = 0; i < m; i++) out[i0 + i] = sums[i];
     }
 }

@@ -105,17 +105,8 @@ public struct Adam: Sendable {
         _ model: inout Model, range: Range<Int>, gradient: UnsafePointer<Float>, gradientScale: Float,
         layout: ParameterLayout
     ) {
-        precondition(firstMoment.count == range.count, "Adam: the slice does not match the moments")
-        let constants = nextStep(gradientScale: gradientScale)
-        firstMoment.withUnsafeMutableBufferPointer { m in
-            secondMoment.withUnsafeMutableBufferPointer { v in
-                guard let m = m.baseAddress, let v = v.baseAddress else { return }
-                model.withFlatRange(range, layout: layout) { p, start, count in
-                    let local = start - range.lowerBound
-                    AdamKernel.apply(parameters: p, gradient: gradient + start, m: m + local, v: v + local, count: count,
-                                     constants)
-                }
-            }
+        update(&model, range: range, gradientScale: gradientScale, layout: layout) { p, start, m, v, count, constants in
+            AdamKernel.apply(parameters: p, gradient: gradient + start, m: m, v: v, count: count, constants)
         }
     }
 
@@ -127,6 +118,19 @@ public struct Adam: Sendable {
         _ model: inout Model, range: Range<Int>, summing segments: [UnsafeMutablePointer<Float>],
         publish: UnsafeMutablePointer<Float>, gradientScale: Float, layout: ParameterLayout
     ) {
+        update(&model, range: range, gradientScale: gradientScale, layout: layout) { p, start, m, v, count, constants in
+            AdamKernel.apply(parameters: p, summing: segments.map { $0 + start }, m: m, v: v, count: count,
+                             publish: publish + start, constants)
+        }
+    }
+
+    /// The walk of a range update: `kernel` gets each tensor's part of
+    /// `range` (its parameters, flat start, moments and length).
+    private mutating func update<Model: ParameterWalking>(
+        _ model: inout Model, range: Range<Int>, gradientScale: Float, layout: ParameterLayout,
+        kernel: (UnsafeMutablePointer<Float>, Int, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, Int,
+                 AdamKernel.Constants) -> Void
+    ) {
         precondition(firstMoment.count == range.count, "Adam: the slice does not match the moments")
         let constants = nextStep(gradientScale: gradientScale)
         firstMoment.withUnsafeMutableBufferPointer { m in
@@ -134,8 +138,7 @@ public struct Adam: Sendable {
                 guard let m = m.baseAddress, let v = v.baseAddress else { return }
                 model.withFlatRange(range, layout: layout) { p, start, count in
                     let local = start - range.lowerBound
-                    AdamKernel.apply(parameters: p, summing: segments.map { $0 + start }, m: m + local, v: v + local,
-                                     count: count, publish: publish + start, constants)
+                    kernel(p, start, m + local, v + local, count, constants)
                 }
             }
         }
