@@ -74,20 +74,24 @@ extension ImageSet {
         return values
     }
 
-    /// The number of values of `dims`, checked to fit: in memory, and within
-    /// what the file's bytes can decompress to (deflate expands at most about
-    /// 1032:1), so that a damaged header cannot ask for terabytes.
-    static func checkedSize<T>(_ path: HDF5Path, dims: [Int], as: T.Type) throws -> Int {
+    /// The number of values of `dims`, checked to fit within what the file's
+    /// bytes can decompress to (deflate expands at most about 1032:1), so
+    /// that a damaged header cannot ask for terabytes, and, when they are to
+    /// be held in memory (`inMemory`), in half of it. A copy in the cache is
+    /// written and mapped, so it may be larger than memory.
+    static func checkedSize<T>(_ path: HDF5Path, dims: [Int], as: T.Type, inMemory: Bool = true) throws -> Int {
         guard let total = checkedProduct(dims), checkedProduct(Array(dims.dropFirst())) != nil else {
             throw DatasetError.badDimensions(path: path.description, detail: "\(dims) holds more elements than this machine can address")
         }
         let bytes = total.multipliedReportingOverflow(by: MemoryLayout<T>.size)
         let fileBytes = (try? FileManager.default.attributesOfItem(atPath: path.file)[.size] as? Int) ?? 0
-        let limit = min(Int(ProcessInfo.processInfo.physicalMemory / 2), fileBytes.multipliedReportingOverflow(by: 1100).partialValue)
+        let fileLimit = fileBytes.multipliedReportingOverflow(by: 1100).partialValue
+        let limit = inMemory ? min(Int(ProcessInfo.processInfo.physicalMemory / 2), fileLimit) : fileLimit
         guard !bytes.overflow, bytes.partialValue <= limit else {
             throw DatasetError.badDimensions(path: path.description, detail: "\(dims) of \(MemoryLayout<T>.size)-byte values "
-                + "would take more memory than this machine has for it, or than the file can hold (\(fileBytes) bytes); "
-                + "store the dataset contiguous and uncompressed (h5repack -l CONTI), which is mapped, not read")
+                + (inMemory ? "would take more memory than this machine has for it, or than the file can hold (\(fileBytes) bytes); "
+                            + "store the dataset contiguous and uncompressed (h5repack -l CONTI), which is mapped, not read"
+                            : "are more than the file (\(fileBytes) bytes) can hold: a damaged header"))
         }
         return total
     }
@@ -142,12 +146,14 @@ extension ImageSet {
     static func readIntegers(_ path: HDF5Path, dims: [Int], levels: Int?, counts: Bool, dtype: String) throws -> SampleValues {
         guard levels != nil || counts else { throw DatasetError.integersNeedLevels(path: path.description, dtype: dtype) }
         let element = integerElement(levels: levels)
-        let total: Int
-        switch element {
-        case .uint8: total = try checkedSize(path, dims: dims, as: UInt8.self)
-        case .uint16: total = try checkedSize(path, dims: dims, as: UInt16.self)
-        case .float32: total = try checkedSize(path, dims: dims, as: Float.self)
+        func size(inMemory: Bool) throws -> Int {
+            switch element {
+            case .uint8: return try checkedSize(path, dims: dims, as: UInt8.self, inMemory: inMemory)
+            case .uint16: return try checkedSize(path, dims: dims, as: UInt16.self, inMemory: inMemory)
+            case .float32: return try checkedSize(path, dims: dims, as: Float.self, inMemory: inMemory)
+            }
         }
+        var total = try size(inMemory: false)
         if ProcessInfo.processInfo.environment["VAE_MPI_NO_MMAP"] == nil, total > 0 {
             let what = levels.map { "\(element.rawValue) below \($0)" } ?? "float32 counts"
             let name = (path.file as NSString).lastPathComponent + "-" + path.dataset.map { $0 == "/" ? "_" : $0 }
@@ -159,6 +165,7 @@ extension ImageSet {
                 return SampleValues(element: element, count: total, mapping: file, offset: 0)
             }
         }
+        total = try size(inMemory: true)
         func collect<T>(_: T.Type) throws -> [T] {
             var out = [T]()
             out.reserveCapacity(total)
@@ -256,7 +263,12 @@ extension ImageSet {
               let total = checkedProduct(dims), total > 0 else { return nil }
         let element = bytes ? "uint8" : "float32"
         let name = (path.file as NSString).lastPathComponent + "-" + path.dataset.map { $0 == "/" ? "_" : $0 }
-        if bytes { _ = try checkedSize(path, dims: dims, as: UInt8.self) } else { _ = try checkedSize(path, dims: dims, as: Float.self) }
+        // Written to the cache block by block and mapped: it may be larger than memory.
+        if bytes {
+            _ = try checkedSize(path, dims: dims, as: UInt8.self, inMemory: false)
+        } else {
+            _ = try checkedSize(path, dims: dims, as: Float.self, inMemory: false)
+        }
         guard let copy = try DecompressionCache.cached(path.file, variant: path.dataset + " as " + element, name: String(name), produce: { emit in
             // Block by block: the process that makes the copy holds 64 MB of it at a time.
             if bytes {
