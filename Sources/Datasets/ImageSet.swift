@@ -64,8 +64,8 @@ public struct ImageSet: Sendable {
 
     /// The mask of NaN values (missing), or nil when there is none.
     static func missingFromNaN(_ values: SampleValues) -> [UInt8]? {
-        guard values.element == .float32 else { return nil }
-        if let sparse = values.sparse, !sparse.values.contains(where: \.isNaN) { return nil }
+        // The summary's pass (kept) says whether there is any NaN to mark.
+        guard values.element == .float32, values.summary.hasNaN else { return nil }
         var mask: [UInt8]? = nil
         values.forEachChunk { offset, chunk in
             for (i, v) in chunk.enumerated() where v.isNaN {
@@ -300,7 +300,8 @@ extension ImageSet {
     /// value; the mask says which). Errors name the file, the sample and the
     /// element (a table: its line and column).
     public func validateFinite() throws {
-        guard values.element == .float32 else { return }
+        // Nothing to find when the summary's pass saw neither NaN nor infinity.
+        guard values.element == .float32, values.summary.hasNaN || values.summary.hasInfinite else { return }
         let d = shape.size
         var found: (Int, Float)? = nil
         values.forEachChunk { offset, chunk in

@@ -54,8 +54,19 @@ public struct SampleValues: Sendable {
     private var scans = ScanCache()
 
     final class ScanCache: Sendable {
-        let range = Mutex<ClosedRange<Float>??>(nil)
+        let summary = Mutex<ValueSummary?>(nil)
         let integral = Mutex<Bool?>(nil)
+    }
+
+    /// What one pass over the values finds: whether any is NaN (missing) or
+    /// infinite, and the smallest and largest value (unscaled, NaN ignored;
+    /// nil when there are none). Start-up asks all three of a large file
+    /// (the missing-value mask, the finite check, the likelihood's range
+    /// check and the header), so they come from one read of it.
+    public struct ValueSummary: Sendable, Equatable {
+        public var hasNaN: Bool
+        public var hasInfinite: Bool
+        public var range: ClosedRange<Float>?
     }
 
     struct RowView: Sendable {
@@ -212,20 +223,32 @@ public struct SampleValues: Sendable {
 
     /// The smallest and largest value (unscaled), ignoring NaN; nil when
     /// there are none.
-    public var range: ClosedRange<Float>? {
-        if let known = scans.range.withLock({ $0 }) { return known }
-        let found: ClosedRange<Float>? = {
-            if let sparse { return sparse.range }
+    public var range: ClosedRange<Float>? { summary.range }
+
+    /// NaN, infinities and the range, from one pass (kept once made).
+    public var summary: ValueSummary {
+        if let known = scans.summary.withLock({ $0 }) { return known }
+        let found: ValueSummary = {
+            if let sparse {
+                return ValueSummary(hasNaN: sparse.values.contains(where: \.isNaN),
+                                    hasInfinite: sparse.values.contains(where: \.isInfinite), range: sparse.range)
+            }
             var lo = Float.infinity, hi = -Float.infinity
+            var nan = false, infinite = false
             forEachChunk { _, values in
-                for v in values where !v.isNaN {
-                    lo = Swift.min(lo, v)
-                    hi = Swift.max(hi, v)
+                for v in values {
+                    if v.isNaN {
+                        nan = true
+                    } else {
+                        infinite = infinite || v.isInfinite
+                        lo = Swift.min(lo, v)
+                        hi = Swift.max(hi, v)
+                    }
                 }
             }
-            return lo <= hi ? lo...hi : nil
+            return ValueSummary(hasNaN: nan, hasInfinite: infinite, range: lo <= hi ? lo...hi : nil)
         }()
-        scans.range.withLock { $0 = .some(found) }
+        scans.summary.withLock { $0 = found }
         return found
     }
 
