@@ -228,7 +228,7 @@ print('fc1.weight', t['fc1.weight'][0]); assert t['fc1.weight'][0] == [64, 60] a
     mpi 2 encode --checkpoint "$d/cond" --images "$d/10x/matrix.mtx.gz" --labels "$d/cells.csv:batch" --out "$d/cond.npy" >"$out" 2>&1
     expect "$out" "class names, line k names label k \(0 run-A, 1 run-B\)"
     mpi 2 encode --checkpoint "$d/plain" --images "$d/10x/matrix.mtx.gz" --labels "$d/cells.csv:batch" --out "$d/plain.npy" >"$out" 2>&1
-    python3 - "$d" <<'PY'
+    python3 - "$d" "${HELPERS%/*}" <<'PY'
 import sys
 import numpy as np
 d = sys.argv[1]
@@ -248,22 +248,8 @@ for r in ("cond", "dec", "plain"):
 # Measured: conditional 0.515 (0.5 is perfect mixing), the decoder only 0.533, unconditional 0.996.
 assert mix["cond"] < 0.65 and mix["dec"] < 0.65 and mix["plain"] > 0.9, mix
 # Clusters, as a scientist would look for them: k-means (seeded, 10 restarts) and the adjusted Rand index.
-def kmeans(z, k):
-    rng, best = np.random.default_rng(0), None
-    for _ in range(10):
-        c = z[rng.choice(len(z), k, replace=False)]
-        for _ in range(100):
-            a = np.argmin(((z[:, None] - c[None]) ** 2).sum(-1), 1)
-            c = np.stack([z[a == j].mean(0) if (a == j).any() else c[j] for j in range(k)])
-        inertia = ((z - c[a]) ** 2).sum()
-        if best is None or inertia < best[0]: best = (inertia, a)
-    return best[1]
-def ari(a, b):
-    pairs = lambda n: n * (n - 1) / 2
-    t = np.array([[((a == i) & (b == j)).sum() for j in np.unique(b)] for i in np.unique(a)])
-    s, sa, sb = pairs(t).sum(), pairs(t.sum(1)).sum(), pairs(t.sum(0)).sum()
-    e = sa * sb / pairs(len(a))
-    return (s - e) / ((sa + sb) / 2 - e)
+sys.path.insert(0, sys.argv[2])
+from helpers import kmeans, adjusted_rand_index as ari
 found = {}
 for r in ("cond", "plain"):
     z = np.load(f"{d}/{r}.npy")

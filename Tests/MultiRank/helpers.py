@@ -215,3 +215,28 @@ if __name__ == "__main__":
         same_tensors(args[0], args[1])
     else:
         sys.exit(f"unknown command {cmd}")
+
+
+def kmeans(z, k, restarts=10, iterations=100):
+    """k-means on the rows of z (numpy), seeded (0), the best of `restarts` by inertia: each row's cluster."""
+    import numpy as np
+    rng, best = np.random.default_rng(0), None
+    for _ in range(restarts):
+        c = z[rng.choice(len(z), k, replace=False)]
+        for _ in range(iterations):
+            a = np.argmin(((z[:, None] - c[None]) ** 2).sum(-1), 1)
+            c = np.stack([z[a == j].mean(0) if (a == j).any() else c[j] for j in range(k)])
+        inertia = ((z - c[a]) ** 2).sum()
+        if best is None or inertia < best[0]:
+            best = (inertia, a)
+    return best[1]
+
+
+def adjusted_rand_index(a, b):
+    """The adjusted Rand index of two labellings (numpy arrays)."""
+    import numpy as np
+    pairs = lambda n: n * (n - 1) / 2
+    t = np.array([[((a == i) & (b == j)).sum() for j in np.unique(b)] for i in np.unique(a)])
+    s, sa, sb = pairs(t).sum(), pairs(t.sum(1)).sum(), pairs(t.sum(0)).sum()
+    e = sa * sb / pairs(len(a))
+    return (s - e) / ((sa + sb) / 2 - e)

@@ -54,27 +54,12 @@ for seed in 1 2 3; do
         runs+=("$run")
     done
 done
-python3 - "${runs[@]}" <<'PY'
+python3 - "$ROOT/Tests/MultiRank" "${runs[@]}" <<'PY'
 import sys, numpy as np
-from math import comb
+sys.path.insert(0, sys.argv[1])
+from helpers import kmeans, adjusted_rand_index as ari
 kind, batch = np.load("kind.npy"), np.load("batch.npy")
-def kmeans(z, k):
-    rng, best = np.random.default_rng(0), None
-    for _ in range(10):
-        c = z[rng.choice(len(z), k, replace=False)]
-        for _ in range(100):
-            a = np.argmin(((z[:, None] - c[None]) ** 2).sum(-1), 1)
-            c = np.stack([z[a == j].mean(0) if (a == j).any() else c[j] for j in range(k)])
-        inertia = ((z - c[a]) ** 2).sum()
-        if best is None or inertia < best[0]: best = (inertia, a)
-    return best[1]
-def ari(a, b):
-    n = np.array([[((a == i) & (b == j)).sum() for j in np.unique(b)] for i in np.unique(a)])
-    s = sum(comb(int(v), 2) for v in n.ravel())
-    sa, sb = sum(comb(int(v), 2) for v in n.sum(1)), sum(comb(int(v), 2) for v in n.sum(0))
-    e = sa * sb / comb(len(a), 2)
-    return (s - e) / ((sa + sb) / 2 - e)
-for run in sys.argv[1:]:
+for run in sys.argv[2:]:
     z = np.load(f"{run}.npy")
     z = (z - z.mean(0)) / (z.std(0) + 1e-9)
     d = ((z[:, None] - z[None]) ** 2).sum(-1)
