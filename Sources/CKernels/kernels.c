@@ -122,7 +122,7 @@ static inline void sum_block(float *const *segments, size_t ranks, size_t i0, si
     }
 }
 
-void ck_adam_sum_update(float *p, float *const *segments, size_t ranks, float *m, float *v, size_t n,
+void ck_adam_sum_update(float *p, float *const *segments, size_t ranks, size_t offset, float *m, float *v, size_t n,
                         ck_adam_constants c, float *publish) {
     // Blocks small enough that their summed gradient and updated parameters
     // are read back from L1: the segments, p, m and v cross memory once.
@@ -131,7 +131,7 @@ void ck_adam_sum_update(float *p, float *const *segments, size_t ranks, float *m
     if (ranks == 0) return;
     for (size_t i0 = 0; i0 < n; i0 += BLOCK) {
         size_t count = n - i0 < BLOCK ? n - i0 : BLOCK;
-        sum_block(segments, ranks, i0, count, sums);
+        sum_block(segments, ranks, offset + i0, count, sums);
         ck_adam_update(p + i0, sums, m + i0, v + i0, count, c);
         memcpy(publish + i0, p + i0, count * sizeof(float));
     }
@@ -343,19 +343,28 @@ static float softmax_exponentials_portable(const float *l, size_t width, float *
 // x's count: x if x > 0, else 0 (NaN too).
 static inline float count_of(float x) { return x > 0.0f ? x : 0.0f; }
 
-static double multinomial_row_portable(const float *l, const float *x, size_t width, const float *shares, double lse,
-                                       float *terms, float *g) {
-    double n = 0.0;
-    for (size_t j = 0; j < width; j++) {
+// The terms of x[j0 … width) and the count total n carried on over them, in order.
+static double multinomial_terms_from(const float *l, const float *x, size_t j0, size_t width, double lse, float *terms,
+                                     double n) {
+    for (size_t j = j0; j < width; j++) {
         float c = count_of(x[j]);
         // Adding a zero count leaves n's bits (n starts at +0 and stays ≥ 0).
         if (c != 0.0f) n += (double)c;
         terms[j] = c == 0.0f ? 0.0f : (float)(-(double)c * ((double)l[j] - lse));
     }
-    if (g) {
-        float total = (float)n;
-        for (size_t j = 0; j < width; j++) g[j] = total * shares[j] - count_of(x[j]);
-    }
+    return n;
+}
+
+// The gradient of x[i0 … width): total · shares − c.
+static void multinomial_gradient_from(const float *x, const float *shares, size_t i0, size_t width, float total,
+                                      float *g) {
+    for (size_t i = i0; i < width; i++) g[i] = total * shares[i] - count_of(x[i]);
+}
+
+static double multinomial_row_portable(const float *l, const float *x, size_t width, const float *shares, double lse,
+                                       float *terms, float *g) {
+    double n = multinomial_terms_from(l, x, 0, width, lse, terms, 0.0);
+    if (g) multinomial_gradient_from(x, shares, 0, width, (float)n, g);
     return n;
 }
 
@@ -397,11 +406,7 @@ static double multinomial_row_avx512(const float *l, const float *x, size_t widt
             terms[j + k] = (float)(-c * ((double)l[j + k] - lse));
         }
     }
-    for (; j < width; j++) {
-        float c = count_of(x[j]);
-        if (c != 0.0f) n += (double)c;
-        terms[j] = c == 0.0f ? 0.0f : (float)(-(double)c * ((double)l[j] - lse));
-    }
+    n = multinomial_terms_from(l, x, j, width, lse, terms, n);
     if (g) {
         const __m512 total = _mm512_set1_ps((float)n);
         size_t i = 0;
@@ -410,8 +415,7 @@ static double multinomial_row_avx512(const float *l, const float *x, size_t widt
             __m512 c = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(xi, zero, _CMP_GT_OQ), xi);
             _mm512_storeu_ps(g + i, _mm512_sub_ps(_mm512_mul_ps(total, _mm512_loadu_ps(shares + i)), c));
         }
-        float total1 = (float)n;
-        for (; i < width; i++) g[i] = total1 * shares[i] - count_of(x[i]);
+        multinomial_gradient_from(x, shares, i, width, (float)n, g);
     }
     return n;
 }
@@ -1173,33 +1177,4 @@ void ck_philox_words_at(uint32_t k0, uint32_t k1, uint32_t c1, uint32_t c2, uint
         philox_block(c, k0, k1);
         out[i] = c[indices[i] & 3];
     }
-}
-
-#if defined(__x86_64__)
-__attribute__((target("avx512f")))
-static size_t nonzero_positions_avx512(const float *x, size_t n, int64_t *positions, size_t *done) {
-    size_t count = 0, j = 0;
-    for (; j + 16 <= n; j += 16) {
-        __mmask16 nonzero = _mm512_test_epi32_mask(_mm512_loadu_si512(x + j), _mm512_set1_epi32(-1));
-        while (nonzero) {
-            positions[count++] = (int64_t)(j + (size_t)__builtin_ctz(nonzero));
-            nonzero &= nonzero - 1;
-        }
-    }
-    *done = j;
-    return count;
-}
-#endif
-
-size_t ck_nonzero_positions(const float *x, size_t n, int64_t *positions) {
-    size_t count = 0, j = 0;
-#if defined(__x86_64__)
-    if (ck_cpu_has_avx512f()) count = nonzero_positions_avx512(x, n, positions, &j);
-#endif
-    for (; j < n; j++) {
-        uint32_t bits;
-        memcpy(&bits, x + j, 4);
-        if (bits != 0) positions[count++] = (int64_t)j;
-    }
-    return count;
 }

@@ -86,22 +86,39 @@ extension SampleValues {
     /// floats) when the likelihood models counts; anything else needs
     /// `--levels`.
     init(integers v: [Int64], levels: Int?, counts: Bool, path: String, dtype: String) throws {
+        guard levels != nil || counts else { throw DatasetError.integersNeedLevels(path: path, dtype: dtype) }
+        if let k = levels, k > 65536 {
+            throw DatasetError.incompatible(path: path, detail: "more than 65536 levels are not supported (got \(k))")
+        }
+        try Self.checkIntegers(v, levels: levels, path: path)
+        switch Self.integerElement(levels: levels) {
+        case .uint8: self = SampleValues(bytes: v.map { UInt8($0) })
+        case .uint16: self = SampleValues(words: v.map { UInt16($0) })
+        case .float32: self = SampleValues(floats: v.map { Float($0) })
+        }
+    }
+
+    /// What integer samples are kept as: K ≤ 256 levels as bytes, more as
+    /// 16-bit words, counts (no levels) as float32.
+    static func integerElement(levels: Int?) -> Element {
+        guard let k = levels else { return .float32 }
+        return k <= 256 ? .uint8 : .uint16
+    }
+
+    /// The rules for integer samples: with K levels each lies in 0…K−1;
+    /// without, each is a count, non-negative and at most 2^24 (exact as a
+    /// float). `offset` is the index of `v`'s first value in its file, so
+    /// that a file read in blocks names the value's place in it.
+    static func checkIntegers<C: RandomAccessCollection>(_ v: C, levels: Int?, path: String, offset: Int = 0) throws
+        where C.Element == Int64, C.Index == Int
+    {
         if let k = levels {
-            guard k <= 65536 else {
-                throw DatasetError.incompatible(path: path, detail: "more than 65536 levels are not supported (got \(k))")
-            }
             if let i = v.firstIndex(where: { $0 < 0 || $0 >= Int64(k) }) {
-                throw DatasetError.levelOutOfRange(path: path, index: i, value: v[i], levels: k)
+                throw DatasetError.levelOutOfRange(path: path, index: offset + i, value: v[i], levels: k)
             }
-            self = k <= 256 ? SampleValues(bytes: v.map { UInt8($0) }) : SampleValues(words: v.map { UInt16($0) })
-        } else if counts {
-            if let i = v.firstIndex(where: { $0 < 0 || $0 > 1 << 24 }) {
-                throw DatasetError.incompatible(path: path, detail: "value \(v[i]) at index \(i): counts are "
-                                                + "non-negative integers up to 2^24 (16777216)")
-            }
-            self = SampleValues(floats: v.map { Float($0) })
-        } else {
-            throw DatasetError.integersNeedLevels(path: path, dtype: dtype)
+        } else if let i = v.firstIndex(where: { $0 < 0 || $0 > 1 << 24 }) {
+            throw DatasetError.incompatible(path: path, detail: "value \(v[i]) at index \(offset + i): counts are "
+                                            + "non-negative integers up to 2^24 (16777216)")
         }
     }
 

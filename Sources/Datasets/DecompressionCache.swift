@@ -101,14 +101,19 @@ public enum DecompressionCache {
               record.source == expected.source, record.sourceSize == expected.sourceSize,
               record.sourceModified == expected.sourceModified,
               let file = MappedFile(copy), file.byteCount == record.size else { return false }
-        var crc = crc32(0, nil, 0)
-        var offset = 0
-        while offset < file.byteCount {
-            let n = min(1 << 30, file.byteCount - offset)
-            crc = crc32(crc, file.base.advanced(by: offset).assumingMemoryBound(to: Bytef.self), uInt(n))
+        let crc = checksum(continuing: crc32(0, nil, 0), UnsafeRawBufferPointer(start: file.base, count: file.byteCount))
+        return UInt32(crc) == record.crc32
+    }
+
+    /// `crc` continued over `bytes`, a GiB at a time (zlib takes 32-bit lengths).
+    static func checksum(continuing crc: uLong, _ bytes: UnsafeRawBufferPointer) -> uLong {
+        var crc = crc, offset = 0
+        while offset < bytes.count {
+            let n = min(1 << 30, bytes.count - offset)
+            crc = crc32(crc, bytes.baseAddress!.advanced(by: offset).assumingMemoryBound(to: Bytef.self), uInt(n))
             offset += n
         }
-        return UInt32(crc) == record.crc32
+        return crc
     }
 
     /// The copy could not be written (a full disk, a quota).
@@ -136,12 +141,7 @@ public enum DecompressionCache {
                     if w <= 0 { throw WriteFailed() }
                     done += w
                 }
-                var offset = 0
-                while offset < bytes.count {
-                    let n = min(1 << 30, bytes.count - offset)
-                    crc = crc32(crc, bytes.baseAddress!.advanced(by: offset).assumingMemoryBound(to: Bytef.self), uInt(n))
-                    offset += n
-                }
+                crc = checksum(continuing: crc, bytes)
                 size += bytes.count
             }
         } catch is WriteFailed {

@@ -62,7 +62,7 @@ extension ImageSet {
 
     /// Rows [0, N) of the dataset converted to `mode` (0 bytes, 1 float32, 2 int64), read in blocks.
     static func readAll<T>(_ path: HDF5Path, dims: [Int], mode: Int32, as: T.Type) throws -> [T] {
-        let total = try checkedSize(path, dims: dims, as: T.self)
+        let total = try checkedSize(path, dims: dims, elementSize: MemoryLayout<T>.size)
         var values = [T](unsafeUninitializedCapacity: total) { _, n in n = total }
         var filled = 0
         try values.withUnsafeMutableBytes { out in
@@ -79,16 +79,16 @@ extension ImageSet {
     /// that a damaged header cannot ask for terabytes, and, when they are to
     /// be held in memory (`inMemory`), in half of it. A copy in the cache is
     /// written and mapped, so it may be larger than memory.
-    static func checkedSize<T>(_ path: HDF5Path, dims: [Int], as: T.Type, inMemory: Bool = true) throws -> Int {
+    static func checkedSize(_ path: HDF5Path, dims: [Int], elementSize: Int, inMemory: Bool = true) throws -> Int {
         guard let total = checkedProduct(dims), checkedProduct(Array(dims.dropFirst())) != nil else {
             throw DatasetError.badDimensions(path: path.description, detail: "\(dims) holds more elements than this machine can address")
         }
-        let bytes = total.multipliedReportingOverflow(by: MemoryLayout<T>.size)
+        let bytes = total.multipliedReportingOverflow(by: elementSize)
         let fileBytes = (try? FileManager.default.attributesOfItem(atPath: path.file)[.size] as? Int) ?? 0
         let fileLimit = fileBytes.multipliedReportingOverflow(by: 1100).partialValue
         let limit = inMemory ? min(Int(ProcessInfo.processInfo.physicalMemory / 2), fileLimit) : fileLimit
         guard !bytes.overflow, bytes.partialValue <= limit else {
-            throw DatasetError.badDimensions(path: path.description, detail: "\(dims) of \(MemoryLayout<T>.size)-byte values "
+            throw DatasetError.badDimensions(path: path.description, detail: "\(dims) of \(elementSize)-byte values "
                 + (inMemory ? "would take more memory than this machine has for it, or than the file can hold (\(fileBytes) bytes); "
                             + "store the dataset contiguous and uncompressed (h5repack -l CONTI), which is mapped, not read"
                             : "are more than the file (\(fileBytes) bytes) can hold: a damaged header"))
@@ -96,31 +96,17 @@ extension ImageSet {
         return total
     }
 
-    /// What integer samples are kept as: K ≤ 256 levels as bytes, more as
-    /// 16-bit words, counts (no levels) as float32.
-    static func integerElement(levels: Int?) -> SampleValues.Element {
-        guard let k = levels else { return .float32 }
-        return k <= 256 ? .uint8 : .uint16
-    }
-
-    /// Integer samples converted block by block to `integerElement(levels:)`
-    /// with `SampleValues(integers:…)`'s checks and messages (the index of a
-    /// bad value is its index in the dataset), handed to `emit` in order.
-    static func convertIntegers(_ path: HDF5Path, dims: [Int], levels: Int?, dtype: String,
+    /// Integer samples converted block by block to what training keeps
+    /// (`SampleValues.integerElement`), checked by `SampleValues.checkIntegers`
+    /// (a bad value named by its index in the dataset), handed to `emit` in order.
+    static func convertIntegers(_ path: HDF5Path, dims: [Int], levels: Int?,
                                 _ emit: (UnsafeRawBufferPointer) throws -> Void) throws {
         var offset = 0
         var bytes: [UInt8] = [], words: [UInt16] = [], floats: [Float] = []
         try readBlocks(path, dims: dims, mode: 2, as: Int64.self) { raw in
             let v = raw.bindMemory(to: Int64.self)
-            if let k = levels {
-                if let i = v.firstIndex(where: { $0 < 0 || $0 >= Int64(k) }) {
-                    throw DatasetError.levelOutOfRange(path: path.description, index: offset + i, value: v[i], levels: k)
-                }
-            } else if let i = v.firstIndex(where: { $0 < 0 || $0 > 1 << 24 }) {
-                throw DatasetError.incompatible(path: path.description, detail: "value \(v[i]) at index \(offset + i): counts are "
-                                                + "non-negative integers up to 2^24 (16777216)")
-            }
-            switch integerElement(levels: levels) {
+            try SampleValues.checkIntegers(v, levels: levels, path: path.description, offset: offset)
+            switch SampleValues.integerElement(levels: levels) {
             case .uint8:
                 bytes.removeAll(keepingCapacity: true)
                 bytes.append(contentsOf: v.lazy.map { UInt8($0) })
@@ -138,38 +124,25 @@ extension ImageSet {
         }
     }
 
-    /// Integer samples, with their levels (K) or as counts: read once by one
-    /// process into the decompression cache, converted (keyed by K, whose
-    /// check the copy passed) and mapped by every rank; else read by this
-    /// process, converted block by block. What is held is never the whole
-    /// dataset as 64-bit integers.
+    /// Integer samples, with their levels (K) or as counts: copied once into
+    /// the decompression cache, converted (keyed by K, whose check the copy
+    /// passed) and mapped by every rank; else read by this process, converted
+    /// block by block. What is held is never the whole dataset as 64-bit
+    /// integers.
     static func readIntegers(_ path: HDF5Path, dims: [Int], levels: Int?, counts: Bool, dtype: String) throws -> SampleValues {
         guard levels != nil || counts else { throw DatasetError.integersNeedLevels(path: path.description, dtype: dtype) }
-        let element = integerElement(levels: levels)
-        func size(inMemory: Bool) throws -> Int {
-            switch element {
-            case .uint8: return try checkedSize(path, dims: dims, as: UInt8.self, inMemory: inMemory)
-            case .uint16: return try checkedSize(path, dims: dims, as: UInt16.self, inMemory: inMemory)
-            case .float32: return try checkedSize(path, dims: dims, as: Float.self, inMemory: inMemory)
-            }
+        let element = SampleValues.integerElement(levels: levels)
+        let what = levels.map { "\(element.rawValue) below \($0)" } ?? "float32 counts"
+        if let cached = try cachedCopy(path, dims: dims, element: element, what: what, produce: { emit in
+            try convertIntegers(path, dims: dims, levels: levels, emit)
+        }) {
+            return cached
         }
-        var total = try size(inMemory: false)
-        if ProcessInfo.processInfo.environment["VAE_MPI_NO_MMAP"] == nil, total > 0 {
-            let what = levels.map { "\(element.rawValue) below \($0)" } ?? "float32 counts"
-            let name = (path.file as NSString).lastPathComponent + "-" + path.dataset.map { $0 == "/" ? "_" : $0 }
-            if let copy = try DecompressionCache.cached(path.file, variant: path.dataset + " as " + what, name: String(name),
-                                                        produce: { emit in
-                                                            try convertIntegers(path, dims: dims, levels: levels, dtype: dtype, emit)
-                                                        }),
-               let file = MappedFile(copy), file.byteCount == total * element.size {
-                return SampleValues(element: element, count: total, mapping: file, offset: 0)
-            }
-        }
-        total = try size(inMemory: true)
+        let total = try checkedSize(path, dims: dims, elementSize: element.size)
         func collect<T>(_: T.Type) throws -> [T] {
             var out = [T]()
             out.reserveCapacity(total)
-            try convertIntegers(path, dims: dims, levels: levels, dtype: dtype) { out.append(contentsOf: $0.bindMemory(to: T.self)) }
+            try convertIntegers(path, dims: dims, levels: levels) { out.append(contentsOf: $0.bindMemory(to: T.self)) }
             return out
         }
         switch element {
@@ -232,7 +205,12 @@ extension ImageSet {
            let total = checkedProduct(dims), let file = MappedFile(path.file),
            let end = checkedOffset(Int(info.offset), plus: total, times: Int(info.size)), end <= file.byteCount {
             values = SampleValues(element: isBytes ? .uint8 : .float32, count: total, mapping: file, offset: Int(info.offset))
-        } else if let cached = try cachedCopy(path, dims: dims, bytes: isBytes, float: isFloat) {
+        } else if isBytes || isFloat, let cached = try cachedCopy(
+            path, dims: dims, element: isBytes ? .uint8 : .float32, what: isBytes ? "uint8" : "float32",
+            produce: { emit in
+                if isBytes { try readBlocks(path, dims: dims, mode: 0, as: UInt8.self, emit) }
+                else { try readBlocks(path, dims: dims, mode: 1, as: Float.self, emit) }
+            }) {
             // Chunked, compressed or another float type: read once into the cache (as uint8 or float32) and mapped.
             values = cached
         } else if isBytes {
@@ -253,31 +231,24 @@ extension ImageSet {
         return set
     }
 
-    /// A dataset of bytes or floats that cannot be mapped in place (chunked,
-    /// compressed, float64, big-endian): read once by one process into the
-    /// cache folder (`DecompressionCache`: uint8, or float32 as training
-    /// takes floats) and mapped from there, so that the ranks of a node share
-    /// one copy; nil when caching is off or the dataset is empty.
-    static func cachedCopy(_ path: HDF5Path, dims: [Int], bytes: Bool, float: Bool) throws -> SampleValues? {
-        guard bytes || float, ProcessInfo.processInfo.environment["VAE_MPI_NO_MMAP"] == nil,
-              let total = checkedProduct(dims), total > 0 else { return nil }
-        let element = bytes ? "uint8" : "float32"
+    /// A dataset that cannot be mapped in place (chunked, compressed,
+    /// float64, big-endian, integers), as `produce` makes its values
+    /// (`element`, `what` naming them in the cache's key): written once by one
+    /// process into the cache folder (`DecompressionCache`), block by block,
+    /// and mapped from there, so that the ranks of a node share one copy. It
+    /// may be larger than memory; it is checked only against what the file
+    /// can decompress to. Nil when caching is off, the folder cannot take it,
+    /// or the dataset is empty (the caller then reads it).
+    static func cachedCopy(_ path: HDF5Path, dims: [Int], element: SampleValues.Element, what: String,
+                           produce: ((UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws -> SampleValues? {
+        guard ProcessInfo.processInfo.environment["VAE_MPI_NO_MMAP"] == nil else { return nil }
+        let total = try checkedSize(path, dims: dims, elementSize: element.size, inMemory: false)
+        guard total > 0 else { return nil }
         let name = (path.file as NSString).lastPathComponent + "-" + path.dataset.map { $0 == "/" ? "_" : $0 }
-        // Written to the cache block by block and mapped: it may be larger than memory.
-        if bytes {
-            _ = try checkedSize(path, dims: dims, as: UInt8.self, inMemory: false)
-        } else {
-            _ = try checkedSize(path, dims: dims, as: Float.self, inMemory: false)
-        }
-        guard let copy = try DecompressionCache.cached(path.file, variant: path.dataset + " as " + element, name: String(name), produce: { emit in
-            // Block by block: the process that makes the copy holds 64 MB of it at a time.
-            if bytes {
-                try readBlocks(path, dims: dims, mode: 0, as: UInt8.self, emit)
-            } else {
-                try readBlocks(path, dims: dims, mode: 1, as: Float.self, emit)
-            }
-        }), let file = MappedFile(copy), file.byteCount == total * (bytes ? 1 : 4) else { return nil }
-        return SampleValues(element: bytes ? .uint8 : .float32, count: total, mapping: file, offset: 0)
+        guard let copy = try DecompressionCache.cached(path.file, variant: path.dataset + " as " + what, name: String(name),
+                                                       produce: produce),
+              let file = MappedFile(copy), file.byteCount == total * element.size else { return nil }
+        return SampleValues(element: element, count: total, mapping: file, offset: 0)
     }
 
     /// Integer labels from an HDF5 dataset of shape (N) or (N, 1).

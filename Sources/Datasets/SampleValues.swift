@@ -228,26 +228,27 @@ public struct SampleValues: Sendable {
     /// NaN, infinities and the range, from one pass (kept once made).
     public var summary: ValueSummary {
         if let known = scans.summary.withLock({ $0 }) { return known }
-        let found: ValueSummary = {
-            if let sparse {
-                return ValueSummary(hasNaN: sparse.values.contains(where: \.isNaN),
-                                    hasInfinite: sparse.values.contains(where: \.isInfinite), range: sparse.range)
-            }
-            var lo = Float.infinity, hi = -Float.infinity
-            var nan = false, infinite = false
-            forEachChunk { _, values in
-                for v in values {
-                    if v.isNaN {
-                        nan = true
-                    } else {
-                        infinite = infinite || v.isInfinite
-                        lo = Swift.min(lo, v)
-                        hi = Swift.max(hi, v)
-                    }
+        var nan = false, infinite = false
+        var lo = Float.infinity, hi = -Float.infinity
+        func scan(_ values: UnsafeBufferPointer<Float>) {
+            for v in values {
+                if v.isNaN {
+                    nan = true
+                } else {
+                    infinite = infinite || v.isInfinite
+                    lo = Swift.min(lo, v)
+                    hi = Swift.max(hi, v)
                 }
             }
-            return ValueSummary(hasNaN: nan, hasInfinite: infinite, range: lo <= hi ? lo...hi : nil)
-        }()
+        }
+        if let sparse {
+            // The stored values, and the zeros between them.
+            if sparse.nonzeroCount < count { (lo, hi) = (0, 0) }
+            sparse.values.withUnsafeBufferPointer(scan)
+        } else {
+            forEachChunk { _, values in scan(values) }
+        }
+        let found = ValueSummary(hasNaN: nan, hasInfinite: infinite, range: lo <= hi ? lo...hi : nil)
         scans.summary.withLock { $0 = found }
         return found
     }
@@ -380,16 +381,6 @@ public struct SparseRows: Sendable, Equatable {
     }
 
     /// The smallest and largest value, the implicit zeros included.
-    var range: ClosedRange<Float>? {
-        guard rowCount > 0, width > 0 else { return nil }
-        let hasZeros = nonzeroCount < rowCount * width
-        var lo: Float = hasZeros ? 0 : .infinity, hi: Float = hasZeros ? 0 : -.infinity
-        for v in values where !v.isNaN {
-            lo = Swift.min(lo, v)
-            hi = Swift.max(hi, v)
-        }
-        return lo <= hi ? lo...hi : nil
-    }
 
     func firstNonFinite() -> (index: Int, value: Float)? {
         for r in 0..<rowCount {

@@ -100,6 +100,27 @@ public func multinomialRow(logits: UnsafePointer<Float>, counts: UnsafePointer<F
     ck_multinomial_row(logits, counts, width, shares, lse, terms, gradient)
 }
 
+/// The positions j of `values` whose bits are not zero (−0 and NaN count),
+/// in order, into `positions` (`ck_dense_to_csr` on one row); false, with
+/// `positions` unspecified, when there are more than `limit`.
+public func nonzeroPositions(of values: UnsafeBufferPointer<Float>, limit: Int, into positions: inout [Int64]) -> Bool {
+    positions.removeAll(keepingCapacity: true)
+    guard let base = values.baseAddress, !values.isEmpty else { return true }
+    let room = Swift.min(limit, values.count) + 16
+    return withUnsafeTemporaryAllocation(of: Int32.self, capacity: room) { columns in
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: room) { found in
+            var starts: (Int64, Int64) = (0, 0)
+            let count = withUnsafeMutableBytes(of: &starts) {
+                ck_dense_to_csr(base, 1, values.count, Swift.max(limit, 0), $0.baseAddress!.assumingMemoryBound(to: Int64.self),
+                                columns.baseAddress!, found.baseAddress!)
+            }
+            guard count >= 0 else { return false }
+            positions.append(contentsOf: columns[0 ..< Int(count)].lazy.map { Int64($0) })
+            return true
+        }
+    }
+}
+
 /// The Bernoulli likelihood's one sweep over `count` elements, from logits:
 /// terms[i] = max(l, 0) − l·x + log1p(e^−|l|) and, if `gradient` is given,
 /// gradient[i] = σ(l) − x (16 lanes with AVX-512; the bits of the scalar
@@ -110,21 +131,19 @@ public func bernoulliNegativeLogLikelihood(logits: UnsafePointer<Float>, targets
 }
 
 extension AdamKernel {
-    /// The step with the gradient summed from `segments` (each at the same
-    /// offset, in rank order) and the updated parameters also written to
-    /// `publish`: `SegmentSum.sum`, `apply` and a copy, with the same bits, in
-    /// one pass over memory.
-    public static func apply(parameters p: UnsafeMutablePointer<Float>, summing segments: [UnsafeMutablePointer<Float>],
+    /// The step with the gradient summed, in rank order, from `segments`
+    /// at `offset` on, and the updated parameters also written to `publish`:
+    /// `SegmentSum.sum`, `apply` and a copy, with the same bits, in one pass
+    /// over memory.
+    public static func apply(parameters p: UnsafeMutablePointer<Float>,
+                             summing segments: UnsafeBufferPointer<UnsafeMutablePointer<Float>?>, at offset: Int,
                              m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, count: Int,
                              publish: UnsafeMutablePointer<Float>, _ c: Constants) {
-        var starts: [UnsafeMutablePointer<Float>?] = segments
-        starts.withUnsafeMutableBufferPointer {
-            ck_adam_sum_update(p, $0.baseAddress!, segments.count, m, v, count,
-                               ck_adam_constants(gradient_scale: c.gradientScale, one_minus_beta1: c.oneMinusBeta1,
-                                                 beta2: c.beta2, one_minus_beta2: c.oneMinusBeta2, step_size: c.stepSize,
-                                                 inverse_bias_correction2_sqrt: c.inverseBiasCorrection2Sqrt,
-                                                 epsilon: c.epsilon),
-                               publish)
-        }
+        ck_adam_sum_update(p, segments.baseAddress!, segments.count, offset, m, v, count,
+                           ck_adam_constants(gradient_scale: c.gradientScale, one_minus_beta1: c.oneMinusBeta1,
+                                             beta2: c.beta2, one_minus_beta2: c.oneMinusBeta2, step_size: c.stepSize,
+                                             inverse_bias_correction2_sqrt: c.inverseBiasCorrection2Sqrt,
+                                             epsilon: c.epsilon),
+                           publish)
     }
 }

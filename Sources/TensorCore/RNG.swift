@@ -109,26 +109,14 @@ public struct RandomStream: Sendable {
         }
     }
 
-    /// The positions j where `values[j]`'s bits are not zero (−0 and NaN
-    /// included), in order, and, when there are fewer than `limit`, uniform
-    /// j of the stream for each: the draws of a sparse row's nonzeros alone
-    /// (`uniform(at:)` for each, in one vectorised call). With `limit` or
-    /// more, `uniforms` is left empty.
-    public func uniformsAtNonzeros(of values: UnsafeBufferPointer<Float>, limit: Int, positions: inout [Int64],
-                                   uniforms: inout [Float]) {
-        positions.removeAll(keepingCapacity: true)
-        positions.reserveCapacity(values.count)
-        uniforms.removeAll(keepingCapacity: true)
-        guard let base = values.baseAddress, !values.isEmpty else { return }
-        let count = withUnsafeTemporaryAllocation(of: Int64.self, capacity: values.count) { all -> Int in
-            let n = ck_nonzero_positions(base, values.count, all.baseAddress!)
-            positions.append(contentsOf: all[0 ..< n])
-            return n
-        }
-        guard count < limit else { return }
-        withUnsafeTemporaryAllocation(of: UInt32.self, capacity: Swift.max(count, 1)) { words in
-            positions.withUnsafeBufferPointer { self.words(at: $0, into: words.baseAddress!) }
-            uniforms.append(contentsOf: words[0 ..< count].lazy.map(Self.openUnit))
+    /// Uniforms `indices[i]` of the stream, each alone (as `uniform(at:)`,
+    /// vectorised over the indices), into `out` (replacing what it held).
+    public func uniforms(at indices: [Int64], into out: inout [Float]) {
+        out.removeAll(keepingCapacity: true)
+        guard !indices.isEmpty else { return }
+        withUnsafeTemporaryAllocation(of: UInt32.self, capacity: indices.count) { words in
+            indices.withUnsafeBufferPointer { self.words(at: $0, into: words.baseAddress!) }
+            out.append(contentsOf: words.lazy.map(Self.openUnit))
         }
     }
 

@@ -118,9 +118,12 @@ public struct Adam: Sendable {
         _ model: inout Model, range: Range<Int>, summing segments: [UnsafeMutablePointer<Float>],
         publish: UnsafeMutablePointer<Float>, gradientScale: Float, layout: ParameterLayout
     ) {
-        update(&model, range: range, gradientScale: gradientScale, layout: layout) { p, start, m, v, count, constants in
-            AdamKernel.apply(parameters: p, summing: segments.map { $0 + start }, m: m, v: v, count: count,
-                             publish: publish + start, constants)
+        let starts: [UnsafeMutablePointer<Float>?] = segments
+        starts.withUnsafeBufferPointer { starts in
+            update(&model, range: range, gradientScale: gradientScale, layout: layout) { p, start, m, v, count, constants in
+                AdamKernel.apply(parameters: p, summing: starts, at: start, m: m, v: v, count: count,
+                                 publish: publish + start, constants)
+            }
         }
     }
 

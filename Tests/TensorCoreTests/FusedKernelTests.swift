@@ -27,8 +27,11 @@ final class AdamKernelTests: XCTestCase {
                 // The fused pass, publishing in place of the last rank's gradient (as ranks do).
                 var p2 = parameters, m2 = m, v2 = v
                 let publish = copies[ranks - 1]
-                AdamKernel.apply(parameters: &p2, summing: copies, m: &m2, v: &v2, count: count, publish: publish,
-                                 constants)
+                let starts: [UnsafeMutablePointer<Float>?] = copies
+                starts.withUnsafeBufferPointer {
+                    AdamKernel.apply(parameters: &p2, summing: $0, at: 0, m: &m2, v: &v2, count: count, publish: publish,
+                                     constants)
+                }
                 let published: [Float] = Array(UnsafeBufferPointer(start: publish, count: count))
                 XCTAssertEqual(p1.map(\.bitPattern), p2.map(\.bitPattern), "parameters, \(ranks) ranks, \(count)")
                 XCTAssertEqual(m1.map(\.bitPattern), m2.map(\.bitPattern), "first moment, \(ranks) ranks, \(count)")

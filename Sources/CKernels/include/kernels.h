@@ -37,12 +37,13 @@ typedef struct {
 } ck_adam_constants;
 void ck_adam_update(float *parameters, const float *gradient, float *m, float *v, size_t n, ck_adam_constants c);
 // The shared-memory step of one rank's slice in one pass over memory: the
-// gradient is the rank-order sum of segments[0..ranks) (as ck_sum_segments),
-// the step is ck_adam_update's, and the updated parameters are also written
-// to `publish` (for the other ranks to copy). The same bits as the three
-// calls in turn; `publish` may be one of the segments.
-void ck_adam_sum_update(float *parameters, float *const *segments, size_t ranks, float *m, float *v, size_t n,
-                        ck_adam_constants c, float *publish);
+// gradient of parameter i (i < n) is the rank-order sum of
+// segments[r][offset + i] (as ck_sum_segments), the step is ck_adam_update's,
+// and the updated parameter is also written to publish[i] (for the other
+// ranks to copy). The same bits as the three calls in turn; `publish` may
+// point into one of the segments.
+void ck_adam_sum_update(float *parameters, float *const *segments, size_t ranks, size_t offset, float *m, float *v,
+                        size_t n, ck_adam_constants c, float *publish);
 // The same step with a bf16 gradient (widened exactly on the fly).
 void ck_adam_update_bf16_gradient(float *parameters, const uint16_t *gradient, float *m, float *v, size_t n,
                                   ck_adam_constants c);
@@ -152,8 +153,5 @@ void ck_philox_blocks(uint32_t k0, uint32_t k1, uint32_t c1, uint32_t c2, uint32
 void ck_philox_words_at(uint32_t k0, uint32_t k1, uint32_t c1, uint32_t c2, uint32_t c3, const int64_t *indices,
                         size_t n, uint32_t *out);
 
-// The positions j < n where x[j]'s bits are not zero (−0 and NaN count as
-// nonzero), in order, into positions (room for n); returns how many.
-size_t ck_nonzero_positions(const float *x, size_t n, int64_t *positions);
 
 #endif

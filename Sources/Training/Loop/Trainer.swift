@@ -209,6 +209,9 @@ public final class Trainer<Model: VariationalAutoencoder> {
                 if let every = configuration.checkpointEvery, position.step % every == 0 {
                     let t0 = monotonicSeconds()
                     try checkpoint()
+                    // Rank 0 writes alone; the others wait for it here, outside the next step, so that
+                    // the wait counts as the checkpoint's time, not as the next step's reduction.
+                    try communicator.barrier()
                     recorder.excludeFromThroughput(monotonicSeconds() - t0)
                 }
             }
@@ -458,8 +461,9 @@ public final class Trainer<Model: VariationalAutoencoder> {
                 + "at step \(progress.bestStep ?? 0)" + (configuration.keepBest ? ", kept as checkpoints/best)" : ")")
             try recorder.earlyStop(earlyStop!, at: position, progress: progress)
         }
-        // Rank 0 has written the evaluation's records and pictures alone: as
-        // after a checkpoint, the others wait here, not in the next step.
+        // Rank 0 has written the evaluation's records, pictures and checkpoint
+        // alone: the others wait for it here, outside the next step, so that
+        // the wait is not counted as the next step's reduction.
         let t1 = monotonicSeconds()
         try communicator.barrier()
         recorder.excludeFromThroughput(monotonicSeconds() - t1)
@@ -491,9 +495,5 @@ public final class Trainer<Model: VariationalAutoencoder> {
         lastCheckpointStep = position.step
         try recorder.checkpoint(model: model, adam: try optimizer.gatheredState(), layout: layout, image: image,
                                 position: position, stepsPerEpoch: stepsPerEpoch, progress: progress, best: best)
-        // Rank 0 writes alone; the others wait for it here, outside the next
-        // step, so that the wait counts as the checkpoint's time and not as
-        // the next step's reduction (its --profile and samples/s).
-        try communicator.barrier()
     }
 }

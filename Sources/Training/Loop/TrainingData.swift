@@ -84,9 +84,9 @@ struct TrainingData {
                     let stream = RandomStream(seed: seed, domain: .inputDropout, UInt32(truncatingIfNeeded: i),
                                               UInt32(truncatingIfNeeded: step))
                     let values = UnsafeMutableBufferPointer(rebasing: x[row * d ..< (row + 1) * d])
-                    stream.uniformsAtNonzeros(of: UnsafeBufferPointer(values), limit: (d + 3) / 4, positions: &positions,
-                                              uniforms: &uniforms)
-                    if positions.count * 4 < d {
+                    // Sparse: fewer than a quarter of the row nonzero.
+                    if nonzeroPositions(of: UnsafeBufferPointer(values), limit: (d + 3) / 4 - 1, into: &positions) {
+                        stream.uniforms(at: positions, into: &uniforms)
                         for (k, j) in positions.enumerated() {
                             values[Int(j)] = uniforms[k] < keep ? values[Int(j)] * scale : 0
                         }
