@@ -37,7 +37,15 @@ public final class DirectoryLock {
             guard fd >= 0 else { throw ArtifactError.io(path: path, operation: "create", reason: String(cString: strerror(errno))) }
             if flock(fd, LOCK_EX | LOCK_NB) != 0 {
                 let code = errno
-                let current = Self.read(fd)
+                // The holder writes its name just after it takes the lock: a
+                // file read in between is empty, so wait for the name (≤ 1 s).
+                var current = Self.read(fd)
+                var waits = 0
+                while code == EWOULDBLOCK && current.isEmpty && waits < 50 {
+                    usleep(20_000)
+                    waits += 1
+                    current = Self.read(fd)
+                }
                 close(fd)
                 if code == EWOULDBLOCK {
                     throw ArtifactError.locked(path: directory, holder: current.isEmpty ? "another process" : current)
@@ -56,9 +64,11 @@ public final class DirectoryLock {
             attempts += 1
             if attempts > 100 { throw ArtifactError.io(path: path, operation: "lock", reason: "the lock file keeps changing") }
         }
+        // Written over the old name and then cut to length, so a reader never
+        // sees an empty file; it reads the first line only.
         let text = Array((holder + "\n").utf8)
-        _ = ftruncate(fd, 0)
         _ = text.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
+        _ = ftruncate(fd, off_t(text.count))
         _ = fsync(fd)
     }
 
@@ -66,7 +76,8 @@ public final class DirectoryLock {
         var buffer = [UInt8](repeating: 0, count: 512)
         let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
         guard n > 0 else { return "" }
-        return String(decoding: buffer[0..<n], as: UTF8.self).trimmingWhitespace()
+        let line = buffer[0..<n].split(separator: UInt8(ascii: "\n"), maxSplits: 1, omittingEmptySubsequences: false).first ?? []
+        return String(decoding: line, as: UTF8.self).trimmingWhitespace()
     }
 
     /// Removes the lock file and releases the lock (and removes the

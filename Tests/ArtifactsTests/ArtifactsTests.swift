@@ -171,3 +171,46 @@ final class TensorBoardAndNPYTests: XCTestCase {
         XCTAssertTrue(String(decoding: labels[10..<80], as: UTF8.self).contains("'descr': '<i8', 'fortran_order': False, 'shape': (2,)"))
     }
 }
+
+final class DirectoryLockTests: XCTestCase {
+    /// Another open file description of the lock file, flocked as a second run holds it.
+    private func holdByHand(_ path: String) -> Int32 {
+        let fd = open(path, O_RDWR | O_CREAT, 0o644)
+        XCTAssertGreaterThanOrEqual(fd, 0)
+        XCTAssertEqual(flock(fd, LOCK_EX | LOCK_NB), 0)
+        return fd
+    }
+
+    func testRefusalNamesAHolderThatWritesItsNameLate() throws {
+        let dir = try temporaryDirectory(removedAfter: self)
+        let path = dir + "/" + DirectoryLock.fileName
+        // Locked, still empty: the holder has not written its name yet (the window run-dir-race hit).
+        let fd = holdByHand(path)
+        defer { close(fd) }
+        let writer = Thread {
+            usleep(150_000)
+            let text = Array("pid 4242 on host late since 2026-12-06T00:00:00Z (np 2)\n".utf8)
+            _ = text.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
+        }
+        writer.start()
+        XCTAssertThrowsError(try DirectoryLock(directory: dir, holder: "pid 1 on host me")) { error in
+            XCTAssertTrue("\(error)".contains("is in use by another run (pid 4242 on host late since"), "\(error)")
+        }
+    }
+
+    func testTakeOverWritesOneLineOverALongerStaleName() throws {
+        let dir = try temporaryDirectory(removedAfter: self)
+        let path = dir + "/" + DirectoryLock.fileName
+        let stale = "pid 999999 on host a-much-longer-host-name.cluster.example since 2026-01-01T00:00:00Z (np 64)\n"
+        try Files.writeAtomically(stale, to: path)
+        let lock = try DirectoryLock(directory: dir, holder: "pid 7 on host b")
+        XCTAssertEqual(lock.tookOverFrom, String(stale.dropLast()))
+        XCTAssertEqual(try Files.readText(path), "pid 7 on host b\n")
+        // A second taker reads the name while the first holds it.
+        XCTAssertThrowsError(try DirectoryLock(directory: dir, holder: "pid 8 on host c")) { error in
+            XCTAssertTrue("\(error)".contains("(pid 7 on host b)"), "\(error)")
+        }
+        lock.release()
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path))
+    }
+}
