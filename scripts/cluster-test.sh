@@ -358,6 +358,20 @@ lost_node() {
         awk -v e="$ELAPSED" 'BEGIN { exit !(e < 40) }'
     check "lost node: no process left on any host" no_leftovers
     check "lost node: no exit records left" bash -c "! compgen -G '$STATE/.exit-records.*' >/dev/null"
+
+    # The lost run resumes, link back up, to step $stop, and gives the bytes of a run no one disturbed.
+    local stop=60 latest
+    latest=$(cat "$STATE/node1/tmp/run-lost/checkpoints/latest" 2>/dev/null || echo none)
+    run_mpi lost-node-resume -np 4 -- train --resume /tmp/run-lost --max-steps $stop
+    check "lost node: the resume from $latest (4 ranks, 2 nodes) exit code 0" test "$RC" = 0
+    run_mpi lost-node-undisturbed -np 4 -- train --data "$DATA" --run-dir /tmp/run-calm --epochs 1000 --batch-size 64 \
+        --hidden-dim 32 --latent-dim 4 --log-every 5 --collective-timeout 10 --max-steps $stop
+    check "lost node: the undisturbed run exit code 0" test "$RC" = 0
+    OUT=$STATE/lost-node-compare.out
+    "$BINARY" compare "$STATE/node1/tmp/run-lost" "$STATE/node1/tmp/run-calm" > "$OUT" 2>&1
+    sed 's/^/    | /' "$OUT"
+    check "lost node: resumed to step $stop, bitwise equal to the undisturbed run (vae-mpi compare)" \
+        has "are bitwise equal"
 }
 
 run_tests() {
@@ -410,7 +424,8 @@ run_tests() {
     # 5. node2 lost mid-run (its cable unplugged, as a dead switch port or a powered-off node): every
     #    rank's stall watchdog ends it (--collective-timeout 10), and mpirun, which would wait for
     #    node2's daemon until the link came back, is ended by the supervisor train.sh runs it under
-    #    (scripts/supervise.sh), VAE_MPI_MPIRUN_GRACE seconds after the ranks' exit records appear.
+    #    (scripts/supervise.sh), VAE_MPI_MPIRUN_GRACE seconds after the ranks' exit records appear;
+    #    resumed with the link back, it gives the bytes of an undisturbed run.
     lost_node
 
     # 4. --reproducible: 4 ranks on two hosts over TCP give the bytes of one process on this machine.
