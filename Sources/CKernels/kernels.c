@@ -501,6 +501,73 @@ void ck_column_sums(const float *restrict x, size_t rows, size_t cols, float *re
     }
 }
 
+/* The ReLU pullback of a (rows, cols) gradient in one pass: g = y > 0 ? dy : 0,
+ * written as f32 and/or bf16, with sums[j] = the column sums of g from 0 in row
+ * order (the bits of ck_column_sums over g). The bf16 rounding must be
+ * ck_f32_to_bf16's over the whole array, whose vector body (VCVTNEPS2BF16:
+ * subnormals to zero) and scalar tail differ on subnormals: with columns in
+ * whole vectors every element takes the vector rounding; else the f32 values
+ * are rounded by ck_f32_to_bf16 itself, after the pass. */
+static void relu_backward_sums_portable(const float *restrict dy, const float *restrict y, float *restrict out,
+                                        size_t rows, size_t cols, float *restrict sums) {
+    for (size_t i = 0; i < rows; i++) {
+        const float *d = dy + i * cols, *v = y + i * cols;
+        for (size_t j = 0; j < cols; j++) {
+            float g = v[j] > 0 ? d[j] : 0.0f;
+            sums[j] += g;
+            if (out) out[i * cols + j] = g;
+        }
+    }
+}
+
+int ck_relu_backward_sums_rounds_alone(size_t cols) {
+#if defined(__x86_64__)
+    return cols % 16 == 0 && ck_cpu_has_avx512_bf16();
+#else
+    (void)cols;
+    return 0;
+#endif
+}
+
+#if defined(__x86_64__)
+/* Columns in lanes, 64 at a time (four accumulators): cols a multiple of 16. */
+__attribute__((target("avx512f,avx512bf16")))
+static void relu_backward_sums_avx512(const float *restrict dy, const float *restrict y, float *restrict out,
+                                      uint16_t *restrict out16, size_t rows, size_t cols, float *restrict sums) {
+    const __m512 zero = _mm512_setzero_ps();
+    for (size_t j0 = 0; j0 < cols; j0 += 64) {
+        const size_t width = cols - j0 < 64 ? cols - j0 : 64, vectors = width / 16;
+        __m512 acc[4] = {zero, zero, zero, zero};
+        for (size_t k = 0; k < vectors; k++) acc[k] = _mm512_loadu_ps(sums + j0 + 16 * k);
+        for (size_t i = 0; i < rows; i++) {
+            const size_t base = i * cols + j0;
+            for (size_t k = 0; k < vectors; k++) {
+                const size_t at = base + 16 * k;
+                __mmask16 positive = _mm512_cmp_ps_mask(_mm512_loadu_ps(y + at), zero, _CMP_GT_OQ);
+                __m512 g = _mm512_maskz_mov_ps(positive, _mm512_loadu_ps(dy + at));
+                acc[k] = _mm512_add_ps(acc[k], g);
+                if (out) _mm512_storeu_ps(out + at, g);
+                if (out16) _mm256_storeu_si256((__m256i *)(out16 + at), (__m256i)_mm512_cvtneps_pbh(g));
+            }
+        }
+        for (size_t k = 0; k < vectors; k++) _mm512_storeu_ps(sums + j0 + 16 * k, acc[k]);
+    }
+}
+#endif
+
+void ck_relu_backward_sums(const float *dy, const float *y, float *out, uint16_t *out16, size_t rows, size_t cols,
+                           float *sums) {
+    for (size_t j = 0; j < cols; j++) sums[j] = 0;
+#if defined(__x86_64__)
+    if (ck_relu_backward_sums_rounds_alone(cols)) {
+        relu_backward_sums_avx512(dy, y, out, out16, rows, cols, sums);
+        return;
+    }
+#endif
+    relu_backward_sums_portable(dy, y, out, rows, cols, sums);
+    if (out16 && out) ck_f32_to_bf16(out, out16, rows * cols);
+}
+
 void ck_add_bias(float *restrict x, const float *restrict bias, size_t rows, size_t cols, int relu) {
     for (size_t i = 0; i < rows; i++) {
         float *r = x + i * cols;

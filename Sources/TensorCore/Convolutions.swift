@@ -115,8 +115,8 @@ func _vjpConv2dReLU(_ x: Tensor, weight: Tensor, bias: Tensor, stride: Int, padd
 {
     let f = ConvolutionOps.forward(x, weight: weight, bias: bias, stride: stride, padding: padding, relu: true, on: backend)
     return (f.y, { dy in
-        ConvolutionOps.backward(reluBackward(dy, output: f.y), f, weight: weight, bias: bias, inputGradient: true,
-                                on: backend)
+        ConvolutionOps.backward(ConvolutionOps.reluGradient(dy, f, on: backend), f, weight: weight, bias: bias,
+                                inputGradient: true, on: backend)
     })
 }
 
@@ -127,8 +127,8 @@ func _vjpConv2dReLUParameters(_ x: Tensor, weight: Tensor, bias: Tensor, stride:
 {
     let f = ConvolutionOps.forward(x, weight: weight, bias: bias, stride: stride, padding: padding, relu: true, on: backend)
     return (f.y, { dy in
-        let (_, dw, db) = ConvolutionOps.backward(reluBackward(dy, output: f.y), f, weight: weight, bias: bias,
-                                                  inputGradient: false, on: backend)
+        let (_, dw, db) = ConvolutionOps.backward(ConvolutionOps.reluGradient(dy, f, on: backend), f, weight: weight,
+                                                  bias: bias, inputGradient: false, on: backend)
         return (dw, db)
     })
 }
@@ -174,7 +174,8 @@ func _vjpConvTranspose2dReLU(_ x: Tensor, weight: Tensor, bias: Tensor, stride: 
     let f = TransposedConvolutionOps.forward(x, weight: weight, bias: bias, stride: stride, padding: padding,
                                              outputPadding: outputPadding, relu: true, on: backend)
     return (f.y, { dy in
-        TransposedConvolutionOps.backward(reluBackward(dy, output: f.y), f, weight: weight, bias: bias, on: backend)
+        TransposedConvolutionOps.backward(TransposedConvolutionOps.reluGradient(dy, f, on: backend), f, weight: weight,
+                                          bias: bias, on: backend)
     })
 }
 
@@ -188,6 +189,13 @@ struct ActivationOperand {
     init(_ tensor: Tensor, on backend: Backend) {
         values = tensor
         rounded = backend.bf16 ? backend.roundedToBF16(tensor.scalars) : nil
+    }
+
+    /// A gradient as its backward pass prepared it: the bf16 rounding made
+    /// already (`OutputGradient`), or the f32 values rounded here.
+    init(_ g: OutputGradient, on backend: Backend) {
+        values = g.values
+        rounded = g.rounded ?? (backend.bf16 ? backend.roundedToBF16(g.values.scalars) : nil)
     }
 
     func withPointer<R>(_ body: (UnsafeRawPointer) -> R) -> R {
@@ -240,6 +248,55 @@ func convolutionKey(batch: Int, channels: Int, height: Int, width: Int, weight: 
 
 /// The parameter gradients' destinations: the backend's gradient sink when
 /// it holds these parameters, else fresh tensors.
+/// A convolution's output gradient as its backward pass reads it. Behind a
+/// fused ReLU, one pass over memory (`ck_relu_backward_sums`) masks it,
+/// rounds it to bf16 for bf16's kernels and sums its columns (the bias
+/// gradient, in `ck_column_sums`' order, so with its bits); the f32 values
+/// are then written only when the path reads them (f32, im2col of dy,
+/// OpenBLAS) or the rounding needs them (channels not in whole AVX-512
+/// vectors). Before, these were three passes: the mask, the rounding and
+/// the sums.
+struct OutputGradient {
+    /// dy (B, Ho, Wo, O) in f32, or a symbolic zero when only `rounded` is needed.
+    let values: Tensor
+    let rounded: [UInt16]?
+    /// Σ over positions of dy, per channel (O).
+    let biasSums: [Float]?
+
+    /// dy as it is: the paths round it and sum it themselves.
+    init(_ dy: Tensor) {
+        (values, rounded, biasSums) = (dy, nil, nil)
+    }
+
+    /// relu′(y) · dy for y (B, Ho, Wo, channels), in one pass.
+    init(relu dy: Tensor, output y: Tensor, channels: Int, readsValues: Bool, on backend: Backend) {
+        precondition(dy.shape == y.shape, "OutputGradient: dy \(dy.shape), y \(y.shape)")
+        let n = y.count, rows = n / max(channels, 1)
+        let bf16 = backend.bf16, writesValues = readsValues || !bf16 || ck_relu_backward_sums_rounds_alone(channels) == 0
+        var out = [Float](unsafeUninitializedCapacity: writesValues ? n : 0) { _, count in count = writesValues ? n : 0 }
+        var out16 = [UInt16](unsafeUninitializedCapacity: bf16 ? n : 0) { _, count in count = bf16 ? n : 0 }
+        var sums = [Float](repeating: 0, count: channels)
+        dy.scalars.withUnsafeBufferPointer { g in
+            y.scalars.withUnsafeBufferPointer { v in
+                out.withUnsafeMutableBufferPointer { o in
+                    out16.withUnsafeMutableBufferPointer { o16 in
+                        ck_relu_backward_sums(g.baseAddress, v.baseAddress, writesValues ? o.baseAddress : nil,
+                                              bf16 ? o16.baseAddress : nil, rows, channels, &sums)
+                    }
+                }
+            }
+        }
+        values = writesValues ? Tensor(shape: y.shape, scalars: out) : .zero
+        rounded = bf16 ? out16 : nil
+        biasSums = sums
+    }
+
+    /// db: the sums made with the mask, or Σ over the rows of dy now.
+    func biasGradient(rows: Int, columns: Int, into db: UnsafeMutablePointer<Float>) {
+        if let biasSums { db.update(from: biasSums, count: columns) } else { columnSums(values, rows: rows, columns: columns, into: db) }
+    }
+}
+
 struct ParameterGradientTargets {
     var weight: Tensor = .zero
     var bias: Tensor = .zero
@@ -441,6 +498,21 @@ enum ConvolutionOps {
     static func backward(_ dy: Tensor, _ f: Forward, weight: Tensor, bias: Tensor, inputGradient: Bool,
                          on backend: Backend) -> (Tensor, Tensor, Tensor) {
         if dy.isSymbolicZero { return (.zero, .zero, .zero) }
+        return backward(OutputGradient(dy), f, weight: weight, bias: bias, inputGradient: inputGradient, on: backend)
+    }
+
+    /// The ReLU pullback of dy behind this forward pass, for `backward`.
+    static func reluGradient(_ dy: Tensor, _ f: Forward, on backend: Backend) -> OutputGradient {
+        if dy.isSymbolicZero { return OutputGradient(dy) }
+        var readsValues = false
+        if case .openBLAS = f.path { readsValues = true }
+        return OutputGradient(relu: dy, output: f.y, channels: f.shape.outputChannels, readsValues: readsValues, on: backend)
+    }
+
+    static func backward(_ output: OutputGradient, _ f: Forward, weight: Tensor, bias: Tensor, inputGradient: Bool,
+                         on backend: Backend) -> (Tensor, Tensor, Tensor) {
+        let dy = output.values
+        if dy.isSymbolicZero && output.rounded == nil { return (.zero, .zero, .zero) }
         let shape = f.shape
         switch f.path {
         case .openBLAS:
@@ -451,12 +523,14 @@ enum ConvolutionOps {
             return (inputGradient ? channelsLast(dx, on: backend) : .zero, dw, db)
 
         case let .gemm(columns, w):
-            let g = backend.operand(dy, rows: shape.positions, columns: shape.outputChannels)
+            let g = output.rounded.map {
+                Backend.MatrixOperand(rows: shape.positions, columns: shape.outputChannels, values: dy, rounded: $0)
+            } ?? backend.operand(dy, rows: shape.positions, columns: shape.outputChannels)
             var targets = ParameterGradientTargets(weight: weight, bias: bias, on: backend)
             targets.fill(weightCount: weight.count, biasCount: bias.count) { dw, db in
                 // dW (O, C·kh·kw) = dyᵀ · cols; db = Σ_positions dy
                 backend.matmul(g, transposed: true, columns, transposed: false, into: dw, ldc: shape.columnLength)
-                columnSums(dy, rows: shape.positions, columns: shape.outputChannels, into: db)
+                output.biasGradient(rows: shape.positions, columns: shape.outputChannels, into: db)
             }
             guard inputGradient else { return (.zero, targets.weight, targets.bias) }
             // dcols (B·Ho·Wo, C·kh·kw) = dy · W, then col2im
@@ -469,7 +543,7 @@ enum ConvolutionOps {
             return (dx, targets.weight, targets.bias)
 
         case let .direct(primitive, operand, weights):
-            let gradient = ActivationOperand(dy, on: backend)
+            let gradient = ActivationOperand(output, on: backend)
             var dx = Tensor.zero
             if inputGradient {
                 dx = Tensor(shape: f.input.shape) { dx in
@@ -487,7 +561,7 @@ enum ConvolutionOps {
                 var targets = ParameterGradientTargets(weight: weight, bias: bias, on: backend)
                 targets.fill(weightCount: weight.count, biasCount: bias.count) { dw, db in
                     shape.weightGradientByGEMM(input: operand, gradient: gradient, into: dw, on: backend)
-                    columnSums(dy, rows: shape.positions, columns: shape.outputChannels, into: db)
+                    output.biasGradient(rows: shape.positions, columns: shape.outputChannels, into: db)
                 }
                 return (dx, targets.weight, targets.bias)
             }
@@ -593,12 +667,32 @@ enum TransposedConvolutionOps {
         return Forward(y: y, adjoint: adjoint, path: .direct(primitive, operand, weights), input: x)
     }
 
-    /// (dx, dW, db) for dy (B, Ho, Wo, O) (already masked by a fused ReLU).
+    /// (dx, dW, db) for dy (B, Ho, Wo, O).
     @usableFromInline
     static func backward(_ dy: Tensor, _ f: Forward, weight: Tensor, bias: Tensor, on backend: Backend)
         -> (Tensor, Tensor, Tensor)
     {
         if dy.isSymbolicZero { return (.zero, .zero, .zero) }
+        return backward(OutputGradient(dy), f, weight: weight, bias: bias, on: backend)
+    }
+
+    /// The ReLU pullback of dy behind this forward pass, for `backward`.
+    static func reluGradient(_ dy: Tensor, _ f: Forward, on backend: Backend) -> OutputGradient {
+        if dy.isSymbolicZero { return OutputGradient(dy) }
+        var readsValues = false
+        switch f.path {
+        case .openBLAS, .gemm: readsValues = true  // OpenBLAS, and the im2col of dy, read f32
+        case .empty, .direct: break
+        }
+        return OutputGradient(relu: dy, output: f.y, channels: f.adjoint.channels, readsValues: readsValues, on: backend)
+    }
+
+    /// (dx, dW, db) for the output gradient (masked by a fused ReLU, or as it came).
+    static func backward(_ output: OutputGradient, _ f: Forward, weight: Tensor, bias: Tensor, on backend: Backend)
+        -> (Tensor, Tensor, Tensor)
+    {
+        let dy = output.values
+        if dy.isSymbolicZero && output.rounded == nil { return (.zero, .zero, .zero) }
         let adjoint = f.adjoint
         switch f.path {
         case .empty:
@@ -624,12 +718,12 @@ enum TransposedConvolutionOps {
             targets.fill(weightCount: weight.count, biasCount: bias.count) { dw, db in
                 // dW (C, O·kh·kw) = xᵀ · cols; db = Σ over output pixels of dy
                 backend.matmul(input, transposed: true, columns, transposed: false, into: dw, ldc: adjoint.columnLength)
-                columnSums(dy, rows: dy.count / max(adjoint.channels, 1), columns: adjoint.channels, into: db)
+                output.biasGradient(rows: dy.count / max(adjoint.channels, 1), columns: adjoint.channels, into: db)
             }
             return (dx, targets.weight, targets.bias)
 
         case let .direct(primitive, operand, weights):
-            let gradient = ActivationOperand(dy, on: backend)
+            let gradient = ActivationOperand(output, on: backend)
             // dx = the adjoint convolution of dy; its bias is zero here.
             let zeroBias = [Float](repeating: 0, count: adjoint.outputChannels)
             let dx = Tensor(shape: f.input.shape) { dx in
@@ -649,7 +743,7 @@ enum TransposedConvolutionOps {
                 targets.fill(weightCount: weight.count, biasCount: bias.count) { dw, db in
                     // The adjoint convolution's weight gradient, its input dy and its output gradient x.
                     adjoint.weightGradientByGEMM(input: gradient, gradient: operand, into: dw, on: backend)
-                    columnSums(dy, rows: dy.count / max(adjoint.channels, 1), columns: adjoint.channels, into: db)
+                    output.biasGradient(rows: f.y.count / max(adjoint.channels, 1), columns: adjoint.channels, into: db)
                 }
                 return (dx, targets.weight, targets.bias)
             }
@@ -669,7 +763,7 @@ enum TransposedConvolutionOps {
                         }
                     }
                 }
-                columnSums(dy, rows: dy.count / max(adjoint.channels, 1), columns: adjoint.channels, into: db)
+                output.biasGradient(rows: f.y.count / max(adjoint.channels, 1), columns: adjoint.channels, into: db)
             }
             return (dx, targets.weight, targets.bias)
         }

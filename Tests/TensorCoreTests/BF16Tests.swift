@@ -87,6 +87,40 @@ final class BF16Tests: XCTestCase {
         }
     }
 
+    /// conv2dReLU and convTranspose2dReLU in bf16 (their pullbacks mask,
+    /// round and sum dy in one pass) give the bits of relu after the plain
+    /// op, whose pullback does the three passes; 16 and 32 channels take
+    /// the pass's AVX-512 path, 6 its portable one, 1 the GEMM path.
+    func testFusedReLUGradientsAreTheUnfusedBits() throws {
+        let bf = try backend()
+        for c in [16, 32, 6, 1] {
+            let x = randomTensor([3, 9, 8, 4], seed: 20), w = randomTensor([c, 4, 3, 3], seed: 21), b = randomTensor([c], seed: 22)
+            let (yf, pf) = valueWithPullback(at: x, w, b) { x, w, b in conv2dReLU(x, weight: w, bias: b, stride: 2, padding: 1, on: bf) }
+            let (yu, pu) = valueWithPullback(at: x, w, b) { x, w, b in relu(conv2d(x, weight: w, bias: b, stride: 2, padding: 1, on: bf)) }
+            XCTAssertEqual(yf.scalars.map(\.bitPattern), yu.scalars.map(\.bitPattern), "conv y, O = \(c)")
+            let dy = randomTensor(yf.shape, seed: 23)
+            let (fx, fw, fb) = pf(dy), (ux, uw, ub) = pu(dy)
+            for (name, a, e) in [("dx", fx, ux), ("dW", fw, uw), ("db", fb, ub)] {
+                XCTAssertEqual(a.scalars.map(\.bitPattern), e.scalars.map(\.bitPattern), "conv \(name), O = \(c)")
+            }
+            XCTAssertGreaterThan(fb.scalars.map(abs).max()!, 0, "a bias gradient that is not all zero, O = \(c)")
+
+            let xt = randomTensor([3, 4, 5, 5], seed: 24), wt = randomTensor([5, c, 3, 3], seed: 25), bt = randomTensor([c], seed: 26)
+            let (tf, tpf) = valueWithPullback(at: xt, wt, bt) { x, w, b in
+                convTranspose2dReLU(x, weight: w, bias: b, stride: 2, padding: 1, outputPadding: 1, on: bf)
+            }
+            let (tu, tpu) = valueWithPullback(at: xt, wt, bt) { x, w, b in
+                relu(convTranspose2d(x, weight: w, bias: b, stride: 2, padding: 1, outputPadding: 1, on: bf))
+            }
+            XCTAssertEqual(tf.scalars.map(\.bitPattern), tu.scalars.map(\.bitPattern), "convT y, O = \(c)")
+            let dyt = randomTensor(tf.shape, seed: 27)
+            let (gx, gw, gb) = tpf(dyt), (hx, hw, hb) = tpu(dyt)
+            for (name, a, e) in [("dx", gx, hx), ("dW", gw, hw), ("db", gb, hb)] {
+                XCTAssertEqual(a.scalars.map(\.bitPattern), e.scalars.map(\.bitPattern), "convT \(name), O = \(c)")
+            }
+        }
+    }
+
     func testRoundingIsToNearestEven() {
         // 1 + 2⁻⁸ is halfway between 1 and 1 + 2⁻⁷: ties go to the even significand (1);
         // 1 + 3·2⁻⁸ goes up to 1 + 2⁻⁶; NaN stays NaN; infinities stay.

@@ -1,5 +1,6 @@
 import XCTest
 @testable import TensorCore
+import CKernels
 import Foundation
 
 /// The shared-memory step's fused kernel against the three calls it replaces.
@@ -90,6 +91,48 @@ final class CountRowKernelTests: XCTestCase {
                 multinomialRow(logits: logits, counts: x, width: width, shares: shares, lse: lse, terms: &termsOnly,
                                gradient: nil)
                 XCTAssertEqual(termsOnly.map(\.bitPattern), terms.map(\.bitPattern), "terms without gradient")
+            }
+        }
+    }
+}
+
+/// The ReLU pullback behind a convolution in one pass (mask, bf16 rounding,
+/// bias sums) against the three kernels it replaces.
+final class ReLUBackwardSumsTests: XCTestCase {
+    func testOnePassGivesTheBitsOfMaskRoundingAndColumnSums() {
+        var generator = SystemRandomNumberGenerator()
+        // 16, 32, 48, 64, 80, 128 columns take the AVX-512 path (lanes over columns); 1, 3, 8, 24 the portable one.
+        for cols in [1, 3, 8, 16, 24, 32, 48, 64, 80, 128] {
+            for rows in [0, 1, 7, 300] {
+                let n = rows * cols
+                var dy = (0..<n).map { _ in Float.random(in: -3...3, using: &generator) }
+                var y = (0..<n).map { _ in Float.random(in: -1...1, using: &generator) }
+                // Specials: signed zeros in dy and y, NaN and infinities in y (masked as y > 0 says).
+                let specials: [(Float, Float)] = [(-0.0, 1), (0.0, 1), (5, -0.0), (5, 0.0), (7, .nan), (7, .infinity),
+                                                  (7, -.infinity), (1e-40, 2), (-1e-40, 2)]
+                for (k, (d, v)) in specials.enumerated() where k < n { dy[k * 7 % n] = d; y[k * 7 % n] = v }
+                var masked = [Float](repeating: 0, count: n), sums = [Float](repeating: 1, count: cols)
+                var rounded = [UInt16](repeating: 0, count: n)
+                ck_relu_backward(dy, y, &masked, n)
+                ck_column_sums(masked, rows, cols, &sums)
+                ck_f32_to_bf16(masked, &rounded, n)
+                for (writeValues, writeRounded) in [(true, true), (true, false), (false, true), (false, false)]
+                    where writeValues || !writeRounded || ck_relu_backward_sums_rounds_alone(cols) != 0 {
+                    var out = [Float](repeating: .nan, count: n), out16 = [UInt16](repeating: 0xFFFF, count: n)
+                    var fusedSums = [Float](repeating: .nan, count: cols)
+                    out.withUnsafeMutableBufferPointer { o in
+                        out16.withUnsafeMutableBufferPointer { o16 in
+                            ck_relu_backward_sums(dy, y, writeValues ? o.baseAddress : nil, writeRounded ? o16.baseAddress : nil,
+                                                  rows, cols, &fusedSums)
+                        }
+                    }
+                    let label = "\(rows)×\(cols), values \(writeValues), bf16 \(writeRounded)"
+                    XCTAssertEqual(fusedSums.map(\.bitPattern), sums.map(\.bitPattern), "sums, \(label)")
+                    if writeValues { XCTAssertEqual(out.map(\.bitPattern), masked.map(\.bitPattern), "values, \(label)") }
+                    else { XCTAssertTrue(out.allSatisfy(\.isNaN), "values untouched, \(label)") }
+                    if writeRounded { XCTAssertEqual(out16, rounded, "bf16, \(label)") }
+                    else { XCTAssertTrue(out16.allSatisfy { $0 == 0xFFFF }, "bf16 untouched, \(label)") }
+                }
             }
         }
     }
