@@ -122,19 +122,23 @@ static inline void sum_block(float *const *segments, size_t ranks, size_t i0, si
     }
 }
 
-void ck_adam_sum_update(float *p, float *const *segments, size_t ranks, size_t offset, float *m, float *v, size_t n,
-                        ck_adam_constants c, float *publish) {
+int ck_adam_sum_update(float *p, float *const *segments, size_t ranks, size_t offset, float *m, float *v, size_t n,
+                       ck_adam_constants c, float *publish) {
     // Blocks small enough that their summed gradient and updated parameters
-    // are read back from L1: the segments, p, m and v cross memory once.
+    // are read back from L1: the segments, p, m and v cross memory once, and
+    // the sums are checked for infinities and NaNs there.
     enum { BLOCK = 1024 };
     float sums[BLOCK];
-    if (ranks == 0) return;
+    int bad = 0;
+    if (ranks == 0) return 0;
     for (size_t i0 = 0; i0 < n; i0 += BLOCK) {
         size_t count = n - i0 < BLOCK ? n - i0 : BLOCK;
         sum_block(segments, ranks, offset + i0, count, sums);
+        bad |= ck_any_non_finite(sums, count);
         ck_adam_update(p + i0, sums, m + i0, v + i0, count, c);
         memcpy(publish + i0, p + i0, count * sizeof(float));
     }
+    return bad;
 }
 
 static inline uint16_t bf16_round(float x) {

@@ -134,16 +134,17 @@ extension AdamKernel {
     /// The step with the gradient summed, in rank order, from `segments`
     /// at `offset` on, and the updated parameters also written to `publish`:
     /// `SegmentSum.sum`, `apply` and a copy, with the same bits, in one pass
-    /// over memory.
+    /// over memory. Returns whether any summed gradient was infinite or NaN.
+    @discardableResult
     public static func apply(parameters p: UnsafeMutablePointer<Float>,
                              summing segments: UnsafeBufferPointer<UnsafeMutablePointer<Float>?>, at offset: Int,
                              m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, count: Int,
-                             publish: UnsafeMutablePointer<Float>, _ c: Constants) {
+                             publish: UnsafeMutablePointer<Float>, _ c: Constants) -> Bool {
         ck_adam_sum_update(p, segments.baseAddress!, segments.count, offset, m, v, count,
                            ck_adam_constants(gradient_scale: c.gradientScale, one_minus_beta1: c.oneMinusBeta1,
                                              beta2: c.beta2, one_minus_beta2: c.oneMinusBeta2, step_size: c.stepSize,
                                              inverse_bias_correction2_sqrt: c.inverseBiasCorrection2Sqrt,
                                              epsilon: c.epsilon),
-                           publish)
+                           publish) != 0
     }
 }

@@ -19,6 +19,11 @@ public final class GradientSink {
     private var written: [Bool] = []
     /// Whether any gradient written so far held an infinity or a NaN.
     public private(set) var nonFinite = false
+    /// Whether writes are checked (`nonFinite`). The shared-memory step
+    /// turns it off: it checks the summed gradient in its Adam pass instead,
+    /// while each block is in L1, rather than every rank reading its whole
+    /// gradient once more.
+    public var checksFiniteness = true
 
     /// `buffer` holds at least the sum of the registered counts.
     public init(buffer: UnsafeMutablePointer<Float>) {
@@ -54,7 +59,7 @@ public final class GradientSink {
 
     /// Records the finiteness of a gradient just written at `pointer`.
     public func checkWritten(_ pointer: UnsafePointer<Float>, count: Int) {
-        if ck_any_non_finite(pointer, count) != 0 { nonFinite = true }
+        if checksFiniteness && ck_any_non_finite(pointer, count) != 0 { nonFinite = true }
     }
 
     /// Ends a step: copies gradients the pullback returned as tensors (in

@@ -113,18 +113,22 @@ public struct Adam: Sendable {
     /// The same update of `range`, with the gradient summed from `segments`
     /// (flat arrays, in rank order) and the updated values also written to
     /// `publish` at their flat positions: the shared-memory step's sum,
-    /// update and copy in one pass, with their bits.
+    /// update and copy in one pass, with their bits. Returns whether any
+    /// summed gradient of the range was infinite or NaN (the step must then
+    /// not be kept: the caller throws on every rank).
     public mutating func update<Model: ParameterWalking>(
         _ model: inout Model, range: Range<Int>, summing segments: [UnsafeMutablePointer<Float>],
         publish: UnsafeMutablePointer<Float>, gradientScale: Float, layout: ParameterLayout
-    ) {
+    ) -> Bool {
         let starts: [UnsafeMutablePointer<Float>?] = segments
+        var nonFinite = false
         starts.withUnsafeBufferPointer { starts in
             update(&model, range: range, gradientScale: gradientScale, layout: layout) { p, start, m, v, count, constants in
-                AdamKernel.apply(parameters: p, summing: starts, at: start, m: m, v: v, count: count,
-                                 publish: publish + start, constants)
+                if AdamKernel.apply(parameters: p, summing: starts, at: start, m: m, v: v, count: count,
+                                    publish: publish + start, constants) { nonFinite = true }
             }
         }
+        return nonFinite
     }
 
     /// The walk of a range update: `kernel` gets each tensor's part of

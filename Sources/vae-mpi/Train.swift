@@ -610,7 +610,8 @@ struct Train: ParsableCommand {
 extension FaultInjection {
     /// The test hooks: VAE_MPI_FAIL_AT=rank:step makes that rank fail there
     /// (the abort path); VAE_MPI_DIVERGE_AT=rank:step nudges one of its
-    /// parameters (the replica check).
+    /// parameters (the replica check); VAE_MPI_NAN_GRADIENT_AT=rank:step puts
+    /// a NaN in its gradient, in the last rank's slice (the non-finite check).
     static var fromEnvironment: FaultInjection {
         func rankAndStep(_ variable: String) -> (rank: Int, step: Int)? {
             guard let value = ProcessInfo.processInfo.environment[variable] else { return nil }
@@ -626,6 +627,7 @@ extension FaultInjection {
             }
         }
         return FaultInjection(failure: rankAndStep("VAE_MPI_FAIL_AT"), divergence: rankAndStep("VAE_MPI_DIVERGE_AT"),
-                              stall: stall, stopRequest: rankAndStep("VAE_MPI_SIGNAL_AT"))
+                              stall: stall, stopRequest: rankAndStep("VAE_MPI_SIGNAL_AT"),
+                              nonFiniteGradient: rankAndStep("VAE_MPI_NAN_GRADIENT_AT"))
     }
 }

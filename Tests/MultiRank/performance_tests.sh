@@ -75,3 +75,27 @@ PY
     if "$BINARY" gemm-rate --size 9000 >"$out" 2>&1; then return 1; fi
     expect "$out" "--size must be at most 8192 \(got 9000\)"
 }
+
+# A NaN in one rank's gradient (VAE_MPI_NAN_GRADIENT_AT, in the last rank's
+# slice) stops every rank at that step, whichever path checks it: through
+# shared memory the Adam pass of the slice's owner finds it in the sum, at
+# np 2 and at np 3 (where neither the spoiling rank nor rank 0 owns it);
+# through MPI the writing rank's flag rides in the allreduce. No checkpoint
+# of that step is written.
+non_finite_gradient() {
+    local d="$WORK/nan-gradient" out np path
+    for np_path in 2:shared 3:shared 2:mpi; do
+        np=${np_path%:*} path=${np_path#*:}
+        out="$d-$np-$path.out"
+        rm -rf "$d"
+        if VAE_MPI_SHARED_MEMORY=$([ "$path" = mpi ] && echo 0 || echo 1) VAE_MPI_NAN_GRADIENT_AT=1:7 \
+            mpi "$np" train --data "$SMALL" --run-dir "$d" --max-steps 20 --checkpoint-every 5 --hidden-dim 16 \
+            --batch-size 48 >"$out" 2>&1; then
+            echo "np $np, $path: the run went on"; return 1
+        fi
+        if [ "$path" = mpi ]; then expect "$out" "reduction +MPI"; else expect "$out" "reduction +shared memory"; fi
+        expect "$out" "vae-mpi: error: non-finite loss or gradient at step 7; training stopped on every rank"
+        [ "$(cat "$d/checkpoints/latest")" = step-00000005 ] || { echo "latest: $(cat "$d/checkpoints/latest")"; return 1; }
+        echo "np $np, $path: stopped at step 7, latest checkpoint step 5"
+    done
+}

@@ -615,6 +615,7 @@ run_test block-shuffle-resume-np2 block_shuffle_resume
 run_test shared-memory-reduction-np2-3 shared_memory_reduction
 run_test shared-memory-full-np2 shared_memory_full
 run_test gemm-rate-np2 gemm_rate
+run_test non-finite-gradient-np2-3 non_finite_gradient
 
 say "multi-rank tests: ${passed} passed, ${#failed[@]} failed${failed:+ (${failed[*]})}"
 [ ${#failed[@]} -eq 0 ] || exit 1

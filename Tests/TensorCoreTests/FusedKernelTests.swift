@@ -96,6 +96,39 @@ final class CountRowKernelTests: XCTestCase {
     }
 }
 
+/// The fused step's finiteness check of the summed gradient.
+final class AdamSumFinitenessTests: XCTestCase {
+    func testTheFusedPassReportsANonFiniteSumWhereverItIs() {
+        let constants = AdamKernel.Constants(gradientScale: 1, oneMinusBeta1: 0.1, beta2: 0.999, oneMinusBeta2: 0.001,
+                                             stepSize: 1e-3, inverseBiasCorrection2Sqrt: 31.6, epsilon: 1e-8)
+        let count = 3001
+        // (rank, index, value): a NaN or an infinity in one rank's segment, in the first, a middle and the last
+        // block; opposite infinities on two ranks; finite values whose sum overflows.
+        let cases: [([(Int, Int, Float)], Bool)] = [
+            ([], false), ([(0, 0, .nan)], true), ([(1, 1500, .infinity)], true), ([(2, 3000, -.infinity)], true),
+            ([(0, 2048, .infinity), (1, 2048, -.infinity)], true),
+            ([(0, 7, .greatestFiniteMagnitude), (1, 7, .greatestFiniteMagnitude)], true),
+            ([(0, 7, .greatestFiniteMagnitude), (1, 7, -.greatestFiniteMagnitude)], false),
+        ]
+        for (spoiled, expected) in cases {
+            let segments: [UnsafeMutablePointer<Float>] = (0..<3).map { _ in
+                let s = UnsafeMutablePointer<Float>.allocate(capacity: count)
+                s.initialize(repeating: 0.5, count: count)
+                return s
+            }
+            defer { segments.forEach { $0.deallocate() } }
+            for (rank, index, value) in spoiled { segments[rank][index] = value }
+            var p = [Float](repeating: 1, count: count), m = [Float](repeating: 0, count: count), v = m
+            var published = [Float](repeating: 0, count: count)
+            let starts: [UnsafeMutablePointer<Float>?] = segments
+            let nonFinite = starts.withUnsafeBufferPointer {
+                AdamKernel.apply(parameters: &p, summing: $0, at: 0, m: &m, v: &v, count: count, publish: &published, constants)
+            }
+            XCTAssertEqual(nonFinite, expected, "\(spoiled)")
+        }
+    }
+}
+
 /// The ReLU pullback behind a convolution in one pass (mask, bf16 rounding,
 /// bias sums) against the three kernels it replaces.
 final class ReLUBackwardSumsTests: XCTestCase {

@@ -41,9 +41,10 @@ void ck_adam_update(float *parameters, const float *gradient, float *m, float *v
 // segments[r][offset + i] (as ck_sum_segments), the step is ck_adam_update's,
 // and the updated parameter is also written to publish[i] (for the other
 // ranks to copy). The same bits as the three calls in turn; `publish` may
-// point into one of the segments.
-void ck_adam_sum_update(float *parameters, float *const *segments, size_t ranks, size_t offset, float *m, float *v,
-                        size_t n, ck_adam_constants c, float *publish);
+// point into one of the segments. Returns 1 if any summed gradient is
+// infinite or NaN (checked while it is in L1), else 0.
+int ck_adam_sum_update(float *parameters, float *const *segments, size_t ranks, size_t offset, float *m, float *v,
+                       size_t n, ck_adam_constants c, float *publish);
 // The same step with a bf16 gradient (widened exactly on the fly).
 void ck_adam_update_bf16_gradient(float *parameters, const uint16_t *gradient, float *m, float *v, size_t n,
                                   ck_adam_constants c);

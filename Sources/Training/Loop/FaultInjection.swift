@@ -6,7 +6,8 @@ import VAEModel
 /// Faults a test can inject into a run, so that the multi-rank tests can
 /// check the paths that real failures take. The executable fills it from
 /// `VAE_MPI_FAIL_AT=rank:step`, `VAE_MPI_DIVERGE_AT=rank:step`,
-/// `VAE_MPI_STALL_AT=rank:step:phase` and `VAE_MPI_SIGNAL_AT=rank:step`.
+/// `VAE_MPI_STALL_AT=rank:step:phase`, `VAE_MPI_SIGNAL_AT=rank:step` and
+/// `VAE_MPI_NAN_GRADIENT_AT=rank:step`.
 public struct FaultInjection: Sendable {
     /// This rank throws before the reduction of this (1-based) step: one
     /// rank's failure must end the whole job.
@@ -21,14 +22,24 @@ public struct FaultInjection: Sendable {
     public var stall: (rank: Int, step: Int, phase: CollectiveWatchdog.Phase)?
     /// This rank raises its stop request at this step, as a signal would.
     public var stopRequest: (rank: Int, step: Int)?
+    /// This rank's gradient of this step gets a NaN after its backward pass,
+    /// in the last parameter (the last rank's slice where Adam is sharded):
+    /// every rank must stop at that step, whichever path checks the sums.
+    public var nonFiniteGradient: (rank: Int, step: Int)?
 
     public init(failure: (rank: Int, step: Int)? = nil, divergence: (rank: Int, step: Int)? = nil,
                 stall: (rank: Int, step: Int, phase: CollectiveWatchdog.Phase)? = nil,
-                stopRequest: (rank: Int, step: Int)? = nil) {
+                stopRequest: (rank: Int, step: Int)? = nil, nonFiniteGradient: (rank: Int, step: Int)? = nil) {
         self.failure = failure
         self.divergence = divergence
         self.stall = stall
         self.stopRequest = stopRequest
+        self.nonFiniteGradient = nonFiniteGradient
+    }
+
+    func spoilsGradient(rank: Int, step: Int) -> Bool {
+        guard let n = nonFiniteGradient else { return false }
+        return n.rank == rank && n.step == step
     }
 
     func stallIfDue(rank: Int, step: Int, phase: CollectiveWatchdog.Phase) {

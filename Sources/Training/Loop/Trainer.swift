@@ -275,6 +275,7 @@ public final class Trainer<Model: VariationalAutoencoder> {
         watchdog?.set(phase: .forward)
         faults.stallIfDue(rank: rank, step: step, phase: .forward)
         let (terms, globalKL) = try forwardBackward(pieces, beta: beta, clock: &clock)
+        if faults.spoilsGradient(rank: rank, step: step) { optimizer.spoilGradient() }
         watchdog?.set(phase: .reduction)
         faults.stallIfDue(rank: rank, step: step, phase: .reduction)
         let stop = stopRequested() || faults.requestsStop(rank: rank, step: step)

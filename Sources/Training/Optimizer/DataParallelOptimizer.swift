@@ -30,7 +30,11 @@ import VAEModel
 /// own gradient there, all in one pass over memory (`ck_adam_sum_update`,
 /// block by block); after a second barrier every
 /// rank copies the other ranks' updated slices into its parameters. The
-/// counts, terms and flags are summed from every segment by every rank. Each
+/// counts, terms and flags are summed from every segment by every rank. The
+/// summed gradient is checked for infinities and NaNs in the Adam pass
+/// (while in L1; a flag after each half's buffer), not by a scan of each
+/// rank's whole gradient, and every rank stops on any flag after the second
+/// barrier. Each
 /// step uses one of two halves of the segments in turn, so that a rank that
 /// runs ahead into the next step's backward pass never writes where another
 /// rank is still reading. The sums are those of rank order, which for np 2 are
@@ -57,6 +61,9 @@ public final class DataParallelOptimizer {
     /// The step's buffer (the sink's): owned, or this rank's half of its shared segment.
     private var buffer: UnsafeMutablePointer<Float> { sink.buffer }
     private let bufferCount: Int
+    /// A shared segment's half: the buffer, then the flag of a non-finite
+    /// summed gradient in this rank's slice (set by its Adam pass).
+    private var segmentStride: Int { bufferCount + 1 }
     /// The shared-memory reduction (nil: MPI's collectives), the half this
     /// step uses, and the reduced counts, terms and flags.
     private let shared: SharedSegments?
@@ -133,7 +140,7 @@ public final class DataParallelOptimizer {
             shared = nil
             reductionSummary = viaMPI("ranks on several nodes")
         } else {
-            switch try SharedSegments.make(count: 2 * bufferCount, communicator: communicator) {
+            switch try SharedSegments.make(count: 2 * (bufferCount + 1), communicator: communicator) {
             case .shared(let segments):
                 shared = segments
                 reductionSummary = "shared memory (each rank sums and updates 1/\(communicator.size) of the parameters)"
@@ -146,6 +153,8 @@ public final class DataParallelOptimizer {
         if shared != nil { sharedMeta = [Float](repeating: 0, count: termCount + 3) }
         buffer.initialize(repeating: 0, count: bufferCount)
         sink = GradientSink(buffer: buffer)
+        // Through shared memory, the summed gradient is checked in the Adam pass instead.
+        sink.checksFiniteness = shared == nil
         // Slices of equal length (the last ones shorter), as the bf16 exchange's alltoall needs.
         let np = communicator.size
         let sliceLength = (layout.count + np - 1) / np
@@ -203,11 +212,22 @@ public final class DataParallelOptimizer {
         sink.complete(with: gradient.namedParameters.map(\.tensor))
     }
 
+    /// A NaN in the last parameter's gradient, as a kernel's write would
+    /// leave it (`FaultInjection`, for tests of the non-finite check).
+    func spoilGradient() {
+        guard layout.count > 0 else { return }
+        buffer[layout.count - 1] = .nan
+        sink.checkWritten(buffer + layout.count - 1, count: 1)
+    }
+
     /// One synchronized update from the gradients added since `beginStep`
     /// (none: this rank's batch was empty): this rank's sample count and
     /// term sums ride with the gradient sums in one reduction, then the Adam
     /// step with gradient sum / samples. A non-finite loss or gradient on any
-    /// rank is thrown on every rank, before any update.
+    /// rank is thrown on every rank at the same step: before any update, or,
+    /// through shared memory, where the summed gradient is checked in the
+    /// Adam pass, before any rank takes another's updated values (the run
+    /// then ends without a checkpoint of that step).
     public func step<Model: ParameterWalking>(_ model: inout Model, hasGradient: Bool, samples: Int, terms: [Float],
                                               step: Int, stopRequested: Bool = false,
                                               clock: inout PhaseClock) throws -> ReducedStep {
@@ -282,7 +302,7 @@ public final class DataParallelOptimizer {
     private func sharedStep<Model: ParameterWalking>(_ model: inout Model, shared: SharedSegments, step: Int,
                                                      clock: inout PhaseClock) throws -> ReducedStep {
         let (p, rank) = (layout.count, communicator.rank)
-        let halves = shared.segments.map { $0 + half * bufferCount }
+        let halves = shared.segments.map { $0 + half * segmentStride }
         try shared.synchronize()
         let mine = slice(of: rank)
         try sharedMeta.withUnsafeMutableBufferPointer { meta in
@@ -294,20 +314,27 @@ public final class DataParallelOptimizer {
         }
         clock.lap(.reduction)
         let total = sharedMeta[0]
-        // In one pass: the slice's gradient summed over the ranks, Adam on
-        // it, and the updated values written in place of this rank's
-        // gradient, for the other ranks to copy.
-        adam.update(&model, range: mine, summing: halves, publish: halves[rank], gradientScale: 1 / total,
-                    layout: layout)
+        // In one pass: the slice's gradient summed over the ranks, checked
+        // for infinities and NaNs, Adam on it, and the updated values written
+        // in place of this rank's gradient, for the other ranks to copy.
+        let nonFinite = adam.update(&model, range: mine, summing: halves, publish: halves[rank], gradientScale: 1 / total,
+                                    layout: layout)
+        halves[rank][bufferCount] = nonFinite ? 1 : 0
         clock.lap(.update)
         try shared.synchronize()
         clock.lap(.reduction)
+        // Every rank sees every slice's flag after the barrier and stops here,
+        // before taking the others' values; the updated ones are never used
+        // (the run ends, and its last checkpoint is from before this step).
+        if halves.contains(where: { $0[bufferCount] != 0 }) {
+            throw CollectiveFailure.unanimous(TrainingError.nonFinite(step: step, unscaledDataRange: nil), rank: rank)
+        }
         for r in 0..<communicator.size where r != rank {
             model.copy(range: slice(of: r), from: halves[r], layout: layout)
         }
         // The next step writes into the other half (see the type's comment).
         half ^= 1
-        sink.retarget(shared.segments[rank] + half * bufferCount)
+        sink.retarget(shared.segments[rank] + half * segmentStride)
         clock.lap(.update)
         return ReducedStep(samples: total, terms: Array(sharedMeta[1 ..< 1 + termCount]),
                            stopRequests: Int(sharedMeta[2 + termCount]))
