@@ -248,8 +248,8 @@ func convolutionKey(batch: Int, channels: Int, height: Int, width: Int, weight: 
 
 /// The parameter gradients' destinations: the backend's gradient sink when
 /// it holds these parameters, else fresh tensors.
-/// A convolution's output gradient as its backward pass reads it. Behind a
-/// fused ReLU, one pass over memory (`ck_relu_backward_sums`) masks it,
+/// A convolution's (or a linear layer's) output gradient as its backward
+/// pass reads it. Behind a fused ReLU, one pass over memory (`ck_relu_backward_sums`) masks it,
 /// rounds it to bf16 for bf16's kernels and sums its columns (the bias
 /// gradient, in `ck_column_sums`' order, so with its bits); the f32 values
 /// are then written only when the path reads them (f32, im2col of dy,

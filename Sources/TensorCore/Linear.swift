@@ -95,9 +95,9 @@ func _vjpLinearReLU(_ x: Tensor, weight: Tensor, bias: Tensor, on backend: Backe
 {
     let f = LinearKernels.forward(x, weight: weight, bias: bias, relu: true, on: backend)
     return (f.y, { dy in
-        let dpre = reluBackward(dy, output: f.y)
-        guard let g = LinearKernels.gradientOperand(dpre, f, on: backend) else { return (.zero, .zero, .zero) }
-        let (dw, db) = LinearKernels.parameterGradients(dpre, g, f, weight: weight, bias: bias, on: backend)
+        guard let (g, sums) = LinearKernels.reluGradientOperand(dy, f, on: backend) else { return (.zero, .zero, .zero) }
+        let (dw, db) = LinearKernels.parameterGradients(g.values, g, f, weight: weight, bias: bias, biasSums: sums,
+                                                        on: backend)
         return (LinearKernels.inputGradient(g, f, on: backend), dw, db)
     })
 }
@@ -109,9 +109,8 @@ func _vjpLinearReLUParameters(_ x: Tensor, weight: Tensor, bias: Tensor, on back
 {
     let f = LinearKernels.forward(x, weight: weight, bias: bias, relu: true, on: backend)
     return (f.y, { dy in
-        let dpre = reluBackward(dy, output: f.y)
-        guard let g = LinearKernels.gradientOperand(dpre, f, on: backend) else { return (.zero, .zero) }
-        return LinearKernels.parameterGradients(dpre, g, f, weight: weight, bias: bias, on: backend)
+        guard let (g, sums) = LinearKernels.reluGradientOperand(dy, f, on: backend) else { return (.zero, .zero) }
+        return LinearKernels.parameterGradients(g.values, g, f, weight: weight, bias: bias, biasSums: sums, on: backend)
     })
 }
 
@@ -176,6 +175,21 @@ enum LinearKernels {
         return backend.operand(dy, rows: f.batch, columns: f.outputs)
     }
 
+    /// The ReLU pullback of dy as the backward products' operand, with its
+    /// column sums (the bias gradient), in one pass (`OutputGradient`): f32
+    /// values only where the sparse weight gradient or f32 reads them (nil
+    /// for a symbolic zero).
+    static func reluGradientOperand(_ dy: Tensor, _ f: Forward, on backend: Backend)
+        -> (Backend.MatrixOperand, [Float])?
+    {
+        guard !dy.isSymbolicZero else { return nil }
+        var sparse = false
+        if case .sparse = f.x { sparse = true }
+        let g = OutputGradient(relu: dy, output: f.y, channels: f.outputs, readsValues: sparse, on: backend)
+        return (Backend.MatrixOperand(rows: f.batch, columns: f.outputs, values: g.values, rounded: sparse ? nil : g.rounded),
+                g.biasSums!)
+    }
+
     /// dx (B, D) = dy (B, H) · w (H, D).
     @usableFromInline
     static func inputGradient(_ dy: Backend.MatrixOperand, _ f: Forward, on backend: Backend) -> Tensor {
@@ -191,7 +205,7 @@ enum LinearKernels {
     /// returned tangents are symbolic zeros), else returned.
     @usableFromInline
     static func parameterGradients(_ dy: Tensor, _ g: Backend.MatrixOperand, _ f: Forward, weight: Tensor, bias: Tensor,
-                                   on backend: Backend) -> (Tensor, Tensor) {
+                                   biasSums: [Float]? = nil, on backend: Backend) -> (Tensor, Tensor) {
         let (b, d, h) = (f.batch, f.inputs, f.outputs)
         func weightGradient(into dw: UnsafeMutablePointer<Float>, accumulate: Bool) {
             switch f.x {
@@ -202,6 +216,11 @@ enum LinearKernels {
             }
         }
         func biasGradient(into db: UnsafeMutablePointer<Float>, accumulate: Bool) {
+            if let biasSums {
+                // Made with the ReLU's mask, in ck_column_sums' order.
+                if accumulate { for j in 0..<h { db[j] += biasSums[j] } } else { db.update(from: biasSums, count: h) }
+                return
+            }
             dy.scalars.withUnsafeBufferPointer { pdy in
                 if accumulate {
                     var sums = [Float](repeating: 0, count: h)

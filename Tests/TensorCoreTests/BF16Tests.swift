@@ -121,6 +121,29 @@ final class BF16Tests: XCTestCase {
         }
     }
 
+    /// linearReLU in bf16 (its pullback masks, rounds and sums dy in one
+    /// pass) gives the bits of relu after linear: 32 and 3,136 outputs take
+    /// the pass's AVX-512 path (the conv VAE's first decoder layer is 3,136
+    /// wide), 29 its portable one.
+    func testFusedLinearReLUGradientsAreTheUnfusedBits() throws {
+        let bf = try backend()
+        for h in [32, 29, 3136] {
+            let x = randomTensor([37, 20], seed: 30), w = randomTensor([h, 20], seed: 31), b = randomTensor([h], seed: 32)
+            let (yf, pf) = valueWithPullback(at: x, w, b) { x, w, b in linearReLU(x, weight: w, bias: b, on: bf) }
+            let (yu, pu) = valueWithPullback(at: x, w, b) { x, w, b in relu(linear(x, weight: w, bias: b, on: bf)) }
+            XCTAssertEqual(yf.scalars.map(\.bitPattern), yu.scalars.map(\.bitPattern), "y, H = \(h)")
+            let dy = randomTensor(yf.shape, seed: 33)
+            let (fx, fw, fb) = pf(dy), (ux, uw, ub) = pu(dy)
+            for (name, a, e) in [("dx", fx, ux), ("dW", fw, uw), ("db", fb, ub)] {
+                XCTAssertEqual(a.scalars.map(\.bitPattern), e.scalars.map(\.bitPattern), "\(name), H = \(h)")
+            }
+            // The parameters-only derivative (the first layer, whose input is data) agrees.
+            let (gw, gb) = gradient(at: w, b) { w, b in sum(linearReLU(x, weight: w, bias: b, on: bf) * dy) }
+            XCTAssertEqual(gw.scalars.map(\.bitPattern), fw.scalars.map(\.bitPattern), "dW (parameters only), H = \(h)")
+            XCTAssertEqual(gb.scalars.map(\.bitPattern), fb.scalars.map(\.bitPattern), "db (parameters only), H = \(h)")
+        }
+    }
+
     func testRoundingIsToNearestEven() {
         // 1 + 2⁻⁸ is halfway between 1 and 1 + 2⁻⁷: ties go to the even significand (1);
         // 1 + 3·2⁻⁸ goes up to 1 + 2⁻⁶; NaN stays NaN; infinities stay.
