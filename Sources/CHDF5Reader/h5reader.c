@@ -1,12 +1,86 @@
 #include "h5reader.h"
 
 #include <hdf5.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 static void quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 
-int vae_h5_is_hdf5(const char *file) {
+// libhdf5 parses the file itself, and Debian bookworm's 1.10.8 dereferences
+// bad pointers on some damaged files (Fuzz/library-crashes/hdf5). Every entry
+// point below runs under a guard: a SIGSEGV or SIGBUS inside it, on the
+// calling thread, jumps back and becomes an error naming the file, instead of
+// ending the process. The library's state is then unknown, so every later
+// call in the process is refused (the run is ending with that error anyway),
+// and the library is told not to tidy up at exit (H5dont_atexit), which would
+// walk that state again. A fault on another thread, or outside a call, goes
+// to the handler that was there before.
+static __thread sigjmp_buf *guard_jump;
+static struct sigaction previous_segv, previous_bus;
+static int poisoned;
+
+static void guard_handler(int signal, siginfo_t *info, void *context) {
+    (void)info;
+    (void)context;
+    if (guard_jump) siglongjmp(*guard_jump, signal);
+    // Not a fault inside a guarded call: restore what was there; returning
+    // re-runs the faulting instruction under it.
+    sigaction(signal, signal == SIGSEGV ? &previous_segv : &previous_bus, NULL);
+}
+
+static void guard_begin(sigjmp_buf *jump) {
+    static int once;
+    if (!once) {
+        once = 1;
+        H5dont_atexit();
+    }
+    struct sigaction action;
+    memset(&action, 0, sizeof(action));
+    action.sa_sigaction = guard_handler;
+    action.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGSEGV, &action, &previous_segv);
+    sigaction(SIGBUS, &action, &previous_bus);
+    guard_jump = jump;
+}
+
+static void guard_end(void) {
+    guard_jump = NULL;
+    sigaction(SIGSEGV, &previous_segv, NULL);
+    sigaction(SIGBUS, &previous_bus, NULL);
+}
+
+static void crashed(int signal, char *error, int size) {
+    poisoned = 1;
+    snprintf(error, size, "libhdf5 crashed reading it (%s inside the library): the file is damaged "
+             "(check it with h5dump -H)", signal == SIGBUS ? "SIGBUS" : "SIGSEGV");
+}
+
+static int refused(char *error, int size) {
+    snprintf(error, size, "not read: libhdf5 crashed on a damaged file earlier in this process");
+    return -1;
+}
+
+// Runs `body` (a call of an unguarded function, assigned to `result`) under the guard.
+#define GUARDED(result, error, size, body)                                         \
+    do {                                                                           \
+        if (poisoned) { result = refused(error, size); break; }                    \
+        sigjmp_buf jump;                                                           \
+        int signal_ = sigsetjmp(jump, 1);                                          \
+        if (signal_ != 0) {                                                        \
+            guard_end();                                                           \
+            crashed(signal_, error, size);                                         \
+            result = -1;                                                           \
+            break;                                                                 \
+        }                                                                          \
+        guard_begin(&jump);                                                        \
+        result = (body);                                                           \
+        guard_end();                                                               \
+    } while (0)
+
+static int is_hdf5(const char *file) {
     quiet();
     htri_t r = H5Fis_hdf5(file);
     return r > 0 ? 1 : r == 0 ? 0 : -1;
@@ -57,7 +131,7 @@ static int open_dataset(const char *file, const char *dataset, hid_t *f, hid_t *
     return 0;
 }
 
-int vae_h5_describe(const char *file, const char *dataset, vae_h5_info *info, char *error, int error_size) {
+static int describe(const char *file, const char *dataset, vae_h5_info *info, char *error, int error_size) {
     hid_t f, d;
     if (open_dataset(file, dataset, &f, &d, error, error_size) < 0) return -1;
     int status = -1;
@@ -109,7 +183,7 @@ done:
     return status;
 }
 
-int vae_h5_read_rows(const char *file, const char *dataset, long long first, long long count, int mode, void *out,
+static int read_rows(const char *file, const char *dataset, long long first, long long count, int mode, void *out,
                      char *error, int error_size) {
     hid_t f, d;
     if (open_dataset(file, dataset, &f, &d, error, error_size) < 0) return -1;
@@ -146,4 +220,24 @@ done:
     H5Dclose(d);
     H5Fclose(f);
     return status;
+}
+
+int vae_h5_is_hdf5(const char *file) {
+    char error[256];
+    int result;
+    GUARDED(result, error, (int)sizeof(error), is_hdf5(file));
+    return result;
+}
+
+int vae_h5_describe(const char *file, const char *dataset, vae_h5_info *info, char *error, int error_size) {
+    int result;
+    GUARDED(result, error, error_size, describe(file, dataset, info, error, error_size));
+    return result;
+}
+
+int vae_h5_read_rows(const char *file, const char *dataset, long long first, long long count, int mode, void *out,
+                     char *error, int error_size) {
+    int result;
+    GUARDED(result, error, error_size, read_rows(file, dataset, first, count, mode, out, error, error_size));
+    return result;
 }

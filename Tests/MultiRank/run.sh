@@ -610,6 +610,7 @@ run_test count-covariate-np2 count_covariate
 run_test interactions-validation-np2 interactions_validation
 run_test mapped-npy-memory-np4 mapped_npy_memory
 run_test hdf5-inputs-np1-2 hdf5_inputs
+run_test hdf5-library-crashes hdf5_library_crashes
 run_test placement-refusal placement
 run_test block-shuffle-resume-np2 block_shuffle_resume
 run_test shared-memory-reduction-np2-3 shared_memory_reduction

@@ -203,3 +203,27 @@ block_shuffle_resume() {
     expect "$out" "--shuffle-block: cannot change when resuming"
     rm -f "$d/data.npy"
 }
+
+# HDF5 files that crash libhdf5 1.10 itself (found by the fuzzer, kept in
+# Fuzz/library-crashes/hdf5): vae-mpi ends with an error naming the file
+# (status 2), not a segmentation fault, and writes nothing; at np 2 too.
+hdf5_library_crashes() {
+    local f out="$WORK/h5crash.out" status n=0
+    for f in "$VAE_MPI_ROOT"/Fuzz/library-crashes/hdf5/crash-*; do
+        cp "$f" "$WORK/crash.h5"
+        rm -rf "$WORK/h5crash-run"
+        status=0
+        timeout 60 "$BINARY" train --train-file "$WORK/crash.h5:/images" --max-steps 1 --run-dir "$WORK/h5crash-run" \
+            >"$out" 2>&1 || status=$?
+        [ "$status" = 2 ] || { echo "$(basename "$f"): status $status"; cat "$out"; return 1; }
+        expect "$out" "vae-mpi: error: $WORK/crash.h5: libhdf5 crashed reading it \(SIGSEGV inside the library\): the file is damaged"
+        [ ! -e "$WORK/h5crash-run" ] || { echo "a run directory was made"; return 1; }
+        n=$((n + 1))
+    done
+    [ "$n" -ge 1 ] || { echo "no library crashes to replay"; return 1; }
+    if mpi 2 train --train-file "$WORK/crash.h5:/images" --max-steps 1 --run-dir "$WORK/h5crash-run" >"$out" 2>&1; then
+        return 1
+    fi
+    expect "$out" "vae-mpi: error \(rank [01]\): $WORK/crash.h5: libhdf5 crashed reading it"
+    echo "$n damaged files: an error each, status 2, nothing written; np 2 as well"
+}

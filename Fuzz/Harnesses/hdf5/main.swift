@@ -4,7 +4,9 @@ import Foundation
 /// HDF5 files: any bytes written to a file and read as `file.h5:/images`
 /// (and its labels) give a set or an error naming the file and dataset,
 /// never a trap in vae-mpi's code. libhdf5 itself parses the file: a crash
-/// inside it is reported as the library's (see scripts/fuzz.sh).
+/// inside it becomes an error (CHDF5Reader's guard), after which this
+/// process reads no more HDF5; one the guard misses is reported as the
+/// library's (see scripts/fuzz.sh).
 let directory = NSTemporaryDirectory() + "fuzz-hdf5-\(getpid())"
 
 @_cdecl("LLVMFuzzerTestOneInput")
