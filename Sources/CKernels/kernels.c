@@ -470,33 +470,6 @@ void ck_relu_backward(const float *restrict dy, const float *restrict y, float *
     }
 }
 
-#if defined(__x86_64__)
-__attribute__((target("avx512f,avx512bf16")))
-static void relu_backward_bf16_avx512(const float *restrict dy, const float *restrict y, uint16_t *restrict out, size_t n) {
-    size_t i = 0;
-    const __m512 zero = _mm512_setzero_ps();
-    for (; i + 16 <= n; i += 16) {
-        __mmask16 positive = _mm512_cmp_ps_mask(_mm512_loadu_ps(y + i), zero, _CMP_GT_OQ);
-        __m512 g = _mm512_maskz_mov_ps(positive, _mm512_loadu_ps(dy + i));
-        _mm256_storeu_si256((__m256i *)(out + i), (__m256i)_mm512_cvtneps_pbh(g));
-    }
-    for (; i < n; i++) {
-        float g = dy[i];
-        out[i] = bf16_round(y[i] > 0 ? g : 0.0f);
-    }
-}
-#endif
-
-void ck_relu_backward_bf16(const float *dy, const float *y, uint16_t *out, size_t n) {
-#if defined(__x86_64__)
-    if (ck_cpu_has_avx512_bf16()) {
-        relu_backward_bf16_avx512(dy, y, out, n);
-        return;
-    }
-#endif
-    for (size_t i = 0; i < n; i++) out[i] = bf16_round(y[i] > 0 ? dy[i] : 0.0f);
-}
-
 void ck_column_sums(const float *restrict x, size_t rows, size_t cols, float *restrict out) {
     for (size_t j = 0; j < cols; j++) out[j] = 0;
     for (size_t i = 0; i < rows; i++) {

@@ -380,8 +380,6 @@ public struct SparseRows: Sendable, Equatable {
         return SparseRows(width: width, rowStarts: starts, columns: columns, values: values)
     }
 
-    /// The smallest and largest value, the implicit zeros included.
-
     func firstNonFinite() -> (index: Int, value: Float)? {
         for r in 0..<rowCount {
             for k in rowStarts[r] ..< rowStarts[r + 1] where !values[k].isFinite {

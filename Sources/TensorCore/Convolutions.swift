@@ -246,11 +246,10 @@ func convolutionKey(batch: Int, channels: Int, height: Int, width: Int, weight: 
                    bf16: backend.bf16, relu: relu)
 }
 
-/// The parameter gradients' destinations: the backend's gradient sink when
-/// it holds these parameters, else fresh tensors.
 /// A convolution's (or a linear layer's) output gradient as its backward
-/// pass reads it. Behind a fused ReLU, one pass over memory (`ck_relu_backward_sums`) masks it,
-/// rounds it to bf16 for bf16's kernels and sums its columns (the bias
+/// pass reads it. Behind a fused ReLU, one pass over memory
+/// (`ck_relu_backward_sums`) masks it, rounds it to bf16 where the kernels
+/// read bf16 (`rounds`) and sums its columns (the bias
 /// gradient, in `ck_column_sums`' order, so with its bits); the f32 values
 /// are then written only when the path reads them (f32, im2col of dy,
 /// OpenBLAS) or the rounding needs them (channels not in whole AVX-512
@@ -268,11 +267,11 @@ struct OutputGradient {
         (values, rounded, biasSums) = (dy, nil, nil)
     }
 
-    /// relu′(y) · dy for y (B, Ho, Wo, channels), in one pass.
-    init(relu dy: Tensor, output y: Tensor, channels: Int, readsValues: Bool, on backend: Backend) {
+    /// relu′(y) · dy for y (…, channels), in one pass; rounded to bf16 when `rounds`.
+    init(relu dy: Tensor, output y: Tensor, channels: Int, readsValues: Bool, rounds bf16: Bool) {
         precondition(dy.shape == y.shape, "OutputGradient: dy \(dy.shape), y \(y.shape)")
         let n = y.count, rows = n / max(channels, 1)
-        let bf16 = backend.bf16, writesValues = readsValues || !bf16 || ck_relu_backward_sums_rounds_alone(channels) == 0
+        let writesValues = readsValues || !bf16 || ck_relu_backward_sums_rounds_alone(channels) == 0
         var out = [Float](unsafeUninitializedCapacity: writesValues ? n : 0) { _, count in count = writesValues ? n : 0 }
         var out16 = [UInt16](unsafeUninitializedCapacity: bf16 ? n : 0) { _, count in count = bf16 ? n : 0 }
         var sums = [Float](repeating: 0, count: channels)
@@ -297,6 +296,8 @@ struct OutputGradient {
     }
 }
 
+/// The parameter gradients' destinations: the backend's gradient sink when
+/// it holds these parameters, else fresh tensors.
 struct ParameterGradientTargets {
     var weight: Tensor = .zero
     var bias: Tensor = .zero
@@ -506,7 +507,8 @@ enum ConvolutionOps {
         if dy.isSymbolicZero { return OutputGradient(dy) }
         var readsValues = false
         if case .openBLAS = f.path { readsValues = true }
-        return OutputGradient(relu: dy, output: f.y, channels: f.shape.outputChannels, readsValues: readsValues, on: backend)
+        return OutputGradient(relu: dy, output: f.y, channels: f.shape.outputChannels, readsValues: readsValues,
+                              rounds: backend.bf16)
     }
 
     static func backward(_ output: OutputGradient, _ f: Forward, weight: Tensor, bias: Tensor, inputGradient: Bool,
@@ -684,7 +686,8 @@ enum TransposedConvolutionOps {
         case .openBLAS, .gemm: readsValues = true  // OpenBLAS, and the im2col of dy, read f32
         case .empty, .direct: break
         }
-        return OutputGradient(relu: dy, output: f.y, channels: f.adjoint.channels, readsValues: readsValues, on: backend)
+        return OutputGradient(relu: dy, output: f.y, channels: f.adjoint.channels, readsValues: readsValues,
+                              rounds: backend.bf16)
     }
 
     /// (dx, dW, db) for the output gradient (masked by a fused ReLU, or as it came).

@@ -177,17 +177,17 @@ enum LinearKernels {
 
     /// The ReLU pullback of dy as the backward products' operand, with its
     /// column sums (the bias gradient), in one pass (`OutputGradient`): f32
-    /// values only where the sparse weight gradient or f32 reads them (nil
-    /// for a symbolic zero).
+    /// values where f32 or the sparse weight gradient reads them, bf16 where
+    /// the dense products do (nil for a symbolic zero).
     static func reluGradientOperand(_ dy: Tensor, _ f: Forward, on backend: Backend)
         -> (Backend.MatrixOperand, [Float])?
     {
         guard !dy.isSymbolicZero else { return nil }
         var sparse = false
         if case .sparse = f.x { sparse = true }
-        let g = OutputGradient(relu: dy, output: f.y, channels: f.outputs, readsValues: sparse, on: backend)
-        return (Backend.MatrixOperand(rows: f.batch, columns: f.outputs, values: g.values, rounded: sparse ? nil : g.rounded),
-                g.biasSums!)
+        let g = OutputGradient(relu: dy, output: f.y, channels: f.outputs, readsValues: sparse,
+                               rounds: backend.bf16 && !sparse)
+        return (Backend.MatrixOperand(rows: f.batch, columns: f.outputs, values: g.values, rounded: g.rounded), g.biasSums!)
     }
 
     /// dx (B, D) = dy (B, H) · w (H, D).

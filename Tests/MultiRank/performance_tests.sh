@@ -83,7 +83,7 @@ PY
 # through MPI the writing rank's flag rides in the allreduce. No checkpoint
 # of that step is written.
 non_finite_gradient() {
-    local d="$WORK/nan-gradient" out np path
+    local d="$WORK/nan-gradient" out np path np_path
     for np_path in 2:shared 3:shared 2:mpi; do
         np=${np_path%:*} path=${np_path#*:}
         out="$d-$np-$path.out"

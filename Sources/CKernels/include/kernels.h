@@ -54,7 +54,6 @@ void ck_adam_update_bf16_gradient(float *parameters, const uint16_t *gradient, f
 void ck_transpose_batch(const float *source, float *destination, size_t batch, size_t rows, size_t cols);
 // out = dy where y > 0, else 0 (the ReLU pullback); the bf16 form rounds the result.
 void ck_relu_backward(const float *dy, const float *y, float *out, size_t n);
-void ck_relu_backward_bf16(const float *dy, const float *y, uint16_t *out, size_t n);
 // out[j] = Σ_i x[i·cols + j] (a bias gradient); out is overwritten.
 void ck_column_sums(const float *x, size_t rows, size_t cols, float *out);
 // The ReLU pullback of a (rows, cols) gradient and its column sums in one pass:

@@ -37,9 +37,13 @@ public struct FaultInjection: Sendable {
         self.nonFiniteGradient = nonFiniteGradient
     }
 
+    /// Whether a fault set for `at` falls on this rank and step.
+    private static func due(_ at: (rank: Int, step: Int)?, rank: Int, step: Int) -> Bool {
+        at.map { $0.rank == rank && $0.step == step } ?? false
+    }
+
     func spoilsGradient(rank: Int, step: Int) -> Bool {
-        guard let n = nonFiniteGradient else { return false }
-        return n.rank == rank && n.step == step
+        Self.due(nonFiniteGradient, rank: rank, step: step)
     }
 
     func stallIfDue(rank: Int, step: Int, phase: CollectiveWatchdog.Phase) {
@@ -48,16 +52,15 @@ public struct FaultInjection: Sendable {
     }
 
     func requestsStop(rank: Int, step: Int) -> Bool {
-        guard let s = stopRequest else { return false }
-        return s.rank == rank && s.step == step
+        Self.due(stopRequest, rank: rank, step: step)
     }
 
     func failIfDue(rank: Int, step: Int) throws {
-        if let f = failure, f.rank == rank, f.step == step { throw TrainingError.injectedFailure(step: step) }
+        if Self.due(failure, rank: rank, step: step) { throw TrainingError.injectedFailure(step: step) }
     }
 
     func divergeIfDue<Model: ParameterWalking>(_ model: inout Model, rank: Int, step: Int) {
-        guard let d = divergence, d.rank == rank, d.step == step else { return }
+        guard Self.due(divergence, rank: rank, step: step) else { return }
         var nudged = false
         model.walkParameters { _, tensor in
             if !nudged && tensor.count > 0 { tensor.scalars[0] += 1e-3; nudged = true }

@@ -63,7 +63,7 @@ public final class DataParallelOptimizer {
     private let bufferCount: Int
     /// A shared segment's half: the buffer, then the flag of a non-finite
     /// summed gradient in this rank's slice (set by its Adam pass).
-    private var segmentStride: Int { bufferCount + 1 }
+    private let segmentStride: Int
     /// The shared-memory reduction (nil: MPI's collectives), the half this
     /// step uses, and the reduced counts, terms and flags.
     private let shared: SharedSegments?
@@ -119,6 +119,7 @@ public final class DataParallelOptimizer {
         self.communicator = communicator
         self.sharded = sharded
         bufferCount = layout.count + termCount + 3
+        segmentStride = bufferCount + 1
         // Shared memory where every rank can use it (decided by all ranks together).
         var wanted = [Double](repeating: 0, count: communicator.size)
         if !sharedMemory { wanted[communicator.rank] = 1 }
@@ -140,7 +141,7 @@ public final class DataParallelOptimizer {
             shared = nil
             reductionSummary = viaMPI("ranks on several nodes")
         } else {
-            switch try SharedSegments.make(count: 2 * (bufferCount + 1), communicator: communicator) {
+            switch try SharedSegments.make(count: 2 * segmentStride, communicator: communicator) {
             case .shared(let segments):
                 shared = segments
                 reductionSummary = "shared memory (each rank sums and updates 1/\(communicator.size) of the parameters)"
