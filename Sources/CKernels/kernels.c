@@ -1,6 +1,7 @@
 #include "kernels.h"
 #include <immintrin.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__x86_64__)
@@ -168,6 +169,34 @@ void ck_f32_to_bf16(const float *s, uint16_t *d, size_t n) {
         return;
     }
 #endif
+    for (size_t i = 0; i < n; i++) d[i] = bf16_round(s[i]);
+}
+
+// VCVTNEPS2BF16's rounding of one float: bf16_round's, except that a
+// subnormal is read as a zero of its sign (the instruction ignores MXCSR).
+static inline uint16_t bf16_round_as_vector(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7F800000u) == 0) return (uint16_t)((u >> 16) & 0x8000u);
+    return bf16_round(x);
+}
+
+void ck_f32_to_bf16_part(const float *s, uint16_t *d, size_t n, size_t first, size_t total) {
+#if defined(__x86_64__)
+    if (ck_cpu_has_avx512_bf16()) {
+        // ck_f32_to_bf16 over `total` converts [0, body) with the instruction
+        // and the rest with bf16_round.
+        size_t body = total / 16 * 16;
+        size_t vector = body > first ? (body - first < n ? body - first : n) : 0;
+        size_t whole = vector / 16 * 16;
+        f32_to_bf16_avx512(s, d, whole);
+        for (size_t i = whole; i < vector; i++) d[i] = bf16_round_as_vector(s[i]);
+        for (size_t i = vector; i < n; i++) d[i] = bf16_round(s[i]);
+        return;
+    }
+#endif
+    (void)first;
+    (void)total;
     for (size_t i = 0; i < n; i++) d[i] = bf16_round(s[i]);
 }
 
@@ -556,6 +585,22 @@ void ck_add_bias(float *restrict x, const float *restrict bias, size_t rows, siz
     }
 }
 
+// memcpy for the short copies of a gather (a kernel row: a few hundred
+// bytes), inline: 32-byte moves, the last one overlapping the one before.
+// A call to memcpy per kernel row cost more than the copy (ck_im2col_nhwc_taps
+// on the conv model: 154 µs for 9,408 copies of 192 bytes).
+static inline void copy_bytes(unsigned char *restrict d, const unsigned char *restrict s, size_t n) {
+#if defined(__AVX__)
+    if (n >= 32 && n <= 1024) {
+        size_t i = 0;
+        for (; i + 32 <= n; i += 32) _mm256_storeu_si256((__m256i *)(d + i), _mm256_loadu_si256((const __m256i *)(s + i)));
+        if (i < n) _mm256_storeu_si256((__m256i *)(d + n - 32), _mm256_loadu_si256((const __m256i *)(s + n - 32)));
+        return;
+    }
+#endif
+    memcpy(d, s, n);
+}
+
 void ck_im2col_nhwc_taps(const void *x, size_t element_size, size_t batch, size_t height, size_t width,
                          size_t channels, size_t kh, size_t kw, size_t stride, size_t padding, size_t oh, size_t ow,
                          void *cols) {
@@ -581,8 +626,8 @@ void ck_im2col_nhwc_taps(const void *x, size_t element_size, size_t batch, size_
                         continue;
                     }
                     if (j0 > 0) memset(taps, 0, (size_t)j0 * pixel);
-                    memcpy(taps + (size_t)j0 * pixel, image + ((size_t)iy * width + (size_t)(x0 + j0)) * pixel,
-                           (size_t)(j1 - j0) * pixel);
+                    copy_bytes(taps + (size_t)j0 * pixel, image + ((size_t)iy * width + (size_t)(x0 + j0)) * pixel,
+                               (size_t)(j1 - j0) * pixel);
                     if (j1 < (long)kw) memset(taps + (size_t)j1 * pixel, 0, (kw - (size_t)j1) * pixel);
                 }
             }
@@ -600,40 +645,56 @@ void ck_taps_to_channels_major(const float *restrict in, size_t rows, size_t tap
     }
 }
 
-void ck_im2col_nhwc(const float *restrict x, size_t batch, size_t height, size_t width, size_t channels,
-                    size_t kh, size_t kw, size_t stride, size_t padding, size_t oh, size_t ow, float *restrict cols) {
+// The im2col/col2im loops below are written once, always inlined, and called
+// with the common shapes as constants: few-channel images (1 or 3) and
+// square kernels of 3, 4 or 5. With the sizes known the compiler unrolls the
+// window's loops; with them in registers (the general call) the same loops
+// ran 4-6 times slower (ck_im2col_nhwc on the conv model's first layer:
+// 160-250 µs against 30-45). The loops and their order are the same either
+// way, so are the values (and col2im's sums).
+#define CK_SHAPE_DISPATCH(call, channels, kh, kw)                               \
+    do {                                                                        \
+        if ((channels) == 1 && (kh) == 3 && (kw) == 3) call(1, 3, 3);           \
+        else if ((channels) == 1 && (kh) == 4 && (kw) == 4) call(1, 4, 4);      \
+        else if ((channels) == 1 && (kh) == 5 && (kw) == 5) call(1, 5, 5);      \
+        else if ((channels) == 3 && (kh) == 3 && (kw) == 3) call(3, 3, 3);      \
+        else if ((channels) == 3 && (kh) == 4 && (kw) == 4) call(3, 4, 4);      \
+        else if ((channels) == 3 && (kh) == 5 && (kw) == 5) call(3, 5, 5);      \
+        else call(channels, kh, kw);                                            \
+    } while (0)
+
+// Output lines [first, first + count) of ck_im2col_nhwc's matrix (a line:
+// the ow positions of one output row of one image) into `out`.
+static inline __attribute__((always_inline)) void im2col_nhwc_lines(
+    const float *restrict x, size_t height, size_t width, const size_t channels, const size_t kh, const size_t kw,
+    size_t stride, size_t padding, size_t oh, size_t ow, size_t first, size_t count, float *restrict out) {
     const size_t k = channels * kh * kw;
     const long H = (long)height, W = (long)width;
-    for (size_t b = 0; b < batch; b++) {
+    for (size_t line = first; line < first + count; line++) {
+        const size_t b = line / oh, oy = line % oh;
         const float *image = x + b * height * width * channels;
-        for (size_t oy = 0; oy < oh; oy++) {
-            const long y0 = (long)(oy * stride) - (long)padding;
-            for (size_t ox = 0; ox < ow; ox++) {
-                const long x0 = (long)(ox * stride) - (long)padding;
-                float *row = cols + ((b * oh + oy) * ow + ox) * k;
-                if (y0 >= 0 && x0 >= 0 && y0 + (long)kh <= H && x0 + (long)kw <= W) {
-                    // The whole window is inside the image: no bounds checks.
-                    for (size_t i = 0; i < kh; i++) {
-                        const float *line = image + ((size_t)y0 + i) * width * channels + (size_t)x0 * channels;
-                        if (channels == 1) {
-                            for (size_t j = 0; j < kw; j++) row[i * kw + j] = line[j];
-                        } else {
-                            for (size_t j = 0; j < kw; j++)
-                                for (size_t c = 0; c < channels; c++) row[(c * kh + i) * kw + j] = line[j * channels + c];
-                        }
-                    }
-                    continue;
-                }
+        const long y0 = (long)(oy * stride) - (long)padding;
+        for (size_t ox = 0; ox < ow; ox++) {
+            const long x0 = (long)(ox * stride) - (long)padding;
+            float *row = out + ((line - first) * ow + ox) * k;
+            if (y0 >= 0 && x0 >= 0 && y0 + (long)kh <= H && x0 + (long)kw <= W) {
+                // The whole window is inside the image: no bounds checks.
                 for (size_t i = 0; i < kh; i++) {
-                    const long iy = y0 + (long)i;
-                    for (size_t j = 0; j < kw; j++) {
-                        const long ix = x0 + (long)j;
-                        if (iy >= 0 && iy < H && ix >= 0 && ix < W) {
-                            const float *pixel = image + ((size_t)iy * width + (size_t)ix) * channels;
-                            for (size_t c = 0; c < channels; c++) row[(c * kh + i) * kw + j] = pixel[c];
-                        } else {
-                            for (size_t c = 0; c < channels; c++) row[(c * kh + i) * kw + j] = 0.0f;
-                        }
+                    const float *source = image + ((size_t)y0 + i) * width * channels + (size_t)x0 * channels;
+                    for (size_t j = 0; j < kw; j++)
+                        for (size_t c = 0; c < channels; c++) row[(c * kh + i) * kw + j] = source[j * channels + c];
+                }
+                continue;
+            }
+            for (size_t i = 0; i < kh; i++) {
+                const long iy = y0 + (long)i;
+                for (size_t j = 0; j < kw; j++) {
+                    const long ix = x0 + (long)j;
+                    if (iy >= 0 && iy < H && ix >= 0 && ix < W) {
+                        const float *pixel = image + ((size_t)iy * width + (size_t)ix) * channels;
+                        for (size_t c = 0; c < channels; c++) row[(c * kh + i) * kw + j] = pixel[c];
+                    } else {
+                        for (size_t c = 0; c < channels; c++) row[(c * kh + i) * kw + j] = 0.0f;
                     }
                 }
             }
@@ -641,8 +702,43 @@ void ck_im2col_nhwc(const float *restrict x, size_t batch, size_t height, size_t
     }
 }
 
-void ck_col2im_nhwc(const float *restrict cols, size_t batch, size_t height, size_t width, size_t channels,
-                    size_t kh, size_t kw, size_t stride, size_t padding, size_t oh, size_t ow, float *restrict dx) {
+static void im2col_nhwc_lines_any(const float *restrict x, size_t height, size_t width, size_t channels, size_t kh,
+                                  size_t kw, size_t stride, size_t padding, size_t oh, size_t ow, size_t first,
+                                  size_t count, float *restrict out) {
+#define CK_IM2COL_LINES(C, KH, KW) \
+    im2col_nhwc_lines(x, height, width, C, KH, KW, stride, padding, oh, ow, first, count, out)
+    CK_SHAPE_DISPATCH(CK_IM2COL_LINES, channels, kh, kw);
+#undef CK_IM2COL_LINES
+}
+
+void ck_im2col_nhwc(const float *restrict x, size_t batch, size_t height, size_t width, size_t channels,
+                    size_t kh, size_t kw, size_t stride, size_t padding, size_t oh, size_t ow, float *restrict cols) {
+    im2col_nhwc_lines_any(x, height, width, channels, kh, kw, stride, padding, oh, ow, 0, batch * oh, cols);
+}
+
+void ck_im2col_nhwc_bf16(const float *restrict x, size_t batch, size_t height, size_t width, size_t channels,
+                         size_t kh, size_t kw, size_t stride, size_t padding, size_t oh, size_t ow,
+                         uint16_t *restrict cols) {
+    // Output lines gathered in f32 into a block that stays in L1, and
+    // rounded from there, as ck_f32_to_bf16 rounds them in the whole matrix.
+    enum { BLOCK_FLOATS = 4096 };
+    const size_t k = channels * kh * kw, line_floats = ow * k, total = batch * oh * line_floats;
+    if (total == 0) return;
+    const size_t lines = line_floats <= BLOCK_FLOATS ? BLOCK_FLOATS / line_floats : 1;
+    float small[BLOCK_FLOATS];
+    float *block = line_floats <= BLOCK_FLOATS ? small : malloc(line_floats * sizeof(float));
+    if (!block) abort();
+    for (size_t line = 0; line < batch * oh; line += lines) {
+        const size_t n = batch * oh - line < lines ? batch * oh - line : lines;
+        im2col_nhwc_lines_any(x, height, width, channels, kh, kw, stride, padding, oh, ow, line, n, block);
+        ck_f32_to_bf16_part(block, cols + line * line_floats, n * line_floats, line * line_floats, total);
+    }
+    if (block != small) free(block);
+}
+
+static inline __attribute__((always_inline)) void col2im_nhwc(
+    const float *restrict cols, size_t batch, size_t height, size_t width, const size_t channels, const size_t kh,
+    const size_t kw, size_t stride, size_t padding, size_t oh, size_t ow, float *restrict dx) {
     const size_t k = channels * kh * kw;
     const long H = (long)height, W = (long)width;
     memset(dx, 0, batch * height * width * channels * sizeof(float));
@@ -660,16 +756,19 @@ void ck_col2im_nhwc(const float *restrict cols, size_t batch, size_t height, siz
                         const long ix = x0 + (long)j;
                         if (ix < 0 || ix >= W) continue;
                         float *pixel = image + ((size_t)iy * width + (size_t)ix) * channels;
-                        if (channels == 1) {
-                            pixel[0] += row[i * kw + j];
-                        } else {
-                            for (size_t c = 0; c < channels; c++) pixel[c] += row[(c * kh + i) * kw + j];
-                        }
+                        for (size_t c = 0; c < channels; c++) pixel[c] += row[(c * kh + i) * kw + j];
                     }
                 }
             }
         }
     }
+}
+
+void ck_col2im_nhwc(const float *restrict cols, size_t batch, size_t height, size_t width, size_t channels,
+                    size_t kh, size_t kw, size_t stride, size_t padding, size_t oh, size_t ow, float *restrict dx) {
+#define CK_COL2IM(C, KH, KW) col2im_nhwc(cols, batch, height, width, C, KH, KW, stride, padding, oh, ow, dx)
+    CK_SHAPE_DISPATCH(CK_COL2IM, channels, kh, kw);
+#undef CK_COL2IM
 }
 
 static inline float bf16_widen(uint16_t h) {

@@ -400,6 +400,24 @@ struct ConvolutionShape {
         }
     }
 
+    /// `im2col(x)` as a product's operand. In bf16 it is rounded as it is
+    /// gathered, a block of rows at a time in L1 (`ck_im2col_nhwc_bf16`:
+    /// the bits of rounding the f32 matrix, which is never written).
+    func im2colOperand(_ x: Tensor, on backend: Backend) -> Backend.MatrixOperand {
+        guard backend.bf16 else { return backend.operand(im2col(x, on: backend), rows: positions, columns: columnLength) }
+        let count = positions * columnLength
+        let cols = backend.timingLayout {
+            [UInt16](unsafeUninitializedCapacity: count) { buffer, n in
+                x.scalars.withUnsafeBufferPointer {
+                    ck_im2col_nhwc_bf16($0.baseAddress, batch, height, width, channels, kernelHeight, kernelWidth,
+                                        stride, padding, outputHeight, outputWidth, buffer.baseAddress)
+                }
+                n = count
+            }
+        }
+        return Backend.MatrixOperand(rows: positions, columns: columnLength, values: .zero, rounded: cols)
+    }
+
     /// dx (B, H, W, C) = the sum over windows of cols.
     func col2im(_ cols: UnsafePointer<Float>, into dx: UnsafeMutablePointer<Float>, on backend: Backend) {
         backend.timingLayout {
@@ -464,7 +482,7 @@ enum ConvolutionOps {
             return Forward(y: y, shape: shape, path: .openBLAS, input: x)
         }
         if shape.prefersGEMM {
-            let columns = backend.operand(shape.im2col(x, on: backend), rows: shape.positions, columns: shape.columnLength)
+            let columns = shape.im2colOperand(x, on: backend)
             let w = backend.operand(weight, rows: o, columns: shape.columnLength)
             // y (B·Ho·Wo, O) = cols · Wᵀ + bias, ReLU in the epilogue
             let y = Tensor(shape: [b, oh, ow, o]) { y in
@@ -710,8 +728,7 @@ enum TransposedConvolutionOps {
 
         case let .gemm(input, wt):
             // cols (B·H·W, O·kh·kw) of dy in the adjoint's geometry
-            let columns = backend.operand(adjoint.im2col(dy, on: backend), rows: adjoint.positions,
-                                          columns: adjoint.columnLength)
+            let columns = adjoint.im2colOperand(dy, on: backend)
             // dx (B·H·W, C) = cols · Wᵀ
             let dx = Tensor(shape: f.input.shape) {
                 backend.matmul(columns, transposed: false, wt, transposed: true, into: $0.baseAddress!,

@@ -16,6 +16,11 @@ int ck_cpu_has_amx_bf16(void);
 // bfloat16 rounding of n floats (round to nearest even, as AVX512_BF16's
 // VCVTNEPS2BF16 and oneDNN do; NaN stays NaN).
 void ck_f32_to_bf16(const float *source, uint16_t *destination, size_t n);
+// The bits ck_f32_to_bf16 gives elements [first, first + n) of an array of
+// `total` elements (source and destination point at element `first`). With
+// AVX512_BF16 its vector body reads subnormals as zeros and its scalar tail
+// does not, so an element's rounding depends on its place in the array.
+void ck_f32_to_bf16_part(const float *source, uint16_t *destination, size_t n, size_t first, size_t total);
 
 // bfloat16 to float (exact).
 void ck_bf16_to_f32(const uint16_t *source, float *destination, size_t n);
@@ -72,6 +77,11 @@ void ck_add_bias(float *x, const float *bias, size_t rows, size_t cols, int relu
 void ck_im2col_nhwc(const float *x, size_t batch, size_t height, size_t width, size_t channels,
                     size_t kernel_height, size_t kernel_width, size_t stride, size_t padding,
                     size_t output_height, size_t output_width, float *cols);
+// ck_f32_to_bf16 of ck_im2col_nhwc's matrix, with its bits, without the f32
+// matrix: blocks of rows gathered into L1 and rounded there.
+void ck_im2col_nhwc_bf16(const float *x, size_t batch, size_t height, size_t width, size_t channels,
+                         size_t kernel_height, size_t kernel_width, size_t stride, size_t padding,
+                         size_t output_height, size_t output_width, uint16_t *cols);
 // The same gather with the columns in tap-major order (i, j, c): each kernel
 // row's kw·C values are one contiguous copy of the image's row. For elements
 // of `element_size` bytes (4: f32, 2: bf16 already rounded), zeros outside.
