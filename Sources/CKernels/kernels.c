@@ -585,22 +585,6 @@ void ck_add_bias(float *restrict x, const float *restrict bias, size_t rows, siz
     }
 }
 
-// memcpy for the short copies of a gather (a kernel row: a few hundred
-// bytes), inline: 32-byte moves, the last one overlapping the one before.
-// A call to memcpy per kernel row cost more than the copy (ck_im2col_nhwc_taps
-// on the conv model: 154 µs for 9,408 copies of 192 bytes).
-static inline void copy_bytes(unsigned char *restrict d, const unsigned char *restrict s, size_t n) {
-#if defined(__AVX__)
-    if (n >= 32 && n <= 1024) {
-        size_t i = 0;
-        for (; i + 32 <= n; i += 32) _mm256_storeu_si256((__m256i *)(d + i), _mm256_loadu_si256((const __m256i *)(s + i)));
-        if (i < n) _mm256_storeu_si256((__m256i *)(d + n - 32), _mm256_loadu_si256((const __m256i *)(s + n - 32)));
-        return;
-    }
-#endif
-    memcpy(d, s, n);
-}
-
 void ck_im2col_nhwc_taps(const void *x, size_t element_size, size_t batch, size_t height, size_t width,
                          size_t channels, size_t kh, size_t kw, size_t stride, size_t padding, size_t oh, size_t ow,
                          void *cols) {
@@ -626,8 +610,8 @@ void ck_im2col_nhwc_taps(const void *x, size_t element_size, size_t batch, size_
                         continue;
                     }
                     if (j0 > 0) memset(taps, 0, (size_t)j0 * pixel);
-                    copy_bytes(taps + (size_t)j0 * pixel, image + ((size_t)iy * width + (size_t)(x0 + j0)) * pixel,
-                               (size_t)(j1 - j0) * pixel);
+                    memcpy(taps + (size_t)j0 * pixel, image + ((size_t)iy * width + (size_t)(x0 + j0)) * pixel,
+                           (size_t)(j1 - j0) * pixel);
                     if (j1 < (long)kw) memset(taps + (size_t)j1 * pixel, 0, (kw - (size_t)j1) * pixel);
                 }
             }
