@@ -48,17 +48,27 @@ final class Im2colKernelTests: XCTestCase {
         }
     }
 
+    /// Calls `body` for every window element inside the image, in the
+    /// kernels' order (output positions, then kernel rows, then columns):
+    /// the position's first index in the matrix, the tap (i, j), and the
+    /// index of the element's first channel in x.
+    func forEachWindowElement(_ g: Geometry, _ body: (_ row: Int, _ i: Int, _ j: Int, _ pixel: Int) -> Void) {
+        for b in 0..<g.batch { for oy in 0..<g.oh { for ox in 0..<g.ow {
+            let row = ((b * g.oh + oy) * g.ow + ox) * g.k
+            for i in 0..<g.kh { for j in 0..<g.kw {
+                let (iy, ix) = (oy * g.stride - g.padding + i, ox * g.stride - g.padding + j)
+                guard iy >= 0, iy < g.height, ix >= 0, ix < g.width else { continue }
+                body(row, i, j, ((b * g.height + iy) * g.width + ix) * g.channels)
+            } }
+        } } }
+    }
+
     /// cols[(b·oh + oy)·ow + ox][(c·kh + i)·kw + j] = x[b, oy·s − p + i, ox·s − p + j, c], 0 outside.
     func referenceIm2col(_ x: [Float], _ g: Geometry) -> [Float] {
         var cols = [Float](repeating: 0, count: g.positions * g.k)
-        for b in 0..<g.batch { for oy in 0..<g.oh { for ox in 0..<g.ow {
-            let row = ((b * g.oh + oy) * g.ow + ox) * g.k
-            for c in 0..<g.channels { for i in 0..<g.kh { for j in 0..<g.kw {
-                let (iy, ix) = (oy * g.stride - g.padding + i, ox * g.stride - g.padding + j)
-                guard iy >= 0, iy < g.height, ix >= 0, ix < g.width else { continue }
-                cols[row + (c * g.kh + i) * g.kw + j] = x[((b * g.height + iy) * g.width + ix) * g.channels + c]
-            } } }
-        } } }
+        forEachWindowElement(g) { row, i, j, pixel in
+            for c in 0..<g.channels { cols[row + (c * g.kh + i) * g.kw + j] = x[pixel + c] }
+        }
         return cols
     }
 
@@ -83,16 +93,9 @@ final class Im2colKernelTests: XCTestCase {
         for (n, g) in Self.geometries.enumerated() {
             let cols = input(g.positions * g.k, seed: 1000 + UInt64(n)).map { $0 == -0.0 ? 0.5 : $0 }
             var expected = [Float](repeating: 0, count: g.inputCount)
-            for b in 0..<g.batch { for oy in 0..<g.oh { for ox in 0..<g.ow {
-                let row = ((b * g.oh + oy) * g.ow + ox) * g.k
-                for i in 0..<g.kh { for j in 0..<g.kw {
-                    let (iy, ix) = (oy * g.stride - g.padding + i, ox * g.stride - g.padding + j)
-                    guard iy >= 0, iy < g.height, ix >= 0, ix < g.width else { continue }
-                    for c in 0..<g.channels {
-                        expected[((b * g.height + iy) * g.width + ix) * g.channels + c] += cols[row + (c * g.kh + i) * g.kw + j]
-                    }
-                } }
-            } } }
+            forEachWindowElement(g) { row, i, j, pixel in
+                for c in 0..<g.channels { expected[pixel + c] += cols[row + (c * g.kh + i) * g.kw + j] }
+            }
             var dx = [Float](repeating: .nan, count: g.inputCount)
             ck_col2im_nhwc(cols, g.batch, g.height, g.width, g.channels, g.kh, g.kw, g.stride, g.padding, g.oh, g.ow, &dx)
             XCTAssertEqual(dx.map(\.bitPattern), expected.map(\.bitPattern), "col2im \(g)")
@@ -110,14 +113,9 @@ final class Im2colKernelTests: XCTestCase {
                 let x = input(g.inputCount, seed: 2000 + UInt64(n)).map(\.bitPattern)
                 let elements: [UInt32] = elementSize == 4 ? x : x.map { $0 & 0xFFFF }
                 var expected = [UInt32](repeating: 0, count: g.positions * g.k)
-                for b in 0..<g.batch { for oy in 0..<g.oh { for ox in 0..<g.ow {
-                    let row = ((b * g.oh + oy) * g.ow + ox) * g.k
-                    for i in 0..<g.kh { for j in 0..<g.kw { for c in 0..<g.channels {
-                        let (iy, ix) = (oy * g.stride - g.padding + i, ox * g.stride - g.padding + j)
-                        guard iy >= 0, iy < g.height, ix >= 0, ix < g.width else { continue }
-                        expected[row + (i * g.kw + j) * g.channels + c] = elements[((b * g.height + iy) * g.width + ix) * g.channels + c]
-                    } } }
-                } } }
+                forEachWindowElement(g) { row, i, j, pixel in
+                    for c in 0..<g.channels { expected[row + (i * g.kw + j) * g.channels + c] = elements[pixel + c] }
+                }
                 var gathered: [UInt32]
                 if elementSize == 4 {
                     gathered = [UInt32](repeating: 0xDEAD, count: expected.count)
