@@ -500,6 +500,15 @@ void ck_relu_backward(const float *restrict dy, const float *restrict y, float *
 }
 
 void ck_column_sums(const float *restrict x, size_t rows, size_t cols, float *restrict out) {
+    if (cols == 1) {
+        // One column (the bias of a one-channel output): the same sum in a
+        // register. Through out[0] every add waited for the store before it
+        // (the conv model's last layer, 50,176 rows: 2 % of its run).
+        float sum = 0;
+        for (size_t i = 0; i < rows; i++) sum += x[i];
+        out[0] = sum;
+        return;
+    }
     for (size_t j = 0; j < cols; j++) out[j] = 0;
     for (size_t i = 0; i < rows; i++) {
         const float *r = x + i * cols;

@@ -170,3 +170,23 @@ final class ReLUBackwardSumsTests: XCTestCase {
         }
     }
 }
+
+/// Bias gradients: each column summed from 0 in row order, one column or many.
+final class ColumnSumsTests: XCTestCase {
+    func testColumnSumsAreTheRowOrderSumsFromZero() {
+        var generator = SystemRandomNumberGenerator()
+        for cols in [1, 2, 3, 16, 33] {
+            for rows in [0, 1, 2, 17, 50_176 / cols] {
+                // Magnitudes far apart, so that another order of the adds gives other bits.
+                let x = (0..<rows * cols).map { i in
+                    Float.random(in: -1...1, using: &generator) * (i % 3 == 0 ? 1e7 : 1)
+                }
+                var expected = [Float](repeating: 0, count: cols)
+                for i in 0..<rows { for j in 0..<cols { expected[j] += x[i * cols + j] } }
+                var sums = [Float](repeating: .nan, count: cols)
+                ck_column_sums(x, rows, cols, &sums)
+                XCTAssertEqual(sums.map(\.bitPattern), expected.map(\.bitPattern), "\(rows) × \(cols)")
+            }
+        }
+    }
+}
