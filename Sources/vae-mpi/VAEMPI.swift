@@ -35,9 +35,21 @@ struct VAEMPI: ParsableCommand {
             var command = try parseAsRoot()
             try command.run()
         } catch {
-            if rank == 0 { exit(withError: error) }
+            if rank == 0 { exit(reporting: error) }
             Foundation.exit(exitCode(for: error).rawValue)
         }
+    }
+
+    /// `exit(withError:)`, but an error's message goes to standard error in
+    /// one write: ArgumentParser's own print wrote it a character at a time,
+    /// so under mpirun the notice that another rank had failed could land in
+    /// the middle of the line. Help and the version are printed as before.
+    static func exit(reporting error: Error) -> Never {
+        let code = exitCode(for: error)
+        let text = fullMessage(for: error)
+        guard code != .success else { exit(withError: error) }
+        if !text.isEmpty { FileHandle.standardError.write(Data((text + "\n").utf8)) }
+        Foundation.exit(code.rawValue)
     }
 }
 
