@@ -31,8 +31,18 @@ struct VAEMPI: ParsableCommand {
     static func main() {
         keepFreedMemory()
         let rank = Launcher.rank ?? 0
+        var command: ParsableCommand
         do {
-            var command = try parseAsRoot()
+            command = try parseAsRoot()
+        } catch {
+            if rank == 0 { exit(reporting: error) }
+            // The same options fail on rank 0, which says why. mpirun stops the
+            // job when a rank fails: exiting at once here could stop rank 0
+            // before it had printed (or even parsed, if it started later).
+            if exitCode(for: error) != .success { Thread.sleep(forTimeInterval: 2) }
+            Foundation.exit(exitCode(for: error).rawValue)
+        }
+        do {
             try command.run()
         } catch {
             if rank == 0 { exit(reporting: error) }

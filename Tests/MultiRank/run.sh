@@ -156,6 +156,16 @@ errors() {
     [ "$(count_lines "$out" "must be at least 1")" = 1 ]
     if mpi 1 train --no-such-option >"$out" 2>&1; then return 1; fi
     expect "$out" "Unknown option '--no-such-option'"
+    # Rank 0 starting 1.5 s after rank 1 (a slow node): rank 1 must not end the
+    # job before rank 0 has said what is wrong (mpirun stopped rank 0 about 1 s
+    # after rank 1 failed, before rank 0 had parsed), and on one line.
+    local flags
+    mapfile -t flags < <(mpirun_flags 2)
+    if timeout -k 10 $((MPI_TIMEOUT + 30)) mpirun "${flags[@]}" --timeout "$MPI_TIMEOUT" -np 2 \
+        sh -c '[ "${OMPI_COMM_WORLD_RANK:-0}" = 0 ] && sleep 1.5; exec "$0" "$@"' "$BINARY" train --epochs 0 \
+        >"$out" 2>&1; then return 1; fi
+    cat "$out"
+    expect "$out" "^Error: --epochs must be at least 1"
     if mpi 4 train --data "$SMALL" --batch-size 3 --run-dir "$WORK/e4" >"$out" 2>&1; then return 1; fi
     cat "$out"
     expect "$out" "--batch-size: the global batch \(3\) must be at least the number of ranks \(4\)"
