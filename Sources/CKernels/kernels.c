@@ -518,33 +518,39 @@ void ck_column_sums(const float *restrict x, size_t rows, size_t cols, float *re
 
 /* The ReLU pullback of a (rows, cols) gradient in one pass: g = y > 0 ? dy : 0,
  * written as f32 and/or bf16, with sums[j] = the column sums of g from 0 in row
- * order (the bits of ck_column_sums over g). The bf16 rounding must be
- * ck_f32_to_bf16's over the whole array, whose vector body (VCVTNEPS2BF16:
- * subnormals to zero) and scalar tail differ on subnormals: with columns in
- * whole vectors every element takes the vector rounding; else the f32 values
- * are rounded by ck_f32_to_bf16 itself, after the pass. */
+ * order (the bits of ck_column_sums over g). The bf16 rounding is
+ * ck_f32_to_bf16's over the whole array: with columns in whole AVX-512
+ * vectors every element takes its vector rounding; otherwise g is made a
+ * block of rows at a time (in `out`, or in L1) and rounded from there as
+ * ck_f32_to_bf16_part says. */
 static void relu_backward_sums_portable(const float *restrict dy, const float *restrict y, float *restrict out,
-                                        size_t rows, size_t cols, float *restrict sums) {
-    for (size_t i = 0; i < rows; i++) {
-        const float *d = dy + i * cols, *v = y + i * cols;
-        for (size_t j = 0; j < cols; j++) {
-            float g = v[j] > 0 ? d[j] : 0.0f;
-            sums[j] += g;
-            if (out) out[i * cols + j] = g;
+                                        uint16_t *restrict out16, size_t rows, size_t cols, float *restrict sums) {
+    enum { BLOCK_FLOATS = 4096 };
+    float small[BLOCK_FLOATS];
+    const size_t total = rows * cols, block_rows = cols <= BLOCK_FLOATS ? BLOCK_FLOATS / cols : 1;
+    float *scratch = out || !out16 || cols <= BLOCK_FLOATS ? small : malloc(cols * sizeof(float));
+    if (!scratch) abort();
+    for (size_t i0 = 0; i0 < rows; i0 += block_rows) {
+        const size_t n = rows - i0 < block_rows ? rows - i0 : block_rows;
+        float *g = out ? out + i0 * cols : scratch;
+        for (size_t i = 0; i < n; i++) {
+            const float *d = dy + (i0 + i) * cols, *v = y + (i0 + i) * cols;
+            for (size_t j = 0; j < cols; j++) {
+                float value = v[j] > 0 ? d[j] : 0.0f;
+                sums[j] += value;
+                if (out || out16) g[i * cols + j] = value;
+            }
         }
+        if (out16) ck_f32_to_bf16_part(g, out16 + i0 * cols, n * cols, i0 * cols, total);
     }
-}
-
-int ck_relu_backward_sums_rounds_alone(size_t cols) {
-#if defined(__x86_64__)
-    return cols % 16 == 0 && ck_cpu_has_avx512_bf16();
-#else
-    (void)cols;
-    return 0;
-#endif
+    if (scratch != small) free(scratch);
 }
 
 #if defined(__x86_64__)
+// Whether the AVX-512 pass applies: columns in whole vectors (so that every
+// element takes the vector rounding) and AVX512_BF16.
+static int relu_backward_sums_in_lanes(size_t cols) { return cols % 16 == 0 && ck_cpu_has_avx512_bf16(); }
+
 /* Columns in lanes, 64 at a time (four accumulators): cols a multiple of 16. */
 __attribute__((target("avx512f,avx512bf16")))
 static void relu_backward_sums_avx512(const float *restrict dy, const float *restrict y, float *restrict out,
@@ -573,14 +579,14 @@ static void relu_backward_sums_avx512(const float *restrict dy, const float *res
 void ck_relu_backward_sums(const float *dy, const float *y, float *out, uint16_t *out16, size_t rows, size_t cols,
                            float *sums) {
     for (size_t j = 0; j < cols; j++) sums[j] = 0;
+    if (rows == 0 || cols == 0) return;
 #if defined(__x86_64__)
-    if (ck_relu_backward_sums_rounds_alone(cols)) {
+    if (relu_backward_sums_in_lanes(cols)) {
         relu_backward_sums_avx512(dy, y, out, out16, rows, cols, sums);
         return;
     }
 #endif
-    relu_backward_sums_portable(dy, y, out, rows, cols, sums);
-    if (out16 && out) ck_f32_to_bf16(out, out16, rows * cols);
+    relu_backward_sums_portable(dy, y, out, out16, rows, cols, sums);
 }
 
 void ck_add_bias(float *restrict x, const float *restrict bias, size_t rows, size_t cols, int relu) {

@@ -252,8 +252,7 @@ func convolutionKey(batch: Int, channels: Int, height: Int, width: Int, weight: 
 /// read bf16 (`rounds`) and sums its columns (the bias
 /// gradient, in `ck_column_sums`' order, so with its bits); the f32 values
 /// are then written only when the path reads them (f32, im2col of dy,
-/// OpenBLAS) or the rounding needs them (channels not in whole AVX-512
-/// vectors). Before, these were three passes: the mask, the rounding and
+/// OpenBLAS). Before, these were three passes: the mask, the rounding and
 /// the sums.
 struct OutputGradient {
     /// dy (B, Ho, Wo, O) in f32, or a symbolic zero when only `rounded` is needed.
@@ -271,7 +270,7 @@ struct OutputGradient {
     init(relu dy: Tensor, output y: Tensor, channels: Int, readsValues: Bool, rounds bf16: Bool) {
         precondition(dy.shape == y.shape, "OutputGradient: dy \(dy.shape), y \(y.shape)")
         let n = y.count, rows = n / max(channels, 1)
-        let writesValues = readsValues || !bf16 || ck_relu_backward_sums_rounds_alone(channels) == 0
+        let writesValues = readsValues || !bf16
         var out = [Float](unsafeUninitializedCapacity: writesValues ? n : 0) { _, count in count = writesValues ? n : 0 }
         var out16 = [UInt16](unsafeUninitializedCapacity: bf16 ? n : 0) { _, count in count = bf16 ? n : 0 }
         var sums = [Float](repeating: 0, count: channels)
@@ -715,6 +714,8 @@ enum TransposedConvolutionOps {
         let dy = output.values
         if dy.isSymbolicZero && output.rounded == nil { return (.zero, .zero, .zero) }
         let adjoint = f.adjoint
+        // The output's pixels (B·Ho·Wo): the rows of dy, summed for the bias gradient.
+        let pixels = f.y.count / max(adjoint.channels, 1)
         switch f.path {
         case .empty:
             return (.zero, .zero, .zero)
@@ -738,7 +739,7 @@ enum TransposedConvolutionOps {
             targets.fill(weightCount: weight.count, biasCount: bias.count) { dw, db in
                 // dW (C, O·kh·kw) = xᵀ · cols; db = Σ over output pixels of dy
                 backend.matmul(input, transposed: true, columns, transposed: false, into: dw, ldc: adjoint.columnLength)
-                output.biasGradient(rows: dy.count / max(adjoint.channels, 1), columns: adjoint.channels, into: db)
+                output.biasGradient(rows: pixels, columns: adjoint.channels, into: db)
             }
             return (dx, targets.weight, targets.bias)
 
@@ -763,7 +764,7 @@ enum TransposedConvolutionOps {
                 targets.fill(weightCount: weight.count, biasCount: bias.count) { dw, db in
                     // The adjoint convolution's weight gradient, its input dy and its output gradient x.
                     adjoint.weightGradientByGEMM(input: gradient, gradient: operand, into: dw, on: backend)
-                    output.biasGradient(rows: f.y.count / max(adjoint.channels, 1), columns: adjoint.channels, into: db)
+                    output.biasGradient(rows: pixels, columns: adjoint.channels, into: db)
                 }
                 return (dx, targets.weight, targets.bias)
             }
@@ -783,7 +784,7 @@ enum TransposedConvolutionOps {
                         }
                     }
                 }
-                output.biasGradient(rows: f.y.count / max(adjoint.channels, 1), columns: adjoint.channels, into: db)
+                output.biasGradient(rows: pixels, columns: adjoint.channels, into: db)
             }
             return (dx, targets.weight, targets.bias)
         }

@@ -216,20 +216,18 @@ enum LinearKernels {
             }
         }
         func biasGradient(into db: UnsafeMutablePointer<Float>, accumulate: Bool) {
-            if let biasSums {
-                // Made with the ReLU's mask, in ck_column_sums' order.
-                if accumulate { for j in 0..<h { db[j] += biasSums[j] } } else { db.update(from: biasSums, count: h) }
+            guard accumulate || biasSums != nil else {
+                dy.scalars.withUnsafeBufferPointer { ck_column_sums($0.baseAddress, b, h, db) }
                 return
             }
-            dy.scalars.withUnsafeBufferPointer { pdy in
-                if accumulate {
-                    var sums = [Float](repeating: 0, count: h)
-                    ck_column_sums(pdy.baseAddress, b, h, &sums)
-                    for j in 0..<h { db[j] += sums[j] }
-                } else {
-                    ck_column_sums(pdy.baseAddress, b, h, db)
+            // The sums made with the ReLU's mask (in ck_column_sums' order), or made now.
+            let sums = biasSums ?? dy.scalars.withUnsafeBufferPointer { pdy in
+                [Float](unsafeUninitializedCapacity: h) { out, n in
+                    ck_column_sums(pdy.baseAddress, b, h, out.baseAddress)
+                    n = h
                 }
             }
+            if accumulate { for j in 0..<h { db[j] += sums[j] } } else { db.update(from: sums, count: h) }
         }
         var dw = Tensor.zero, db = Tensor.zero
         if let sink = backend.gradientSink, let slot = sink.slot(for: weight) {

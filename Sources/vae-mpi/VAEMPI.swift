@@ -31,22 +31,19 @@ struct VAEMPI: ParsableCommand {
     static func main() {
         keepFreedMemory()
         let rank = Launcher.rank ?? 0
-        var command: ParsableCommand
+        var parsed = false
         do {
-            command = try parseAsRoot()
-        } catch {
-            if rank == 0 { exit(reporting: error) }
-            // The same options fail on rank 0, which says why. mpirun stops the
-            // job when a rank fails: exiting at once here could stop rank 0
-            // before it had printed (or even parsed, if it started later).
-            if exitCode(for: error) != .success { Thread.sleep(forTimeInterval: 2) }
-            Foundation.exit(exitCode(for: error).rawValue)
-        }
-        do {
+            var command = try parseAsRoot()
+            parsed = true
             try command.run()
         } catch {
             if rank == 0 { exit(reporting: error) }
-            Foundation.exit(exitCode(for: error).rawValue)
+            let code = exitCode(for: error)
+            // A usage error fails the same way on rank 0, which says why.
+            // mpirun stops the job when a rank fails: exiting at once here could
+            // stop rank 0 before it had printed (or even parsed, if it started later).
+            if !parsed && code != .success { Thread.sleep(forTimeInterval: 2) }
+            Foundation.exit(code.rawValue)
         }
     }
 

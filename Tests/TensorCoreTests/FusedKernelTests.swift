@@ -134,9 +134,10 @@ final class AdamSumFinitenessTests: XCTestCase {
 final class ReLUBackwardSumsTests: XCTestCase {
     func testOnePassGivesTheBitsOfMaskRoundingAndColumnSums() {
         var generator = SystemRandomNumberGenerator()
-        // 16, 32, 48, 64, 80, 128 columns take the AVX-512 path (lanes over columns); 1, 3, 8, 24 the portable one.
-        for cols in [1, 3, 8, 16, 24, 32, 48, 64, 80, 128] {
-            for rows in [0, 1, 7, 300] {
+        // 16, 32, 48, 64, 80, 128 columns take the AVX-512 path (lanes over columns); 1, 3, 8, 24 the portable one,
+        // 4,100 the portable one a row at a time (wider than its block).
+        for cols in [1, 3, 8, 16, 24, 32, 48, 64, 80, 128, 4100] {
+            for rows in cols > 1000 ? [0, 1, 7] : [0, 1, 7, 300] {
                 let n = rows * cols
                 var dy = (0..<n).map { _ in Float.random(in: -3...3, using: &generator) }
                 var y = (0..<n).map { _ in Float.random(in: -1...1, using: &generator) }
@@ -144,13 +145,16 @@ final class ReLUBackwardSumsTests: XCTestCase {
                 let specials: [(Float, Float)] = [(-0.0, 1), (0.0, 1), (5, -0.0), (5, 0.0), (7, .nan), (7, .infinity),
                                                   (7, -.infinity), (1e-40, 2), (-1e-40, 2)]
                 for (k, (d, v)) in specials.enumerated() where k < n { dy[k * 7 % n] = d; y[k * 7 % n] = v }
+                // Subnormals throughout and last (the vector body and the scalar tail of
+                // ck_f32_to_bf16 round them apart: a part must be rounded as the whole array is).
+                for k in stride(from: 50, to: n, by: 97) { dy[k] = 1e-40; y[k] = 2 }
+                if n > 9 { dy[n - 1] = 1e-40; y[n - 1] = 2 }
                 var masked = [Float](repeating: 0, count: n), sums = [Float](repeating: 1, count: cols)
                 var rounded = [UInt16](repeating: 0, count: n)
                 ck_relu_backward(dy, y, &masked, n)
                 ck_column_sums(masked, rows, cols, &sums)
                 ck_f32_to_bf16(masked, &rounded, n)
-                for (writeValues, writeRounded) in [(true, true), (true, false), (false, true), (false, false)]
-                    where writeValues || !writeRounded || ck_relu_backward_sums_rounds_alone(cols) != 0 {
+                for (writeValues, writeRounded) in [(true, true), (true, false), (false, true), (false, false)] {
                     var out = [Float](repeating: .nan, count: n), out16 = [UInt16](repeating: 0xFFFF, count: n)
                     var fusedSums = [Float](repeating: .nan, count: cols)
                     out.withUnsafeMutableBufferPointer { o in

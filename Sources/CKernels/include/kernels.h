@@ -63,13 +63,10 @@ void ck_relu_backward(const float *dy, const float *y, float *out, size_t n);
 void ck_column_sums(const float *x, size_t rows, size_t cols, float *out);
 // The ReLU pullback of a (rows, cols) gradient and its column sums in one pass:
 // g = y > 0 ? dy : 0 into out (f32, may be NULL) and out16 (bf16, may be NULL:
-// ck_f32_to_bf16's bits); sums[j] = Σ_i g[i·cols + j] from 0 in row order
-// (ck_column_sums' bits). out16 is written without out only where
-// ck_relu_backward_sums_rounds_alone(cols) (columns in whole AVX-512 vectors);
-// elsewhere it is rounded from out after the pass, and needs it.
+// ck_f32_to_bf16's bits over the whole array); sums[j] = Σ_i g[i·cols + j]
+// from 0 in row order (ck_column_sums' bits).
 void ck_relu_backward_sums(const float *dy, const float *y, float *out, uint16_t *out16, size_t rows, size_t cols,
                            float *sums);
-int ck_relu_backward_sums_rounds_alone(size_t cols);
 // x[i·cols + j] += bias[j], then max(·, 0) when relu.
 void ck_add_bias(float *x, const float *bias, size_t rows, size_t cols, int relu);
 // im2col for channels-last images: x (B, H, W, C) → cols (B·Ho·Wo, C·kh·kw), column
