@@ -1320,3 +1320,296 @@ void ck_philox_words_at(uint32_t k0, uint32_t k1, uint32_t c1, uint32_t c2, uint
         out[i] = c[indices[i] & 3];
     }
 }
+
+// MARK: - bf16 products with a narrow dimension (the few-channel convolutions)
+
+// One lane of VDPBF16PS: acc + a_hi·b_hi, then + a_lo·b_lo, each step a
+// fused multiply-add rounded to nearest even, subnormal inputs read as zeros
+// and subnormal results flushed to zeros of their sign (the instruction
+// ignores MXCSR). The portable paths below run this; the AVX-512 paths run
+// the instruction.
+static inline float bf16_daz(uint16_t h) {
+    if ((h & 0x7F80u) == 0) h &= 0x8000u;
+    uint32_t u = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+static inline float f32_ftz(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7F800000u) == 0) u &= 0x80000000u;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+static inline float bf16_dot_pair(float acc, uint16_t a_lo, uint16_t a_hi, uint16_t b_lo, uint16_t b_hi) {
+    acc = f32_ftz(fmaf(bf16_daz(a_hi), bf16_daz(b_hi), acc));
+    return f32_ftz(fmaf(bf16_daz(a_lo), bf16_daz(b_lo), acc));
+}
+
+enum { CK_NARROW_BLOCK = 512 };
+
+static void bf16_gemm_narrow_k_portable(const uint16_t *restrict a, size_t m, size_t k, const uint16_t *restrict b,
+                                        size_t b_k_stride, size_t b_n_stride, size_t n, const float *restrict bias,
+                                        int relu, float *restrict c, size_t ldc) {
+    for (size_t r = 0; r < m; r++) {
+        const uint16_t *row = a + r * k;
+        for (size_t o = 0; o < n; o++) {
+            float total = 0;
+            for (size_t k0 = 0; k0 < k; k0 += CK_NARROW_BLOCK) {
+                const size_t k1 = k0 + CK_NARROW_BLOCK < k ? k0 + CK_NARROW_BLOCK : k;
+                float acc = 0;
+                for (size_t i = k0; i < k1; i += 2) {
+                    const int pair = i + 1 < k1;
+                    acc = bf16_dot_pair(acc, row[i], pair ? row[i + 1] : 0, b[i * b_k_stride + o * b_n_stride],
+                                        pair ? b[(i + 1) * b_k_stride + o * b_n_stride] : 0);
+                }
+                total = k0 == 0 ? acc : total + acc;
+            }
+            if (bias) total = total + bias[o];
+            if (relu) total = total > 0 ? total : 0.0f;
+            c[r * ldc + o] = total;
+        }
+    }
+}
+
+static void bf16_gemm_tn_narrow_portable(const uint16_t *restrict a, size_t k, size_t m, size_t lda,
+                                         const uint16_t *restrict b, size_t n, size_t ldb, float *restrict c,
+                                         size_t ldc) {
+    for (size_t i = 0; i < m; i++) {
+        for (size_t j = 0; j < n; j++) {
+            float total = 0;
+            for (size_t k0 = 0; k0 < k; k0 += CK_NARROW_BLOCK) {
+                const size_t k1 = k0 + CK_NARROW_BLOCK < k ? k0 + CK_NARROW_BLOCK : k;
+                float acc = 0;
+                for (size_t p = k0; p < k1; p += 2) {
+                    const int pair = p + 1 < k1;
+                    acc = bf16_dot_pair(acc, a[p * lda + i], pair ? a[(p + 1) * lda + i] : 0, b[p * ldb + j],
+                                        pair ? b[(p + 1) * ldb + j] : 0);
+                }
+                total = k0 == 0 ? acc : total + acc;
+            }
+            c[i * ldc + j] = total;
+        }
+    }
+}
+
+#if defined(__x86_64__)
+#define CK_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+// Loops over registers: unrolled whole, so that their arrays are registers.
+#define CK_UNROLL _Pragma("unroll")
+
+// R rows of C by NC 16-lane chunks of its columns, all in registers (the
+// sizes are constants at each call, so the arrays are registers).
+CK_BF16_TARGET static inline __attribute__((always_inline)) void narrow_k_rows(
+    const uint16_t *restrict a, size_t k, const uint32_t *restrict packed, size_t chunks, size_t j0, size_t n,
+    const float *restrict bias, int relu, float *restrict c, size_t ldc, const int R, const int NC) {
+    const __m512 zero = _mm512_setzero_ps();
+    __m512 total[4][4], acc[4][4];  // [R][NC] used (fixed sizes: VLAs would live in memory)
+    CK_UNROLL
+    for (int r = 0; r < R; r++)
+        CK_UNROLL
+        for (int j = 0; j < NC; j++) total[r][j] = zero;
+    for (size_t k0 = 0; k0 < k; k0 += CK_NARROW_BLOCK) {
+        const size_t k1 = k0 + CK_NARROW_BLOCK < k ? k0 + CK_NARROW_BLOCK : k;
+        CK_UNROLL
+        for (int r = 0; r < R; r++)
+            CK_UNROLL
+            for (int j = 0; j < NC; j++) acc[r][j] = zero;
+        for (size_t i = k0; i < k1; i += 2) {
+            const uint32_t *w = packed + ((i / 2) * chunks + j0) * 16;
+            __m512bh wv[4];
+            CK_UNROLL
+            for (int j = 0; j < NC; j++) wv[j] = (__m512bh)_mm512_load_si512(w + 16 * j);
+            CK_UNROLL
+            for (int r = 0; r < R; r++) {
+                uint32_t word;
+                if (i + 1 < k1) memcpy(&word, a + r * k + i, 4);
+                else word = a[r * k + i];
+                const __m512bh x = (__m512bh)_mm512_set1_epi32((int)word);
+                CK_UNROLL
+                for (int j = 0; j < NC; j++) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], wv[j], x);
+            }
+        }
+        CK_UNROLL
+        for (int r = 0; r < R; r++)
+            CK_UNROLL
+            for (int j = 0; j < NC; j++) total[r][j] = k0 == 0 ? acc[r][j] : _mm512_add_ps(total[r][j], acc[r][j]);
+    }
+    CK_UNROLL
+    for (int j = 0; j < NC; j++) {
+        const size_t o = (j0 + j) * 16, lanes = n - o < 16 ? n - o : 16;
+        const __mmask16 mask = (__mmask16)((1u << lanes) - 1);
+        const __m512 add = bias ? _mm512_maskz_loadu_ps(mask, bias + o) : zero;
+        CK_UNROLL
+        for (int r = 0; r < R; r++) {
+            __m512 v = total[r][j];
+            if (bias) v = _mm512_add_ps(v, add);
+            if (relu) v = _mm512_max_ps(v, zero);
+            _mm512_mask_storeu_ps(c + r * ldc + o, mask, v);
+        }
+    }
+}
+
+// B's pairs packed once per call, lane by lane, as VDPBF16PS takes them;
+// then rows of C a few at a time, up to four 16-lane chunks of columns.
+CK_BF16_TARGET
+static void bf16_gemm_narrow_k_avx512(const uint16_t *restrict a, size_t m, size_t k, const uint16_t *restrict b,
+                                      size_t b_k_stride, size_t b_n_stride, size_t n, const float *restrict bias,
+                                      int relu, float *restrict c, size_t ldc) {
+    const size_t pairs = (k + 1) / 2, chunks = (n + 15) / 16;
+    uint32_t *packed = aligned_alloc(64, (pairs * chunks * 16 * sizeof(uint32_t) + 63) / 64 * 64);
+    if (!packed) abort();
+    for (size_t i = 0; i < pairs; i++) {
+        for (size_t o = 0; o < chunks * 16; o++) {
+            uint32_t lo = 0, hi = 0;
+            if (o < n) {
+                lo = b[2 * i * b_k_stride + o * b_n_stride];
+                // A pair never straddles a block (blocks are even), only the end.
+                if (2 * i + 1 < k) hi = b[(2 * i + 1) * b_k_stride + o * b_n_stride];
+            }
+            packed[(i * chunks + o / 16) * 16 + o % 16] = lo | hi << 16;
+        }
+    }
+    for (size_t j0 = 0; j0 < chunks; j0 += 4) {
+        const size_t nc = chunks - j0 < 4 ? chunks - j0 : 4;
+        size_t r = 0;
+#define CK_NARROW_ROWS(R, NC)                                                                               \
+    for (; r + R <= m; r += R) narrow_k_rows(a + r * k, k, packed, chunks, j0, n, bias, relu, c + r * ldc, ldc, R, NC); \
+    for (; r < m; r++) narrow_k_rows(a + r * k, k, packed, chunks, j0, n, bias, relu, c + r * ldc, ldc, 1, NC)
+        switch (nc) {
+        case 1: CK_NARROW_ROWS(4, 1); break;
+        case 2: CK_NARROW_ROWS(4, 2); break;
+        case 3: CK_NARROW_ROWS(2, 3); break;
+        default: CK_NARROW_ROWS(2, 4); break;
+        }
+#undef CK_NARROW_ROWS
+    }
+    free(packed);
+}
+
+// MC 16-lane chunks of C's rows (A's columns) by NJ of its columns, all in
+// registers. Each pair of A's rows is interleaved by one VPERMW per chunk;
+// B's pairs come packed (bp: word (p/2)·n + j holds b[p, j] | b[p+1, j] << 16).
+CK_BF16_TARGET static inline __attribute__((always_inline)) void tn_narrow_tile(
+    const uint16_t *restrict a, size_t k, size_t lda, size_t i0, size_t m, const uint32_t *restrict bp, size_t n,
+    size_t j0, float *restrict c, size_t ldc, const int MC, const int NJ) {
+    uint16_t order[32];
+    for (int l = 0; l < 16; l++) order[2 * l] = (uint16_t)l, order[2 * l + 1] = (uint16_t)(32 + l);
+    const __m512i interleave = _mm512_loadu_si512(order);
+    const __m512 zero = _mm512_setzero_ps();
+    __mmask32 mask[2];
+    CK_UNROLL
+    for (int h = 0; h < MC; h++) {
+        const size_t first = i0 + 16 * (size_t)h, lanes = first >= m ? 0 : (m - first < 16 ? m - first : 16);
+        mask[h] = (__mmask32)((1u << lanes) - 1);
+    }
+    __m512 total[2][12], acc[2][12];  // [MC][NJ] used (fixed sizes: VLAs would live in memory)
+    CK_UNROLL
+    for (int h = 0; h < MC; h++)
+        CK_UNROLL
+        for (int j = 0; j < NJ; j++) total[h][j] = zero;
+    for (size_t k0 = 0; k0 < k; k0 += CK_NARROW_BLOCK) {
+        const size_t k1 = k0 + CK_NARROW_BLOCK < k ? k0 + CK_NARROW_BLOCK : k;
+        CK_UNROLL
+        for (int h = 0; h < MC; h++)
+            CK_UNROLL
+            for (int j = 0; j < NJ; j++) acc[h][j] = zero;
+        for (size_t p = k0; p < k1; p += 2) {
+            const int pair = p + 1 < k1;
+            __m512bh x[2];
+            CK_UNROLL
+            for (int h = 0; h < MC; h++) {
+                const uint16_t *row = a + p * lda + i0 + 16 * (size_t)h;
+                const __m512i r0 = _mm512_maskz_loadu_epi16(mask[h], row);
+                const __m512i r1 = pair ? _mm512_maskz_loadu_epi16(mask[h], row + lda) : _mm512_setzero_si512();
+                x[h] = (__m512bh)_mm512_permutex2var_epi16(r0, interleave, r1);
+            }
+            const uint32_t *w = bp + (p / 2) * n + j0;
+            CK_UNROLL
+            for (int j = 0; j < NJ; j++) {
+                const __m512bh y = (__m512bh)_mm512_set1_epi32((int)w[j]);
+                CK_UNROLL
+                for (int h = 0; h < MC; h++) acc[h][j] = _mm512_dpbf16_ps(acc[h][j], x[h], y);
+            }
+        }
+        CK_UNROLL
+        for (int h = 0; h < MC; h++)
+            CK_UNROLL
+            for (int j = 0; j < NJ; j++) total[h][j] = k0 == 0 ? acc[h][j] : _mm512_add_ps(total[h][j], acc[h][j]);
+    }
+    CK_UNROLL
+    for (int h = 0; h < MC; h++) {
+        CK_UNROLL
+        for (int j = 0; j < NJ; j++) {
+            float lane[16];
+            _mm512_storeu_ps(lane, total[h][j]);
+            for (size_t l = 0; l < 16 && i0 + 16 * (size_t)h + l < m; l++) c[(i0 + 16 * (size_t)h + l) * ldc + j0 + j] = lane[l];
+        }
+    }
+}
+
+CK_BF16_TARGET
+static void bf16_gemm_tn_narrow_avx512(const uint16_t *restrict a, size_t k, size_t m, size_t lda,
+                                       const uint16_t *restrict b, size_t n, size_t ldb, float *restrict c,
+                                       size_t ldc) {
+    const size_t pairs = (k + 1) / 2;
+    uint32_t *bp = malloc((pairs * n + 1) * sizeof(uint32_t));
+    if (!bp) abort();
+    for (size_t q = 0; q < pairs; q++) {
+        const uint16_t *b0 = b + 2 * q * ldb, *b1 = b0 + ldb;
+        const int pair = 2 * q + 1 < k;
+        for (size_t j = 0; j < n; j++) bp[q * n + j] = b0[j] | (pair ? (uint32_t)b1[j] << 16 : 0);
+    }
+    for (size_t i0 = 0; i0 < m; i0 += 32) {
+        const int two = m - i0 > 16;
+        for (size_t j0 = 0; j0 < n; j0 += 12) {
+            const size_t nj = n - j0 < 12 ? n - j0 : 12;
+#define CK_TN_CASE(NJ) \
+    case NJ: two ? tn_narrow_tile(a, k, lda, i0, m, bp, n, j0, c, ldc, 2, NJ) : tn_narrow_tile(a, k, lda, i0, m, bp, n, j0, c, ldc, 1, NJ); break
+            switch (nj) {
+                CK_TN_CASE(1); CK_TN_CASE(2); CK_TN_CASE(3); CK_TN_CASE(4); CK_TN_CASE(5); CK_TN_CASE(6);
+                CK_TN_CASE(7); CK_TN_CASE(8); CK_TN_CASE(9); CK_TN_CASE(10); CK_TN_CASE(11); default: CK_TN_CASE(12);
+            }
+#undef CK_TN_CASE
+        }
+    }
+    free(bp);
+}
+#endif
+
+void ck_bf16_gemm_narrow_k(const uint16_t *a, size_t m, size_t k, const uint16_t *b, size_t b_k_stride,
+                           size_t b_n_stride, size_t n, const float *bias, int relu, float *c, size_t ldc) {
+    if (m == 0 || n == 0) return;
+#if defined(__x86_64__)
+    if (ck_cpu_has_avx512_bf16()) {
+        bf16_gemm_narrow_k_avx512(a, m, k, b, b_k_stride, b_n_stride, n, bias, relu, c, ldc);
+        return;
+    }
+#endif
+    bf16_gemm_narrow_k_portable(a, m, k, b, b_k_stride, b_n_stride, n, bias, relu, c, ldc);
+}
+
+void ck_bf16_gemm_narrow_k_portable(const uint16_t *a, size_t m, size_t k, const uint16_t *b, size_t b_k_stride,
+                                    size_t b_n_stride, size_t n, const float *bias, int relu, float *c, size_t ldc) {
+    bf16_gemm_narrow_k_portable(a, m, k, b, b_k_stride, b_n_stride, n, bias, relu, c, ldc);
+}
+
+void ck_bf16_gemm_tn_narrow(const uint16_t *a, size_t k, size_t m, size_t lda, const uint16_t *b, size_t n,
+                            size_t ldb, float *c, size_t ldc) {
+    if (m == 0 || n == 0) return;
+#if defined(__x86_64__)
+    if (ck_cpu_has_avx512_bf16()) {
+        bf16_gemm_tn_narrow_avx512(a, k, m, lda, b, n, ldb, c, ldc);
+        return;
+    }
+#endif
+    bf16_gemm_tn_narrow_portable(a, k, m, lda, b, n, ldb, c, ldc);
+}
+
+void ck_bf16_gemm_tn_narrow_portable(const uint16_t *a, size_t k, size_t m, size_t lda, const uint16_t *b, size_t n,
+                                     size_t ldb, float *c, size_t ldc) {
+    bf16_gemm_tn_narrow_portable(a, k, m, lda, b, n, ldb, c, ldc);
+}

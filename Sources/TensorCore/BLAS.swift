@@ -11,7 +11,13 @@ public enum BLAS {
     public static func setThreads(_ count: Int) {
         openblas_set_num_threads(Int32(count))
         DNNLContext.setThreads(count)
+        threads = count
     }
+
+    /// The count last set, or nil before any (the libraries' own default:
+    /// one thread per core). `Backend.narrowMatmul` runs its one-thread
+    /// kernels only at 1: with more, oneDNN splits long sums across threads.
+    public private(set) nonisolated(unsafe) static var threads: Int?
 
     /// Makes this thread flush subnormal floats to zero (FTZ and DAZ), as
     /// `torch.set_flush_denormal(True)` does. Subnormal arithmetic is two

@@ -59,6 +59,9 @@ public struct Backend: @unchecked Sendable {
     /// OpenBLAS convolutions: floats of im2col matrix per chunk of the batch
     /// (768 KB, a part of a 2 MB L2). Tests lower it to force many chunks.
     public var convolutionColumnBudget: Int
+    /// Whether `narrowMatmul` may run its own kernels (tests turn it off to
+    /// compare them with oneDNN's through the ops).
+    var narrowKernels = true
     let dnnl: DNNLContext?
 
     /// Throws `BackendError` for bf16 on a CPU without native bf16 (`cpu`:
@@ -120,6 +123,47 @@ public struct Backend: @unchecked Sendable {
                 values.withUnsafeBufferPointer { ck_f32_to_bf16($0.baseAddress, out.baseAddress, values.count) }
                 n = values.count
             }
+        }
+    }
+
+    /// `matmul` for the few-channel convolutions' products, which have one
+    /// narrow dimension (the im2col matrix's C·kh·kw columns, or a weight
+    /// gradient's few outputs summed over many positions). In bf16 they run
+    /// CKernels' `ck_bf16_gemm_tn_narrow` (C = Aᵀ·B with M ≤ 64 and N ≤ 32)
+    /// and `ck_bf16_gemm_narrow_k` (C = A·op(B) with K ≤ 64 and N ≤ 64, bias
+    /// and ReLU in its epilogue): the bits of oneDNN's matmul on these
+    /// shapes with one kernel thread, at up to twice its rate (kernels.h).
+    /// Anything else, and any product when the kernel libraries may use more
+    /// than one thread (`BLAS.threads`), is `matmul`.
+    func narrowMatmul(_ a: MatrixOperand, transposed transposeA: Bool, _ b: MatrixOperand, transposed transposeB: Bool,
+                      into c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>? = nil,
+                      relu: Bool = false) {
+        let (m, k) = transposeA ? (a.columns, a.rows) : (a.rows, a.columns)
+        let n = transposeB ? b.rows : b.columns
+        guard bf16, narrowKernels, dnnl != nil, BLAS.threads == 1, let ra = a.rounded, let rb = b.rounded, m > 0, n > 0, k > 0 else {
+            return matmul(a, transposed: transposeA, b, transposed: transposeB, into: c, ldc: ldc, bias: bias, relu: relu)
+        }
+        precondition(k == (transposeB ? b.columns : b.rows), "matmul: inner dimensions \(k) and \(transposeB ? b.columns : b.rows) differ")
+        let name = "narrow \(m)×\(k)\(transposeA ? "ᵀ" : "")·\(k)×\(n)\(transposeB ? "ᵀ" : "")"
+        if transposeA && !transposeB && m <= 64 && n <= 32 && bias == nil && !relu {
+            timingKernel(flops: 2 * m * n * k, name) {
+                ra.withUnsafeBufferPointer { pa in
+                    rb.withUnsafeBufferPointer { pb in
+                        ck_bf16_gemm_tn_narrow(pa.baseAddress, k, m, a.columns, pb.baseAddress, n, b.columns, c, ldc)
+                    }
+                }
+            }
+        } else if !transposeA && k <= 64 && n <= 64 {
+            timingKernel(flops: 2 * m * n * k, name) {
+                ra.withUnsafeBufferPointer { pa in
+                    rb.withUnsafeBufferPointer { pb in
+                        ck_bf16_gemm_narrow_k(pa.baseAddress, m, k, pb.baseAddress, transposeB ? 1 : b.columns,
+                                              transposeB ? b.columns : 1, n, bias, relu ? 1 : 0, c, ldc)
+                    }
+                }
+            }
+        } else {
+            matmul(a, transposed: transposeA, b, transposed: transposeB, into: c, ldc: ldc, bias: bias, relu: relu)
         }
     }
 

@@ -486,7 +486,7 @@ enum ConvolutionOps {
             // y (B·Ho·Wo, O) = cols · Wᵀ + bias, ReLU in the epilogue
             let y = Tensor(shape: [b, oh, ow, o]) { y in
                 bias.scalars.withUnsafeBufferPointer { pb in
-                    backend.matmul(columns, transposed: false, w, transposed: true, into: y.baseAddress!, ldc: o,
+                    backend.narrowMatmul(columns, transposed: false, w, transposed: true, into: y.baseAddress!, ldc: o,
                                    bias: pb.baseAddress!, relu: relu)
                 }
             }
@@ -548,13 +548,13 @@ enum ConvolutionOps {
             var targets = ParameterGradientTargets(weight: weight, bias: bias, on: backend)
             targets.fill(weightCount: weight.count, biasCount: bias.count) { dw, db in
                 // dW (O, C·kh·kw) = dyᵀ · cols; db = Σ_positions dy
-                backend.matmul(g, transposed: true, columns, transposed: false, into: dw, ldc: shape.columnLength)
+                backend.narrowMatmul(g, transposed: true, columns, transposed: false, into: dw, ldc: shape.columnLength)
                 output.biasGradient(rows: shape.positions, columns: shape.outputChannels, into: db)
             }
             guard inputGradient else { return (.zero, targets.weight, targets.bias) }
             // dcols (B·Ho·Wo, C·kh·kw) = dy · W, then col2im
             let dcols = Tensor(shape: [shape.positions, shape.columnLength]) {
-                backend.matmul(g, transposed: false, w, transposed: false, into: $0.baseAddress!, ldc: shape.columnLength)
+                backend.narrowMatmul(g, transposed: false, w, transposed: false, into: $0.baseAddress!, ldc: shape.columnLength)
             }
             let dx = Tensor(shape: f.input.shape) { dx in
                 dcols.scalars.withUnsafeBufferPointer { shape.col2im($0.baseAddress!, into: dx.baseAddress!, on: backend) }
@@ -659,7 +659,7 @@ enum TransposedConvolutionOps {
             let wt = backend.operand(weight, rows: c, columns: adjoint.columnLength)
             // dcols (B·H·W, O·kh·kw) = x · W, then the adjoint's col2im, then bias (and ReLU)
             let dcols = Tensor(shape: [b * h * w, adjoint.columnLength]) {
-                backend.matmul(input, transposed: false, wt, transposed: false, into: $0.baseAddress!,
+                backend.narrowMatmul(input, transposed: false, wt, transposed: false, into: $0.baseAddress!,
                                ldc: adjoint.columnLength)
             }
             let y = Tensor(shape: [b, oh, ow, o]) { y in
@@ -732,13 +732,13 @@ enum TransposedConvolutionOps {
             let columns = adjoint.im2colOperand(dy, on: backend)
             // dx (B·H·W, C) = cols · Wᵀ
             let dx = Tensor(shape: f.input.shape) {
-                backend.matmul(columns, transposed: false, wt, transposed: true, into: $0.baseAddress!,
+                backend.narrowMatmul(columns, transposed: false, wt, transposed: true, into: $0.baseAddress!,
                                ldc: adjoint.outputChannels)
             }
             var targets = ParameterGradientTargets(weight: weight, bias: bias, on: backend)
             targets.fill(weightCount: weight.count, biasCount: bias.count) { dw, db in
                 // dW (C, O·kh·kw) = xᵀ · cols; db = Σ over output pixels of dy
-                backend.matmul(input, transposed: true, columns, transposed: false, into: dw, ldc: adjoint.columnLength)
+                backend.narrowMatmul(input, transposed: true, columns, transposed: false, into: dw, ldc: adjoint.columnLength)
                 output.biasGradient(rows: pixels, columns: adjoint.channels, into: db)
             }
             return (dx, targets.weight, targets.bias)

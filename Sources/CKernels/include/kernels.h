@@ -170,4 +170,27 @@ void ck_philox_words_at(uint32_t k0, uint32_t k1, uint32_t c1, uint32_t c2, uint
                         size_t n, uint32_t *out);
 
 
+// bf16 products with one narrow dimension (the few-channel convolutions'
+// GEMMs, where oneDNN's kernels reach a quarter of their rate). Both sum
+// along k in blocks of 512, each block from zero in pairs as VDPBF16PS
+// does (acc + a[2i+1]·b[2i+1], then + a[2i]·b[2i], each a fused
+// multiply-add, subnormals read and written as zeros), and add the block
+// sums in order: the bits of oneDNN 2.6's brgemm matmul (one thread) on
+// these shapes; with more threads oneDNN splits long sums between them.
+// The AVX512_BF16 and portable paths give the same bits; the _portable
+// entry points run the latter whatever the processor (for tests).
+// C (m, n) = A (m, k) · B (k, n) [+ bias (n)] [then max(·, 0)], A row-major
+// (row stride k), B's element (i, o) at b[i·b_k_stride + o·b_n_stride]; for
+// a small k (the im2col matrix's C·kh·kw columns).
+void ck_bf16_gemm_narrow_k(const uint16_t *a, size_t m, size_t k, const uint16_t *b, size_t b_k_stride,
+                           size_t b_n_stride, size_t n, const float *bias, int relu, float *c, size_t ldc);
+void ck_bf16_gemm_narrow_k_portable(const uint16_t *a, size_t m, size_t k, const uint16_t *b, size_t b_k_stride,
+                                    size_t b_n_stride, size_t n, const float *bias, int relu, float *c, size_t ldc);
+// C (m, n) = Aᵀ · B for A (k, m) and B (k, n) row-major (row strides lda,
+// ldb): a weight gradient, summed over k output positions, for small m and n.
+void ck_bf16_gemm_tn_narrow(const uint16_t *a, size_t k, size_t m, size_t lda, const uint16_t *b, size_t n,
+                            size_t ldb, float *c, size_t ldc);
+void ck_bf16_gemm_tn_narrow_portable(const uint16_t *a, size_t k, size_t m, size_t lda, const uint16_t *b, size_t n,
+                                     size_t ldb, float *c, size_t ldc);
+
 #endif
