@@ -46,6 +46,105 @@ func _vjpChannelsFirst(_ x: Tensor, on backend: Backend) -> (value: Tensor, pull
     (channelsFirst(x, on: backend), { dy in dy.isSymbolicZero ? .zero : channelsLast(dy, on: backend) })
 }
 
+/// A dense layer's weight whose input features are a channels-first image's
+/// (C, P) read in channels-last order (P, C): w (H, C·P) → w′ (H, P·C),
+/// w′[h, p·C + c] = w[h, c·P + p]. A layer on a flattened channels-last
+/// image computes with w′ what PyTorch's computes with w on the flattened
+/// channels-first one, with no permute of the image (nor of its gradient):
+/// the weight is smaller than the batch's activations, and in cache.
+@differentiable(reverse)
+public func channelsLastColumns(_ w: Tensor, channels: Int, on backend: Backend) -> Tensor {
+    permutedFeatures(w, channels: channels, columns: true, toChannelsLast: true, on: backend)
+}
+
+@derivative(of: channelsLastColumns)
+@usableFromInline
+func _vjpChannelsLastColumns(_ w: Tensor, channels: Int, on backend: Backend)
+    -> (value: Tensor, pullback: (Tensor) -> Tensor)
+{
+    (channelsLastColumns(w, channels: channels, on: backend), { dw in
+        featureGradient(dw, of: w, channels: channels, columns: true, on: backend)
+    })
+}
+
+/// The same for a layer whose outputs are such an image: w (C·P, …) →
+/// w′ (P·C, …), row p·C + c of w′ being row c·P + p of w (a weight (C·P, I)
+/// or a bias (C·P)).
+@differentiable(reverse)
+public func channelsLastRows(_ w: Tensor, channels: Int, on backend: Backend) -> Tensor {
+    permutedFeatures(w, channels: channels, columns: false, toChannelsLast: true, on: backend)
+}
+
+@derivative(of: channelsLastRows)
+@usableFromInline
+func _vjpChannelsLastRows(_ w: Tensor, channels: Int, on backend: Backend) -> (value: Tensor, pullback: (Tensor) -> Tensor) {
+    (channelsLastRows(w, channels: channels, on: backend), { dw in
+        featureGradient(dw, of: w, channels: channels, columns: false, on: backend)
+    })
+}
+
+/// The gradient of `w` from that of its permuted copy, back in (C, P)
+/// order: written into the gradient sink's slot when `w` is a parameter
+/// there (as the kernels write theirs; the pullback then returns a symbolic
+/// zero), else returned.
+func featureGradient(_ dw: Tensor, of w: Tensor, channels: Int, columns: Bool, on backend: Backend) -> Tensor {
+    if dw.isSymbolicZero { return .zero }
+    guard let sink = backend.gradientSink, !isIdentity(dw, channels: channels, columns: columns),
+          let slot = sink.slot(for: w) else {
+        return permutedFeatures(dw, channels: channels, columns: columns, toChannelsLast: false, on: backend)
+    }
+    if slot.accumulate {
+        let back = permutedFeatures(dw, channels: channels, columns: columns, toChannelsLast: false, on: backend)
+        back.scalars.withUnsafeBufferPointer { g in for i in 0..<g.count { slot.pointer[i] += g[i] } }
+    } else {
+        dw.scalars.withUnsafeBufferPointer { g in
+            permuteFeatures(g.baseAddress!, shape: dw.shape, channels: channels, columns: columns, toChannelsLast: false,
+                            into: slot.pointer, on: backend)
+        }
+    }
+    sink.checkWritten(slot.pointer, count: dw.count)
+    return .zero
+}
+
+/// Whether the permutation leaves the order as it is (one channel, or one pixel).
+func isIdentity(_ w: Tensor, channels c: Int, columns: Bool) -> Bool {
+    let features = columns ? w.shape[w.rank - 1] : w.shape[0]
+    precondition(c > 0 && features % c == 0, "permutedFeatures: \(features) features are not \(c) channels")
+    return c == 1 || features == c || w.count == 0
+}
+
+/// The features (columns of a rank-2 tensor, or its rows, with what follows
+/// each row) between (C, P) and (P, C) order.
+func permutedFeatures(_ w: Tensor, channels c: Int, columns: Bool, toChannelsLast: Bool, on backend: Backend) -> Tensor {
+    if isIdentity(w, channels: c, columns: columns) { return w }
+    return Tensor(shape: w.shape) { out in
+        w.scalars.withUnsafeBufferPointer {
+            permuteFeatures($0.baseAddress!, shape: w.shape, channels: c, columns: columns, toChannelsLast: toChannelsLast,
+                            into: out.baseAddress!, on: backend)
+        }
+    }
+}
+
+func permuteFeatures(_ src: UnsafePointer<Float>, shape: [Int], channels c: Int, columns: Bool, toChannelsLast: Bool,
+                     into out: UnsafeMutablePointer<Float>, on backend: Backend) {
+    let count = shape.reduce(1, *)
+    let features = columns ? shape[shape.count - 1] : shape[0]
+    let p = features / c
+    let (rows, cols) = toChannelsLast ? (c, p) : (p, c)
+    backend.timingLayout {
+        if columns {
+            // Each row is a (rows, cols) matrix.
+            ck_transpose_batch(src, out, count / features, rows, cols)
+        } else {
+            // A (rows, cols) matrix of runs of `run` floats.
+            let run = count / features
+            for i in 0..<rows {
+                for j in 0..<cols { (out + (j * rows + i) * run).update(from: src + (i * cols + j) * run, count: run) }
+            }
+        }
+    }
+}
+
 /// Moves the channel axis; with one channel or one pixel the order of the
 /// elements does not change, so only the shape does.
 func permuted(_ x: Tensor, toChannelsLast: Bool, on backend: Backend) -> Tensor {

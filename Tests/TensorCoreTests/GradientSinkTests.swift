@@ -41,6 +41,43 @@ final class GradientSinkTests: XCTestCase {
         }
     }
 
+    /// A dense layer's weight used through `channelsLastColumns` and
+    /// `channelsLastRows` (the conv VAE's dense layers): the permuted
+    /// gradients land in the parameters' slots, in PyTorch's order, and a
+    /// parameter used twice accumulates there.
+    func testPermutedWeightGradientsLandInTheBuffer() {
+        let x = randomTensor([4, 2, 3, 3], seed: 1)   // (B, H, W, C): P = 6, C = 3
+        let w1 = randomTensor([5, 18], seed: 2), b1 = randomTensor([5], seed: 3)
+        let w2 = randomTensor([18, 5], seed: 4), b2 = randomTensor([18], seed: 5)
+        @differentiable(reverse, wrt: p)
+        func loss(_ p: SinkTestParameters, on backend: Backend) -> Float {
+            let h = linearReLU(x.reshaped([4, 18]), weight: channelsLastColumns(p.w1, channels: 3, on: backend), bias: p.b1,
+                               on: backend)
+            let rows = channelsLastRows(p.w2, channels: 3, on: backend)
+            let bias = channelsLastRows(p.b2, channels: 3, on: backend)
+            // w2 and b2 twice: the second write accumulates.
+            return sum(linearReLU(h, weight: rows, bias: bias, on: backend))
+                + sum(linear(h, weight: channelsLastRows(p.w2, channels: 3, on: backend), bias: bias, on: backend) * 0.5)
+        }
+        let point = SinkTestParameters(w1: w1, b1: b1, w2: w2, b2: b2)
+        let expected = gradient(at: point) { loss($0, on: cpu) }
+        let offsets = [0, 90, 95, 185]
+        var buffer = [Float](repeating: .nan, count: 203)
+        buffer.withUnsafeMutableBufferPointer { flat in
+            let sink = GradientSink(buffer: flat.baseAddress!)
+            var backend = cpu
+            backend.gradientSink = sink
+            sink.begin(parameters: [w1, b1, w2, b2], offsets: offsets)
+            let returned = gradient(at: point) { loss($0, on: backend) }
+            XCTAssertTrue(returned.w1.isSymbolicZero && returned.w2.isSymbolicZero && returned.b2.isSymbolicZero,
+                          "written into the slots, not returned")
+            sink.complete(with: [returned.w1, returned.b1, returned.w2, returned.b2])
+        }
+        let flatExpected = [expected.w1, expected.b1, expected.w2, expected.b2].flatMap(\.scalars)
+        XCTAssertEqual(flatExpected.count, 203)
+        for i in 0..<203 { XCTAssertEqual(buffer[i], flatExpected[i], accuracy: 1e-5 * max(1, abs(flatExpected[i])), "[\(i)]") }
+    }
+
     func testUnwrittenSlotsAreZeroedAndNonFiniteIsSeen() {
         var buffer = [Float](repeating: 7, count: 6)
         buffer.withUnsafeMutableBufferPointer { flat in

@@ -25,6 +25,52 @@ final class OpGradientTests: XCTestCase {
         XCTAssertEqual(concatenatingLastDimension(a, Tensor(zeros: [3, 0])), a, "no condition: the input itself")
     }
 
+    /// A dense layer's weight with its features between (C, P) and (P, C)
+    /// order: the values against the index formula, the pullbacks (the
+    /// inverse permutations) against finite differences, and the layer on a
+    /// channels-last image against the layer on the channels-first one.
+    func testChannelsLastColumnsAndRows() {
+        let (c, p) = (3, 4)
+        let w = randomTensor([5, c * p], seed: 1), rows = randomTensor([c * p, 2], seed: 2), bias = randomTensor([c * p], seed: 3)
+        let wl = channelsLastColumns(w, channels: c, on: cpu), rl = channelsLastRows(rows, channels: c, on: cpu)
+        let bl = channelsLastRows(bias, channels: c, on: cpu)
+        for h in 0..<5 {
+            for pixel in 0..<p {
+                for ch in 0..<c {
+                    XCTAssertEqual(wl.scalars[h * c * p + pixel * c + ch], w.scalars[h * c * p + ch * p + pixel])
+                }
+            }
+        }
+        for pixel in 0..<p {
+            for ch in 0..<c {
+                XCTAssertEqual(Array(rl.scalars[(pixel * c + ch) * 2 ..< (pixel * c + ch) * 2 + 2]),
+                               Array(rows.scalars[(ch * p + pixel) * 2 ..< (ch * p + pixel) * 2 + 2]))
+                XCTAssertEqual(bl.scalars[pixel * c + ch], bias.scalars[ch * p + pixel])
+            }
+        }
+        XCTAssertEqual(channelsLastColumns(w, channels: 1, on: cpu), w, "one channel: the same order")
+        XCTAssertEqual(channelsLastRows(bias, channels: c * p, on: cpu), bias, "one pixel: the same order")
+        let r = randomTensor([5, c * p], seed: 4), r2 = randomTensor([c * p, 2], seed: 5), r1 = randomTensor([c * p], seed: 6)
+        assertGradientMatchesFiniteDifferences(of: { w in sum(channelsLastColumns(w, channels: c, on: cpu) * r) }, at: w,
+                                               "channelsLastColumns ∂w")
+        assertGradientMatchesFiniteDifferences(of: { w in sum(channelsLastRows(w, channels: c, on: cpu) * r2) }, at: rows,
+                                               "channelsLastRows ∂w")
+        assertGradientMatchesFiniteDifferences(of: { b in sum(channelsLastRows(b, channels: c, on: cpu) * r1) }, at: bias,
+                                               "channelsLastRows ∂bias")
+        // The layer on the channels-last flattening with permuted columns is
+        // the layer on the channels-first flattening (up to the order of the sum).
+        let image = randomTensor([2, 2, 2, c], seed: 7)   // (B, H, W, C), P = 4
+        let first = channelsFirst(image, on: cpu).reshaped([2, c * p])
+        let expected = linear(first, weight: w, bias: randomTensor([5], seed: 8), on: cpu)
+        let actual = linear(image.reshaped([2, p * c]), weight: wl, bias: randomTensor([5], seed: 8), on: cpu)
+        for (a, e) in zip(actual.scalars, expected.scalars) { XCTAssertEqual(a, e, accuracy: 1e-5) }
+        // And a layer whose outputs are an image: its channels-last outputs are the permuted channels-first ones.
+        let z = randomTensor([2, 2], seed: 9)
+        let out = linearReLU(z, weight: rl, bias: bl, on: cpu).reshaped([2, 2, 2, c])
+        let reference = channelsLast(linearReLU(z, weight: rows, bias: bias, on: cpu).reshaped([2, c, 2, 2]), on: cpu)
+        XCTAssertEqual(out, reference, "the same sums, in another order of the outputs: the same bits")
+    }
+
     func testMatmul() {
         let a = randomTensor([3, 5], seed: 1), b = randomTensor([5, 4], seed: 2)
         let r = r34

@@ -16,8 +16,9 @@ import TensorCore
 /// C + K channels) and the decoder beside z (the Dense takes [z, one-hot]).
 ///
 /// Between the convolutions images are channels-last (B, H, W, C), the
-/// layout the kernels run fastest on; flattening uses PyTorch's (C, H, W)
-/// order, so the parameters are those of the PyTorch module.
+/// layout the kernels run fastest on. The parameters are those of the
+/// PyTorch module, which flattens (C, H, W): the dense layers next to the
+/// convolutions permute their weights to the images' order, not the images.
 /// Legend: B batch, D = C·H·W, Z latent, K classes, F = cN·H/2^N·W/2^N.
 public struct ConvVAE: VariationalAutoencoder {
     /// conv1 … convN; conv i: (c_i, c_(i−1), 3, 3), c_0 = C + K.
@@ -99,9 +100,12 @@ public struct ConvVAE: VariationalAutoencoder {
     func encodeImage(_ image: Tensor, on backend: Backend) -> Posterior {
         let b = withoutDerivative(at: image.shape[0])
         let h = encoder(image, on: backend)                                          // (B, H/2^N, W/2^N, cN)
-        // PyTorch flattens (cN, H/2^N, W/2^N): back to channels first.
-        let flat = channelsFirst(h, on: backend).reshaped([b, withoutDerivative(at: h).count / max(b, 1)])
-        return Posterior(mean: fcMean(flat, on: backend), logVariance: fcLogVariance(flat, on: backend))
+        // PyTorch flattens (cN, H/2^N, W/2^N): the dense layers take the
+        // channels-last flattening with their weights' columns in its order.
+        let top = withoutDerivative(at: h.shape[3])
+        let flat = h.reshaped([b, withoutDerivative(at: h).count / max(b, 1)])
+        return Posterior(mean: fcMean(channelsLast: flat, channels: top, on: backend),
+                         logVariance: fcLogVariance(channelsLast: flat, channels: top, on: backend))
     }
 
     /// (B, H, W, C + K): the channels-last image with the condition's K
@@ -124,7 +128,8 @@ public struct ConvVAE: VariationalAutoencoder {
         let n = withoutDerivative(at: encoder.count)
         let top = withoutDerivative(at: fc.outputSize / max((g.height >> n) * (g.width >> n), 1))
         let input = concatenatingLastDimension(z, condition)                       // (B, Z + K)
-        let h = channelsLast(fc.relu(input, on: backend).reshaped([b, top, g.height >> n, g.width >> n]), on: backend)
+        // (B, H/2^N, W/2^N, cN): the dense layer's rows in channels-last order.
+        let h = fc.reluChannelsLast(input, channels: top, on: backend).reshaped([b, g.height >> n, g.width >> n, top])
         let h1 = decoder(h, on: backend)                                             // (B, H/2, W/2, c1)
         let d = withoutDerivative(at: g.channels * g.height * g.width)
         let location = channelsFirst(output(h1, stride: 2, padding: 1, outputPadding: 1, on: backend), on: backend)

@@ -39,6 +39,26 @@ public struct Dense: Differentiable, AdditiveArithmetic, ParameterWalking {
         linearReLU(x, weight: weight, bias: bias, on: backend)
     }
 
+    /// The layer on a flattened channels-last image (B, P·C) whose features
+    /// PyTorch flattens channels first (C·P): its weight's columns are put in
+    /// the image's order (`channelsLastColumns`) instead of the image in the
+    /// weight's.
+    @differentiable(reverse)
+    @differentiable(reverse, wrt: self)
+    public func callAsFunction(channelsLast x: Tensor, channels: Int, on backend: Backend) -> Tensor {
+        linear(x, weight: channelsLastColumns(weight, channels: channels, on: backend), bias: bias, on: backend)
+    }
+
+    /// relu(x·Wᵀ + b) with outputs (B, P·C) in channels-last order, for a
+    /// layer whose C·P outputs PyTorch orders channels first: the weight's
+    /// rows and the bias are put in that order (`channelsLastRows`).
+    @differentiable(reverse)
+    @differentiable(reverse, wrt: self)
+    public func reluChannelsLast(_ x: Tensor, channels: Int, on backend: Backend) -> Tensor {
+        linearReLU(x, weight: channelsLastRows(weight, channels: channels, on: backend),
+                   bias: channelsLastRows(bias, channels: channels, on: backend), on: backend)
+    }
+
     public mutating func walkParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows {
         try visit("weight", &weight)
         try visit("bias", &bias)
