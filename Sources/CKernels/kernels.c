@@ -475,6 +475,19 @@ int ck_any_non_finite(const float *x, size_t n) {
     return bad;
 }
 
+void ck_transpose_runs(const float *restrict s, float *restrict d, size_t rows, size_t cols, size_t run) {
+    if (run == 1) {
+        ck_transpose_batch(s, d, 1, rows, cols);
+        return;
+    }
+    for (size_t i = 0; i < rows; i++)
+        for (size_t j = 0; j < cols; j++) {
+            const float *from = s + (i * cols + j) * run;
+            float *to = d + (j * rows + i) * run;
+            for (size_t t = 0; t < run; t++) to[t] = from[t];
+        }
+}
+
 void ck_transpose_batch(const float *restrict s, float *restrict d, size_t batch, size_t rows, size_t cols) {
     enum { T = 16 };
     for (size_t n = 0; n < batch; n++) {

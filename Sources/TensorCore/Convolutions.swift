@@ -132,15 +132,15 @@ func permuteFeatures(_ src: UnsafePointer<Float>, shape: [Int], channels c: Int,
     let p = features / c
     let (rows, cols) = toChannelsLast ? (c, p) : (p, c)
     backend.timingLayout {
-        if columns {
+        if columns, let dnnl = backend.dnnl {
+            // Each row is a (C, P) image: oneDNN's jit reorder between NCHW and NHWC.
+            dnnl.permute(src, dimensions: [count / features, c, p, 1], toChannelsLast: toChannelsLast, into: out)
+        } else if columns {
             // Each row is a (rows, cols) matrix.
             ck_transpose_batch(src, out, count / features, rows, cols)
         } else {
-            // A (rows, cols) matrix of runs of `run` floats.
-            let run = count / features
-            for i in 0..<rows {
-                for j in 0..<cols { (out + (j * rows + i) * run).update(from: src + (i * cols + j) * run, count: run) }
-            }
+            // A (rows, cols) matrix of runs of count / features floats.
+            ck_transpose_runs(src, out, rows, cols, count / features)
         }
     }
 }

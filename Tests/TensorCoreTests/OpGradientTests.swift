@@ -48,6 +48,12 @@ final class OpGradientTests: XCTestCase {
                 XCTAssertEqual(bl.scalars[pixel * c + ch], bias.scalars[ch * p + pixel])
             }
         }
+        // oneDNN's reorder (above) and the C transpose (OpenBLAS backends) agree.
+        let blas = try! Backend(library: .openblas)
+        XCTAssertEqual(channelsLastColumns(w, channels: c, on: blas), wl)
+        XCTAssertEqual(permutedFeatures(wl, channels: c, columns: true, toChannelsLast: false, on: blas), w)
+        XCTAssertEqual(permutedFeatures(wl, channels: c, columns: true, toChannelsLast: false, on: cpu), w)
+        XCTAssertEqual(permutedFeatures(rl, channels: c, columns: false, toChannelsLast: false, on: cpu), rows)
         XCTAssertEqual(channelsLastColumns(w, channels: 1, on: cpu), w, "one channel: the same order")
         XCTAssertEqual(channelsLastRows(bias, channels: c * p, on: cpu), bias, "one pixel: the same order")
         let r = randomTensor([5, c * p], seed: 4), r2 = randomTensor([c * p, 2], seed: 5), r1 = randomTensor([c * p], seed: 6)

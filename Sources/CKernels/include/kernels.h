@@ -57,6 +57,9 @@ void ck_adam_update_bf16_gradient(float *parameters, const uint16_t *gradient, f
 // Layout and elementwise kernels of the channels-last convolutions.
 // For each of `batch` row-major (rows × cols) matrices: dst = srcᵀ.
 void ck_transpose_batch(const float *source, float *destination, size_t batch, size_t rows, size_t cols);
+// The transpose of a (rows × cols) matrix whose elements are runs of `run`
+// floats: destination run (j, i) = source run (i, j).
+void ck_transpose_runs(const float *source, float *destination, size_t rows, size_t cols, size_t run);
 // out = dy where y > 0, else 0 (the ReLU pullback); the bf16 form rounds the result.
 void ck_relu_backward(const float *dy, const float *y, float *out, size_t n);
 // out[j] = Σ_i x[i·cols + j] (a bias gradient); out is overwritten.
