@@ -1364,23 +1364,33 @@ static inline float bf16_dot_pair(float acc, uint16_t a_lo, uint16_t a_hi, uint1
 
 enum { CK_NARROW_BLOCK = 512 };
 
+// The end of the block of k that starts at k0.
+static inline size_t narrow_block_end(size_t k0, size_t k) {
+    return k0 + CK_NARROW_BLOCK < k ? k0 + CK_NARROW_BLOCK : k;
+}
+
+// Σ_i x[i·sx]·y[i·sy] over i < n by the narrow kernels' rule: blocks of
+// 512, each summed from zero in VDPBF16PS's pairs, the block sums added in order.
+static float bf16_dot_blocks(const uint16_t *x, size_t sx, const uint16_t *y, size_t sy, size_t n) {
+    float total = 0;
+    for (size_t k0 = 0; k0 < n; k0 += CK_NARROW_BLOCK) {
+        const size_t k1 = narrow_block_end(k0, n);
+        float acc = 0;
+        for (size_t i = k0; i < k1; i += 2) {
+            const int pair = i + 1 < k1;
+            acc = bf16_dot_pair(acc, x[i * sx], pair ? x[(i + 1) * sx] : 0, y[i * sy], pair ? y[(i + 1) * sy] : 0);
+        }
+        total = k0 == 0 ? acc : total + acc;
+    }
+    return total;
+}
+
 static void bf16_gemm_narrow_k_portable(const uint16_t *restrict a, size_t m, size_t k, const uint16_t *restrict b,
                                         size_t b_k_stride, size_t b_n_stride, size_t n, const float *restrict bias,
                                         int relu, float *restrict c, size_t ldc) {
     for (size_t r = 0; r < m; r++) {
-        const uint16_t *row = a + r * k;
         for (size_t o = 0; o < n; o++) {
-            float total = 0;
-            for (size_t k0 = 0; k0 < k; k0 += CK_NARROW_BLOCK) {
-                const size_t k1 = k0 + CK_NARROW_BLOCK < k ? k0 + CK_NARROW_BLOCK : k;
-                float acc = 0;
-                for (size_t i = k0; i < k1; i += 2) {
-                    const int pair = i + 1 < k1;
-                    acc = bf16_dot_pair(acc, row[i], pair ? row[i + 1] : 0, b[i * b_k_stride + o * b_n_stride],
-                                        pair ? b[(i + 1) * b_k_stride + o * b_n_stride] : 0);
-                }
-                total = k0 == 0 ? acc : total + acc;
-            }
+            float total = bf16_dot_blocks(a + r * k, 1, b + o * b_n_stride, b_k_stride, k);
             if (bias) total = total + bias[o];
             if (relu) total = total > 0 ? total : 0.0f;
             c[r * ldc + o] = total;
@@ -1391,28 +1401,22 @@ static void bf16_gemm_narrow_k_portable(const uint16_t *restrict a, size_t m, si
 static void bf16_gemm_tn_narrow_portable(const uint16_t *restrict a, size_t k, size_t m, size_t lda,
                                          const uint16_t *restrict b, size_t n, size_t ldb, float *restrict c,
                                          size_t ldc) {
-    for (size_t i = 0; i < m; i++) {
-        for (size_t j = 0; j < n; j++) {
-            float total = 0;
-            for (size_t k0 = 0; k0 < k; k0 += CK_NARROW_BLOCK) {
-                const size_t k1 = k0 + CK_NARROW_BLOCK < k ? k0 + CK_NARROW_BLOCK : k;
-                float acc = 0;
-                for (size_t p = k0; p < k1; p += 2) {
-                    const int pair = p + 1 < k1;
-                    acc = bf16_dot_pair(acc, a[p * lda + i], pair ? a[(p + 1) * lda + i] : 0, b[p * ldb + j],
-                                        pair ? b[(p + 1) * ldb + j] : 0);
-                }
-                total = k0 == 0 ? acc : total + acc;
-            }
-            c[i * ldc + j] = total;
-        }
-    }
+    for (size_t i = 0; i < m; i++)
+        for (size_t j = 0; j < n; j++) c[i * ldc + j] = bf16_dot_blocks(a + i, lda, b + j, ldb, k);
 }
 
 #if defined(__x86_64__)
 #define CK_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 // Loops over registers: unrolled whole, so that their arrays are registers.
 #define CK_UNROLL _Pragma("unroll")
+// Register tiles (arrays whose used sizes R×C are constants at each call):
+// filled with a value; and the running total over blocks of k (the first
+// block's sums, then the total plus each next block's).
+#define CK_TILE_FILL(tile, R, C, value)                                      \
+    CK_UNROLL for (int r_ = 0; r_ < (R); r_++) CK_UNROLL for (int c_ = 0; c_ < (C); c_++) (tile)[r_][c_] = (value)
+#define CK_TILE_ADD_BLOCK(total, acc, R, C, first)                          \
+    CK_UNROLL for (int r_ = 0; r_ < (R); r_++) CK_UNROLL for (int c_ = 0; c_ < (C); c_++) \
+        (total)[r_][c_] = (first) ? (acc)[r_][c_] : _mm512_add_ps((total)[r_][c_], (acc)[r_][c_])
 
 // R rows of C by NC 16-lane chunks of its columns, all in registers (the
 // sizes are constants at each call, so the arrays are registers).
@@ -1421,16 +1425,10 @@ CK_BF16_TARGET static inline __attribute__((always_inline)) void narrow_k_rows(
     const float *restrict bias, int relu, float *restrict c, size_t ldc, const int R, const int NC) {
     const __m512 zero = _mm512_setzero_ps();
     __m512 total[4][4], acc[4][4];  // [R][NC] used (fixed sizes: VLAs would live in memory)
-    CK_UNROLL
-    for (int r = 0; r < R; r++)
-        CK_UNROLL
-        for (int j = 0; j < NC; j++) total[r][j] = zero;
+    CK_TILE_FILL(total, R, NC, zero);
     for (size_t k0 = 0; k0 < k; k0 += CK_NARROW_BLOCK) {
-        const size_t k1 = k0 + CK_NARROW_BLOCK < k ? k0 + CK_NARROW_BLOCK : k;
-        CK_UNROLL
-        for (int r = 0; r < R; r++)
-            CK_UNROLL
-            for (int j = 0; j < NC; j++) acc[r][j] = zero;
+        const size_t k1 = narrow_block_end(k0, k);
+        CK_TILE_FILL(acc, R, NC, zero);
         for (size_t i = k0; i < k1; i += 2) {
             const uint32_t *w = packed + ((i / 2) * chunks + j0) * 16;
             __m512bh wv[4];
@@ -1446,10 +1444,7 @@ CK_BF16_TARGET static inline __attribute__((always_inline)) void narrow_k_rows(
                 for (int j = 0; j < NC; j++) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], wv[j], x);
             }
         }
-        CK_UNROLL
-        for (int r = 0; r < R; r++)
-            CK_UNROLL
-            for (int j = 0; j < NC; j++) total[r][j] = k0 == 0 ? acc[r][j] : _mm512_add_ps(total[r][j], acc[r][j]);
+        CK_TILE_ADD_BLOCK(total, acc, R, NC, k0 == 0);
     }
     CK_UNROLL
     for (int j = 0; j < NC; j++) {
@@ -1520,16 +1515,10 @@ CK_BF16_TARGET static inline __attribute__((always_inline)) void tn_narrow_tile(
         mask[h] = (__mmask32)((1u << lanes) - 1);
     }
     __m512 total[2][12], acc[2][12];  // [MC][NJ] used (fixed sizes: VLAs would live in memory)
-    CK_UNROLL
-    for (int h = 0; h < MC; h++)
-        CK_UNROLL
-        for (int j = 0; j < NJ; j++) total[h][j] = zero;
+    CK_TILE_FILL(total, MC, NJ, zero);
     for (size_t k0 = 0; k0 < k; k0 += CK_NARROW_BLOCK) {
-        const size_t k1 = k0 + CK_NARROW_BLOCK < k ? k0 + CK_NARROW_BLOCK : k;
-        CK_UNROLL
-        for (int h = 0; h < MC; h++)
-            CK_UNROLL
-            for (int j = 0; j < NJ; j++) acc[h][j] = zero;
+        const size_t k1 = narrow_block_end(k0, k);
+        CK_TILE_FILL(acc, MC, NJ, zero);
         for (size_t p = k0; p < k1; p += 2) {
             const int pair = p + 1 < k1;
             __m512bh x[2];
@@ -1548,10 +1537,7 @@ CK_BF16_TARGET static inline __attribute__((always_inline)) void tn_narrow_tile(
                 for (int h = 0; h < MC; h++) acc[h][j] = _mm512_dpbf16_ps(acc[h][j], x[h], y);
             }
         }
-        CK_UNROLL
-        for (int h = 0; h < MC; h++)
-            CK_UNROLL
-            for (int j = 0; j < NJ; j++) total[h][j] = k0 == 0 ? acc[h][j] : _mm512_add_ps(total[h][j], acc[h][j]);
+        CK_TILE_ADD_BLOCK(total, acc, MC, NJ, k0 == 0);
     }
     CK_UNROLL
     for (int h = 0; h < MC; h++) {

@@ -7,6 +7,27 @@ struct SinkTestParameters: Differentiable {
     var w1, b1, w2, b2: Tensor
 }
 
+/// The gradient of `loss` at `point` with the kernels writing into a sink
+/// over a NaN-filled buffer of `count` floats (parameter i at offsets[i]):
+/// the buffer after `complete`, and what the pullback returned.
+func gradientThroughSink(at point: SinkTestParameters, offsets: [Int], count: Int, backend backend0: Backend,
+                         _ loss: @escaping @differentiable(reverse) (SinkTestParameters, @noDerivative Backend) -> Float)
+    -> (buffer: [Float], returned: SinkTestParameters.TangentVector)
+{
+    var buffer = [Float](repeating: .nan, count: count)
+    var returned = SinkTestParameters.TangentVector.zero
+    buffer.withUnsafeMutableBufferPointer { flat in
+        let sink = GradientSink(buffer: flat.baseAddress!)
+        var backend = backend0
+        backend.gradientSink = sink
+        sink.begin(parameters: [point.w1, point.b1, point.w2, point.b2], offsets: offsets)
+        returned = gradient(at: point) { loss($0, backend) }
+        sink.complete(with: [returned.w1, returned.b1, returned.w2, returned.b2])
+        XCTAssertFalse(sink.nonFinite)
+    }
+    return (buffer, returned)
+}
+
 /// Gradients written straight into a flat buffer equal the ones autodiff returns.
 final class GradientSinkTests: XCTestCase {
     func testLinearAndConvolutionGradientsLandInTheBuffer() {
@@ -21,17 +42,8 @@ final class GradientSinkTests: XCTestCase {
             }
             let point = SinkTestParameters(w1: w1, b1: b1, w2: w2, b2: b2)
             let expected = gradient(at: point) { loss($0, on: backend0) }
-            let parameters = [w1, b1, w2, b2]
-            let offsets = [0, 54, 57, 246]
-            var buffer = [Float](repeating: .nan, count: 253)
-            buffer.withUnsafeMutableBufferPointer { flat in
-                let sink = GradientSink(buffer: flat.baseAddress!)
-                var backend = backend0
-                backend.gradientSink = sink
-                sink.begin(parameters: parameters, offsets: offsets)
-                let returned = gradient(at: point) { loss($0, on: backend) }
-                sink.complete(with: [returned.w1, returned.b1, returned.w2, returned.b2])
-                XCTAssertFalse(sink.nonFinite)
+            let (buffer, _) = gradientThroughSink(at: point, offsets: [0, 54, 57, 246], count: 253, backend: backend0) {
+                loss($0, on: $1)
             }
             let flatExpected = [expected.w1, expected.b1, expected.w2, expected.b2].flatMap(\.scalars)
             XCTAssertEqual(flatExpected.count, 253)
@@ -61,18 +73,11 @@ final class GradientSinkTests: XCTestCase {
         }
         let point = SinkTestParameters(w1: w1, b1: b1, w2: w2, b2: b2)
         let expected = gradient(at: point) { loss($0, on: cpu) }
-        let offsets = [0, 90, 95, 185]
-        var buffer = [Float](repeating: .nan, count: 203)
-        buffer.withUnsafeMutableBufferPointer { flat in
-            let sink = GradientSink(buffer: flat.baseAddress!)
-            var backend = cpu
-            backend.gradientSink = sink
-            sink.begin(parameters: [w1, b1, w2, b2], offsets: offsets)
-            let returned = gradient(at: point) { loss($0, on: backend) }
-            XCTAssertTrue(returned.w1.isSymbolicZero && returned.w2.isSymbolicZero && returned.b2.isSymbolicZero,
-                          "written into the slots, not returned")
-            sink.complete(with: [returned.w1, returned.b1, returned.w2, returned.b2])
+        let (buffer, returned) = gradientThroughSink(at: point, offsets: [0, 90, 95, 185], count: 203, backend: cpu) {
+            loss($0, on: $1)
         }
+        XCTAssertTrue(returned.w1.isSymbolicZero && returned.w2.isSymbolicZero && returned.b2.isSymbolicZero,
+                      "written into the slots, not returned")
         let flatExpected = [expected.w1, expected.b1, expected.w2, expected.b2].flatMap(\.scalars)
         XCTAssertEqual(flatExpected.count, 203)
         for i in 0..<203 { XCTAssertEqual(buffer[i], flatExpected[i], accuracy: 1e-5 * max(1, abs(flatExpected[i])), "[\(i)]") }

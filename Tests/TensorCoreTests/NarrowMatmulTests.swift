@@ -30,6 +30,17 @@ final class NarrowMatmulTests: XCTestCase {
 
     func bits(_ x: [Float]) -> [UInt32] { x.map(\.bitPattern) }
 
+    /// The narrow kernels run with one kernel thread (`BLAS.threads`).
+    override func setUp() { BLAS.setThreads(1) }
+    override func tearDown() { BLAS.setThreads(ProcessInfo.processInfo.activeProcessorCount) }
+
+    /// A bf16 backend with a profiler (whose kernel names show which kernels ran).
+    func profiledBF16() throws -> (Backend, KernelProfiler) {
+        guard CPU.hasNativeBF16 else { throw XCTSkip("this CPU has no native bf16") }
+        let profiler = KernelProfiler()
+        return (try Backend(precision: .bf16, profiler: profiler), profiler)
+    }
+
     func testKernelsMatchTheirPortablePathsBitForBit() throws {
         guard CPU.Features.current.avx512BF16 else { throw XCTSkip("no AVX512_BF16: both entry points run the portable path") }
         // C = A (m, k) · op(B), B as (k, n) or (n, k); k past 512 has two blocks.
@@ -89,11 +100,7 @@ final class NarrowMatmulTests: XCTestCase {
     /// With one kernel thread, narrowMatmul gives oneDNN's bits for the
     /// products the ops make; other shapes stay on oneDNN.
     func testNarrowProductsAreOneDNNsBits() throws {
-        guard CPU.hasNativeBF16 else { throw XCTSkip("this CPU has no native bf16") }
-        BLAS.setThreads(1)
-        defer { BLAS.setThreads(ProcessInfo.processInfo.activeProcessorCount) }
-        let profiler = KernelProfiler()
-        let bf = try Backend(precision: .bf16, profiler: profiler)
+        let (bf, profiler) = try profiledBF16()
         func operand(_ rows: Int, _ columns: Int, _ seed: UInt32) -> Backend.MatrixOperand {
             bf.operand(randomTensor([rows, columns], seed: seed), rows: rows, columns: columns)
         }
@@ -137,44 +144,32 @@ final class NarrowMatmulTests: XCTestCase {
     /// VAE's first and last layers) in bf16: values and gradients are the
     /// bits of the same ops on oneDNN's matmul.
     func testFewChannelConvolutionsAreOneDNNsBits() throws {
-        guard CPU.hasNativeBF16 else { throw XCTSkip("this CPU has no native bf16") }
-        BLAS.setThreads(1)
-        defer { BLAS.setThreads(ProcessInfo.processInfo.activeProcessorCount) }
-        let profiler = KernelProfiler()
-        let narrow = try Backend(precision: .bf16, profiler: profiler)
+        let (narrow, profiler) = try profiledBF16()
         var plain = narrow
         plain.narrowKernels = false
         plain.profiler = nil
-        for c in [1, 3] {
-            let x = randomTensor([9, 14, 14, c], seed: 20), w = randomTensor([32, c, 3, 3], seed: 21)
-            let b = randomTensor([32], seed: 22)
-            @differentiable(reverse, wrt: (x, w, b))
-            func f(_ x: Tensor, _ w: Tensor, _ b: Tensor, _ on: Backend) -> Tensor {
-                conv2dReLU(x, weight: w, bias: b, stride: 2, padding: 1, on: on)
-            }
-            let (yn, pn) = valueWithPullback(at: x, w, b) { f($0, $1, $2, narrow) }
-            let (yp, pp) = valueWithPullback(at: x, w, b) { f($0, $1, $2, plain) }
-            XCTAssertEqual(yn.scalars.map(\.bitPattern), yp.scalars.map(\.bitPattern), "conv y, C = \(c)")
-            let dy = randomTensor(yp.shape, seed: 23)
+        /// The op's value and (x, w, b) gradients on both backends, bit for bit.
+        func assertSameBits(_ op: @escaping @differentiable(reverse) (Tensor, Tensor, Tensor) -> Tensor,
+                            on narrowOp: @escaping @differentiable(reverse) (Tensor, Tensor, Tensor) -> Tensor,
+                            at x: Tensor, _ w: Tensor, _ b: Tensor, seed: UInt32, _ label: String) {
+            let (yn, pn) = valueWithPullback(at: x, w, b, of: narrowOp)
+            let (yp, pp) = valueWithPullback(at: x, w, b, of: op)
+            XCTAssertEqual(yn.scalars.map(\.bitPattern), yp.scalars.map(\.bitPattern), "\(label) y")
+            let dy = randomTensor(yp.shape, seed: seed)
             let (gn, gp) = (pn(dy), pp(dy))
             for (name, a, e) in [("dx", gn.0, gp.0), ("dW", gn.1, gp.1), ("db", gn.2, gp.2)] {
-                XCTAssertEqual(a.scalars.map(\.bitPattern), e.scalars.map(\.bitPattern), "conv \(name), C = \(c)")
+                XCTAssertEqual(a.scalars.map(\.bitPattern), e.scalars.map(\.bitPattern), "\(label) \(name)")
             }
-
-            let xt = randomTensor([9, 7, 7, 32], seed: 24), wt = randomTensor([32, c, 3, 3], seed: 25)
-            let bt = randomTensor([c], seed: 26)
-            @differentiable(reverse, wrt: (x, w, b))
-            func t(_ x: Tensor, _ w: Tensor, _ b: Tensor, _ on: Backend) -> Tensor {
-                convTranspose2d(x, weight: w, bias: b, stride: 2, padding: 1, outputPadding: 1, on: on)
-            }
-            let (tn, tpn) = valueWithPullback(at: xt, wt, bt) { t($0, $1, $2, narrow) }
-            let (tp, tpp) = valueWithPullback(at: xt, wt, bt) { t($0, $1, $2, plain) }
-            XCTAssertEqual(tn.scalars.map(\.bitPattern), tp.scalars.map(\.bitPattern), "convT y, O = \(c)")
-            let dyt = randomTensor(tp.shape, seed: 27)
-            let (hn, hp) = (tpn(dyt), tpp(dyt))
-            for (name, a, e) in [("dx", hn.0, hp.0), ("dW", hn.1, hp.1), ("db", hn.2, hp.2)] {
-                XCTAssertEqual(a.scalars.map(\.bitPattern), e.scalars.map(\.bitPattern), "convT \(name), O = \(c)")
-            }
+        }
+        for c in [1, 3] {
+            assertSameBits({ conv2dReLU($0, weight: $1, bias: $2, stride: 2, padding: 1, on: plain) },
+                           on: { conv2dReLU($0, weight: $1, bias: $2, stride: 2, padding: 1, on: narrow) },
+                           at: randomTensor([9, 14, 14, c], seed: 20), randomTensor([32, c, 3, 3], seed: 21),
+                           randomTensor([32], seed: 22), seed: 23, "conv, C = \(c)")
+            assertSameBits({ convTranspose2d($0, weight: $1, bias: $2, stride: 2, padding: 1, outputPadding: 1, on: plain) },
+                           on: { convTranspose2d($0, weight: $1, bias: $2, stride: 2, padding: 1, outputPadding: 1, on: narrow) },
+                           at: randomTensor([9, 7, 7, 32], seed: 24), randomTensor([32, c, 3, 3], seed: 25),
+                           randomTensor([c], seed: 26), seed: 27, "convT, O = \(c)")
         }
         // Per channel count: the convolution's forward pass, weight and input
         // gradients, the transposed convolution's forward pass, input and
