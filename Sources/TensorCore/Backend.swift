@@ -140,30 +140,25 @@ public struct Backend: @unchecked Sendable {
                       relu: Bool = false) {
         let (m, k) = transposeA ? (a.columns, a.rows) : (a.rows, a.columns)
         let n = transposeB ? b.rows : b.columns
-        guard bf16, narrowKernels, dnnl != nil, BLAS.threads == 1, let ra = a.rounded, let rb = b.rounded, m > 0, n > 0, k > 0 else {
+        precondition(k == (transposeB ? b.columns : b.rows), "matmul: inner dimensions \(k) and \(transposeB ? b.columns : b.rows) differ")
+        // Aᵀ·B with few outputs (a weight gradient), or A·op(B) with a short k.
+        let weightGradient = transposeA && !transposeB && m <= 64 && n <= 32 && bias == nil && !relu
+        let shortK = !transposeA && k <= 64 && n <= 64
+        guard bf16, narrowKernels, dnnl != nil, BLAS.threads == 1, weightGradient || shortK,
+              let ra = a.rounded, let rb = b.rounded, m > 0, n > 0, k > 0 else {
             return matmul(a, transposed: transposeA, b, transposed: transposeB, into: c, ldc: ldc, bias: bias, relu: relu)
         }
-        precondition(k == (transposeB ? b.columns : b.rows), "matmul: inner dimensions \(k) and \(transposeB ? b.columns : b.rows) differ")
-        let name = "narrow \(m)×\(k)\(transposeA ? "ᵀ" : "")·\(k)×\(n)\(transposeB ? "ᵀ" : "")"
-        if transposeA && !transposeB && m <= 64 && n <= 32 && bias == nil && !relu {
-            timingKernel(flops: 2 * m * n * k, name) {
-                ra.withUnsafeBufferPointer { pa in
-                    rb.withUnsafeBufferPointer { pb in
+        timingKernel(flops: 2 * m * n * k, "narrow \(m)×\(k)\(transposeA ? "ᵀ" : "")·\(k)×\(n)\(transposeB ? "ᵀ" : "")") {
+            ra.withUnsafeBufferPointer { pa in
+                rb.withUnsafeBufferPointer { pb in
+                    if weightGradient {
                         ck_bf16_gemm_tn_narrow(pa.baseAddress, k, m, a.columns, pb.baseAddress, n, b.columns, c, ldc)
-                    }
-                }
-            }
-        } else if !transposeA && k <= 64 && n <= 64 {
-            timingKernel(flops: 2 * m * n * k, name) {
-                ra.withUnsafeBufferPointer { pa in
-                    rb.withUnsafeBufferPointer { pb in
+                    } else {
                         ck_bf16_gemm_narrow_k(pa.baseAddress, m, k, pb.baseAddress, transposeB ? 1 : b.columns,
                                               transposeB ? b.columns : 1, n, bias, relu ? 1 : 0, c, ldc)
                     }
                 }
             }
-        } else {
-            matmul(a, transposed: transposeA, b, transposed: transposeB, into: c, ldc: ldc, bias: bias, relu: relu)
         }
     }
 

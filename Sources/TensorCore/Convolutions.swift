@@ -89,7 +89,7 @@ func _vjpChannelsLastRows(_ w: Tensor, channels: Int, on backend: Backend) -> (v
 /// zero), else returned.
 func featureGradient(_ dw: Tensor, of w: Tensor, channels: Int, columns: Bool, on backend: Backend) -> Tensor {
     if dw.isSymbolicZero { return .zero }
-    guard let sink = backend.gradientSink, !isIdentity(dw, channels: channels, columns: columns),
+    guard let sink = backend.gradientSink, !keepsFeatureOrder(dw, channels: channels, columns: columns),
           let slot = sink.slot(for: w) else {
         return permutedFeatures(dw, channels: channels, columns: columns, toChannelsLast: false, on: backend)
     }
@@ -107,16 +107,16 @@ func featureGradient(_ dw: Tensor, of w: Tensor, channels: Int, columns: Bool, o
 }
 
 /// Whether the permutation leaves the order as it is (one channel, or one pixel).
-func isIdentity(_ w: Tensor, channels c: Int, columns: Bool) -> Bool {
+func keepsFeatureOrder(_ w: Tensor, channels c: Int, columns: Bool) -> Bool {
     let features = columns ? w.shape[w.rank - 1] : w.shape[0]
-    precondition(c > 0 && features % c == 0, "permutedFeatures: \(features) features are not \(c) channels")
+    precondition(c > 0 && features % c == 0, "\(features) features are not \(c) channels of equal size")
     return c == 1 || features == c || w.count == 0
 }
 
 /// The features (columns of a rank-2 tensor, or its rows, with what follows
 /// each row) between (C, P) and (P, C) order.
 func permutedFeatures(_ w: Tensor, channels c: Int, columns: Bool, toChannelsLast: Bool, on backend: Backend) -> Tensor {
-    if isIdentity(w, channels: c, columns: columns) { return w }
+    if keepsFeatureOrder(w, channels: c, columns: columns) { return w }
     return Tensor(shape: w.shape) { out in
         w.scalars.withUnsafeBufferPointer {
             permuteFeatures($0.baseAddress!, shape: w.shape, channels: c, columns: columns, toChannelsLast: toChannelsLast,
@@ -130,17 +130,26 @@ func permuteFeatures(_ src: UnsafePointer<Float>, shape: [Int], channels c: Int,
     let count = shape.reduce(1, *)
     let features = columns ? shape[shape.count - 1] : shape[0]
     let p = features / c
-    let (rows, cols) = toChannelsLast ? (c, p) : (p, c)
+    if columns {
+        // Each row is a (C, P) image.
+        permuteChannels(src, batch: count / features, channels: c, pixels: p, toChannelsLast: toChannelsLast, into: out,
+                        on: backend)
+    } else {
+        // A (C, P) or (P, C) matrix of runs of count / features floats.
+        let (rows, cols) = toChannelsLast ? (c, p) : (p, c)
+        backend.timingLayout { ck_transpose_runs(src, out, rows, cols, count / features) }
+    }
+}
+
+/// `batch` images between (C, P) and (P, C) order: oneDNN's jit reorder,
+/// or a tiled transpose without oneDNN.
+func permuteChannels(_ src: UnsafePointer<Float>, batch b: Int, channels c: Int, pixels p: Int, toChannelsLast: Bool,
+                     into out: UnsafeMutablePointer<Float>, on backend: Backend) {
     backend.timingLayout {
-        if columns, let dnnl = backend.dnnl {
-            // Each row is a (C, P) image: oneDNN's jit reorder between NCHW and NHWC.
-            dnnl.permute(src, dimensions: [count / features, c, p, 1], toChannelsLast: toChannelsLast, into: out)
-        } else if columns {
-            // Each row is a (rows, cols) matrix.
-            ck_transpose_batch(src, out, count / features, rows, cols)
+        if let dnnl = backend.dnnl {
+            dnnl.permute(src, dimensions: [b, c, p, 1], toChannelsLast: toChannelsLast, into: out)
         } else {
-            // A (rows, cols) matrix of runs of count / features floats.
-            ck_transpose_runs(src, out, rows, cols, count / features)
+            ck_transpose_batch(src, out, b, toChannelsLast ? c : p, toChannelsLast ? p : c)
         }
     }
 }
@@ -153,17 +162,9 @@ func permuted(_ x: Tensor, toChannelsLast: Bool, on backend: Backend) -> Tensor 
     let shape = toChannelsLast ? [b, h, w, c] : [b, c, h, w]
     if c == 1 || h * w == 1 || x.count == 0 { return Tensor(shape: shape, scalars: x.scalars) }
     return Tensor(shape: shape) { out in
-        backend.timingLayout {
-            x.scalars.withUnsafeBufferPointer { src in
-                if let dnnl = backend.dnnl {
-                    dnnl.permute(src.baseAddress!, dimensions: [b, c, h, w], toChannelsLast: toChannelsLast,
-                                 into: out.baseAddress!)
-                } else {
-                    // Each image is a (C, H·W) matrix one way and an (H·W, C) matrix the other.
-                    ck_transpose_batch(src.baseAddress, out.baseAddress, b, toChannelsLast ? c : h * w,
-                                       toChannelsLast ? h * w : c)
-                }
-            }
+        x.scalars.withUnsafeBufferPointer {
+            permuteChannels($0.baseAddress!, batch: b, channels: c, pixels: h * w, toChannelsLast: toChannelsLast,
+                            into: out.baseAddress!, on: backend)
         }
     }
 }
